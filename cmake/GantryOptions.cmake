@@ -1,0 +1,21 @@
+# GANTRY_WITH_<X>: AUTO (default: build when found), ON (fail if missing), OFF.
+foreach(opt CUDA NCCL MPI CEPH VERBS)
+  set(GANTRY_WITH_${opt} AUTO CACHE STRING "Build the ${opt} backend: AUTO, ON or OFF")
+  set_property(CACHE GANTRY_WITH_${opt} PROPERTY STRINGS AUTO ON OFF)
+endforeach()
+
+# gantry_resolve_option(NAME FOUND): sets GANTRY_HAVE_<NAME> to 1/0 from the option and FOUND.
+function(gantry_resolve_option name found)
+  set(mode ${GANTRY_WITH_${name}})
+  if(mode STREQUAL "OFF")
+    set(have 0)
+  elseif(found)
+    set(have 1)
+  elseif(mode STREQUAL "ON")
+    message(FATAL_ERROR "GANTRY_WITH_${name}=ON but ${name} was not found")
+  else()
+    set(have 0)
+  endif()
+  set(GANTRY_HAVE_${name} ${have} PARENT_SCOPE)
+  message(STATUS "gantry: ${name} backend ${have} (option ${mode})")
+endfunction()

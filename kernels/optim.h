@@ -1,0 +1,40 @@
+// Fused optimizer updates and gradient-norm clipping, on flat f32 buffers (any shape; the
+// update is elementwise). Formulas match torch.optim exactly (same order of operations) so
+// parity tests hold to 1e-4 after many steps.
+#pragma once
+
+#include "kernels/tensor.h"
+
+namespace gantry::kernels {
+
+struct SgdOptions {
+  float lr = 0.01f;
+  float momentum = 0.0f;      // 0 = plain SGD; buffer required when > 0
+  float weight_decay = 0.0f;  // L2, added to the gradient (torch semantics)
+  bool nesterov = false;
+};
+// torch.optim.SGD with dampening 0: g += wd*p; buf = momentum*buf + g; p -= lr*(nesterov ?
+// g + momentum*buf : buf). `momentum_buf` starts at zero (equivalent to torch's first step).
+Status SgdUpdate(Tensor& param, const Tensor& grad, Tensor* momentum_buf, const SgdOptions& opts);
+
+struct AdamOptions {
+  float lr = 1e-3f;
+  float beta1 = 0.9f;
+  float beta2 = 0.999f;
+  float eps = 1e-8f;
+  float weight_decay = 0.0f;
+  bool decoupled_weight_decay = false;  // true = AdamW
+  int64_t step = 1;                     // 1-based step count for bias correction
+};
+// torch.optim.Adam / AdamW: (AdamW: p *= 1 - lr*wd; Adam: g += wd*p); m = b1*m + (1-b1)*g;
+// v = b2*v + (1-b2)*g*g; p -= (lr / (1-b1^t)) * m / (sqrt(v) / sqrt(1-b2^t) + eps).
+Status AdamUpdate(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v,
+                  const AdamOptions& opts);
+
+// L2 norm of all elements (computed in double on CPU); synchronises on CUDA.
+StatusOr<float> L2Norm(const Tensor& t);
+// Clips as torch.nn.utils.clip_grad_norm_: if norm > max_norm, grad *= max_norm/(norm+1e-6).
+// Returns the norm before clipping.
+StatusOr<float> ClipGradNorm(Tensor& grad, float max_norm);
+
+}  // namespace gantry::kernels

@@ -1,0 +1,27 @@
+// Process-wide kernel runtime settings: CPU thread count, CUDA device discovery, sync.
+// CPU ops run on OpenMP with NumThreads() threads; CUDA ops run on the calling thread's
+// current stream (default stream unless SetCurrentStream was called on that thread).
+#pragma once
+
+#include "base/status.h"
+#include "kernels/tensor.h"
+
+namespace gantry::kernels {
+
+// Threads used by CPU ops (OpenMP and oneDNN). Default: GANTRY_NUM_THREADS or all cores.
+void SetNumThreads(int threads);
+int NumThreads();
+
+// Number of usable CUDA devices: 0 when built without CUDA or when no GPU/driver is present.
+int CudaDeviceCount();
+// True when built with CUDA support (whether or not a GPU is present).
+bool BuiltWithCuda();
+
+// Blocks until all work queued on `device` by this thread has finished (no-op on cpu).
+Status Synchronize(Device device);
+
+// Stream used by CUDA ops issued from this thread (an opaque cudaStream_t; nullptr = default).
+void SetCurrentStream(void* cuda_stream);
+void* CurrentStream();
+
+}  // namespace gantry::kernels
