@@ -10,12 +10,19 @@ find_package(SQLite3 REQUIRED)
 find_package(GTest REQUIRED)
 pkg_check_modules(ZMQ REQUIRED IMPORTED_TARGET libzmq)
 
-# oneDNN (Debian libdnnl-dev): the CPU GEMM.
-find_path(DNNL_INCLUDE_DIR dnnl.h REQUIRED)
-find_library(DNNL_LIBRARY NAMES dnnl REQUIRED)
+# oneDNN (Debian libdnnl-dev): the CPU GEMM. Without it (e.g. a bare GPU box running
+# scripts/gpu-check.sh) kernels/cpu falls back to a portable blocked GEMM.
+find_path(DNNL_INCLUDE_DIR dnnl.h)
+find_library(DNNL_LIBRARY NAMES dnnl)
 add_library(gantry_dnnl INTERFACE)
-target_include_directories(gantry_dnnl INTERFACE ${DNNL_INCLUDE_DIR})
-target_link_libraries(gantry_dnnl INTERFACE ${DNNL_LIBRARY})
+if(DNNL_INCLUDE_DIR AND DNNL_LIBRARY)
+  set(GANTRY_HAVE_DNNL 1)
+  target_include_directories(gantry_dnnl INTERFACE ${DNNL_INCLUDE_DIR})
+  target_link_libraries(gantry_dnnl INTERFACE ${DNNL_LIBRARY})
+else()
+  set(GANTRY_HAVE_DNNL 0)
+  message(WARNING "gantry: oneDNN not found; CPU GEMM uses the portable fallback (slow)")
+endif()
 
 # CUDA toolkit (cuBLAS, cuDNN, NCCL live in /usr/local/cuda on our machines).
 include(CheckLanguage)

@@ -1,0 +1,84 @@
+// Model: a network with ONE flat parameter buffer and ONE flat gradient buffer; layers hold
+// views into them (DESIGN.md). Parameters are laid out in forward (layer) order; gradient
+// buckets for data parallelism are taken from the END of the buffer backwards, so backward
+// completes them in order. Names follow PyTorch module naming so weights map 1:1 to a
+// reference torch model (see docs/models.md). Not thread-safe: one model per rank/thread.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "base/job_spec.h"
+#include "base/status.h"
+#include "kernels/tensor.h"
+
+namespace gantry::train {
+
+struct ParamInfo {
+  std::string name;        // e.g. "h.0.attn.c_attn.weight"
+  kernels::Shape shape;
+  int64_t offset = 0;      // element offset into the flat buffers
+  int64_t numel = 0;
+  bool decay = true;       // weight decay applies (false for biases and LayerNorm params)
+};
+
+// One mini-batch, owned by the data pipeline, on the model's device.
+//  gpt: inputs i32 [B, T], targets i32 [B, T]
+//  mlp: inputs f32 [B, widths[0]], targets i32 [B] (cross_entropy, hinge) or f32 [B, out] (mse)
+//  cnn: inputs f32 [B, C, H, W], targets i32 [B]
+struct Batch {
+  kernels::Tensor inputs;
+  kernels::Tensor targets;
+};
+
+class Model {
+ public:
+  virtual ~Model() = default;
+
+  // Builds the model for a fixed per-rank batch size; all activations and scratch are
+  // preallocated here, so Forward/Backward never allocate.
+  static StatusOr<std::unique_ptr<Model>> Create(const ModelSpec& spec, int batch,
+                                                 kernels::Device device);
+
+  const std::vector<ParamInfo>& params() const { return params_; }
+  int64_t num_params() const { return flat_params_.numel(); }
+  kernels::Tensor& flat_params() { return flat_params_; }
+  kernels::Tensor& flat_grads() { return flat_grads_; }
+  kernels::Tensor Param(const ParamInfo& p) const { return flat_params_.View(p.offset, p.shape); }
+  kernels::Tensor Grad(const ParamInfo& p) const { return flat_grads_.View(p.offset, p.shape); }
+
+  // Deterministic initialisation from `seed` (GPT-2 style normal(0, 0.02) for gpt; torch
+  // default-like uniform for mlp/cnn), identical on every machine.
+  virtual Status InitParams(uint64_t seed) = 0;
+
+  // Computes logits and the mean loss of `batch`.
+  virtual Status Forward(const Batch& batch) = 0;
+  // Zeroes then fills flat_grads with d(loss_scale * loss)/d(params). Calls the grad-ready
+  // callback (if set) as each trailing range of the gradient buffer becomes final.
+  virtual Status Backward(const Batch& batch, float loss_scale = 1.0f) = 0;
+
+  // Mean loss of the last Forward (copied to host; syncs on CUDA).
+  virtual StatusOr<float> Loss() const = 0;
+  // Logits of the last Forward: gpt [B, T, V]; mlp/cnn [B, classes].
+  virtual const kernels::Tensor& Logits() const = 0;
+  // Training tokens (gpt) or samples (mlp/cnn) per batch, for throughput figures.
+  virtual int64_t ItemsPerBatch() const = 0;
+
+  // `begin` is the element offset from which the gradient buffer is now final (up to the end).
+  using GradReadyFn = std::function<void(int64_t begin)>;
+  void SetGradReadyCallback(GradReadyFn fn) { grad_ready_ = std::move(fn); }
+
+  const ModelSpec& spec() const { return spec_; }
+
+ protected:
+  ModelSpec spec_;
+  std::vector<ParamInfo> params_;
+  kernels::Tensor flat_params_;
+  kernels::Tensor flat_grads_;
+  GradReadyFn grad_ready_;
+};
+
+}  // namespace gantry::train
