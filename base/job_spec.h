@@ -23,6 +23,7 @@ struct ResourcesSpec {
   std::string priority = "normal";  // "low" | "normal" | "high"
   std::string tenant = "default";
   std::map<std::string, std::string> labels;  // placement constraints (rack, zone, ...)
+  friend bool operator==(const ResourcesSpec&, const ResourcesSpec&) = default;
 };
 
 struct ModelSpec {
@@ -45,6 +46,7 @@ struct ModelSpec {
   int mlp = 0;  // hidden width of the MLP block (default 4 * d_model)
   // loss: "cross_entropy" (default) | "mse" | "hinge" (mlp only for mse/hinge)
   std::string loss = "cross_entropy";
+  friend bool operator==(const ModelSpec&, const ModelSpec&) = default;
 };
 
 struct DataSpec {
@@ -54,6 +56,7 @@ struct DataSpec {
   int batch_per_rank = 8;
   uint64_t seed = 1;
   int64_t synthetic_samples = 8192;  // records in a synthetic dataset
+  friend bool operator==(const DataSpec&, const DataSpec&) = default;
 };
 
 struct OptimizerSpec {
@@ -68,6 +71,7 @@ struct OptimizerSpec {
   std::string schedule = "constant";  // constant | cosine
   double min_lr_ratio = 0.1;          // cosine floor as a fraction of lr
   double grad_clip = 0.0;             // max global L2 norm; 0 = off
+  friend bool operator==(const OptimizerSpec&, const OptimizerSpec&) = default;
 };
 
 struct TrainSpec {
@@ -78,6 +82,7 @@ struct TrainSpec {
   int64_t log_every = 10;
   std::string device = "cpu";    // cpu | cuda | cuda:N
   int threads = 0;               // CPU threads per rank; 0 = automatic
+  friend bool operator==(const TrainSpec&, const TrainSpec&) = default;
 };
 
 struct CommSpec {
@@ -86,12 +91,14 @@ struct CommSpec {
   int timeout_s = 300;
   bool bf16_reduce = false;
   bool zero1 = false;
+  friend bool operator==(const CommSpec&, const CommSpec&) = default;
 };
 
 struct CommandSpec {
   std::vector<std::string> argv;
   std::map<std::string, std::string> env;
   std::string workdir;
+  friend bool operator==(const CommandSpec&, const CommandSpec&) = default;
 };
 
 struct ServeSpec {
@@ -100,10 +107,12 @@ struct ServeSpec {
   int port = 8501;
   int max_batch = 32;
   int batch_timeout_ms = 5;
+  friend bool operator==(const ServeSpec&, const ServeSpec&) = default;
 };
 
 struct RestartSpec {
   int max = 3;
+  friend bool operator==(const RestartSpec&, const RestartSpec&) = default;
 };
 
 struct JobSpec {
@@ -119,6 +128,7 @@ struct JobSpec {
   ServeSpec serve;
   RestartSpec restarts;
   std::string source;  // file name (or "<string>") used in error messages
+  friend bool operator==(const JobSpec&, const JobSpec&) = default;
 };
 
 const char* JobKindName(JobKind kind);

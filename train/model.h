@@ -14,25 +14,39 @@
 #include "base/job_spec.h"
 #include "base/status.h"
 #include "kernels/tensor.h"
+#include "train/rng.h"
 
 namespace gantry::train {
 
 struct ParamInfo {
-  std::string name;        // e.g. "h.0.attn.c_attn.weight"
+  std::string name;  // e.g. "h.0.attn.c_attn.weight"
   kernels::Shape shape;
-  int64_t offset = 0;      // element offset into the flat buffers
+  int64_t offset = 0;  // element offset into the flat buffers
   int64_t numel = 0;
-  bool decay = true;       // weight decay applies (false for biases and LayerNorm params)
+  bool decay = true;  // weight decay applies (false for biases and LayerNorm params)
 };
 
 // One mini-batch, owned by the data pipeline, on the model's device.
 //  gpt: inputs i32 [B, T], targets i32 [B, T]
 //  mlp: inputs f32 [B, widths[0]], targets i32 [B] (cross_entropy, hinge) or f32 [B, out] (mse)
 //  cnn: inputs f32 [B, C, H, W], targets i32 [B]
+// A Batch whose `targets` is an undefined Tensor (no buffer) runs Forward for logits only.
 struct Batch {
   kernels::Tensor inputs;
   kernels::Tensor targets;
 };
+
+// Shapes and dtypes of one batch for a model spec (data sources allocate Batches from it).
+struct BatchLayout {
+  kernels::Shape inputs;
+  kernels::DType input_dtype = kernels::DType::kF32;
+  kernels::Shape targets;
+  kernels::DType target_dtype = kernels::DType::kI32;
+};
+// kInvalidArgument when the spec is not a known/valid model.
+StatusOr<BatchLayout> BatchLayoutFor(const ModelSpec& spec, int batch);
+// Allocates a zeroed Batch with that layout on `device`.
+StatusOr<Batch> AllocateBatch(const BatchLayout& layout, kernels::Device device);
 
 class Model {
  public:
@@ -72,9 +86,29 @@ class Model {
   void SetGradReadyCallback(GradReadyFn fn) { grad_ready_ = std::move(fn); }
 
   const ModelSpec& spec() const { return spec_; }
+  int batch() const { return batch_; }
+  kernels::Device device() const { return device_; }
+  // The ParamInfo called `name`, or nullptr.
+  const ParamInfo* FindParam(const std::string& name) const;
 
  protected:
+  // Appends a parameter at the next offset (subclasses call this in forward order, then
+  // AllocateFlatBuffers once).
+  void AddParam(std::string name, kernels::Shape shape, bool decay);
+  Status AllocateFlatBuffers();
+  // Runs fill(param, values, rng) for every parameter on a host copy of the flat buffer (rng
+  // seeded from (seed, parameter index), so init never depends on order), then copies it in.
+  using InitFn = std::function<void(const ParamInfo&, float* values, Rng& rng)>;
+  Status InitFromHost(uint64_t seed, const InitFn& fill);
+  // Copies a one-element f32 tensor (e.g. the loss) to the host.
+  static StatusOr<float> ReadScalar(const kernels::Tensor& t);
+  void GradReady(int64_t begin) {
+    if (grad_ready_) grad_ready_(begin);
+  }
+
   ModelSpec spec_;
+  int batch_ = 0;
+  kernels::Device device_;
   std::vector<ParamInfo> params_;
   kernels::Tensor flat_params_;
   kernels::Tensor flat_grads_;

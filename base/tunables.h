@@ -1,0 +1,47 @@
+// Process-wide tunables: one table with each knob's default and doc line, each overridable by
+// the environment variable GANTRY_<NAME>. Per-call settings belong in option structs instead;
+// this is for knobs an operator may need to turn without a rebuild. Add a row to kTunables
+// when you add a knob (`gantry info -o json` lists them with their current values).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace gantry {
+
+struct TunableDoc {
+  const char* name;           // without the GANTRY_ prefix, e.g. "NUM_THREADS"
+  const char* default_value;  // as text, for documentation
+  const char* doc;
+};
+
+// The documented table (keep in sync with the defaults passed at the call sites).
+inline constexpr TunableDoc kTunables[] = {
+    {"LOG_LEVEL", "info", "minimum log level: debug | info | warning | error | off"},
+    {"NUM_THREADS", "0", "CPU threads for kernels (OpenMP, oneDNN); 0 = all usable cores"},
+    {"PROGRESS", "auto", "progress display: auto (bar on a TTY, else JSON lines) | bar | json | off"},
+    {"PROGRESS_JSON_EVERY_S", "30", "JSON progress: emit at least every this many seconds"},
+    {"PROGRESS_JSON_EVERY_PERCENT", "10", "JSON progress: emit at every this many percent"},
+    {"HTTP_IO_TIMEOUT_MS", "10000", "HTTP server: max time to read a request or write a reply"},
+    {"HTTP_IDLE_TIMEOUT_MS", "30000", "HTTP server: keep-alive connection idle limit"},
+    {"HTTP_MAX_CONNECTIONS", "256", "HTTP server: concurrent connections before 503"},
+    {"HTTP_MAX_BODY_BYTES", "268435456", "HTTP server: largest request body accepted (413 above)"},
+};
+
+// Value of GANTRY_<name> parsed as the type, else `dflt`. A malformed value is reported once
+// (warning log line naming the variable) and the default is used.
+int64_t TunableInt(std::string_view name, int64_t dflt);
+double TunableDouble(std::string_view name, double dflt);
+bool TunableBool(std::string_view name, bool dflt);  // 1/0, true/false, yes/no, on/off
+std::string TunableString(std::string_view name, std::string_view dflt);
+
+// Every documented tunable with the environment's value ("" when unset).
+struct TunableValue {
+  TunableDoc doc;
+  std::string env_value;
+};
+std::vector<TunableValue> ListTunables();
+
+}  // namespace gantry

@@ -1,0 +1,89 @@
+// `gantry train JOB.yaml` (one process; resumes from the newest checkpoint by default) and
+// `gantry sample CHECKPOINT` (greedy text from a byte-level gpt checkpoint).
+#include <unistd.h>
+
+#include <iostream>
+#include <memory>
+#include <string>
+
+#include "base/job_spec.h"
+#include "cli/command.h"
+#include "train/sample.h"
+#include "train/trainer.h"
+
+namespace gantry::cli {
+namespace {
+
+struct TrainArgs {
+  std::string job;
+  bool no_resume = false;
+  int64_t steps = -1;
+  int64_t stop_after = -1;
+  std::string checkpoint_dir;
+  std::string device;
+  int threads = -1;
+  std::string progress = "auto";
+};
+
+int RunTrain(const TrainArgs& a) {
+  StatusOr<JobSpec> spec = ParseJobSpecFile(a.job);
+  if (!spec.ok()) return ReportError(spec.status());
+  train::TrainerOptions o;
+  o.resume = !a.no_resume;
+  o.steps = a.steps;
+  o.stop_after = a.stop_after;
+  o.checkpoint_dir = a.checkpoint_dir;
+  o.device = a.device;
+  o.threads = a.threads;
+  if (a.progress == "bar" || (a.progress == "auto" && ::isatty(2))) o.progress = ProgressMode::kBar;
+  if (a.progress == "json") o.progress = ProgressMode::kJson;
+  auto trainer = train::Trainer::Create(*spec, o);
+  if (!trainer.ok()) return ReportError(trainer.status());
+  return ExitCodeFor((*trainer)->Run());
+}
+
+CommandRegistration kTrain(
+    "train", "Train a model from a job YAML on this process (resumes from its checkpoints)",
+    [](CLI::App& app) -> CommandHandler {
+      auto a = std::make_shared<TrainArgs>();
+      app.add_option("job", a->job, "job spec YAML (kind: train)")->required();
+      auto* resume = app.add_flag("--resume", "resume from the newest valid checkpoint (default)");
+      app.add_flag("--no-resume", a->no_resume,
+                   "start from scratch; refuses if the checkpoint dir already has checkpoints")
+          ->excludes(resume);
+      app.add_option("--steps", a->steps, "total steps (overrides train.steps and the schedule)")
+          ->check(CLI::NonNegativeNumber);
+      app.add_option("--stop-after", a->stop_after,
+                     "stop with a checkpoint after this step, as if interrupted (resume later)")
+          ->check(CLI::NonNegativeNumber);
+      app.add_option(
+          "--checkpoint-dir", a->checkpoint_dir,
+          "checkpoint location (dir, file:// or ceph://); overrides train.checkpoint_uri");
+      app.add_option("--device", a->device, "cpu | cuda | cuda:N (overrides train.device)");
+      app.add_option("--threads", a->threads, "CPU threads (overrides train.threads; 0 = auto)")
+          ->check(CLI::NonNegativeNumber);
+      app.add_option("--progress", a->progress, "auto | bar | json | off (auto: bar on a TTY)")
+          ->check(CLI::IsMember({"auto", "bar", "json", "off"}));
+      return [a]() { return RunTrain(*a); };
+    });
+
+CommandRegistration kSample(
+    "sample", "Greedy text from a byte-level gpt checkpoint", [](CLI::App& app) -> CommandHandler {
+      auto path = std::make_shared<std::string>();
+      auto o = std::make_shared<train::SampleOptions>();
+      app.add_option("checkpoint", *path, "checkpoint dir (ckpt-NNNNNN) or checkpoint root")
+          ->required();
+      app.add_option("--prompt", o->prompt, "text to continue (default: a newline)");
+      app.add_option("--tokens", o->tokens, "bytes to generate (default 200)")
+          ->check(CLI::NonNegativeNumber);
+      app.add_option("--threads", o->threads, "CPU threads (0 = auto)");
+      return [path, o]() {
+        StatusOr<std::string> text = train::SampleGreedy(*path, *o);
+        if (!text.ok()) return ReportError(text.status());
+        std::cout << o->prompt << *text << std::endl;
+        return kExitOk;
+      };
+    });
+
+}  // namespace
+}  // namespace gantry::cli

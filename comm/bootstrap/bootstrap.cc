@@ -1,0 +1,118 @@
+// Bootstrap: scopes, all-gather over the store, and the torchrun-style env bootstrap.
+#include "comm/bootstrap/bootstrap.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <fstream>
+
+#include "comm/bootstrap/mpi_bootstrap.h"
+#include "comm/bootstrap/tcp_store.h"
+
+namespace gantry::comm {
+
+Bootstrap::Bootstrap(int rank, int size, std::shared_ptr<Store> store, std::string advertise_host,
+                     std::shared_ptr<void> keepalive)
+    : rank_(rank), size_(size), store_(std::move(store)),
+      advertise_host_(std::move(advertise_host)), keepalive_(std::move(keepalive)) {}
+
+std::string Bootstrap::HostId() {
+  if (const char* id = std::getenv("GANTRY_HOST_ID"); id && *id) return id;
+  char host[256] = {0};
+  gethostname(host, sizeof(host) - 1);
+  std::string boot;
+  std::ifstream f("/proc/sys/kernel/random/boot_id");
+  std::getline(f, boot);
+  return std::string(host) + "/" + boot;
+}
+
+std::shared_ptr<Store> Bootstrap::NewScope(const std::string& what) {
+  return std::make_shared<PrefixStore>(what + "." + std::to_string(scopes_++), store_);
+}
+
+StatusOr<std::vector<std::string>> Bootstrap::AllGather(Store& scope, const std::string& name,
+                                                        const std::string& blob,
+                                                        std::chrono::milliseconds timeout) {
+  GANTRY_RETURN_IF_ERROR(scope.Set(name + "/" + std::to_string(rank_), blob));
+  std::vector<std::string> out(size_);
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (int r = 0; r < size_; ++r) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    auto v = scope.Get(name + "/" + std::to_string(r), std::max(left, std::chrono::milliseconds(0)));
+    if (!v.ok()) {
+      Status s = v.status();
+      return s.Prepend("bootstrap all-gather '" + name + "': rank " + std::to_string(r) +
+                       " did not publish");
+    }
+    out[r] = std::move(v).value();
+  }
+  return out;
+}
+
+std::unique_ptr<Bootstrap> Bootstrap::Sub(const std::string& name, int new_rank, int new_size) {
+  return std::make_unique<Bootstrap>(new_rank, new_size, NewScope("sub." + name), advertise_host_,
+                                     keepalive_);
+}
+
+namespace {
+
+StatusOr<int> EnvInt(const char* name, int min_value) {
+  const char* v = std::getenv(name);
+  if (!v || !*v) return NotFoundError(std::string(name) + " is not set");
+  char* end = nullptr;
+  long x = std::strtol(v, &end, 10);
+  if (*end != '\0' || x < min_value || x > 1'000'000) {
+    return InvalidArgumentError(std::string(name) + "='" + v + "' is not an integer >= " +
+                                std::to_string(min_value));
+  }
+  return static_cast<int>(x);
+}
+
+}  // namespace
+
+StatusOr<std::unique_ptr<Bootstrap>> BootstrapFromEnv(std::chrono::milliseconds timeout) {
+  auto rank = EnvInt("RANK", 0);
+  if (!rank.ok()) rank = EnvInt("JOB_COMPLETION_INDEX", 0);
+  if (!rank.ok()) {
+    return InvalidArgumentError("bootstrap: set RANK (or JOB_COMPLETION_INDEX) and WORLD_SIZE, "
+                                "MASTER_ADDR, MASTER_PORT as torchrun does");
+  }
+  auto size = EnvInt("WORLD_SIZE", 1);
+  if (!size.ok()) return size.status();
+  if (*rank >= *size) {
+    return InvalidArgumentError("bootstrap: RANK=" + std::to_string(*rank) +
+                                " is not below WORLD_SIZE=" + std::to_string(*size));
+  }
+  const char* addr = std::getenv("MASTER_ADDR");
+  auto port = EnvInt("MASTER_PORT", 1);
+  if (!addr || !*addr || !port.ok() || *port > 65535) {
+    return InvalidArgumentError("bootstrap: MASTER_ADDR and MASTER_PORT (1..65535) must name rank "
+                                "0's TCP store, e.g. MASTER_ADDR=127.0.0.1 MASTER_PORT=29500");
+  }
+  std::shared_ptr<TcpStoreServer> server;
+  if (*rank == 0) {
+    auto s = TcpStoreServer::Start("", *port);
+    if (!s.ok()) {
+      Status st = s.status();
+      return st.Prepend("bootstrap: rank 0 cannot host the TCP store on port " +
+                        std::to_string(*port));
+    }
+    server = std::move(s).value();
+  }
+  GANTRY_ASSIGN_OR_RETURN(std::unique_ptr<TcpStore> client, TcpStore::Connect(addr, *port, timeout));
+  std::string host = client->LocalHost();
+  return std::make_unique<Bootstrap>(*rank, *size, std::shared_ptr<Store>(std::move(client)), host,
+                                     server);
+}
+
+StatusOr<std::unique_ptr<Bootstrap>> BootstrapFromEnvironment(std::chrono::milliseconds timeout) {
+  const char* rank = std::getenv("RANK");
+  const char* index = std::getenv("JOB_COMPLETION_INDEX");
+  if ((rank && *rank) || (index && *index)) return BootstrapFromEnv(timeout);
+  if (RunningUnderMpirun()) return BootstrapFromMpi(timeout);
+  return std::make_unique<Bootstrap>(0, 1, std::make_shared<MemoryStore>());
+}
+
+}  // namespace gantry::comm

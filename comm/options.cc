@@ -1,0 +1,64 @@
+// CommOptions: environment overrides, validation and the CommSpec mapping.
+#include "comm/options.h"
+
+#include <cstdlib>
+
+namespace gantry::comm {
+namespace {
+
+template <typename T>
+Status EnvNumber(const char* name, T* out, double scale = 1.0) {
+  const char* v = std::getenv(name);
+  if (!v || !*v) return OkStatus();
+  char* end = nullptr;
+  double x = std::strtod(v, &end);
+  if (*end != '\0' || x < 0) {
+    return InvalidArgumentError(std::string(name) + "='" + v + "' is not a non-negative number");
+  }
+  *out = static_cast<T>(x * scale);
+  return OkStatus();
+}
+
+}  // namespace
+
+Status CommOptions::ApplyEnv() {
+  if (const char* b = std::getenv("GANTRY_COMM_BACKEND"); b && *b) backend = b;
+  double timeout_s = std::chrono::duration<double>(timeout).count();
+  GANTRY_RETURN_IF_ERROR(EnvNumber("GANTRY_COMM_TIMEOUT_S", &timeout_s));
+  timeout = std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000));
+  GANTRY_RETURN_IF_ERROR(EnvNumber("GANTRY_COMM_TCP_SOCKETS", &tcp_sockets));
+  GANTRY_RETURN_IF_ERROR(EnvNumber("GANTRY_COMM_TCP_CHUNK_BYTES", &tcp_chunk_bytes));
+  GANTRY_RETURN_IF_ERROR(EnvNumber("GANTRY_COMM_TCP_SOCKET_BUFFER_BYTES", &tcp_socket_buffer_bytes));
+  if (const char* h = std::getenv("GANTRY_COMM_TCP_HOST"); h && *h) tcp_host = h;
+  GANTRY_RETURN_IF_ERROR(EnvNumber("GANTRY_COMM_SHM_CHUNK_BYTES", &shm_chunk_bytes));
+  GANTRY_RETURN_IF_ERROR(EnvNumber("GANTRY_COMM_SHM_STAGES", &shm_stages));
+  GANTRY_RETURN_IF_ERROR(EnvNumber("GANTRY_COMM_SHM_MAILBOX_BYTES", &shm_mailbox_bytes));
+  return Validate();
+}
+
+Status CommOptions::Validate() const {
+  if (backend != "auto" && backend != "tcp" && backend != "shm" && backend != "mpi" &&
+      backend != "nccl") {
+    return InvalidArgumentError("comm backend '" + backend +
+                                "' is unknown: use auto, tcp, shm, mpi or nccl");
+  }
+  if (timeout.count() <= 0) return InvalidArgumentError("comm timeout must be positive");
+  if (tcp_sockets < 1 || tcp_sockets > 16) {
+    return InvalidArgumentError("comm tcp_sockets=" + std::to_string(tcp_sockets) +
+                                " must be in 1..16");
+  }
+  if (tcp_chunk_bytes < 4096) return InvalidArgumentError("comm tcp_chunk_bytes must be >= 4096");
+  if (shm_chunk_bytes < 1024) return InvalidArgumentError("comm shm_chunk_bytes must be >= 1024");
+  if (shm_stages < 2 || shm_stages > 64) return InvalidArgumentError("comm shm_stages must be in 2..64");
+  if (shm_mailbox_bytes < 4096) return InvalidArgumentError("comm shm_mailbox_bytes must be >= 4096");
+  return OkStatus();
+}
+
+CommOptions CommOptions::FromSpec(const CommSpec& spec) {
+  CommOptions o;
+  o.backend = spec.backend;
+  o.timeout = std::chrono::milliseconds(static_cast<int64_t>(spec.timeout_s) * 1000);
+  return o;
+}
+
+}  // namespace gantry::comm

@@ -1,0 +1,48 @@
+// CommOptions: every tunable of the comm backends in one place, with defaults and a doc line.
+// Each field can be overridden by a GANTRY_COMM_<NAME> environment variable (ApplyEnv), e.g.
+// GANTRY_COMM_TIMEOUT_S=60 GANTRY_COMM_TCP_SOCKETS=2. CommSpec (base/job_spec.h) maps onto it.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <string>
+
+#include "base/job_spec.h"
+#include "base/status.h"
+
+namespace gantry::comm {
+
+struct CommOptions {
+  // auto | tcp | shm | mpi | nccl. auto: nccl when memory is kCuda; else shm inside a host
+  // and tcp between hosts (hierarchical when a job spans hosts with several ranks each).
+  std::string backend = "auto";
+  // Every operation fails (kDeadlineExceeded) when it cannot finish within this time.
+  std::chrono::milliseconds timeout = std::chrono::seconds(300);
+  // auto/nccl: buffers live on CUDA devices; `cuda_device` is this rank's device (-1: rank
+  // modulo the visible device count).
+  bool cuda = false;
+  int cuda_device = -1;
+
+  // tcp: sockets per direction to each ring neighbour (chunks are striped over them).
+  int tcp_sockets = 1;
+  // tcp: pipeline chunk (bytes); a chunk is received, reduced and forwarded as one unit.
+  size_t tcp_chunk_bytes = 256 << 10;
+  // tcp: raise SO_SNDBUF/SO_RCVBUF to at least this (0: keep the kernel's autotuning).
+  int tcp_socket_buffer_bytes = 0;
+  // tcp: interface address to listen on ("" = the address that reaches the bootstrap store).
+  std::string tcp_host;
+
+  // shm: elements per rank per pipeline stage are chosen so a stage holds this many bytes.
+  size_t shm_chunk_bytes = 64 << 10;
+  // shm: pipeline depth (stages in flight per rank).
+  int shm_stages = 4;
+  // shm: bytes of each point-to-point mailbox (one per ordered pair of ranks).
+  size_t shm_mailbox_bytes = 256 << 10;
+
+  // Applies GANTRY_COMM_* overrides; kInvalidArgument names a malformed variable.
+  Status ApplyEnv();
+  Status Validate() const;
+  static CommOptions FromSpec(const CommSpec& spec);
+};
+
+}  // namespace gantry::comm

@@ -1,0 +1,84 @@
+// ShmSegment: one POSIX shared-memory segment mapped by every rank of a host group, with
+// per-rank progress counters (each on its own cache line), per-rank staging slots and one
+// single-producer mailbox per ordered pair of ranks. Rank 0 creates it, publishes its name
+// through the bootstrap store, and unlinks it once all ranks have mapped it (so nothing is
+// left in /dev/shm even after a crash). Layout only; the protocol lives in shm_group.h.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "comm/bootstrap/bootstrap.h"
+
+namespace gantry::comm {
+
+struct alignas(64) ShmCounter {
+  std::atomic<uint64_t> value{0};
+  char pad[64 - sizeof(std::atomic<uint64_t>)];
+};
+
+// Describes the collective a rank is running; written next to each posted stage so that
+// readers detect ranks that issued different collectives.
+struct ShmOpMeta {
+  uint64_t seq;
+  uint64_t count;
+  uint8_t kind, dtype, op, pad;
+  int32_t root;
+  bool operator==(const ShmOpMeta&) const = default;
+};
+
+struct ShmRankControl {
+  ShmCounter posted;   // stages this rank has written into its slot (absolute stage index + 1)
+  ShmCounter reduced;  // stages whose result slice this rank has published
+  ShmCounter done;     // stages this rank has finished reading
+  alignas(64) std::atomic<int32_t> pid;
+};
+
+struct ShmHeader {
+  uint64_t magic;
+  std::atomic<int32_t> failed_rank;  // -1 healthy; else the rank that broke the group
+  char failure[256];                 // its reason (written before failed_rank is set)
+};
+
+struct ShmMailbox {
+  ShmCounter head;  // bytes written by the sender (total)
+  ShmCounter tail;  // bytes consumed by the receiver (total)
+  // followed by `mailbox_bytes` of ring data
+};
+
+class ShmSegment {
+ public:
+  struct Layout {
+    int ranks;
+    int stages;
+    size_t stage_bytes;  // per rank per stage: input area
+    size_t result_bytes; // per rank per stage: result area
+    size_t mailbox_bytes;
+  };
+  // Collective over the bootstrap's ranks (all must be on this host).
+  static StatusOr<std::unique_ptr<ShmSegment>> Create(Bootstrap& bootstrap, const Layout& layout,
+                                                      std::chrono::milliseconds timeout);
+  ~ShmSegment();
+
+  const Layout& layout() const { return layout_; }
+  ShmHeader* header() const { return reinterpret_cast<ShmHeader*>(base_); }
+  ShmRankControl* control(int rank) const;
+  // Stage q of `rank`: metadata, input area, result area.
+  ShmOpMeta* meta(int rank, uint64_t q) const;
+  char* input(int rank, uint64_t q) const;
+  char* result(int rank, uint64_t q) const;
+  ShmMailbox* mailbox(int from, int to) const;
+  char* mailbox_data(int from, int to) const;
+
+ private:
+  ShmSegment(const Layout& layout, size_t bytes);
+  size_t SlotBytes() const;
+  Layout layout_;
+  size_t bytes_;
+  char* base_ = nullptr;
+  size_t control_off_, slots_off_, mailbox_off_;
+};
+
+}  // namespace gantry::comm

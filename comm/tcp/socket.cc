@@ -1,0 +1,251 @@
+// Socket helpers: getaddrinfo-based listen/connect with deadlines and whole-buffer I/O.
+#include "comm/tcp/socket.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <thread>
+
+namespace gantry::comm {
+
+int MillisLeft(Deadline deadline) {
+  auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+  if (left.count() <= 0) return 0;
+  return left.count() > 1'000'000'000 ? 1'000'000'000 : static_cast<int>(left.count());
+}
+
+std::string SecondsSince(Clock::time_point start) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%.2f s",
+                std::chrono::duration<double>(Clock::now() - start).count());
+  return buf;
+}
+
+Socket& Socket::operator=(Socket&& o) noexcept {
+  if (this != &o) {
+    Close();
+    fd_ = o.fd_;
+    o.fd_ = -1;
+  }
+  return *this;
+}
+
+void Socket::Close() {
+  if (fd_ >= 0) ::close(fd_);
+  fd_ = -1;
+}
+
+void Socket::Shutdown() {
+  if (fd_ >= 0) ::shutdown(fd_, SHUT_RDWR);
+}
+
+std::string Socket::LocalHost() const {
+  sockaddr_storage ss{};
+  socklen_t len = sizeof(ss);
+  if (getsockname(fd_, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return "127.0.0.1";
+  char host[NI_MAXHOST];
+  if (getnameinfo(reinterpret_cast<sockaddr*>(&ss), len, host, sizeof(host), nullptr, 0,
+                  NI_NUMERICHOST) != 0) {
+    return "127.0.0.1";
+  }
+  return host;
+}
+
+Status Socket::SetNonBlocking(bool on) {
+  int flags = fcntl(fd_, F_GETFL, 0);
+  if (flags < 0) return ErrnoError("fcntl(F_GETFL)", errno);
+  flags = on ? (flags | O_NONBLOCK) : (flags & ~O_NONBLOCK);
+  if (fcntl(fd_, F_SETFL, flags) != 0) return ErrnoError("fcntl(F_SETFL)", errno);
+  return OkStatus();
+}
+
+Status Socket::Tune(int buffer_bytes) {
+  int one = 1;
+  if (setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) != 0) {
+    return ErrnoError("setsockopt(TCP_NODELAY)", errno);
+  }
+  setsockopt(fd_, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+  if (buffer_bytes > 0) {
+    for (int opt : {SO_SNDBUF, SO_RCVBUF}) {
+      int cur = 0;
+      socklen_t len = sizeof(cur);
+      getsockopt(fd_, SOL_SOCKET, opt, &cur, &len);
+      if (cur < buffer_bytes) setsockopt(fd_, SOL_SOCKET, opt, &buffer_bytes, sizeof(buffer_bytes));
+    }
+  }
+  return OkStatus();
+}
+
+namespace {
+
+StatusOr<addrinfo*> Resolve(const std::string& host, int port, bool passive) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = passive ? AI_PASSIVE : 0;
+  addrinfo* res = nullptr;
+  std::string port_str = std::to_string(port);
+  const char* h = (host.empty() || (passive && host == "0.0.0.0")) ? nullptr : host.c_str();
+  if (passive && h == nullptr) hints.ai_family = AF_INET;
+  int rc = getaddrinfo(h, port_str.c_str(), &hints, &res);
+  if (rc != 0) {
+    return UnavailableError("cannot resolve '" + host + ":" + port_str + "': " + gai_strerror(rc) +
+                            "; check the host name (MASTER_ADDR) and DNS");
+  }
+  return res;
+}
+
+}  // namespace
+
+StatusOr<Socket> Listen(const std::string& host, int port, int backlog) {
+  GANTRY_ASSIGN_OR_RETURN(addrinfo * res, Resolve(host, port, true));
+  Status last = UnavailableError("no address for " + host);
+  for (addrinfo* ai = res; ai; ai = ai->ai_next) {
+    Socket s(::socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol));
+    if (!s.valid()) continue;
+    int one = 1;
+    setsockopt(s.fd(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (::bind(s.fd(), ai->ai_addr, ai->ai_addrlen) != 0 || ::listen(s.fd(), backlog) != 0) {
+      last = ErrnoError("bind/listen on " + host + ":" + std::to_string(port) +
+                        " (is the port in use? pick another MASTER_PORT)", errno);
+      continue;
+    }
+    freeaddrinfo(res);
+    return s;
+  }
+  freeaddrinfo(res);
+  return last;
+}
+
+int BoundPort(const Socket& s) {
+  sockaddr_storage ss{};
+  socklen_t len = sizeof(ss);
+  getsockname(s.fd(), reinterpret_cast<sockaddr*>(&ss), &len);
+  if (ss.ss_family == AF_INET6) return ntohs(reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port);
+  return ntohs(reinterpret_cast<sockaddr_in*>(&ss)->sin_port);
+}
+
+namespace {
+
+// One non-blocking connect attempt bounded by the deadline; 0 on success, else errno.
+int TryConnect(const Socket& s, const addrinfo* ai, Deadline deadline) {
+  if (s.fd() < 0) return errno;
+  int flags = fcntl(s.fd(), F_GETFL, 0);
+  fcntl(s.fd(), F_SETFL, flags | O_NONBLOCK);
+  int rc = ::connect(s.fd(), ai->ai_addr, ai->ai_addrlen);
+  if (rc != 0 && errno != EINPROGRESS) return errno;
+  if (rc != 0) {
+    pollfd p{s.fd(), POLLOUT, 0};
+    int n = ::poll(&p, 1, std::min(MillisLeft(deadline), 2000));
+    if (n <= 0) return ETIMEDOUT;
+    int err = 0;
+    socklen_t len = sizeof(err);
+    getsockopt(s.fd(), SOL_SOCKET, SO_ERROR, &err, &len);
+    if (err != 0) return err;
+  }
+  fcntl(s.fd(), F_SETFL, flags);
+  return 0;
+}
+
+}  // namespace
+
+StatusOr<Socket> Connect(const std::string& host, int port, Deadline deadline) {
+  auto start = Clock::now();
+  auto backoff = std::chrono::milliseconds(10);
+  for (;;) {
+    GANTRY_ASSIGN_OR_RETURN(addrinfo * res, Resolve(host, port, false));
+    int err = 0;
+    for (addrinfo* ai = res; ai; ai = ai->ai_next) {
+      Socket s(::socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol));
+      err = TryConnect(s, ai, deadline);
+      if (err == 0) {
+        freeaddrinfo(res);
+        return s;
+      }
+    }
+    freeaddrinfo(res);
+    if (Clock::now() >= deadline) {
+      return DeadlineExceededError("connect to " + host + ":" + std::to_string(port) +
+                                   " failed for " + SecondsSince(start) + " (last error: " +
+                                   std::strerror(err) + "); is the peer running and reachable?");
+    }
+    std::this_thread::sleep_for(std::min<std::chrono::milliseconds>(
+        backoff, std::chrono::milliseconds(MillisLeft(deadline) + 1)));
+    backoff = std::min(backoff * 2, std::chrono::milliseconds(500));
+  }
+}
+
+StatusOr<Socket> Accept(const Socket& listener, Deadline deadline) {
+  for (;;) {
+    pollfd p{listener.fd(), POLLIN, 0};
+    int n = ::poll(&p, 1, MillisLeft(deadline));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return ErrnoError("poll(accept)", errno);
+    if (n == 0) return DeadlineExceededError("accept: no peer connected in time");
+    if (p.revents & (POLLERR | POLLHUP | POLLNVAL)) {
+      return UnavailableError("accept: listening socket was shut down");
+    }
+    int fd = ::accept4(listener.fd(), nullptr, nullptr, SOCK_CLOEXEC);
+    if (fd >= 0) return Socket(fd);
+    if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED) {
+      return ErrnoError("accept", errno);
+    }
+  }
+}
+
+Status SendAll(const Socket& s, const void* data, size_t n, Deadline deadline) {
+  const char* p = static_cast<const char*>(data);
+  while (n > 0) {
+    ssize_t k = ::send(s.fd(), p, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (k > 0) {
+      p += k;
+      n -= static_cast<size_t>(k);
+      continue;
+    }
+    if (k < 0 && errno == EINTR) continue;
+    if (k < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
+      if (errno == EPIPE || errno == ECONNRESET) return UnavailableError("peer closed the connection");
+      return ErrnoError("send", errno);
+    }
+    pollfd pf{s.fd(), POLLOUT, 0};
+    int rc = ::poll(&pf, 1, MillisLeft(deadline));
+    if (rc == 0) return DeadlineExceededError("send timed out");
+    if (rc < 0 && errno != EINTR) return ErrnoError("poll(send)", errno);
+  }
+  return OkStatus();
+}
+
+Status RecvAll(const Socket& s, void* data, size_t n, Deadline deadline) {
+  char* p = static_cast<char*>(data);
+  while (n > 0) {
+    ssize_t k = ::recv(s.fd(), p, n, MSG_DONTWAIT);
+    if (k > 0) {
+      p += k;
+      n -= static_cast<size_t>(k);
+      continue;
+    }
+    if (k == 0) return UnavailableError("peer closed the connection");
+    if (errno == EINTR) continue;
+    if (errno != EAGAIN && errno != EWOULDBLOCK) {
+      if (errno == ECONNRESET) return UnavailableError("peer reset the connection");
+      return ErrnoError("recv", errno);
+    }
+    pollfd pf{s.fd(), POLLIN, 0};
+    int rc = ::poll(&pf, 1, MillisLeft(deadline));
+    if (rc == 0) return DeadlineExceededError("recv timed out");
+    if (rc < 0 && errno != EINTR) return ErrnoError("poll(recv)", errno);
+  }
+  return OkStatus();
+}
+
+}  // namespace gantry::comm

@@ -1,0 +1,309 @@
+// JobStore over SQLite: schema, prepared statements, row <-> record mapping.
+#include "coordinator/job_store.h"
+
+#include <sqlite3.h>
+
+#include <nlohmann/json.hpp>
+
+namespace gantry::coordinator {
+
+namespace {
+
+const char* const kStateNames[] = {"PENDING",   "PLACED", "RUNNING",  "RESTARTING",
+                                   "SUCCEEDED", "FAILED", "CANCELLED"};
+
+const char kSchema[] = R"sql(
+CREATE TABLE IF NOT EXISTS jobs (
+  id TEXT PRIMARY KEY, seq INTEGER NOT NULL, name TEXT, kind TEXT, tenant TEXT,
+  priority INTEGER, state TEXT NOT NULL, attempt INTEGER, max_restarts INTEGER,
+  spec_yaml TEXT, workdir TEXT, ranks INTEGER, gpus_per_rank INTEGER, cpus_per_rank INTEGER,
+  labels TEXT, submitted_ms INTEGER, started_ms INTEGER, finished_ms INTEGER, error TEXT,
+  token TEXT, master_addr TEXT, master_port INTEGER, progress BLOB);
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
+CREATE TABLE IF NOT EXISTS ranks (
+  job_id TEXT, attempt INTEGER, rank INTEGER, worker_id TEXT, state TEXT, exit_code INTEGER,
+  pid INTEGER, gpus TEXT, PRIMARY KEY (job_id, attempt, rank));
+CREATE TABLE IF NOT EXISTS events (
+  id INTEGER PRIMARY KEY AUTOINCREMENT, job_id TEXT, time_ms INTEGER, state TEXT,
+  reason TEXT, attempt INTEGER);
+CREATE INDEX IF NOT EXISTS events_job ON events(job_id);
+CREATE TABLE IF NOT EXISTS logs (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT, job_id TEXT, attempt INTEGER, rank INTEGER,
+  stream TEXT, time_ms INTEGER, text TEXT);
+CREATE INDEX IF NOT EXISTS logs_job ON logs(job_id, seq);
+)sql";
+
+// A prepared statement that finalizes itself.
+class Stmt {
+ public:
+  Stmt(sqlite3* db, const char* sql) : db_(db) {
+    rc_ = sqlite3_prepare_v2(db, sql, -1, &stmt_, nullptr);
+  }
+  ~Stmt() { sqlite3_finalize(stmt_); }
+  Status status(const char* purpose) const {
+    if (rc_ == SQLITE_OK) return OkStatus();
+    return Status(StatusCode::kSystemError,
+                  std::string("sqlite: preparing ") + purpose + ": " + sqlite3_errmsg(db_));
+  }
+  Stmt& Bind(int i, const std::string& v) {
+    sqlite3_bind_text(stmt_, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
+    return *this;
+  }
+  Stmt& BindBlob(int i, const std::string& v) {
+    sqlite3_bind_blob(stmt_, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
+    return *this;
+  }
+  Stmt& Bind(int i, int64_t v) {
+    sqlite3_bind_int64(stmt_, i, v);
+    return *this;
+  }
+  // SQLITE_ROW -> true, SQLITE_DONE -> false.
+  StatusOr<bool> Step(const char* purpose) {
+    const int rc = sqlite3_step(stmt_);
+    if (rc == SQLITE_ROW) return true;
+    if (rc == SQLITE_DONE) return false;
+    return Status(StatusCode::kSystemError,
+                  std::string("sqlite: ") + purpose + ": " + sqlite3_errmsg(db_));
+  }
+  Status Run(const char* purpose) {
+    auto r = Step(purpose);
+    return r.ok() ? OkStatus() : r.status();
+  }
+  std::string Text(int col) const {
+    const void* p = sqlite3_column_blob(stmt_, col);
+    return p ? std::string(static_cast<const char*>(p), sqlite3_column_bytes(stmt_, col)) : "";
+  }
+  int64_t Int(int col) const { return sqlite3_column_int64(stmt_, col); }
+  void Reset() {
+    sqlite3_reset(stmt_);
+    sqlite3_clear_bindings(stmt_);
+  }
+
+ private:
+  sqlite3* db_;
+  sqlite3_stmt* stmt_ = nullptr;
+  int rc_;
+};
+
+const char kJobColumns[] =
+    "id, seq, name, kind, tenant, priority, state, attempt, max_restarts, spec_yaml, workdir, "
+    "ranks, gpus_per_rank, cpus_per_rank, labels, submitted_ms, started_ms, finished_ms, error, "
+    "token, master_addr, master_port, progress";
+
+JobRecord ReadJob(const Stmt& s) {
+  JobRecord j;
+  j.id = s.Text(0);
+  j.sequence = s.Int(1);
+  j.name = s.Text(2);
+  j.kind = s.Text(3);
+  j.tenant = s.Text(4);
+  j.priority = static_cast<int>(s.Int(5));
+  auto st = ParseJobState(s.Text(6));
+  j.state = st.ok() ? *st : JobState::kFailed;
+  j.attempt = static_cast<int>(s.Int(7));
+  j.max_restarts = static_cast<int>(s.Int(8));
+  j.spec_yaml = s.Text(9);
+  j.workdir = s.Text(10);
+  j.ranks = static_cast<int>(s.Int(11));
+  j.gpus_per_rank = static_cast<int>(s.Int(12));
+  j.cpus_per_rank = static_cast<int>(s.Int(13));
+  const std::string labels = s.Text(14);
+  if (!labels.empty()) {
+    auto parsed = nlohmann::json::parse(labels, nullptr, false);
+    if (parsed.is_object())
+      for (auto& [k, v] : parsed.items()) j.labels[k] = v.is_string() ? v.get<std::string>() : "";
+  }
+  j.submitted_ms = s.Int(15);
+  j.started_ms = s.Int(16);
+  j.finished_ms = s.Int(17);
+  j.error = s.Text(18);
+  j.token = s.Text(19);
+  j.master_addr = s.Text(20);
+  j.master_port = static_cast<int>(s.Int(21));
+  j.progress = s.Text(22);
+  return j;
+}
+
+}  // namespace
+
+const char* JobStateName(JobState state) { return kStateNames[static_cast<int>(state)]; }
+
+StatusOr<JobState> ParseJobState(const std::string& name) {
+  for (int i = 0; i < 7; ++i)
+    if (name == kStateNames[i]) return static_cast<JobState>(i);
+  return InvalidArgumentError("unknown job state '" + name + "'");
+}
+
+StatusOr<std::unique_ptr<JobStore>> JobStore::Open(const std::string& path) {
+  sqlite3* db = nullptr;
+  if (sqlite3_open(path.c_str(), &db) != SQLITE_OK) {
+    std::string msg = db ? sqlite3_errmsg(db) : "out of memory";
+    sqlite3_close(db);
+    return Status(StatusCode::kSystemError, "sqlite: opening job store " + path + ": " + msg +
+                                                " (is the state directory writable?)");
+  }
+  sqlite3_busy_timeout(db, 5000);
+  std::unique_ptr<JobStore> store(new JobStore(db));
+  GANTRY_RETURN_IF_ERROR(store->Exec("PRAGMA journal_mode=WAL", "enabling WAL"));
+  // NORMAL in WAL mode: a committed transaction survives a process kill (not power loss).
+  GANTRY_RETURN_IF_ERROR(store->Exec("PRAGMA synchronous=NORMAL", "setting synchronous"));
+  GANTRY_RETURN_IF_ERROR(store->Exec(kSchema, "creating the schema"));
+  return store;
+}
+
+JobStore::~JobStore() { sqlite3_close(db_); }
+
+Status JobStore::Exec(const char* sql, const char* purpose) {
+  char* err = nullptr;
+  if (sqlite3_exec(db_, sql, nullptr, nullptr, &err) != SQLITE_OK) {
+    std::string msg = err ? err : "unknown error";
+    sqlite3_free(err);
+    return Status(StatusCode::kSystemError, std::string("sqlite: ") + purpose + ": " + msg);
+  }
+  return OkStatus();
+}
+
+Status JobStore::Begin() { return Exec("BEGIN IMMEDIATE", "begin transaction"); }
+Status JobStore::Commit() { return Exec("COMMIT", "commit transaction"); }
+
+int64_t JobStore::NextSequence() {
+  Stmt s(db_, "SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs");
+  auto row = s.Step("reading the next sequence");
+  return row.ok() && *row ? s.Int(0) : 1;
+}
+
+Status JobStore::UpsertJob(const JobRecord& j) {
+  Stmt s(db_, (std::string("INSERT OR REPLACE INTO jobs (") + kJobColumns +
+               ") VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)").c_str());
+  GANTRY_RETURN_IF_ERROR(s.status("saving a job"));
+  nlohmann::json labels(j.labels);
+  s.Bind(1, j.id).Bind(2, j.sequence).Bind(3, j.name).Bind(4, j.kind).Bind(5, j.tenant);
+  s.Bind(6, int64_t{j.priority}).Bind(7, std::string(JobStateName(j.state)));
+  s.Bind(8, int64_t{j.attempt}).Bind(9, int64_t{j.max_restarts}).Bind(10, j.spec_yaml);
+  s.Bind(11, j.workdir).Bind(12, int64_t{j.ranks}).Bind(13, int64_t{j.gpus_per_rank});
+  s.Bind(14, int64_t{j.cpus_per_rank}).Bind(15, labels.dump()).Bind(16, j.submitted_ms);
+  s.Bind(17, j.started_ms).Bind(18, j.finished_ms).Bind(19, j.error).Bind(20, j.token);
+  s.Bind(21, j.master_addr).Bind(22, int64_t{j.master_port}).BindBlob(23, j.progress);
+  return s.Run(("saving job " + j.id).c_str());
+}
+
+StatusOr<std::vector<JobRecord>> JobStore::LoadJobs(bool include_finished, int limit) {
+  std::string sql = std::string("SELECT ") + kJobColumns + " FROM jobs";
+  if (!include_finished) sql += " WHERE state NOT IN ('SUCCEEDED','FAILED','CANCELLED')";
+  sql += " ORDER BY seq DESC";
+  if (limit > 0) sql += " LIMIT " + std::to_string(limit);
+  Stmt s(db_, sql.c_str());
+  GANTRY_RETURN_IF_ERROR(s.status("loading jobs"));
+  std::vector<JobRecord> out;
+  for (;;) {
+    GANTRY_ASSIGN_OR_RETURN(bool row, s.Step("loading jobs"));
+    if (!row) break;
+    out.push_back(ReadJob(s));
+  }
+  return out;
+}
+
+StatusOr<JobRecord> JobStore::LoadJob(const std::string& id) {
+  Stmt s(db_, (std::string("SELECT ") + kJobColumns + " FROM jobs WHERE id = ?").c_str());
+  GANTRY_RETURN_IF_ERROR(s.status("loading a job"));
+  s.Bind(1, id);
+  GANTRY_ASSIGN_OR_RETURN(bool row, s.Step("loading a job"));
+  if (!row) return NotFoundError("no job '" + id + "': see `gantry list --all`");
+  return ReadJob(s);
+}
+
+Status JobStore::UpsertRank(const RankRecord& r) {
+  Stmt s(db_, "INSERT OR REPLACE INTO ranks (job_id, attempt, rank, worker_id, state, exit_code, "
+              "pid, gpus) VALUES (?,?,?,?,?,?,?,?)");
+  GANTRY_RETURN_IF_ERROR(s.status("saving a rank"));
+  s.Bind(1, r.job_id).Bind(2, int64_t{r.attempt}).Bind(3, int64_t{r.rank}).Bind(4, r.worker_id);
+  s.Bind(5, r.state).Bind(6, int64_t{r.exit_code}).Bind(7, int64_t{r.pid});
+  s.Bind(8, nlohmann::json(r.gpu_indices).dump());
+  return s.Run("saving a rank");
+}
+
+StatusOr<std::vector<RankRecord>> JobStore::LoadRanks(const std::string& job_id, int attempt) {
+  Stmt s(db_, "SELECT rank, worker_id, state, exit_code, pid, gpus FROM ranks "
+              "WHERE job_id = ? AND attempt = ? ORDER BY rank");
+  GANTRY_RETURN_IF_ERROR(s.status("loading ranks"));
+  s.Bind(1, job_id).Bind(2, int64_t{attempt});
+  std::vector<RankRecord> out;
+  for (;;) {
+    GANTRY_ASSIGN_OR_RETURN(bool row, s.Step("loading ranks"));
+    if (!row) break;
+    RankRecord r;
+    r.job_id = job_id;
+    r.attempt = attempt;
+    r.rank = static_cast<int>(s.Int(0));
+    r.worker_id = s.Text(1);
+    r.state = s.Text(2);
+    r.exit_code = static_cast<int>(s.Int(3));
+    r.pid = static_cast<int>(s.Int(4));
+    auto gpus = nlohmann::json::parse(s.Text(5), nullptr, false);
+    if (gpus.is_array())
+      for (auto& g : gpus) r.gpu_indices.push_back(g.get<int>());
+    out.push_back(r);
+  }
+  return out;
+}
+
+Status JobStore::AddEvent(const EventRecord& e) {
+  Stmt s(db_, "INSERT INTO events (job_id, time_ms, state, reason, attempt) VALUES (?,?,?,?,?)");
+  GANTRY_RETURN_IF_ERROR(s.status("saving an event"));
+  s.Bind(1, e.job_id).Bind(2, e.time_ms).Bind(3, e.state).Bind(4, e.reason);
+  s.Bind(5, int64_t{e.attempt});
+  return s.Run("saving an event");
+}
+
+StatusOr<std::vector<EventRecord>> JobStore::LoadEvents(const std::string& job_id) {
+  Stmt s(db_, "SELECT time_ms, state, reason, attempt FROM events WHERE job_id = ? ORDER BY id");
+  GANTRY_RETURN_IF_ERROR(s.status("loading events"));
+  s.Bind(1, job_id);
+  std::vector<EventRecord> out;
+  for (;;) {
+    GANTRY_ASSIGN_OR_RETURN(bool row, s.Step("loading events"));
+    if (!row) break;
+    out.push_back({job_id, s.Int(0), s.Text(1), s.Text(2), static_cast<int>(s.Int(3))});
+  }
+  return out;
+}
+
+Status JobStore::AppendLogs(std::vector<LogRow>& rows) {
+  Stmt s(db_, "INSERT INTO logs (job_id, attempt, rank, stream, time_ms, text) "
+              "VALUES (?,?,?,?,?,?)");
+  GANTRY_RETURN_IF_ERROR(s.status("saving log lines"));
+  for (LogRow& r : rows) {
+    s.Reset();
+    s.Bind(1, r.job_id).Bind(2, int64_t{r.attempt}).Bind(3, int64_t{r.rank});
+    s.Bind(4, r.stream).Bind(5, r.time_ms).Bind(6, r.text);
+    GANTRY_RETURN_IF_ERROR(s.Run("saving a log line"));
+    r.seq = static_cast<uint64_t>(sqlite3_last_insert_rowid(db_));
+  }
+  return OkStatus();
+}
+
+StatusOr<std::vector<LogRow>> JobStore::ReadLogs(const std::string& job_id, int rank,
+                                                 uint64_t after_seq, int limit) {
+  Stmt s(db_, "SELECT seq, attempt, rank, stream, time_ms, text FROM logs WHERE job_id = ? AND "
+              "seq > ? AND (? < 0 OR rank = ?) ORDER BY seq LIMIT ?");
+  GANTRY_RETURN_IF_ERROR(s.status("reading logs"));
+  s.Bind(1, job_id).Bind(2, static_cast<int64_t>(after_seq)).Bind(3, int64_t{rank});
+  s.Bind(4, int64_t{rank}).Bind(5, int64_t{limit > 0 ? limit : 1000});
+  std::vector<LogRow> out;
+  for (;;) {
+    GANTRY_ASSIGN_OR_RETURN(bool row, s.Step("reading logs"));
+    if (!row) break;
+    LogRow r;
+    r.seq = static_cast<uint64_t>(s.Int(0));
+    r.job_id = job_id;
+    r.attempt = static_cast<int>(s.Int(1));
+    r.rank = static_cast<int>(s.Int(2));
+    r.stream = s.Text(3);
+    r.time_ms = s.Int(4);
+    r.text = s.Text(5);
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
+}  // namespace gantry::coordinator

@@ -1,0 +1,66 @@
+// WorkerRegistry: the workers the coordinator knows, their resources and allocations, and
+// liveness from heartbeats (lost after `lost_after_missed` silent intervals). In memory only:
+// after a coordinator restart workers re-register and report their ranks. Single-threaded.
+#pragma once
+
+#include <chrono>
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "base/status.h"
+#include "coordinator/clock.h"
+#include "proto/gantry.pb.h"
+
+namespace gantry::coordinator {
+
+struct WorkerEntry {
+  std::string id, hostname, address;
+  std::string identity;  // ZeroMQ routing id of its DEALER
+  proto::WorkerResources resources;
+  SteadyTime last_seen{};
+  bool lost = false;
+  std::set<int> gpus_used;
+  int cpus_used = 0;
+  std::set<int> ports_used;
+  int ranks_running = 0;
+};
+
+class WorkerRegistry {
+ public:
+  WorkerRegistry(const Clock* clock, std::chrono::milliseconds heartbeat_interval,
+                 int lost_after_missed)
+      : clock_(clock), interval_(heartbeat_interval), lost_after_(lost_after_missed) {}
+
+  // Adds or refreshes a worker (a returning worker starts with no allocations: the caller
+  // re-adds those of the ranks it reports).
+  WorkerEntry& Register(const proto::RegisterWorker& msg, const std::string& identity);
+  // False when the worker is unknown or was declared lost: it must register again.
+  bool Heartbeat(const std::string& worker_id, const std::string& identity);
+  // Marks workers silent for longer than interval * lost_after as lost; returns their ids.
+  std::vector<std::string> ExpireLost();
+
+  WorkerEntry* Find(const std::string& id);
+  const std::map<std::string, WorkerEntry>& workers() const { return workers_; }
+
+  // GPU indices for one rank (lowest free first); empty when n == 0.
+  StatusOr<std::vector<int>> Allocate(const std::string& id, int gpus, int cpus);
+  // Marks specific GPUs used (re-adoption after a restart).
+  void Adopt(const std::string& id, const std::vector<int>& gpus, int cpus);
+  void Release(const std::string& id, const std::vector<int>& gpus, int cpus);
+  // A port from [base, base + count) unused by this worker's running jobs; 0 if none.
+  int AllocatePort(const std::string& id, int base, int count, int seed);
+  void ReleasePort(const std::string& id, int port);
+
+  std::chrono::milliseconds heartbeat_interval() const { return interval_; }
+  int lost_after_missed() const { return lost_after_; }
+
+ private:
+  const Clock* clock_;
+  std::chrono::milliseconds interval_;
+  int lost_after_;
+  std::map<std::string, WorkerEntry> workers_;
+};
+
+}  // namespace gantry::coordinator

@@ -1,0 +1,76 @@
+// CPU activations: branch-free vectorised loops (kernels/cpu/vec_math.h), one pass each.
+#include "kernels/cpu/cpu_ops.h"
+#include "kernels/cpu/vec_math.h"
+
+namespace gantry::kernels::cpu {
+
+namespace {
+constexpr double kElementsPerThread = 1 << 15;  // transcendental work per extra thread
+}  // namespace
+
+Status ActivationForward(Activation act, const Tensor& x, Tensor& y) {
+  const int64_t n = x.numel();
+  const float* xp = x.f32();
+  float* yp = y.f32();
+  const int threads = ThreadsFor(double(n), kElementsPerThread);
+  switch (act) {
+    case Activation::kRelu:
+#pragma omp parallel for simd num_threads(threads) if (threads > 1) schedule(static)
+      for (int64_t i = 0; i < n; ++i) yp[i] = xp[i] > 0.0f ? xp[i] : 0.0f;
+      break;
+    case Activation::kSigmoid:
+#pragma omp parallel for simd num_threads(threads) if (threads > 1) schedule(static)
+      for (int64_t i = 0; i < n; ++i) yp[i] = FastSigmoid(xp[i]);
+      break;
+    case Activation::kTanh:
+#pragma omp parallel for simd num_threads(threads) if (threads > 1) schedule(static)
+      for (int64_t i = 0; i < n; ++i) yp[i] = FastTanh(xp[i]);
+      break;
+    case Activation::kGelu:
+#pragma omp parallel for simd num_threads(threads) if (threads > 1) schedule(static)
+      for (int64_t i = 0; i < n; ++i) {
+        const float v = xp[i];
+        const float t = FastTanh(kGeluK0 * (v + kGeluK1 * v * v * v));
+        yp[i] = 0.5f * v * (1.0f + t);
+      }
+      break;
+  }
+  return OkStatus();
+}
+
+Status ActivationBackward(Activation act, const Tensor& x, const Tensor& y, const Tensor& dy,
+                          Tensor& dx) {
+  const int64_t n = x.numel();
+  const float* xp = x.f32();
+  const float* yp = y.f32();
+  const float* gp = dy.f32();
+  float* dp = dx.f32();
+  const int threads = ThreadsFor(double(n), kElementsPerThread);
+  switch (act) {
+    case Activation::kRelu:
+#pragma omp parallel for simd num_threads(threads) if (threads > 1) schedule(static)
+      for (int64_t i = 0; i < n; ++i) dp[i] = xp[i] > 0.0f ? gp[i] : 0.0f;
+      break;
+    case Activation::kSigmoid:
+#pragma omp parallel for simd num_threads(threads) if (threads > 1) schedule(static)
+      for (int64_t i = 0; i < n; ++i) dp[i] = gp[i] * yp[i] * (1.0f - yp[i]);
+      break;
+    case Activation::kTanh:
+#pragma omp parallel for simd num_threads(threads) if (threads > 1) schedule(static)
+      for (int64_t i = 0; i < n; ++i) dp[i] = gp[i] * (1.0f - yp[i] * yp[i]);
+      break;
+    case Activation::kGelu:
+#pragma omp parallel for simd num_threads(threads) if (threads > 1) schedule(static)
+      for (int64_t i = 0; i < n; ++i) {
+        const float v = xp[i];
+        const float v2 = v * v;
+        const float t = FastTanh(kGeluK0 * (v + kGeluK1 * v2 * v));
+        const float du = kGeluK0 * (1.0f + 3.0f * kGeluK1 * v2);
+        dp[i] = gp[i] * (0.5f * (1.0f + t) + 0.5f * v * (1.0f - t * t) * du);
+      }
+      break;
+  }
+  return OkStatus();
+}
+
+}  // namespace gantry::kernels::cpu

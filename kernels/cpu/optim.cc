@@ -1,0 +1,95 @@
+// CPU fused optimizer updates (one pass over param/grad/state, torch.optim's operation order,
+// scalar factors computed in double and rounded to f32 as torch does) and L2 norm / clipping.
+#include <cmath>
+
+#include "kernels/cpu/cpu_ops.h"
+
+namespace gantry::kernels::cpu {
+
+namespace {
+constexpr double kElementsPerThread = 1 << 16;
+}  // namespace
+
+Status SgdUpdate(Tensor& param, const Tensor& grad, Tensor* momentum_buf, const SgdOptions& opts) {
+  const int64_t n = param.numel();
+  float* p = param.f32();
+  const float* g = grad.f32();
+  float* buf = momentum_buf != nullptr ? momentum_buf->f32() : nullptr;
+  const float lr = opts.lr, wd = opts.weight_decay, mom = opts.momentum;
+  const bool use_momentum = mom > 0.0f, nesterov = opts.nesterov;
+  const int threads = ThreadsFor(double(n), kElementsPerThread);
+#pragma omp parallel for simd num_threads(threads) if (threads > 1) schedule(static)
+  for (int64_t i = 0; i < n; ++i) {
+    float d = g[i];
+    if (wd != 0.0f) d = d + wd * p[i];
+    if (use_momentum) {
+      const float b = buf[i] * mom + d;
+      buf[i] = b;
+      d = nesterov ? d + mom * b : b;
+    }
+    p[i] = p[i] + (-lr) * d;
+  }
+  return OkStatus();
+}
+
+Status AdamUpdate(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v,
+                  const AdamOptions& opts) {
+  const int64_t n = param.numel();
+  float* p = param.f32();
+  const float* g = grad.f32();
+  float* mp = m.f32();
+  float* vp = v.f32();
+  const double t = static_cast<double>(opts.step);
+  const double lr = opts.lr, beta1 = opts.beta1, beta2 = opts.beta2;
+  const float b1 = opts.beta1, b2 = opts.beta2;
+  const float one_minus_b1 = static_cast<float>(1.0 - beta1);
+  const float one_minus_b2 = static_cast<float>(1.0 - beta2);
+  const float neg_step_size = static_cast<float>(-(lr / (1.0 - std::pow(beta1, t))));
+  const float bc2_sqrt = static_cast<float>(std::sqrt(1.0 - std::pow(beta2, t)));
+  const float eps = opts.eps;
+  const float wd = opts.weight_decay;
+  const bool decoupled = opts.decoupled_weight_decay;
+  const float decay_factor = static_cast<float>(1.0 - lr * double(opts.weight_decay));
+  const int threads = ThreadsFor(double(n), kElementsPerThread);
+#pragma omp parallel for simd num_threads(threads) if (threads > 1) schedule(static)
+  for (int64_t i = 0; i < n; ++i) {
+    float pi = p[i];
+    float gi = g[i];
+    if (wd != 0.0f) {
+      if (decoupled) {
+        pi = pi * decay_factor;
+      } else {
+        gi = gi + wd * pi;
+      }
+    }
+    const float mi = mp[i] * b1 + one_minus_b1 * gi;
+    const float vi = vp[i] * b2 + one_minus_b2 * gi * gi;
+    mp[i] = mi;
+    vp[i] = vi;
+    const float denom = std::sqrt(vi) / bc2_sqrt + eps;
+    p[i] = pi + neg_step_size * mi / denom;
+  }
+  return OkStatus();
+}
+
+StatusOr<float> L2Norm(const Tensor& t) {
+  const int64_t n = t.numel();
+  const float* x = t.f32();
+  double sum = 0.0;
+  const int threads = ThreadsFor(double(n), kElementsPerThread);
+#pragma omp parallel for simd num_threads(threads) if (threads > 1) schedule(static) \
+    reduction(+ : sum)
+  for (int64_t i = 0; i < n; ++i) sum += double(x[i]) * double(x[i]);
+  return static_cast<float>(std::sqrt(sum));
+}
+
+StatusOr<float> ClipGradNorm(Tensor& grad, float max_norm) {
+  GANTRY_ASSIGN_OR_RETURN(float norm, cpu::L2Norm(grad));
+  if (norm > max_norm) {
+    const float coef = max_norm / (norm + 1e-6f);
+    GANTRY_RETURN_IF_ERROR(cpu::Scale(grad, coef));
+  }
+  return norm;
+}
+
+}  // namespace gantry::kernels::cpu

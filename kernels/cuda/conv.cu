@@ -1,0 +1,221 @@
+// 2-D convolution (NCHW, cross-correlation as PyTorch) on cuDNN's legacy convolution API.
+// Algorithms come from cuDNN's heuristics, once per (device, shape) and cached, so
+// Conv2dWorkspaceElements and the ops agree on the workspace. Full f32 math (CUDNN_FMA_MATH)
+// unless GANTRY_CUDA_TF32=1.
+#include <cuda_runtime.h>
+#include <cudnn.h>
+
+#include <array>
+#include <map>
+#include <mutex>
+#include <string>
+
+#include "kernels/cuda/check.h"
+#include "kernels/cuda/context.h"
+#include "kernels/cuda/cuda_ops.h"
+
+namespace gantry::kernels::cuda {
+namespace {
+
+// RAII for the descriptors of one call (host-side objects; cheap to create).
+struct Descs {
+  cudnnTensorDescriptor_t x = nullptr, y = nullptr, bias = nullptr;
+  cudnnFilterDescriptor_t w = nullptr;
+  cudnnConvolutionDescriptor_t conv = nullptr;
+  ~Descs() {
+    if (x) cudnnDestroyTensorDescriptor(x);
+    if (y) cudnnDestroyTensorDescriptor(y);
+    if (bias) cudnnDestroyTensorDescriptor(bias);
+    if (w) cudnnDestroyFilterDescriptor(w);
+    if (conv) cudnnDestroyConvolutionDescriptor(conv);
+  }
+};
+
+using Key = std::array<int64_t, 10>;  // device, N, Cin, H, W, Cout, KH, KW, stride, padding
+struct Algos {
+  cudnnConvolutionFwdAlgo_t fwd;
+  cudnnConvolutionBwdDataAlgo_t bwd_data;
+  cudnnConvolutionBwdFilterAlgo_t bwd_filter;
+  size_t workspace_bytes;
+};
+
+std::mutex algo_mu;
+std::map<Key, Algos>& AlgoCache() {
+  static auto* cache = new std::map<Key, Algos>();
+  return *cache;
+}
+
+Status CheckDims(const Shape& x, const Shape& w, const Conv2dOptions& opts) {
+  if (x.size() != 4 || w.size() != 4 || x[1] != w[1] || opts.stride <= 0 || opts.padding < 0) {
+    return InvalidArgumentError("Conv2d: x " + ShapeToString(x) + " and w " + ShapeToString(w) +
+                                " must be [N, Cin, H, W] and [Cout, Cin, KH, KW] with stride > 0");
+  }
+  return OkStatus();
+}
+
+Status MakeDescs(const Shape& x, const Shape& w, const Conv2dOptions& opts, Descs& d) {
+  GANTRY_RETURN_IF_ERROR(CheckDims(x, w, opts));
+  auto i = [](int64_t v) { return static_cast<int>(v); };
+  GANTRY_CUDNN_RETURN_IF_ERROR(cudnnCreateTensorDescriptor(&d.x));
+  GANTRY_CUDNN_RETURN_IF_ERROR(cudnnSetTensor4dDescriptor(d.x, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT,
+                                                          i(x[0]), i(x[1]), i(x[2]), i(x[3])));
+  GANTRY_CUDNN_RETURN_IF_ERROR(cudnnCreateFilterDescriptor(&d.w));
+  GANTRY_CUDNN_RETURN_IF_ERROR(cudnnSetFilter4dDescriptor(d.w, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW,
+                                                          i(w[0]), i(w[1]), i(w[2]), i(w[3])));
+  GANTRY_CUDNN_RETURN_IF_ERROR(cudnnCreateConvolutionDescriptor(&d.conv));
+  GANTRY_CUDNN_RETURN_IF_ERROR(cudnnSetConvolution2dDescriptor(
+      d.conv, opts.padding, opts.padding, opts.stride, opts.stride, 1, 1,
+      CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
+  GANTRY_CUDNN_RETURN_IF_ERROR(
+      cudnnSetConvolutionMathType(d.conv, UseTf32() ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH));
+  int n, c, h, wd;
+  GANTRY_CUDNN_RETURN_IF_ERROR(
+      cudnnGetConvolution2dForwardOutputDim(d.conv, d.x, d.w, &n, &c, &h, &wd));
+  GANTRY_CUDNN_RETURN_IF_ERROR(cudnnCreateTensorDescriptor(&d.y));
+  GANTRY_CUDNN_RETURN_IF_ERROR(
+      cudnnSetTensor4dDescriptor(d.y, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, n, c, h, wd));
+  GANTRY_CUDNN_RETURN_IF_ERROR(cudnnCreateTensorDescriptor(&d.bias));
+  GANTRY_CUDNN_RETURN_IF_ERROR(
+      cudnnSetTensor4dDescriptor(d.bias, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, 1, c, 1, 1));
+  return OkStatus();
+}
+
+StatusOr<cudnnHandle_t> Handle(const OpEnv& env) {
+  if (env.ctx->cudnn == nullptr) GANTRY_CUDNN_RETURN_IF_ERROR(cudnnCreate(&env.ctx->cudnn));
+  GANTRY_CUDNN_RETURN_IF_ERROR(cudnnSetStream(env.ctx->cudnn, env.stream));
+  return env.ctx->cudnn;
+}
+
+// Top heuristic choice of each direction (first that cuDNN reports as supported).
+StatusOr<Algos> ChooseAlgos(cudnnHandle_t h, const Descs& d) {
+  constexpr int kMax = 16;
+  int got = 0;
+  Algos a{};
+  cudnnConvolutionFwdAlgoPerf_t fwd[kMax];
+  GANTRY_CUDNN_RETURN_IF_ERROR(
+      cudnnGetConvolutionForwardAlgorithm_v7(h, d.x, d.w, d.conv, d.y, kMax, &got, fwd));
+  int i = 0;
+  while (i < got && fwd[i].status != CUDNN_STATUS_SUCCESS) ++i;
+  if (i == got) return InternalError("cuDNN found no forward convolution algorithm");
+  a.fwd = fwd[i].algo;
+  cudnnConvolutionBwdDataAlgoPerf_t bd[kMax];
+  GANTRY_CUDNN_RETURN_IF_ERROR(
+      cudnnGetConvolutionBackwardDataAlgorithm_v7(h, d.w, d.y, d.conv, d.x, kMax, &got, bd));
+  for (i = 0; i < got && bd[i].status != CUDNN_STATUS_SUCCESS;) ++i;
+  if (i == got) return InternalError("cuDNN found no backward-data convolution algorithm");
+  a.bwd_data = bd[i].algo;
+  cudnnConvolutionBwdFilterAlgoPerf_t bf[kMax];
+  GANTRY_CUDNN_RETURN_IF_ERROR(
+      cudnnGetConvolutionBackwardFilterAlgorithm_v7(h, d.x, d.y, d.conv, d.w, kMax, &got, bf));
+  for (i = 0; i < got && bf[i].status != CUDNN_STATUS_SUCCESS;) ++i;
+  if (i == got) return InternalError("cuDNN found no backward-filter convolution algorithm");
+  a.bwd_filter = bf[i].algo;
+  size_t s1 = 0, s2 = 0, s3 = 0;
+  GANTRY_CUDNN_RETURN_IF_ERROR(
+      cudnnGetConvolutionForwardWorkspaceSize(h, d.x, d.w, d.conv, d.y, a.fwd, &s1));
+  GANTRY_CUDNN_RETURN_IF_ERROR(
+      cudnnGetConvolutionBackwardDataWorkspaceSize(h, d.w, d.y, d.conv, d.x, a.bwd_data, &s2));
+  GANTRY_CUDNN_RETURN_IF_ERROR(cudnnGetConvolutionBackwardFilterWorkspaceSize(
+      h, d.x, d.y, d.conv, d.w, a.bwd_filter, &s3));
+  a.workspace_bytes = s1 > s2 ? (s1 > s3 ? s1 : s3) : (s2 > s3 ? s2 : s3);
+  return a;
+}
+
+StatusOr<Algos> CachedAlgos(const OpEnv& env, cudnnHandle_t h, const Shape& x, const Shape& w,
+                            const Conv2dOptions& opts, const Descs& d) {
+  const Key key{env.device, x[0], x[1], x[2], x[3], w[0], w[2], w[3], opts.stride, opts.padding};
+  std::lock_guard<std::mutex> lock(algo_mu);
+  auto it = AlgoCache().find(key);
+  if (it != AlgoCache().end()) return it->second;
+  GANTRY_ASSIGN_OR_RETURN(Algos a, ChooseAlgos(h, d));
+  AlgoCache().emplace(key, a);
+  return a;
+}
+
+// Descriptors, handle and algorithms for one call; checks the workspace is big enough.
+struct Prepared {
+  Descs d;
+  cudnnHandle_t h = nullptr;
+  Algos algos{};
+};
+Status Prepare(const char* op, const OpEnv& env, const Tensor& x, const Tensor& w,
+               const Conv2dOptions& opts, const Tensor& workspace, Prepared& p) {
+  GANTRY_RETURN_IF_ERROR(CheckOperand(op, "x", x, env));
+  GANTRY_RETURN_IF_ERROR(CheckOperand(op, "w", w, env));
+  GANTRY_RETURN_IF_ERROR(CheckOperand(op, "workspace", workspace, env));
+  GANTRY_RETURN_IF_ERROR(MakeDescs(x.shape(), w.shape(), opts, p.d));
+  GANTRY_ASSIGN_OR_RETURN(p.h, Handle(env));
+  GANTRY_ASSIGN_OR_RETURN(p.algos, CachedAlgos(env, p.h, x.shape(), w.shape(), opts, p.d));
+  if (workspace.nbytes() < p.algos.workspace_bytes) {
+    return InvalidArgumentError(std::string(op) + ": workspace " + workspace.ToString() +
+                                " is smaller than the " + std::to_string(p.algos.workspace_bytes) +
+                                " bytes cuDNN needs; size it with Conv2dWorkspaceElements(x, w, "
+                                "opts, cuda device)");
+  }
+  return OkStatus();
+}
+
+}  // namespace
+
+int64_t Conv2dWorkspaceElements(const Shape& x, const Shape& w, const Conv2dOptions& opts,
+                                Device device) {
+  if (!device.is_cuda() || device.index >= DeviceCount()) return 0;
+  Tensor probe = Tensor::Wrap(nullptr, {0}, DType::kF32, device);
+  StatusOr<OpEnv> env = BeginOp("Conv2dWorkspaceElements", probe);
+  if (!env.ok()) return 0;
+  Descs d;
+  if (!MakeDescs(x, w, opts, d).ok()) return 0;
+  StatusOr<cudnnHandle_t> h = Handle(*env);
+  if (!h.ok()) return 0;
+  StatusOr<Algos> a = CachedAlgos(*env, *h, x, w, opts, d);
+  if (!a.ok()) return 0;  // the op itself reports the cuDNN error
+  return static_cast<int64_t>((a->workspace_bytes + sizeof(float) - 1) / sizeof(float));
+}
+
+Status Conv2dForward(const Tensor& x, const Tensor& w, const Tensor* b, const Conv2dOptions& opts,
+                     Tensor& y, Tensor& workspace) {
+  constexpr const char* kOp = "Conv2dForward";
+  GANTRY_ASSIGN_OR_RETURN(OpEnv env, BeginOp(kOp, x));
+  Prepared p;
+  GANTRY_RETURN_IF_ERROR(Prepare(kOp, env, x, w, opts, workspace, p));
+  GANTRY_RETURN_IF_ERROR(CheckOperand(kOp, "y", y, env));
+  const float one = 1.0f, zero = 0.0f;
+  GANTRY_CUDNN_RETURN_IF_ERROR(cudnnConvolutionForward(
+      p.h, &one, p.d.x, x.raw(), p.d.w, w.raw(), p.d.conv, p.algos.fwd, workspace.raw(),
+      p.algos.workspace_bytes, &zero, p.d.y, y.raw()));
+  if (b != nullptr) {
+    GANTRY_RETURN_IF_ERROR(CheckOperand(kOp, "b", *b, env));
+    GANTRY_CUDNN_RETURN_IF_ERROR(cudnnAddTensor(p.h, &one, p.d.bias, b->raw(), &one, p.d.y, y.raw()));
+  }
+  return OkStatus();
+}
+
+Status Conv2dBackward(const Tensor& x, const Tensor& w, const Tensor& dy,
+                      const Conv2dOptions& opts, Tensor* dx, Tensor& dw, Tensor* db,
+                      Tensor& workspace) {
+  constexpr const char* kOp = "Conv2dBackward";
+  GANTRY_ASSIGN_OR_RETURN(OpEnv env, BeginOp(kOp, x));
+  Prepared p;
+  GANTRY_RETURN_IF_ERROR(Prepare(kOp, env, x, w, opts, workspace, p));
+  GANTRY_RETURN_IF_ERROR(CheckOperand(kOp, "dy", dy, env));
+  GANTRY_RETURN_IF_ERROR(CheckOperand(kOp, "dw", dw, env));
+  const float one = 1.0f, zero = 0.0f;
+  if (dx != nullptr) {  // overwrite
+    GANTRY_RETURN_IF_ERROR(CheckOperand(kOp, "dx", *dx, env));
+    GANTRY_CUDNN_RETURN_IF_ERROR(cudnnConvolutionBackwardData(
+        p.h, &one, p.d.w, w.raw(), p.d.y, dy.raw(), p.d.conv, p.algos.bwd_data, workspace.raw(),
+        p.algos.workspace_bytes, &zero, p.d.x, dx->raw()));
+  }
+  // Parameter gradients accumulate (beta = 1).
+  GANTRY_CUDNN_RETURN_IF_ERROR(cudnnConvolutionBackwardFilter(
+      p.h, &one, p.d.x, x.raw(), p.d.y, dy.raw(), p.d.conv, p.algos.bwd_filter, workspace.raw(),
+      p.algos.workspace_bytes, &one, p.d.w, dw.raw()));
+  if (db != nullptr) {
+    GANTRY_RETURN_IF_ERROR(CheckOperand(kOp, "db", *db, env));
+    GANTRY_CUDNN_RETURN_IF_ERROR(
+        cudnnConvolutionBackwardBias(p.h, &one, p.d.y, dy.raw(), &one, p.d.bias, db->raw()));
+  }
+  return OkStatus();
+}
+
+}  // namespace gantry::kernels::cuda

@@ -1,0 +1,198 @@
+// Record sets from labelled .npy tensors and from synthetic (seeded) data.
+#include <cstring>
+#include <vector>
+
+#include "train/data_records.h"
+#include "train/mapped_file.h"
+#include "train/rng.h"
+
+namespace gantry::train {
+namespace {
+
+constexpr uint64_t kContentSalt = 0xC0A7E47ull;  // synthetic content seeds vs order seeds
+
+// A parsed .npy array (C order, little-endian) pointing into its mapped file.
+struct NpyArray {
+  std::unique_ptr<MappedFile> file;
+  std::string descr;  // e.g. "<f4"
+  std::vector<int64_t> shape;
+  const uint8_t* data = nullptr;
+};
+
+// Value of `key` in the header dict text, up to the next ',' or ')' (for shape, the tuple).
+std::string HeaderField(const std::string& h, const std::string& key) {
+  const size_t k = h.find("'" + key + "'");
+  if (k == std::string::npos) return "";
+  size_t v = h.find(':', k);
+  if (v == std::string::npos) return "";
+  ++v;
+  while (v < h.size() && h[v] == ' ') ++v;
+  const size_t end = h[v] == '(' ? h.find(')', v) + 1 : h.find_first_of(",}", v);
+  return h.substr(v, end - v);
+}
+
+StatusOr<NpyArray> OpenNpy(const std::string& path) {
+  NpyArray a;
+  GANTRY_ASSIGN_OR_RETURN(a.file, MappedFile::Open(path));
+  const uint8_t* p = a.file->data();
+  const size_t n = a.file->size();
+  if (n < 10 || std::memcmp(p, "\x93NUMPY", 6) != 0) {
+    return InvalidArgumentError(path + " is not a .npy file (bad magic)");
+  }
+  const bool v1 = p[6] == 1;
+  const size_t hlen =
+      v1 ? (p[8] | p[9] << 8) : (p[8] | p[9] << 8 | p[10] << 16 | size_t(p[11]) << 24);
+  const size_t hstart = v1 ? 10 : 12;
+  if (hstart + hlen > n) return InvalidArgumentError(path + ": truncated .npy header");
+  const std::string h(reinterpret_cast<const char*>(p + hstart), hlen);
+  a.descr = HeaderField(h, "descr");
+  if (a.descr.size() >= 2) a.descr = a.descr.substr(1, a.descr.size() - 2);  // strip quotes
+  if (HeaderField(h, "fortran_order") != "False") {
+    return InvalidArgumentError(path + ": Fortran-order arrays are not supported; save C order");
+  }
+  const std::string shape = HeaderField(h, "shape");
+  int64_t total = 1;
+  for (size_t i = 1; i < shape.size();) {
+    const size_t j = shape.find_first_of(",)", i);
+    const std::string d = shape.substr(i, j - i);
+    if (d.find_first_not_of(' ') != std::string::npos) {
+      a.shape.push_back(std::stoll(d));
+      total *= a.shape.back();
+    }
+    i = j + 1;
+  }
+  size_t item = a.descr == "<f4" || a.descr == "<i4" ? 4 : a.descr == "<i8" ? 8 : 0;
+  if (item == 0 || a.shape.empty()) {
+    return InvalidArgumentError(path + ": dtype '" + a.descr +
+                                "' / shape not supported: need <f4, <i4 or <i8 with rank >= 1");
+  }
+  if (hstart + hlen + size_t(total) * item > n) {
+    return InvalidArgumentError(path + ": data shorter than its shape says");
+  }
+  a.data = p + hstart + hlen;
+  return a;
+}
+
+class TensorRecords : public RecordSet {
+ public:
+  TensorRecords(NpyArray inputs, NpyArray targets, int64_t features, int64_t classes)
+      : in_(std::move(inputs)), tg_(std::move(targets)), features_(features), classes_(classes) {}
+  int64_t size() const override { return in_.shape[0]; }
+  Status Read(int64_t index, Batch& batch, int64_t row) const override {
+    std::memcpy(batch.inputs.f32() + row * features_, in_.data + index * features_ * 4,
+                features_ * 4);
+    if (tg_.descr == "<f4") {  // regression targets [N, classes]
+      std::memcpy(batch.targets.f32() + row * classes_, tg_.data + index * classes_ * 4,
+                  classes_ * 4);
+      return OkStatus();
+    }
+    int64_t label = 0;
+    if (tg_.descr == "<i4") {
+      int32_t v;
+      std::memcpy(&v, tg_.data + index * 4, 4);
+      label = v;
+    } else {
+      std::memcpy(&label, tg_.data + index * 8, 8);
+    }
+    return WriteLabel(batch, row, label, classes_, tg_.file->path().c_str());
+  }
+  std::string description() const override {
+    return "tensors " + in_.file->path() + " (" + std::to_string(size()) + " samples)";
+  }
+
+ private:
+  NpyArray in_, tg_;
+  int64_t features_, classes_;
+};
+
+class SyntheticRecords : public RecordSet {
+ public:
+  SyntheticRecords(const ModelSpec& m, uint64_t seed, int64_t records)
+      : gpt_(m.type == "gpt"), seed_(MixSeed(seed, kContentSalt)), records_(records) {
+    if (gpt_) {
+      context_ = m.context;
+      vocab_ = m.vocab;
+    } else {
+      features_ = ModelFeatures(m);
+      classes_ = ModelClasses(m);
+      sums_.resize(classes_);
+    }
+  }
+  int64_t size() const override { return records_; }
+  Status Read(int64_t index, Batch& batch, int64_t row) const override {
+    Rng rng(MixSeed(seed_, uint64_t(index)));
+    if (gpt_) {
+      int32_t* in = batch.inputs.i32() + row * context_;
+      int32_t* tg = batch.targets.i32() + row * context_;
+      for (int64_t t = 0; t <= context_; ++t) {
+        const int32_t tok = int32_t(rng.Below(uint64_t(vocab_)));
+        if (t < context_) in[t] = tok;
+        if (t > 0) tg[t - 1] = tok;
+      }
+      return OkStatus();
+    }
+    float* x = batch.inputs.f32() + row * features_;
+    std::fill(sums_.begin(), sums_.end(), 0.0);
+    for (int64_t j = 0; j < features_; ++j) {
+      x[j] = rng.Uniform();
+      sums_[j % classes_] += x[j];
+    }
+    int64_t label = 0;
+    for (int64_t c = 1; c < classes_; ++c) {
+      if (sums_[c] > sums_[label]) label = c;
+    }
+    return WriteLabel(batch, row, label, classes_, "synthetic");
+  }
+  std::string description() const override {
+    return "synthetic (" + std::to_string(records_) + " records)";
+  }
+
+ private:
+  bool gpt_;
+  uint64_t seed_;
+  int64_t records_;
+  int64_t context_ = 0, vocab_ = 0, features_ = 0, classes_ = 0;
+  mutable std::vector<double> sums_;  // per-class sums (scratch)
+};
+
+}  // namespace
+
+StatusOr<std::unique_ptr<RecordSet>> OpenTensorRecords(const std::string& dir,
+                                                       const ModelSpec& model) {
+  GANTRY_ASSIGN_OR_RETURN(NpyArray in, OpenNpy(dir + "/inputs.npy"));
+  GANTRY_ASSIGN_OR_RETURN(NpyArray tg, OpenNpy(dir + "/targets.npy"));
+  const int64_t features = ModelFeatures(model), classes = ModelClasses(model);
+  int64_t in_features = 1;
+  for (size_t i = 1; i < in.shape.size(); ++i) in_features *= in.shape[i];
+  if (in.descr != "<f4" || in_features != features) {
+    return InvalidArgumentError(dir + "/inputs.npy: need float32 [N, ...] with " +
+                                std::to_string(features) + " features per sample, got " + in.descr +
+                                " with " + std::to_string(in_features));
+  }
+  const bool mse = model.loss == "mse";
+  const bool ok = tg.shape[0] == in.shape[0] &&
+                  (mse ? tg.descr == "<f4" && tg.shape.size() == 2 && tg.shape[1] == classes
+                       : tg.descr != "<f4" && tg.shape.size() == 1);
+  if (!ok) {
+    return InvalidArgumentError(dir + "/targets.npy: need " +
+                                (mse ? "float32 [N, " + std::to_string(classes) + "]"
+                                     : std::string("int32/int64 [N] labels")) +
+                                " with N = " + std::to_string(in.shape[0]) + " (inputs.npy)");
+  }
+  return std::unique_ptr<RecordSet>(
+      new TensorRecords(std::move(in), std::move(tg), features, classes));
+}
+
+StatusOr<std::unique_ptr<RecordSet>> OpenSyntheticRecords(const ModelSpec& model, uint64_t seed,
+                                                          int64_t records) {
+  if (records <= 0) {
+    return InvalidArgumentError("data.synthetic_samples must be positive, got " +
+                                std::to_string(records));
+  }
+  if (model.type != "gpt" && (ModelFeatures(model) <= 0 || ModelClasses(model) <= 0)) {
+    return InvalidArgumentError("synthetic data: the model has no input features or classes");
+  }
+  return std::unique_ptr<RecordSet>(new SyntheticRecords(model, seed, records));
+}
+
+}  // namespace gantry::train

@@ -1,0 +1,109 @@
+// MlpModel: forward/backward over preallocated per-layer activations.
+#include "train/mlp.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "kernels/linear.h"
+
+namespace gantry::train {
+
+using kernels::DType;
+using kernels::Tensor;
+
+StatusOr<std::unique_ptr<Model>> MlpModel::Create(const ModelSpec& spec, int batch,
+                                                  kernels::Device device) {
+  std::unique_ptr<MlpModel> m(new MlpModel());
+  m->spec_ = spec;
+  m->batch_ = batch;
+  m->device_ = device;
+  GANTRY_RETURN_IF_ERROR(m->Build());
+  return std::unique_ptr<Model>(std::move(m));
+}
+
+Status MlpModel::Build() {
+  const std::vector<int>& w = spec_.widths;
+  if (w.size() < 2) {
+    return InvalidArgumentError("mlp: model.widths needs at least 2 entries (input and output)");
+  }
+  for (size_t i = 0; i < w.size(); ++i) {
+    if (w[i] <= 0) {
+      return InvalidArgumentError("mlp: model.widths[" + std::to_string(i) +
+                                  "] must be positive, got " + std::to_string(w[i]));
+    }
+  }
+  GANTRY_ASSIGN_OR_RETURN(act_, kernels::ParseActivation(spec_.activation));
+  GANTRY_ASSIGN_OR_RETURN(LossHead::Kind kind, LossHead::ParseKind(spec_.loss));
+  const int layers = int(w.size()) - 1;
+  for (int i = 0; i < layers; ++i) {
+    const std::string prefix = "layers." + std::to_string(i);
+    AddParam(prefix + ".weight", {w[i + 1], w[i]}, /*decay=*/true);
+    AddParam(prefix + ".bias", {w[i + 1]}, /*decay=*/false);
+  }
+  GANTRY_RETURN_IF_ERROR(AllocateFlatBuffers());
+  const int64_t b = batch_;
+  for (int i = 0; i < layers; ++i) {
+    GANTRY_ASSIGN_OR_RETURN(Tensor z, Tensor::Empty({b, w[i + 1]}, DType::kF32, device_));
+    z_.push_back(z);
+    if (i + 1 < layers) {
+      GANTRY_ASSIGN_OR_RETURN(Tensor a, Tensor::Empty({b, w[i + 1]}, DType::kF32, device_));
+      a_.push_back(a);
+    }
+  }
+  const int64_t max_w = *std::max_element(w.begin(), w.end());
+  GANTRY_ASSIGN_OR_RETURN(dz_buf_, Tensor::Empty({b * max_w}, DType::kF32, device_));
+  GANTRY_ASSIGN_OR_RETURN(da_buf_, Tensor::Empty({b * max_w}, DType::kF32, device_));
+  return head_.Init(kind, z_.back().shape(), device_);
+}
+
+Status MlpModel::InitParams(uint64_t seed) {
+  // torch.nn.Linear default: weight and bias ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+  return InitFromHost(seed, [this](const ParamInfo& p, float* v, Rng& rng) {
+    const int layer = std::stoi(p.name.substr(7));
+    const float bound = 1.0f / std::sqrt(float(spec_.widths[layer]));
+    for (int64_t i = 0; i < p.numel; ++i) v[i] = (2.0f * rng.Uniform() - 1.0f) * bound;
+  });
+}
+
+Status MlpModel::Forward(const Batch& batch) {
+  const int layers = int(z_.size());
+  const int64_t b = batch_;
+  Tensor x = batch.inputs.Reshape({b, spec_.widths[0]});
+  for (int i = 0; i < layers; ++i) {
+    Tensor wt = Param(params_[2 * i]), bias = Param(params_[2 * i + 1]);
+    GANTRY_RETURN_IF_ERROR(kernels::LinearForward(x, wt, &bias, z_[i]));
+    if (i + 1 < layers) {
+      GANTRY_RETURN_IF_ERROR(kernels::ActivationForward(act_, z_[i], a_[i]));
+      x = a_[i];
+    }
+  }
+  if (batch.targets.raw() == nullptr) return OkStatus();
+  return head_.Forward(z_.back(), batch.targets);
+}
+
+Status MlpModel::Backward(const Batch& batch, float loss_scale) {
+  if (batch.targets.raw() == nullptr) {
+    return InvalidArgumentError("mlp: Backward needs a batch with targets");
+  }
+  GANTRY_RETURN_IF_ERROR(kernels::Zero(flat_grads_));
+  const int layers = int(z_.size());
+  const int64_t b = batch_;
+  const std::vector<int>& w = spec_.widths;
+  Tensor dz = dz_buf_.View(0, {b, w.back()});
+  GANTRY_RETURN_IF_ERROR(head_.Backward(z_.back(), batch.targets, loss_scale, dz));
+  for (int i = layers - 1; i >= 0; --i) {
+    const ParamInfo& pw = params_[2 * i];
+    Tensor x = i == 0 ? batch.inputs.Reshape({b, w[0]}) : a_[i - 1];
+    Tensor wt = Param(pw), dw = Grad(pw), db = Grad(params_[2 * i + 1]);
+    Tensor da = da_buf_.View(0, {b, w[i]});
+    GANTRY_RETURN_IF_ERROR(kernels::LinearBackward(x, wt, dz, i == 0 ? nullptr : &da, dw, &db));
+    GradReady(pw.offset);
+    if (i > 0) {
+      dz = dz_buf_.View(0, {b, w[i]});
+      GANTRY_RETURN_IF_ERROR(kernels::ActivationBackward(act_, z_[i - 1], a_[i - 1], da, dz));
+    }
+  }
+  return OkStatus();
+}
+
+}  // namespace gantry::train

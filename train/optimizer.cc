@@ -1,0 +1,97 @@
+// Optimizer: segment the flat buffer by decay flag and run the fused kernels on each segment.
+#include "train/optimizer.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "kernels/optim.h"
+
+namespace gantry::train {
+
+using kernels::Tensor;
+
+double ScheduledLearningRate(const OptimizerSpec& spec, int64_t step, int64_t total_steps) {
+  if (step < spec.warmup_steps) return spec.lr * double(step + 1) / double(spec.warmup_steps);
+  if (spec.schedule != "cosine") return spec.lr;
+  const double span = double(std::max<int64_t>(1, total_steps - spec.warmup_steps));
+  const double r = std::clamp(double(step - spec.warmup_steps) / span, 0.0, 1.0);
+  const double min_lr = spec.min_lr_ratio * spec.lr;
+  return min_lr + 0.5 * (1.0 + std::cos(M_PI * r)) * (spec.lr - min_lr);
+}
+
+StatusOr<std::unique_ptr<Optimizer>> Optimizer::Create(const OptimizerSpec& spec, Model& model) {
+  const std::string& t = spec.type;
+  if (t != "sgd" && t != "momentum" && t != "adam" && t != "adamw") {
+    return InvalidArgumentError("unknown optimizer.type '" + t +
+                                "': expected sgd, momentum, adam or adamw");
+  }
+  if (!(spec.lr >= 0) || !(spec.weight_decay >= 0) || !(spec.grad_clip >= 0) ||
+      spec.warmup_steps < 0) {
+    return InvalidArgumentError(
+        "optimizer: lr, weight_decay, grad_clip and warmup_steps must be >= 0");
+  }
+  if (spec.schedule != "constant" && spec.schedule != "cosine") {
+    return InvalidArgumentError("unknown optimizer.schedule '" + spec.schedule +
+                                "': expected constant or cosine");
+  }
+  std::unique_ptr<Optimizer> opt(new Optimizer(spec, model));
+  for (const ParamInfo& p : model.params()) {
+    if (!opt->segments_.empty() && opt->segments_.back().decay == p.decay) {
+      opt->segments_.back().numel += p.numel;
+    } else {
+      opt->segments_.push_back({p.offset, p.numel, p.decay});
+    }
+  }
+  std::vector<std::string> names;
+  if (t == "momentum") names = {"momentum_buffer"};
+  if (t == "adam" || t == "adamw") names = {"exp_avg", "exp_avg_sq"};
+  for (const std::string& n : names) {
+    GANTRY_ASSIGN_OR_RETURN(
+        Tensor s, Tensor::Empty(model.flat_params().shape(), kernels::DType::kF32, model.device()));
+    opt->state_.emplace_back(n, s);
+  }
+  return opt;
+}
+
+StatusOr<float> Optimizer::ClipGradients() {
+  Tensor& g = model_.flat_grads();
+  if (spec_.grad_clip > 0) return kernels::ClipGradNorm(g, float(spec_.grad_clip));
+  return kernels::L2Norm(g);
+}
+
+Status Optimizer::Step(int64_t step, float lr) {
+  Tensor& params = model_.flat_params();
+  Tensor& grads = model_.flat_grads();
+  const std::string& t = spec_.type;
+  for (const Segment& s : segments_) {
+    Tensor p = params.View(s.offset, {s.numel});
+    Tensor g = grads.View(s.offset, {s.numel});
+    const float wd = s.decay ? float(spec_.weight_decay) : 0.0f;
+    if (t == "sgd" || t == "momentum") {
+      kernels::SgdOptions o;
+      o.lr = lr;
+      o.weight_decay = wd;
+      Tensor buf;
+      if (t == "momentum") {
+        o.momentum = float(spec_.momentum);
+        buf = state_[0].second.View(s.offset, {s.numel});
+      }
+      GANTRY_RETURN_IF_ERROR(kernels::SgdUpdate(p, g, t == "momentum" ? &buf : nullptr, o));
+    } else {
+      kernels::AdamOptions o;
+      o.lr = lr;
+      o.beta1 = float(spec_.beta1);
+      o.beta2 = float(spec_.beta2);
+      o.eps = float(spec_.eps);
+      o.weight_decay = wd;
+      o.decoupled_weight_decay = t == "adamw";
+      o.step = step + 1;
+      Tensor m = state_[0].second.View(s.offset, {s.numel});
+      Tensor v = state_[1].second.View(s.offset, {s.numel});
+      GANTRY_RETURN_IF_ERROR(kernels::AdamUpdate(p, g, m, v, o));
+    }
+  }
+  return OkStatus();
+}
+
+}  // namespace gantry::train

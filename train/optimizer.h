@@ -1,0 +1,53 @@
+// Optimizer: sgd | momentum | adam | adamw over a Model's flat parameter buffer, with the LR
+// schedule (linear warmup, then constant or cosine) and global-norm gradient clipping.
+// Weight decay follows the torch param-group habit: only ParamInfo::decay params (weights of
+// rank >= 2, embeddings included) decay; biases and LayerNorm params never do (docs/models.md).
+// State (momentum buffer, or Adam's exp_avg/exp_avg_sq) is flat, parallel to the parameters.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "base/job_spec.h"
+#include "base/status.h"
+#include "kernels/tensor.h"
+#include "train/model.h"
+
+namespace gantry::train {
+
+// lr at 0-based `step` of `total_steps`: warmup: lr * (step + 1) / warmup_steps for
+// step < warmup_steps; then "constant": lr, or "cosine": min + 0.5 * (1 + cos(pi * r)) *
+// (lr - min) with r = (step - warmup) / max(1, total - warmup) clamped to [0, 1] and
+// min = min_lr_ratio * lr.
+double ScheduledLearningRate(const OptimizerSpec& spec, int64_t step, int64_t total_steps);
+
+class Optimizer {
+ public:
+  // kInvalidArgument for an unknown type or bad hyper-parameters. Allocates the state on the
+  // model's device. `model` must outlive the optimizer.
+  static StatusOr<std::unique_ptr<Optimizer>> Create(const OptimizerSpec& spec, Model& model);
+
+  const OptimizerSpec& spec() const { return spec_; }
+  // Global L2 norm of the gradients; clips them in place when spec.grad_clip > 0.
+  StatusOr<float> ClipGradients();
+  // Applies update number `step` (0-based; Adam bias correction uses step + 1) at rate `lr`.
+  Status Step(int64_t step, float lr);
+  // Flat state tensors by name ("momentum_buffer", "exp_avg", "exp_avg_sq"); empty for sgd.
+  const std::vector<std::pair<std::string, kernels::Tensor>>& state() const { return state_; }
+
+ private:
+  struct Segment {  // a run of adjacent params sharing the decay flag
+    int64_t offset, numel;
+    bool decay;
+  };
+  Optimizer(const OptimizerSpec& spec, Model& model) : spec_(spec), model_(model) {}
+
+  OptimizerSpec spec_;
+  Model& model_;
+  std::vector<Segment> segments_;
+  std::vector<std::pair<std::string, kernels::Tensor>> state_;
+};
+
+}  // namespace gantry::train

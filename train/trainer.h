@@ -1,0 +1,106 @@
+// Trainer: the single-process training loop behind `gantry train`. Builds model, optimizer
+// and data from a JobSpec, resumes from the newest valid checkpoint (bitwise: parameters,
+// optimizer state, data position and RNG are all restored), and runs named steps:
+// LoadBatch -> Forward -> CheckLoss -> Backward -> ReduceGradients -> ClipGradients -> Update,
+// logging JSON lines every log_every steps and checkpointing every checkpoint_every steps and
+// at the end. A NaN/Inf loss stops the run with an error naming the step; nothing is saved.
+// Not thread-safe; one Trainer per process (it sets the process-wide log context).
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "base/job_spec.h"
+#include "base/progress.h"
+#include "base/status.h"
+#include "train/checkpoint.h"
+#include "train/data.h"
+#include "train/model.h"
+#include "train/optimizer.h"
+#include "train/rng.h"
+
+namespace gantry::train {
+
+struct TrainerOptions {
+  bool resume = true;          // continue from the newest valid checkpoint if there is one
+  int64_t steps = -1;          // overrides train.steps (and so the LR schedule) when >= 0
+  std::string checkpoint_dir;  // overrides train.checkpoint_uri when set
+  std::string device;          // overrides train.device when set ("cpu", "cuda:0")
+  int threads = -1;            // overrides train.threads when >= 0 (0 = automatic)
+  // Stop after this step (>= 0) with a checkpoint, as if interrupted; the schedule still runs
+  // to `steps`, so a later resume continues exactly as an uninterrupted run would.
+  int64_t stop_after = -1;
+  // Progress bar on stderr (the CLI picks kBar on a TTY). While a bar is drawn the per-step
+  // JSON lines go out at debug level so they do not tear the bar; events stay at info.
+  ProgressMode progress = ProgressMode::kOff;
+  int rank = 0;  // data sharding and log context (single process: 0 of 1)
+  int world = 1;
+};
+
+// What one training step measured; `step` counts completed updates (1 after the first).
+struct StepMetrics {
+  int64_t step = 0;
+  float loss = 0;
+  float lr = 0;
+  float grad_norm = 0;
+};
+
+class Trainer {
+ public:
+  // Validates and builds everything (allocations happen here); no training yet.
+  static StatusOr<std::unique_ptr<Trainer>> Create(const JobSpec& spec,
+                                                   const TrainerOptions& options);
+
+  // Restore() (or fresh init) then the loop until `steps` (or stop_after), then the final
+  // checkpoint. Errors: kDataLoss when every checkpoint is corrupt, kFailedPrecondition for
+  // --no-resume over existing checkpoints or a checkpoint of another model, kInternal-free
+  // numerical stop: kAborted "loss is NaN at step N".
+  Status Run();
+
+  // Building blocks (Run uses them; tests and benchmarks may too).
+  // Loads the newest valid checkpoint into the trainer; false when there is none.
+  StatusOr<bool> Restore();
+  // One full step; fills `metrics`.
+  Status TrainStep(StepMetrics* metrics);
+  Status SaveCheckpoint();
+
+  // Called after every step (e.g. tests record the loss sequence).
+  void SetStepCallback(std::function<void(const StepMetrics&)> fn) { on_step_ = std::move(fn); }
+  // Data-parallel hook: runs between Backward and ClipGradients (sum/average the gradients).
+  void SetGradientReducer(std::function<Status(Model&)> fn) { reduce_ = std::move(fn); }
+
+  Model& model() { return *model_; }
+  Optimizer& optimizer() { return *optimizer_; }
+  DataSource& data() { return *data_; }
+  int64_t step() const { return step_; }
+  int64_t total_steps() const { return total_steps_; }
+  const std::string& checkpoint_uri() const { return checkpoint_uri_; }
+
+ private:
+  Trainer() = default;
+  Status Build();
+  std::vector<NamedTensor> CheckpointTensors();
+  // Loop steps.
+  Status LoadBatch();
+  Status CheckLoss(float loss) const;
+  void LogStep(const StepMetrics& m, double seconds, int64_t steps, Progress* bar);
+
+  JobSpec spec_;
+  TrainerOptions opts_;
+  std::unique_ptr<Model> model_;
+  std::unique_ptr<Optimizer> optimizer_;
+  std::unique_ptr<DataSource> data_;
+  std::unique_ptr<Checkpointer> checkpointer_;
+  Batch host_batch_, device_batch_;  // device_batch_ aliases host_batch_ on cpu
+  Rng rng_;
+  int64_t step_ = 0;
+  int64_t total_steps_ = 0;
+  int64_t last_saved_step_ = -1;
+  std::string checkpoint_uri_;
+  std::function<void(const StepMetrics&)> on_step_;
+  std::function<Status(Model&)> reduce_;
+};
+
+}  // namespace gantry::train
