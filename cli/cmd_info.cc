@@ -11,6 +11,7 @@
 #include <string>
 #include <thread>
 
+#include "base/tunables.h"
 #include "cli/command.h"
 #include "gantry_config.h"
 
@@ -68,6 +69,12 @@ nlohmann::json CollectInfo() {
   j["cuda"] = {{"built", bool(GANTRY_WITH_CUDA)}, {"devices", 0},
                {"note", "gantry_kernels not built into this binary"}};
 #endif
+  nlohmann::json tunables = nlohmann::json::object();
+  for (const TunableValue& t : ListTunables()) {
+    tunables[std::string("GANTRY_") + t.doc.name] = {
+        {"default", t.doc.default_value}, {"value", t.env_value}, {"doc", t.doc.doc}};
+  }
+  j["tunables"] = tunables;
   // ---- RDMA devices: the comm helper fills this from comm/verbs (HCA discovery). ----
   // Expected shape: [{"name": "mlx5_0", "port": 1, "state": "ACTIVE", "link": "InfiniBand"}].
   j["rdma"] = {{"devices", nlohmann::json::array()}, {"probed", false}};
@@ -107,6 +114,11 @@ void PrintText(const nlohmann::json& j) {
   } else {
     for (const auto& d : rdma["devices"]) std::cout << d.dump() << " ";
     std::cout << "\n";
+  }
+  for (const auto& [name, t] : j["tunables"].items()) {
+    if (!t["value"].get<std::string>().empty()) {
+      std::cout << "tunable:  " << name << "=" << t["value"].get<std::string>() << "\n";
+    }
   }
 }
 

@@ -16,6 +16,7 @@ namespace {
 
 struct TrainArgs {
   std::string job;
+  bool resume = false;  // the default anyway; the flag exists for explicit scripts
   bool no_resume = false;
   int64_t steps = -1;
   int64_t stop_after = -1;
@@ -47,7 +48,8 @@ CommandRegistration kTrain(
     [](CLI::App& app) -> CommandHandler {
       auto a = std::make_shared<TrainArgs>();
       app.add_option("job", a->job, "job spec YAML (kind: train)")->required();
-      auto* resume = app.add_flag("--resume", "resume from the newest valid checkpoint (default)");
+      auto* resume =
+          app.add_flag("--resume", a->resume, "resume from the newest valid checkpoint (default)");
       app.add_flag("--no-resume", a->no_resume,
                    "start from scratch; refuses if the checkpoint dir already has checkpoints")
           ->excludes(resume);

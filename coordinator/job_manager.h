@@ -101,6 +101,7 @@ class JobManager {
   std::vector<RoutedReply> kv_replies_;
   bool dirty_ = true;  // something changed since the last scheduling pass
   Reservation reservation_;
+  std::vector<std::string> last_host_ids_;  // host index -> worker id of the last pass
   ManagerStats stats_;
 };
 

@@ -212,6 +212,18 @@ StatusOr<JobRecord> JobStore::LoadJob(const std::string& id) {
   return ReadJob(s);
 }
 
+StatusOr<std::map<std::string, int64_t>> JobStore::CountByState() {
+  Stmt s(db_, "SELECT state, COUNT(*) FROM jobs GROUP BY state");
+  GANTRY_RETURN_IF_ERROR(s.status("counting jobs"));
+  std::map<std::string, int64_t> out;
+  for (;;) {
+    GANTRY_ASSIGN_OR_RETURN(bool row, s.Step("counting jobs"));
+    if (!row) break;
+    out[s.Text(0)] = s.Int(1);
+  }
+  return out;
+}
+
 Status JobStore::UpsertRank(const RankRecord& r) {
   Stmt s(db_, "INSERT OR REPLACE INTO ranks (job_id, attempt, rank, worker_id, state, exit_code, "
               "pid, gpus) VALUES (?,?,?,?,?,?,?,?)");

@@ -85,6 +85,7 @@ class JobStore {
   Status UpsertJob(const JobRecord& job);
   StatusOr<std::vector<JobRecord>> LoadJobs(bool include_finished, int limit = 0);
   StatusOr<JobRecord> LoadJob(const std::string& id);
+  StatusOr<std::map<std::string, int64_t>> CountByState();
 
   Status UpsertRank(const RankRecord& rank);
   StatusOr<std::vector<RankRecord>> LoadRanks(const std::string& job_id, int attempt);

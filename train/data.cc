@@ -92,10 +92,11 @@ StatusOr<std::string> InferFormat(const std::string& path) {
                               "tensors");
 }
 
-StatusOr<std::unique_ptr<RecordSet>> OpenRecords(const DataSpec& data, const ModelSpec& model) {
+StatusOr<std::unique_ptr<RecordSet>> OpenRecords(const DataSpec& data, const ModelSpec& model,
+                                                 uint64_t seed) {
   const std::string& uri = data.uri;
   if (uri == "synthetic" || uri.empty()) {
-    return OpenSyntheticRecords(model, data.seed, data.synthetic_samples);
+    return OpenSyntheticRecords(model, seed, data.synthetic_samples);
   }
   if (uri.rfind("ceph://", 0) == 0) {
     return UnimplementedError("data.uri '" + uri +
@@ -144,7 +145,8 @@ StatusOr<std::unique_ptr<DataSource>> OpenDataSource(const DataSpec& data, const
         "data: need batch > 0 and 0 <= rank < world, got batch " + std::to_string(options.batch) +
         ", rank " + std::to_string(options.rank) + ", world " + std::to_string(options.world));
   }
-  GANTRY_ASSIGN_OR_RETURN(std::unique_ptr<RecordSet> records, OpenRecords(data, model));
+  GANTRY_ASSIGN_OR_RETURN(std::unique_ptr<RecordSet> records,
+                          OpenRecords(data, model, options.seed));
   const int64_t per_rank = records->size() / options.world;
   const int64_t batches = per_rank / options.batch;
   if (batches == 0) {

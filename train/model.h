@@ -70,7 +70,8 @@ class Model {
 
   // Computes logits and the mean loss of `batch`.
   virtual Status Forward(const Batch& batch) = 0;
-  // Zeroes then fills flat_grads with d(loss_scale * loss)/d(params). Calls the grad-ready
+  // Zeroes then fills flat_grads with d(loss_scale * loss)/d(params); must follow its own
+  // Forward (it consumes the saved activations, e.g. the softmax). Calls the grad-ready
   // callback (if set) as each trailing range of the gradient buffer becomes final.
   virtual Status Backward(const Batch& batch, float loss_scale = 1.0f) = 0;
 

@@ -110,7 +110,7 @@ Status Add(const Tensor& a, const Tensor& b, Tensor& y) {
   const float* bp = b.f32();
   float* yp = y.f32();
   int threads = ThreadsFor(double(n), kElementsPerThread);
-#pragma omp parallel for simd num_threads(threads) if (threads > 1) schedule(static)
+#pragma omp parallel for num_threads(threads) if (threads > 1) schedule(static)
   for (int64_t i = 0; i < n; ++i) yp[i] = ap[i] + bp[i];
   return OkStatus();
 }
@@ -121,10 +121,10 @@ Status AddInPlace(Tensor& y, const Tensor& x, float alpha) {
   float* yp = y.f32();
   int threads = ThreadsFor(double(n), kElementsPerThread);
   if (alpha == 1.0f) {
-#pragma omp parallel for simd num_threads(threads) if (threads > 1) schedule(static)
+#pragma omp parallel for num_threads(threads) if (threads > 1) schedule(static)
     for (int64_t i = 0; i < n; ++i) yp[i] += xp[i];
   } else {
-#pragma omp parallel for simd num_threads(threads) if (threads > 1) schedule(static)
+#pragma omp parallel for num_threads(threads) if (threads > 1) schedule(static)
     for (int64_t i = 0; i < n; ++i) yp[i] += alpha * xp[i];
   }
   return OkStatus();
@@ -134,7 +134,7 @@ Status Scale(Tensor& t, float s) {
   const int64_t n = t.numel();
   float* p = t.f32();
   int threads = ThreadsFor(double(n), kElementsPerThread);
-#pragma omp parallel for simd num_threads(threads) if (threads > 1) schedule(static)
+#pragma omp parallel for num_threads(threads) if (threads > 1) schedule(static)
   for (int64_t i = 0; i < n; ++i) p[i] *= s;
   return OkStatus();
 }

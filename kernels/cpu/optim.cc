@@ -1,5 +1,6 @@
 // CPU fused optimizer updates (one pass over param/grad/state, torch.optim's operation order,
 // scalar factors computed in double and rounded to f32 as torch does) and L2 norm / clipping.
+#include <algorithm>
 #include <cmath>
 
 #include "kernels/cpu/cpu_ops.h"
@@ -8,6 +9,7 @@ namespace gantry::kernels::cpu {
 
 namespace {
 constexpr double kElementsPerThread = 1 << 16;
+constexpr int64_t kReduceBlock = 4096;  // elements per vectorised partial sum
 }  // namespace
 
 Status SgdUpdate(Tensor& param, const Tensor& grad, Tensor* momentum_buf, const SgdOptions& opts) {
@@ -18,7 +20,7 @@ Status SgdUpdate(Tensor& param, const Tensor& grad, Tensor* momentum_buf, const 
   const float lr = opts.lr, wd = opts.weight_decay, mom = opts.momentum;
   const bool use_momentum = mom > 0.0f, nesterov = opts.nesterov;
   const int threads = ThreadsFor(double(n), kElementsPerThread);
-#pragma omp parallel for simd num_threads(threads) if (threads > 1) schedule(static)
+#pragma omp parallel for num_threads(threads) if (threads > 1) schedule(static)
   for (int64_t i = 0; i < n; ++i) {
     float d = g[i];
     if (wd != 0.0f) d = d + wd * p[i];
@@ -51,7 +53,7 @@ Status AdamUpdate(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v,
   const bool decoupled = opts.decoupled_weight_decay;
   const float decay_factor = static_cast<float>(1.0 - lr * double(opts.weight_decay));
   const int threads = ThreadsFor(double(n), kElementsPerThread);
-#pragma omp parallel for simd num_threads(threads) if (threads > 1) schedule(static)
+#pragma omp parallel for num_threads(threads) if (threads > 1) schedule(static)
   for (int64_t i = 0; i < n; ++i) {
     float pi = p[i];
     float gi = g[i];
@@ -76,10 +78,17 @@ StatusOr<float> L2Norm(const Tensor& t) {
   const int64_t n = t.numel();
   const float* x = t.f32();
   double sum = 0.0;
+  const int64_t blocks = (n + kReduceBlock - 1) / kReduceBlock;
   const int threads = ThreadsFor(double(n), kElementsPerThread);
-#pragma omp parallel for simd num_threads(threads) if (threads > 1) schedule(static) \
+#pragma omp parallel for num_threads(threads) if (threads > 1) schedule(static) \
     reduction(+ : sum)
-  for (int64_t i = 0; i < n; ++i) sum += double(x[i]) * double(x[i]);
+  for (int64_t blk = 0; blk < blocks; ++blk) {
+    const int64_t end = std::min(n, (blk + 1) * kReduceBlock);
+    double part = 0.0;
+#pragma omp simd reduction(+ : part)
+    for (int64_t i = blk * kReduceBlock; i < end; ++i) part += double(x[i]) * double(x[i]);
+    sum += part;
+  }
   return static_cast<float>(std::sqrt(sum));
 }
 

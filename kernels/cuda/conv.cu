@@ -121,9 +121,13 @@ StatusOr<Algos> ChooseAlgos(cudnnHandle_t h, const Descs& d) {
   return a;
 }
 
+Key MakeKey(int device, const Shape& x, const Shape& w, const Conv2dOptions& opts) {
+  return Key{device, x[0], x[1], x[2], x[3], w[0], w[2], w[3], opts.stride, opts.padding};
+}
+
 StatusOr<Algos> CachedAlgos(const OpEnv& env, cudnnHandle_t h, const Shape& x, const Shape& w,
                             const Conv2dOptions& opts, const Descs& d) {
-  const Key key{env.device, x[0], x[1], x[2], x[3], w[0], w[2], w[3], opts.stride, opts.padding};
+  const Key key = MakeKey(env.device, x, w, opts);
   std::lock_guard<std::mutex> lock(algo_mu);
   auto it = AlgoCache().find(key);
   if (it != AlgoCache().end()) return it->second;
@@ -159,7 +163,14 @@ Status Prepare(const char* op, const OpEnv& env, const Tensor& x, const Tensor& 
 
 int64_t Conv2dWorkspaceElements(const Shape& x, const Shape& w, const Conv2dOptions& opts,
                                 Device device) {
-  if (!device.is_cuda() || device.index >= DeviceCount()) return 0;
+  if (!device.is_cuda() || device.index >= DeviceCount() || !CheckDims(x, w, opts).ok()) return 0;
+  {
+    std::lock_guard<std::mutex> lock(algo_mu);
+    auto it = AlgoCache().find(MakeKey(device.index, x, w, opts));
+    if (it != AlgoCache().end()) {
+      return static_cast<int64_t>((it->second.workspace_bytes + sizeof(float) - 1) / sizeof(float));
+    }
+  }
   Tensor probe = Tensor::Wrap(nullptr, {0}, DType::kF32, device);
   StatusOr<OpEnv> env = BeginOp("Conv2dWorkspaceElements", probe);
   if (!env.ok()) return 0;

@@ -6,6 +6,9 @@
 
 #include <cstdio>
 #include <fstream>
+#include <sstream>
+
+#include "gantry_config.h"
 
 namespace gantry {
 namespace {
@@ -293,6 +296,26 @@ TEST(JobSpecTest, ParseFile) {
   auto missing = ParseJobSpecFile("/nonexistent/job.yaml");
   ASSERT_FALSE(missing.ok());
   EXPECT_NE(missing.status().message().find("/nonexistent/job.yaml"), std::string::npos);
+}
+
+// Every ```yaml block of docs/job-spec.md is a valid spec: the documentation cannot drift.
+TEST(JobSpecTest, DocumentationExamplesParse) {
+  std::ifstream in(std::string(GANTRY_SOURCE_DIR) + "/docs/job-spec.md");
+  ASSERT_TRUE(in) << "docs/job-spec.md missing";
+  std::stringstream text;
+  text << in.rdbuf();
+  std::string doc = text.str();
+  int blocks = 0;
+  for (size_t pos = doc.find("```yaml\n"); pos != std::string::npos;
+       pos = doc.find("```yaml\n", pos)) {
+    pos += 8;
+    size_t end = doc.find("```", pos);
+    ASSERT_NE(end, std::string::npos);
+    auto spec = ParseJobSpec(doc.substr(pos, end - pos), "docs/job-spec.md#" + std::to_string(blocks));
+    EXPECT_TRUE(spec.ok()) << spec.status().message();
+    ++blocks;
+  }
+  EXPECT_GE(blocks, 4);
 }
 
 }  // namespace

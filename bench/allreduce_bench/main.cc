@@ -1,0 +1,211 @@
+// allreduce_bench: nccl-tests-style table (size, time, algbw, busbw) for 2 ranks on this host:
+// our tcp and shm backends, Open MPI's MPI_Allreduce over shared memory and over TCP (at its
+// best setting: glibc keeps big blocks, MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=64 GiB),
+// Gloo's chunked ring, plus the single-thread memcpy and loopback TCP stream ceilings.
+//   allreduce_bench [--json] [--ranks N] [--max-mib M] [--only tcp,shm,mpi-shm,mpi-tcp,gloo]
+// Each implementation runs as N processes launched here; every figure is a median of 3.
+#include <poll.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "bench/allreduce_bench/bench_rank.h"
+#include "bench/allreduce_bench/ceilings.h"
+
+namespace gantry::bench {
+namespace {
+
+struct Impl {
+  std::string name;      // column name
+  std::string peer_id;   // id in --json rows
+  std::vector<std::string> argv;
+  std::map<std::string, std::string> env;
+};
+
+// Runs `ranks` copies (or one mpirun) and parses rank 0's RESULT lines: bytes -> seconds.
+std::map<size_t, double> Launch(const Impl& impl, int ranks, int port, double timeout_s) {
+  std::map<size_t, double> out;
+  const bool mpi = impl.argv[0] == "mpirun";
+  const int procs = mpi ? 1 : ranks;
+  std::vector<pid_t> pids;
+  int fds[2];
+  if (pipe(fds) != 0) return out;
+  for (int r = 0; r < procs; ++r) {
+    pid_t pid = fork();
+    if (pid == 0) {
+      dup2(fds[1], 1);
+      close(fds[0]);
+      setenv("RANK", std::to_string(r).c_str(), 1);
+      setenv("WORLD_SIZE", std::to_string(ranks).c_str(), 1);
+      setenv("MASTER_ADDR", "127.0.0.1", 1);
+      setenv("MASTER_PORT", std::to_string(port).c_str(), 1);
+      for (auto& [k, v] : impl.env) setenv(k.c_str(), v.c_str(), 1);
+      std::vector<char*> argv;
+      for (auto& a : impl.argv) argv.push_back(const_cast<char*>(a.c_str()));
+      argv.push_back(nullptr);
+      execvp(argv[0], argv.data());
+      _exit(127);
+    }
+    pids.push_back(pid);
+  }
+  close(fds[1]);
+  std::string text;
+  char buf[4096];
+  const auto start = std::chrono::steady_clock::now();
+  for (;;) {
+    pollfd p{fds[0], POLLIN, 0};
+    if (poll(&p, 1, 1000) > 0) {
+      ssize_t n = read(fds[0], buf, sizeof(buf));
+      if (n <= 0) break;
+      text.append(buf, n);
+    }
+    if (std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() > timeout_s) {
+      std::fprintf(stderr, "%s: timed out after %.0f s; killing it\n", impl.name.c_str(), timeout_s);
+      for (pid_t pid : pids) kill(pid, SIGKILL);
+      break;
+    }
+  }
+  close(fds[0]);
+  for (pid_t pid : pids) waitpid(pid, nullptr, 0);
+  std::istringstream in(text);
+  std::string word;
+  while (in >> word) {
+    if (word != "RESULT") continue;
+    size_t bytes;
+    double s;
+    in >> bytes >> s;
+    out[bytes] = s;
+  }
+  if (out.empty()) std::fprintf(stderr, "%s: produced no results:\n%s\n", impl.name.c_str(), text.c_str());
+  return out;
+}
+
+std::string SizeName(size_t b) {
+  if (b >= (1u << 20)) return std::to_string(b >> 20) + " MiB";
+  return std::to_string(b >> 10) + " KiB";
+}
+
+void JsonRow(const std::string& workload, const std::string& metric, double ours,
+             const std::string& peer, double peer_value, bool higher_better, double target) {
+  std::printf("{\"bench\": \"allreduce\", \"workload\": \"%s\", \"metric\": \"%s\", \"ours\": %.6g",
+              workload.c_str(), metric.c_str(), ours);
+  if (!peer.empty() && peer_value > 0) {
+    double ratio = higher_better ? ours / peer_value : peer_value / ours;
+    std::printf(", \"peer\": \"%s\", \"peer_value\": %.6g, \"ratio\": %.3f", peer.c_str(),
+                peer_value, ratio);
+  }
+  std::printf(", \"target\": %.6g}\n", target);
+}
+
+}  // namespace
+}  // namespace gantry::bench
+
+int main(int argc, char** argv) {
+  using namespace gantry::bench;
+  bool json = false;
+  int ranks = 2;
+  size_t max_bytes = 256u << 20;
+  std::string only = "tcp,shm,mpi-shm,mpi-tcp,gloo", rank_of;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a == "--json") json = true;
+    else if (a == "--ranks" && i + 1 < argc) ranks = std::atoi(argv[++i]);
+    else if (a == "--max-mib" && i + 1 < argc) max_bytes = std::strtoull(argv[++i], nullptr, 10) << 20;
+    else if (a == "--only" && i + 1 < argc) only = argv[++i];
+    else if (a.rfind("--rank-of=", 0) == 0) rank_of = a.substr(10);
+    else {
+      std::fprintf(stderr, "usage: %s [--json] [--ranks N] [--max-mib M] [--only list]\n", argv[0]);
+      return 2;
+    }
+  }
+  const auto sizes = BenchSizes(4096, max_bytes);
+  if (rank_of == "ours") return RunOursRank(sizes);
+  if (rank_of == "gloo") return RunGlooRank(sizes);
+  if (rank_of == "mpi") return RunMpiRank(sizes);
+  if (ranks < 2) {
+    std::fprintf(stderr, "--ranks must be >= 2\n");
+    return 2;
+  }
+
+  char self[4096] = {0};
+  if (readlink("/proc/self/exe", self, sizeof(self) - 1) <= 0) return 1;
+  const std::string max_mib = std::to_string(max_bytes >> 20), n = std::to_string(ranks);
+  char gloo_dir[] = "/tmp/gantry-gloo-XXXXXX";
+  mkdtemp(gloo_dir);
+  auto mpirun = [&](const std::string& btl) {
+    return std::vector<std::string>{"mpirun", "-np", n, "--allow-run-as-root", "--oversubscribe",
+                                    "--mca", "pml", "ob1", "--mca", "btl", btl,
+                                    "--mca", "btl_tcp_if_include", "lo",
+                                    "-x", "MALLOC_MMAP_MAX_=0", "-x",
+                                    "MALLOC_TRIM_THRESHOLD_=68719476736",
+                                    self, "--rank-of=mpi", "--max-mib", max_mib};
+  };
+  std::vector<Impl> impls = {
+      {"ours tcp", "gantry-tcp", {self, "--rank-of=ours", "--max-mib", max_mib}, {{"GANTRY_COMM_BACKEND", "tcp"}}},
+      {"ours shm", "gantry-shm", {self, "--rank-of=ours", "--max-mib", max_mib}, {{"GANTRY_COMM_BACKEND", "shm"}}},
+      {"ompi shm", "openmpi-shm-kept", mpirun("self,vader"), {}},
+      {"ompi tcp", "openmpi-tcp-kept", mpirun("self,tcp"), {}},
+      {"gloo", "gloo-tcp-ring-chunked", {self, "--rank-of=gloo", "--max-mib", max_mib}, {{"GANTRY_BENCH_GLOO_DIR", gloo_dir}}},
+  };
+  const char* keys[] = {"tcp", "shm", "mpi-shm", "mpi-tcp", "gloo"};
+  std::vector<std::map<size_t, double>> res(impls.size());
+  int port = 29500 + getpid() % 10000;
+  for (size_t i = 0; i < impls.size(); ++i) {
+    if (("," + only + ",").find(std::string(",") + keys[i] + ",") == std::string::npos) continue;
+    if (!json) std::fprintf(stderr, "running %s ...\n", impls[i].name.c_str());
+    res[i] = Launch(impls[i], ranks, port++, 900);
+  }
+  rmdir(gloo_dir);
+  const double stream = LoopbackTcpStreamGBps();
+  const double bus = 2.0 * (ranks - 1) / ranks;
+  auto busbw = [&](size_t i, size_t bytes) {
+    auto it = res[i].find(bytes);
+    return it == res[i].end() ? 0.0 : bytes / it->second / 1e9 * bus;
+  };
+
+  if (!json) {
+    std::printf("allreduce f32 sum, %d ranks on this host; time per op, busbw = algbw*2(n-1)/n in GB/s\n", ranks);
+    std::printf("%-8s", "size");
+    for (auto& im : impls) std::printf(" | %-10s %8s", im.name.c_str(), "busbw");
+    std::printf(" | memcpy GB/s\n");
+    for (size_t b : sizes) {
+      std::printf("%-8s", SizeName(b).c_str());
+      for (size_t i = 0; i < impls.size(); ++i) {
+        auto it = res[i].find(b);
+        if (it == res[i].end()) std::printf(" | %-10s %8s", "-", "-");
+        else if (it->second < 1e-3) std::printf(" | %7.1f us %8.2f", it->second * 1e6, busbw(i, b));
+        else std::printf(" | %7.2f ms %8.2f", it->second * 1e3, busbw(i, b));
+      }
+      std::printf(" | %6.1f\n", MemcpyGBps(b));
+    }
+    std::printf("loopback TCP stream (2 processes): %.2f GB/s\n", stream);
+    std::printf("ratios (>1 = we win): size | shm/ompi-shm (target 1.2) | tcp/ompi-tcp (1.0) | tcp/gloo (2.0) | tcp/stream (0.9 from 16 MiB)\n");
+    for (size_t b : sizes) {
+      auto r = [&](double a, double p) { return p > 0 && a > 0 ? a / p : 0.0; };
+      std::printf("%-8s | %5.2f | %5.2f | %5.2f | %5.2f\n", SizeName(b).c_str(),
+                  r(busbw(1, b), busbw(2, b)), r(busbw(0, b), busbw(3, b)),
+                  r(busbw(0, b), busbw(4, b)), r(busbw(0, b), stream));
+    }
+    return 0;
+  }
+  for (size_t b : sizes) {
+    const std::string w = "f32-sum-" + std::to_string(ranks) + "ranks-" + std::to_string(b) + "B";
+    const double best = std::max(busbw(0, b), busbw(1, b));
+    if (b >= (1u << 20)) JsonRow(w, "busbw_GBps", best, impls[2].peer_id, busbw(2, b), true, 1.2);
+    JsonRow(w, "tcp_busbw_GBps", busbw(0, b), impls[3].peer_id, busbw(3, b), true, 1.0);
+    JsonRow(w, "tcp_busbw_GBps", busbw(0, b), impls[4].peer_id, busbw(4, b), true, 2.0);
+    if (b >= (16u << 20)) JsonRow(w, "tcp_busbw_GBps", busbw(0, b), "loopback-tcp-stream", stream, true, 0.9);
+    if (b == (64u << 20)) JsonRow(w, "busbw_GBps", best, "memcpy-1-thread", MemcpyGBps(b), true, 0.5);
+    if (b == 4096 && res[0].count(b)) JsonRow(w, "tcp_time_us", res[0][b] * 1e6, "", 0, false, 100);
+  }
+  return 0;
+}

@@ -1,0 +1,129 @@
+#!/usr/bin/python3
+"""PyTorch peer for bench/train_bench: builds one reference workload (gpt-tiny or mlp-mnist,
+the configs of ../shared/notes/workloads.md) and then serves timing requests on stdin so the
+C++ driver can interleave it with our runs. Protocol (one line each way):
+  driver: "run N"  -> peer runs N full train steps, answers {"seconds": s, "loss": l}
+  driver: "quit" or EOF -> peer exits
+At start the peer prints {"ready": true, "torch": version, "params": n} (or {"error": msg}).
+Run with /usr/bin/python3 (Debian python3-torch 1.13); LD_PRELOAD is up to the driver."""
+import argparse
+import json
+import math
+import sys
+import time
+
+
+def reply(obj):
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+try:
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+except ImportError as e:
+    reply({"error": f"cannot import torch: {e}"})
+    sys.exit(3)
+
+
+class Block(nn.Module):
+    """GPT-2 block: pre-LayerNorm, causal attention (nanoGPT's explicit path; torch 1.13 has
+    no scaled_dot_product_attention), tanh-GELU MLP."""
+
+    def __init__(self, d, heads, hidden, context):
+        super().__init__()
+        self.ln_1, self.ln_2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.c_attn, self.attn_proj = nn.Linear(d, 3 * d), nn.Linear(d, d)
+        self.c_fc, self.mlp_proj = nn.Linear(d, hidden), nn.Linear(hidden, d)
+        self.heads = heads
+        self.register_buffer("mask", torch.ones(context, context, dtype=torch.bool).tril())
+
+    def forward(self, x):
+        b, t, c = x.shape
+        q, k, v = self.c_attn(self.ln_1(x)).split(c, dim=2)
+        q, k, v = (z.view(b, t, self.heads, c // self.heads).transpose(1, 2) for z in (q, k, v))
+        att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(c // self.heads))
+        att = att.masked_fill(~self.mask[:t, :t], float("-inf")).softmax(dim=-1)
+        x = x + self.attn_proj((att @ v).transpose(1, 2).reshape(b, t, c))
+        return x + self.mlp_proj(F.gelu(self.c_fc(self.ln_2(x)), approximate="tanh"))
+
+
+class Gpt(nn.Module):
+    def __init__(self, vocab, context, d, layers, heads, hidden):
+        super().__init__()
+        self.wte, self.wpe = nn.Embedding(vocab, d), nn.Embedding(context, d)
+        self.h = nn.ModuleList(Block(d, heads, hidden, context) for _ in range(layers))
+        self.ln_f = nn.LayerNorm(d)
+        for p in self.parameters():
+            if p.dim() >= 2:
+                nn.init.normal_(p, std=0.02)
+
+    def forward(self, idx):
+        x = self.wte(idx) + self.wpe(torch.arange(idx.shape[1]))
+        for block in self.h:
+            x = block(x)
+        return F.linear(self.ln_f(x), self.wte.weight)  # tied lm_head
+
+
+def build(workload, batch):
+    """Returns (model, optimizer, inputs, targets) for one workload with random data."""
+    g = torch.Generator().manual_seed(1)
+    if workload == "gpt-tiny":
+        model = Gpt(8192, 128, 256, 4, 4, 1024)
+        decay = [p for p in model.parameters() if p.dim() >= 2]
+        rest = [p for p in model.parameters() if p.dim() < 2]
+        opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01},
+                                 {"params": rest, "weight_decay": 0.0}], lr=3e-4)
+        x = torch.randint(0, 8192, (batch, 128), generator=g)
+        y = torch.randint(0, 8192, (batch, 128), generator=g)
+    elif workload == "mlp-mnist":
+        model = nn.Sequential(nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(),
+                              nn.Linear(512, 10))
+        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+        x = torch.randn(batch, 784, generator=g)
+        y = torch.randint(0, 10, (batch,), generator=g)
+    else:
+        raise ValueError(f"unknown workload {workload!r}: expected gpt-tiny or mlp-mnist")
+    return model, opt, x, y
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--workload", required=True, choices=["gpt-tiny", "mlp-mnist"])
+    ap.add_argument("--threads", type=int, required=True)
+    ap.add_argument("--batch", type=int, required=True)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    try:
+        model, opt, x, y = build(args.workload, args.batch)
+    except Exception as e:  # report, don't hang the driver
+        reply({"error": f"building {args.workload}: {e}"})
+        return 3
+
+    def train_step():
+        opt.zero_grad(set_to_none=True)
+        logits = model(x)
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+        loss.backward()
+        opt.step()
+        return loss
+
+    reply({"ready": True, "torch": torch.__version__,
+           "params": sum(p.numel() for p in model.parameters())})
+    for line in sys.stdin:
+        cmd = line.split()
+        if not cmd or cmd[0] == "quit":
+            break
+        if cmd[0] != "run" or len(cmd) != 2:
+            reply({"error": f"unknown command {line.strip()!r}: expected 'run N' or 'quit'"})
+            continue
+        start = time.perf_counter()
+        for _ in range(int(cmd[1])):
+            loss = train_step()
+        reply({"seconds": time.perf_counter() - start, "loss": float(loss)})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,370 @@
+// train_bench: full training steps (forward, backward, optimizer) of gpt-tiny and mlp-mnist on
+// one process at 1 and 2 threads, ours against PyTorch 1.13 in the same run. The peer runs in
+// child processes (torch_peer.py, plain glibc malloc and with tcmalloc preloaded; the better is
+// the peer), interleaved window by window with ours after warm-up; each figure is the median of
+// the windows. Prints a table, or --json rows in the format of ../shared/notes/workloads.md.
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdlib>
+#include <cstdio>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "bench/train_bench/peer_process.h"
+#include "kernels/runtime.h"
+#include "train/model.h"
+#include "train/optimizer.h"
+#include "train/rng.h"
+
+namespace gantry::bench {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using nlohmann::json;
+
+constexpr double kTargetRatio = 1.5;
+constexpr char kTcmalloc[] = "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4";
+constexpr auto kPeerStartTimeout = std::chrono::seconds(180);
+constexpr auto kPeerWindowTimeout = std::chrono::seconds(600);
+
+struct Workload {
+  std::string name;
+  ModelSpec model;
+  OptimizerSpec optimizer;
+  int batch = 0;
+  std::string metric;     // tokens_per_s | samples_per_s
+  int window_steps = 0;   // steps per timed window
+  int warmup_steps = 0;
+};
+
+struct Options {
+  bool json = false;
+  bool quick = false;
+  bool peers = true;
+  int rounds = 5;  // timed windows per side
+  std::vector<std::string> workloads = {"gpt-tiny", "mlp-mnist"};
+  std::vector<int> threads = {1, 2};
+  std::string python = "/usr/bin/python3";
+  std::string peer_script = TRAIN_BENCH_PEER_SCRIPT;
+};
+
+StatusOr<Workload> MakeWorkload(const std::string& name, bool quick) {
+  Workload w;
+  w.name = name;
+  if (name == "gpt-tiny") {
+    w.model.type = "gpt";
+    w.model.vocab = 8192;
+    w.model.context = 128;
+    w.model.d_model = 256;
+    w.model.layers = 4;
+    w.model.heads = 4;
+    w.model.mlp = 1024;
+    w.optimizer.type = "adamw";
+    w.optimizer.lr = 3e-4;
+    w.optimizer.weight_decay = 0.01;
+    w.batch = 16;
+    w.metric = "tokens_per_s";
+    w.window_steps = quick ? 1 : 3;
+    w.warmup_steps = quick ? 1 : 2;
+  } else if (name == "mlp-mnist") {
+    w.model.type = "mlp";
+    w.model.widths = {784, 512, 512, 10};
+    w.model.activation = "relu";
+    w.optimizer.type = "momentum";
+    w.optimizer.lr = 0.01;
+    w.optimizer.momentum = 0.9;
+    w.batch = 128;
+    w.metric = "samples_per_s";
+    w.window_steps = quick ? 5 : 40;
+    w.warmup_steps = quick ? 2 : 10;
+  } else {
+    return InvalidArgumentError("unknown workload '" + name + "': expected gpt-tiny or mlp-mnist");
+  }
+  return w;
+}
+
+// Our side: model, optimizer and one random batch, all preallocated.
+class OurRunner {
+ public:
+  Status Init(const Workload& w) {
+    using train::Model;
+    const kernels::Device cpu = kernels::Device::Cpu();
+    GANTRY_ASSIGN_OR_RETURN(model_, Model::Create(w.model, w.batch, cpu));
+    GANTRY_RETURN_IF_ERROR(model_->InitParams(1));
+    GANTRY_ASSIGN_OR_RETURN(opt_, train::Optimizer::Create(w.optimizer, *model_));
+    GANTRY_ASSIGN_OR_RETURN(train::BatchLayout layout, train::BatchLayoutFor(w.model, w.batch));
+    GANTRY_ASSIGN_OR_RETURN(batch_, train::AllocateBatch(layout, cpu));
+    train::Rng rng(7);
+    const uint64_t classes = w.model.type == "gpt" ? w.model.vocab : w.model.widths.back();
+    kernels::Tensor& in = batch_.inputs;
+    for (int64_t i = 0; i < in.numel(); ++i) {
+      if (in.dtype() == kernels::DType::kI32) {
+        in.i32()[i] = int32_t(rng.Below(classes));
+      } else {
+        in.f32()[i] = rng.Normal();
+      }
+    }
+    for (int64_t i = 0; i < batch_.targets.numel(); ++i) {
+      batch_.targets.i32()[i] = int32_t(rng.Below(classes));
+    }
+    lr_ = float(w.optimizer.lr);
+    return OkStatus();
+  }
+  // Seconds for `steps` full train steps.
+  StatusOr<double> Window(int steps) {
+    const Clock::time_point t0 = Clock::now();
+    for (int i = 0; i < steps; ++i) {
+      GANTRY_RETURN_IF_ERROR(model_->Forward(batch_));
+      GANTRY_RETURN_IF_ERROR(model_->Backward(batch_));
+      GANTRY_RETURN_IF_ERROR(opt_->Step(step_++, lr_));
+    }
+    return std::chrono::duration<double>(Clock::now() - t0).count();
+  }
+  int64_t items_per_step() const { return model_->ItemsPerBatch(); }
+  StatusOr<float> loss() const { return model_->Loss(); }
+
+ private:
+  std::unique_ptr<train::Model> model_;
+  std::unique_ptr<train::Optimizer> opt_;
+  train::Batch batch_;
+  int64_t step_ = 0;
+  float lr_ = 0;
+};
+
+// One PyTorch peer process (plain or tcmalloc).
+class TorchPeer {
+ public:
+  explicit TorchPeer(std::string variant) : variant_(std::move(variant)) {}
+  const std::string& variant() const { return variant_; }
+
+  Status Start(const Options& o, const Workload& w, int threads) {
+    std::map<std::string, std::string> env = {{"OMP_NUM_THREADS", std::to_string(threads)}};
+    if (variant_ == "pytorch-tcmalloc") env["LD_PRELOAD"] = kTcmalloc;
+    GANTRY_RETURN_IF_ERROR(proc_.Start({o.python, o.peer_script, "--workload", w.name, "--threads",
+                                        std::to_string(threads), "--batch",
+                                        std::to_string(w.batch)},
+                                       env));
+    GANTRY_ASSIGN_OR_RETURN(json reply, Read(kPeerStartTimeout));
+    if (!reply.value("ready", false)) {
+      return UnavailableError(variant_ + " peer did not start: " + reply.dump());
+    }
+    return OkStatus();
+  }
+  StatusOr<double> Window(int steps) {
+    GANTRY_RETURN_IF_ERROR(proc_.Send("run " + std::to_string(steps)));
+    GANTRY_ASSIGN_OR_RETURN(json reply, Read(kPeerWindowTimeout));
+    if (!reply.contains("seconds")) return UnavailableError(variant_ + ": " + reply.dump());
+    return reply["seconds"].get<double>();
+  }
+  void Stop() { proc_.Stop(); }
+
+ private:
+  StatusOr<json> Read(std::chrono::milliseconds timeout) {
+    GANTRY_ASSIGN_OR_RETURN(std::string line, proc_.ReadLine(timeout));
+    json j = json::parse(line, nullptr, /*allow_exceptions=*/false);
+    if (j.is_discarded()) return UnavailableError(variant_ + " peer sent non-JSON: " + line);
+    if (j.contains("error")) return UnavailableError(variant_ + " peer: " + j.dump());
+    return j;
+  }
+  std::string variant_;
+  PeerProcess proc_;
+};
+
+double Median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+struct Row {
+  std::string workload, metric;
+  int threads = 0;
+  double ours = 0;
+  std::vector<std::pair<std::string, double>> peers;  // variant -> items/s (0 = failed)
+  std::string peer_error;
+};
+
+// Runs one (workload, threads) case: warm-up, then `rounds` interleaved windows per side.
+StatusOr<Row> RunCase(const Options& o, const Workload& w, int threads) {
+  kernels::SetNumThreads(threads);
+  Row row{w.name, w.metric, threads};
+  OurRunner ours;
+  GANTRY_RETURN_IF_ERROR(ours.Init(w));
+  std::vector<std::unique_ptr<TorchPeer>> peers;
+  if (o.peers) {
+    for (const char* v : {"pytorch", "pytorch-tcmalloc"}) {
+      if (std::string(v) == "pytorch-tcmalloc" && !std::filesystem::exists(kTcmalloc)) continue;
+      auto p = std::make_unique<TorchPeer>(v);
+      Status s = p->Start(o, w, threads);
+      if (!s.ok()) {
+        row.peer_error += s.message() + "; ";
+        continue;
+      }
+      peers.push_back(std::move(p));
+    }
+  }
+  GANTRY_RETURN_IF_ERROR(ours.Window(w.warmup_steps).status());
+  for (auto& p : peers) GANTRY_RETURN_IF_ERROR(p->Window(w.warmup_steps).status());
+  std::vector<double> our_s;
+  std::vector<std::vector<double>> peer_s(peers.size());
+  for (int r = 0; r < o.rounds; ++r) {
+    GANTRY_ASSIGN_OR_RETURN(double s, ours.Window(w.window_steps));
+    our_s.push_back(s);
+    for (size_t i = 0; i < peers.size(); ++i) {
+      GANTRY_ASSIGN_OR_RETURN(double ps, peers[i]->Window(w.window_steps));
+      peer_s[i].push_back(ps);
+    }
+  }
+  const double items = double(ours.items_per_step()) * w.window_steps;
+  row.ours = items / Median(our_s);
+  for (size_t i = 0; i < peers.size(); ++i) {
+    row.peers.emplace_back(peers[i]->variant(), items / Median(peer_s[i]));
+    peers[i]->Stop();
+  }
+  GANTRY_ASSIGN_OR_RETURN(float loss, ours.loss());
+  if (!std::isfinite(loss)) {
+    return InternalError(w.name + ": our loss is not finite after the run (" +
+                         std::to_string(loss) + ")");
+  }
+  return row;
+}
+
+std::optional<std::pair<std::string, double>> BestPeer(const Row& r) {
+  std::optional<std::pair<std::string, double>> best;
+  for (const auto& p : r.peers) {
+    if (!best || p.second > best->second) best = p;
+  }
+  return best;
+}
+
+double PeerValue(const Row& r, const std::string& variant) {
+  for (const auto& p : r.peers) {
+    if (p.first == variant) return p.second;
+  }
+  return 0;
+}
+
+void PrintTable(const std::vector<Row>& rows) {
+  std::printf("%-10s %7s %-14s %10s %10s %12s %-17s %6s %6s\n", "workload", "threads", "metric",
+              "ours", "pytorch", "pytorch+tcm", "peer (best)", "ratio", "target");
+  for (const Row& r : rows) {
+    const auto best = BestPeer(r);
+    std::printf("%-10s %7d %-14s %10.1f %10.1f %12.1f %-17s %6.2f %6.1f\n", r.workload.c_str(),
+                r.threads, r.metric.c_str(), r.ours, PeerValue(r, "pytorch"),
+                PeerValue(r, "pytorch-tcmalloc"), best ? best->first.c_str() : "n/a",
+                best ? r.ours / best->second : 0.0, kTargetRatio);
+    if (!r.peer_error.empty()) std::printf("  peer problem: %s\n", r.peer_error.c_str());
+  }
+}
+
+void PrintJson(const std::vector<Row>& rows) {
+  for (const Row& r : rows) {
+    json j = {{"bench", "train"}, {"workload", r.workload}, {"threads", r.threads},
+              {"metric", r.metric}, {"ours", r.ours}};
+    if (const auto best = BestPeer(r)) {
+      j["peer"] = best->first;
+      j["peer_value"] = best->second;
+      j["ratio"] = r.ours / best->second;
+    }
+    j["target"] = kTargetRatio;
+    std::printf("%s\n", j.dump().c_str());
+  }
+}
+
+std::vector<std::string> Split(const std::string& s) {
+  std::vector<std::string> out;
+  size_t start = 0;
+  while (start <= s.size()) {
+    const size_t comma = s.find(',', start);
+    out.push_back(s.substr(start, comma == std::string::npos ? std::string::npos : comma - start));
+    if (comma == std::string::npos) break;
+    start = comma + 1;
+  }
+  return out;
+}
+
+constexpr char kUsage[] =
+    "usage: train_bench [--json] [--quick] [--no-peer] [--rounds N] [--workload gpt-tiny,mlp-mnist]\n"
+    "                   [--threads 1,2] [--python /usr/bin/python3] [--peer-script PATH]\n";
+
+StatusOr<Options> ParseArgs(int argc, char** argv) {
+  Options o;
+  bool rounds_set = false;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    const bool has_value = i + 1 < argc;
+    if (a == "--json") {
+      o.json = true;
+    } else if (a == "--quick") {
+      o.quick = true;
+    } else if (a == "--no-peer") {
+      o.peers = false;
+    } else if (a == "--rounds" && has_value) {
+      o.rounds = std::atoi(argv[++i]);
+      rounds_set = true;
+      if (o.rounds <= 0) return InvalidArgumentError("--rounds must be a positive integer");
+    } else if (a == "--workload" && has_value) {
+      o.workloads = Split(argv[++i]);
+    } else if (a == "--threads" && has_value) {
+      o.threads.clear();
+      for (const std::string& t : Split(argv[++i])) {
+        const int n = std::atoi(t.c_str());
+        if (n <= 0) return InvalidArgumentError("--threads: '" + t + "' is not a positive count");
+        o.threads.push_back(n);
+      }
+    } else if (a == "--python" && has_value) {
+      o.python = argv[++i];
+    } else if (a == "--peer-script" && has_value) {
+      o.peer_script = argv[++i];
+    } else {
+      return InvalidArgumentError("unknown or incomplete argument '" + a + "'\n" + kUsage);
+    }
+  }
+  if (o.quick && !rounds_set) o.rounds = 2;
+  return o;
+}
+
+int Main(int argc, char** argv) {
+  StatusOr<Options> opts = ParseArgs(argc, argv);
+  if (!opts.ok()) {
+    std::fprintf(stderr, "train_bench: %s\n", opts.status().message().c_str());
+    return 2;
+  }
+  std::vector<Row> rows;
+  for (const std::string& name : opts->workloads) {
+    StatusOr<Workload> w = MakeWorkload(name, opts->quick);
+    if (!w.ok()) {
+      std::fprintf(stderr, "train_bench: %s\n", w.status().message().c_str());
+      return 2;
+    }
+    for (int threads : opts->threads) {
+      StatusOr<Row> row = RunCase(*opts, *w, threads);
+      if (!row.ok()) {
+        std::fprintf(stderr, "train_bench: %s at %d threads failed: %s\n", name.c_str(), threads,
+                     row.status().ToString().c_str());
+        return 1;
+      }
+      rows.push_back(*row);
+      if (!opts->json) std::fprintf(stderr, "done: %s, %d thread(s)\n", name.c_str(), threads);
+    }
+  }
+  if (opts->json) {
+    PrintJson(rows);
+  } else {
+    PrintTable(rows);
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace gantry::bench
+
+int main(int argc, char** argv) { return gantry::bench::Main(argc, argv); }

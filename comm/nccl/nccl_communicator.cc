@@ -1,0 +1,284 @@
+// NcclCommunicator: unique-id exchange, non-blocking init with a deadline, and each op as an
+// NCCL call on our stream plus a CUDA event that Work::Wait polls.
+#include "comm/nccl/nccl_communicator.h"
+
+#include <cuda_runtime.h>
+#include <nccl.h>
+
+#include <cstdio>
+#include <cstring>
+#include <thread>
+
+#include "comm/lane.h"
+#include "comm/tcp/socket.h"
+
+namespace gantry::comm {
+namespace {
+
+Status CudaError(cudaError_t e, const std::string& what) {
+  return Status(StatusCode::kDeviceError, what + ": " + cudaGetErrorString(e));
+}
+
+Status NcclError(ncclResult_t r, const std::string& what) {
+  std::string last = ncclGetLastError(nullptr) ? ncclGetLastError(nullptr) : "";
+  StatusCode code = r == ncclInvalidArgument || r == ncclInvalidUsage ? StatusCode::kInvalidArgument
+                    : r == ncclRemoteError ? StatusCode::kRemoteError
+                    : r == ncclSystemError ? StatusCode::kSystemError
+                                           : StatusCode::kDeviceError;
+  return Status(code, what + ": " + ncclGetErrorString(r) + (last.empty() ? "" : " (" + last + ")"));
+}
+
+ncclDataType_t TypeOf(DataType d) {
+  switch (d) {
+    case DataType::kF32: return ncclFloat32;
+    case DataType::kBF16: return ncclBfloat16;
+    case DataType::kF16: return ncclFloat16;
+    case DataType::kI32: return ncclInt32;
+  }
+  return ncclFloat32;
+}
+
+ncclRedOp_t OpOf(ReduceOp op) {
+  switch (op) {
+    case ReduceOp::kSum: return ncclSum;
+    case ReduceOp::kAvg: return ncclAvg;
+    case ReduceOp::kMax: return ncclMax;
+    case ReduceOp::kMin: return ncclMin;
+  }
+  return ncclSum;
+}
+
+std::string Hex(const void* p, size_t n) {
+  std::string s;
+  char b[3];
+  for (size_t i = 0; i < n; ++i) {
+    std::snprintf(b, sizeof(b), "%02x", static_cast<const unsigned char*>(p)[i]);
+    s += b;
+  }
+  return s;
+}
+
+}  // namespace
+
+struct NcclCommunicator::Impl {
+  int device = 0;
+  ncclComm_t comm = nullptr;
+  cudaStream_t stream = nullptr, user_stream = nullptr;
+  CommOptions options;
+  std::shared_ptr<CommState> state = std::make_shared<CommState>();
+  uint64_t seq = 0;
+  int32_t* barrier_buf = nullptr;
+
+  // Waits until the comm is out of ncclInProgress (non-blocking init) or the deadline.
+  Status WaitReady(const std::string& what, Deadline deadline) {
+    for (;;) {
+      ncclResult_t r = ncclSuccess;
+      ncclCommGetAsyncError(comm, &r);
+      if (r == ncclSuccess) return OkStatus();
+      if (r != ncclInProgress) return NcclError(r, what);
+      if (Clock::now() >= deadline) {
+        ncclCommAbort(comm);
+        comm = nullptr;
+        return DeadlineExceededError(what + ": not done within the comm timeout; are all ranks "
+                                     "running and able to reach each other (NCCL_SOCKET_IFNAME)?");
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+  }
+
+  WorkPtr Issue(const OpLabel& label, const std::function<ncclResult_t()>& call);
+};
+
+namespace {
+
+class NcclWork : public Work {
+ public:
+  NcclWork(cudaEvent_t event, NcclCommunicator* owner, ncclComm_t comm, std::string label,
+           Deadline deadline, std::shared_ptr<CommState> state)
+      : event_(event), comm_(comm), label_(std::move(label)), start_(Clock::now()),
+        deadline_(deadline), state_(std::move(state)) {
+    (void)owner;
+  }
+  ~NcclWork() override { cudaEventDestroy(event_); }
+
+  Status Wait(std::chrono::milliseconds timeout) override {
+    const Deadline until = Clock::now() + timeout;
+    for (;;) {
+      cudaError_t e = cudaEventQuery(event_);
+      if (e == cudaSuccess) return OkStatus();
+      if (e != cudaErrorNotReady) return CudaError(e, label_);
+      if (state_->failed()) return state_->error();
+      ncclResult_t r = ncclSuccess;
+      ncclCommGetAsyncError(comm_, &r);
+      if (r != ncclSuccess && r != ncclInProgress) {
+        Status s = NcclError(r, label_ + ": asynchronous NCCL error after " + SecondsSince(start_));
+        if (state_->Fail(s)) ncclCommAbort(comm_);
+        return s;
+      }
+      const auto now = Clock::now();
+      if (now >= deadline_) {
+        Status s = DeadlineExceededError(label_ + ": not finished after " + SecondsSince(start_) +
+                                         "; a peer rank is stuck or dead (NCCL cannot say which); "
+                                         "the communicator was aborted");
+        if (state_->Fail(s)) ncclCommAbort(comm_);
+        return s;
+      }
+      if (now >= until) return DeadlineExceededError(label_ + ": still running");
+      std::this_thread::sleep_for(std::chrono::microseconds(50));
+    }
+  }
+  bool Done() const override { return cudaEventQuery(event_) != cudaErrorNotReady; }
+
+ private:
+  cudaEvent_t event_;
+  ncclComm_t comm_;
+  std::string label_;
+  Clock::time_point start_;
+  Deadline deadline_;
+  std::shared_ptr<CommState> state_;
+};
+
+}  // namespace
+
+WorkPtr NcclCommunicator::Impl::Issue(const OpLabel& label, const std::function<ncclResult_t()>& call) {
+  if (state->failed()) return MakeDoneWork(state->error());
+  cudaSetDevice(device);
+  cudaEvent_t ready, done;
+  cudaEventCreateWithFlags(&ready, cudaEventDisableTiming);
+  cudaEventRecord(ready, user_stream);
+  cudaStreamWaitEvent(stream, ready, 0);
+  cudaEventDestroy(ready);
+  ncclResult_t r = call();
+  if (r != ncclSuccess && r != ncclInProgress) {
+    return MakeDoneWork(NcclError(r, label.ToString()));
+  }
+  cudaEventCreateWithFlags(&done, cudaEventDisableTiming);
+  cudaError_t e = cudaEventRecord(done, stream);
+  if (e != cudaSuccess) return MakeDoneWork(CudaError(e, label.ToString()));
+  return std::make_shared<NcclWork>(done, nullptr, comm, label.ToString(),
+                                    DeadlineAfter(options.timeout), state);
+}
+
+NcclCommunicator::NcclCommunicator(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+NcclCommunicator::~NcclCommunicator() {
+  if (impl_->comm) {
+    if (impl_->state->failed()) ncclCommAbort(impl_->comm);
+    else ncclCommDestroy(impl_->comm);
+  }
+  if (impl_->stream) cudaStreamDestroy(impl_->stream);
+  if (impl_->barrier_buf) cudaFree(impl_->barrier_buf);
+}
+
+StatusOr<std::unique_ptr<NcclCommunicator>> NcclCommunicator::Create(Bootstrap& bootstrap,
+                                                                     const CommOptions& options) {
+  int devices = 0;
+  if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
+    return FailedPreconditionError("nccl backend: no CUDA device visible on this host; use "
+                                   "backend tcp/shm/auto for CPU training");
+  }
+  auto impl = std::make_unique<Impl>();
+  impl->options = options;
+  impl->device = options.cuda_device >= 0 ? options.cuda_device : bootstrap.rank() % devices;
+  if (cudaError_t e = cudaSetDevice(impl->device); e != cudaSuccess) {
+    return CudaError(e, "nccl backend: cudaSetDevice(" + std::to_string(impl->device) + ")");
+  }
+  auto scope = bootstrap.NewScope("nccl");
+  ncclUniqueId id;
+  if (bootstrap.rank() == 0) {
+    if (ncclResult_t r = ncclGetUniqueId(&id); r != ncclSuccess) return NcclError(r, "ncclGetUniqueId");
+    GANTRY_RETURN_IF_ERROR(scope->Set("id", std::string(reinterpret_cast<char*>(&id), sizeof(id))));
+  } else {
+    GANTRY_ASSIGN_OR_RETURN(std::string blob, scope->Get("id", options.timeout));
+    if (blob.size() != sizeof(id)) return DataLossError("nccl backend: bad unique id in the store");
+    std::memcpy(&id, blob.data(), sizeof(id));
+  }
+  ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
+  config.blocking = 0;
+  ncclResult_t r = ncclCommInitRankConfig(&impl->comm, bootstrap.size(), id, bootstrap.rank(), &config);
+  if (r != ncclSuccess && r != ncclInProgress) return NcclError(r, "ncclCommInitRankConfig");
+  GANTRY_RETURN_IF_ERROR(impl->WaitReady("nccl init (id " + Hex(&id, 8) + "...)",
+                                         DeadlineAfter(options.timeout)));
+  if (cudaError_t e = cudaStreamCreateWithFlags(&impl->stream, cudaStreamNonBlocking); e != cudaSuccess) {
+    return CudaError(e, "cudaStreamCreate");
+  }
+  if (cudaError_t e = cudaMalloc(&impl->barrier_buf, sizeof(int32_t)); e != cudaSuccess) {
+    return CudaError(e, "cudaMalloc(barrier)");
+  }
+  std::unique_ptr<NcclCommunicator> c(new NcclCommunicator(std::move(impl)));
+  c->rank_ = bootstrap.rank();
+  c->size_ = bootstrap.size();
+  return c;
+}
+
+int NcclCommunicator::device() const { return impl_->device; }
+void NcclCommunicator::SetStream(void* s) { impl_->user_stream = static_cast<cudaStream_t>(s); }
+
+void NcclCommunicator::Abort(const Status& reason) {
+  if (impl_->state->Fail(AbortedError("nccl communicator aborted: " + reason.ToString())) &&
+      impl_->comm) {
+    ncclCommAbort(impl_->comm);
+    impl_->comm = nullptr;
+  }
+}
+
+Status NcclCommunicator::AsyncError() const {
+  if (impl_->state->failed()) return impl_->state->error();
+  ncclResult_t r = ncclSuccess;
+  if (impl_->comm) ncclCommGetAsyncError(impl_->comm, &r);
+  return r == ncclSuccess || r == ncclInProgress ? OkStatus() : NcclError(r, "nccl async error");
+}
+
+WorkPtr NcclCommunicator::Allreduce(const void* send, void* recv, size_t count, DataType dtype,
+                                    ReduceOp op) {
+  OpLabel l{"allreduce", ++impl_->seq, count, dtype, std::string(ReduceOpName(op))};
+  return impl_->Issue(l, [&] {
+    return ncclAllReduce(send, recv, count, TypeOf(dtype), OpOf(op), impl_->comm, impl_->stream);
+  });
+}
+
+WorkPtr NcclCommunicator::Broadcast(void* data, size_t count, DataType dtype, int root) {
+  OpLabel l{"broadcast", ++impl_->seq, count, dtype, "root " + std::to_string(root)};
+  return impl_->Issue(l, [&] {
+    return ncclBroadcast(data, data, count, TypeOf(dtype), root, impl_->comm, impl_->stream);
+  });
+}
+
+WorkPtr NcclCommunicator::Allgather(const void* send, void* recv, size_t count, DataType dtype) {
+  OpLabel l{"allgather", ++impl_->seq, count, dtype, ""};
+  return impl_->Issue(l, [&] {
+    return ncclAllGather(send, recv, count, TypeOf(dtype), impl_->comm, impl_->stream);
+  });
+}
+
+WorkPtr NcclCommunicator::ReduceScatter(const void* send, void* recv, size_t count, DataType dtype,
+                                        ReduceOp op) {
+  OpLabel l{"reduce_scatter", ++impl_->seq, count, dtype, std::string(ReduceOpName(op))};
+  return impl_->Issue(l, [&] {
+    return ncclReduceScatter(send, recv, count, TypeOf(dtype), OpOf(op), impl_->comm, impl_->stream);
+  });
+}
+
+WorkPtr NcclCommunicator::Send(const void* data, size_t count, DataType dtype, int peer, uint32_t) {
+  OpLabel l{"send", ++impl_->seq, count, dtype, "to rank " + std::to_string(peer)};
+  return impl_->Issue(l, [&] {
+    return ncclSend(data, count, TypeOf(dtype), peer, impl_->comm, impl_->stream);
+  });
+}
+
+WorkPtr NcclCommunicator::Recv(void* data, size_t count, DataType dtype, int peer, uint32_t) {
+  OpLabel l{"recv", ++impl_->seq, count, dtype, "from rank " + std::to_string(peer)};
+  return impl_->Issue(l, [&] {
+    return ncclRecv(data, count, TypeOf(dtype), peer, impl_->comm, impl_->stream);
+  });
+}
+
+WorkPtr NcclCommunicator::Barrier() {
+  OpLabel l{"barrier", ++impl_->seq, 1, DataType::kI32, ""};
+  return impl_->Issue(l, [&] {
+    return ncclAllReduce(impl_->barrier_buf, impl_->barrier_buf, 1, ncclInt32, ncclSum,
+                         impl_->comm, impl_->stream);
+  });
+}
+
+}  // namespace gantry::comm

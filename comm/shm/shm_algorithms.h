@@ -1,0 +1,22 @@
+// Shared-memory collectives, one per file (shm_allreduce.cc, shm_reduce_scatter.cc,
+// shm_allgather.cc, shm_broadcast.cc, shm_barrier.cc), all written in ShmGroup's stage
+// protocol. Every rank works on its own disjoint slice of each stage in parallel; stages are
+// cache-sized so data written by one core is read by the others while still in cache.
+#pragma once
+
+#include <cstddef>
+
+#include "comm/shm/shm_group.h"
+
+namespace gantry::comm {
+
+Status ShmAllreduce(ShmGroup& g, const ShmGroup::Op& op, const void* send, void* recv,
+                    size_t count, DataType dtype, ReduceOp rop);
+Status ShmReduceScatter(ShmGroup& g, const ShmGroup::Op& op, const void* send, void* recv,
+                        size_t count, DataType dtype, ReduceOp rop);
+Status ShmAllgather(ShmGroup& g, const ShmGroup::Op& op, const void* send, void* recv,
+                    size_t count, DataType dtype);
+Status ShmBroadcast(ShmGroup& g, const ShmGroup::Op& op, void* data, size_t bytes, int root);
+Status ShmBarrier(ShmGroup& g, const ShmGroup::Op& op);
+
+}  // namespace gantry::comm

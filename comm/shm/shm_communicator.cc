@@ -1,0 +1,177 @@
+// ShmCommunicator: segment setup, op labelling and lane submission for the shm algorithms.
+#include "comm/shm/shm_communicator.h"
+
+#include <cstring>
+
+#include "comm/shm/shm_algorithms.h"
+
+namespace gantry::comm {
+namespace {
+
+enum Kind : uint8_t { kAllreduce = 1, kBroadcast, kAllgather, kReduceScatter, kBarrier };
+
+struct P2pHeader {
+  uint32_t tag;
+  uint32_t pad;
+  uint64_t bytes;
+};
+
+}  // namespace
+
+ShmCommunicator::ShmCommunicator(int rank, int size, const CommOptions& options)
+    : rank_(rank), size_(size), options_(options), state_(std::make_shared<CommState>()) {}
+
+StatusOr<std::unique_ptr<ShmCommunicator>> ShmCommunicator::Create(Bootstrap& bootstrap,
+                                                                   const CommOptions& options) {
+  GANTRY_RETURN_IF_ERROR(options.Validate());
+  auto scope = bootstrap.NewScope("shm-hosts");
+  GANTRY_ASSIGN_OR_RETURN(auto hosts,
+                          bootstrap.AllGather(*scope, "host", Bootstrap::HostId(), options.timeout));
+  for (int r = 0; r < bootstrap.size(); ++r) {
+    if (hosts[r] != hosts[0]) {
+      return FailedPreconditionError("shm communicator: rank " + std::to_string(r) + " runs on " +
+                                     hosts[r] + " but rank 0 on " + hosts[0] +
+                                     "; shm needs all ranks on one host (use backend tcp or auto)");
+    }
+  }
+  std::unique_ptr<ShmCommunicator> c(
+      new ShmCommunicator(bootstrap.rank(), bootstrap.size(), options));
+  ShmSegment::Layout layout{bootstrap.size(), options.shm_stages,
+                            bootstrap.size() * options.shm_chunk_bytes, options.shm_chunk_bytes,
+                            options.shm_mailbox_bytes};
+  auto seg = ShmSegment::Create(bootstrap, layout, options.timeout);
+  if (!seg.ok()) {
+    Status s = seg.status();
+    return s.Prepend("shm communicator (rank " + std::to_string(bootstrap.rank()) + ")");
+  }
+  c->group_ = std::make_unique<ShmGroup>(std::move(seg).value(), bootstrap.rank());
+  c->coll_lane_ = std::make_unique<Lane>("shm collectives", c->state_);
+  c->send_lane_ = std::make_unique<Lane>("shm sends", c->state_);
+  c->recv_lane_ = std::make_unique<Lane>("shm receives", c->state_);
+  for (Lane* l : {c->coll_lane_.get(), c->send_lane_.get(), c->recv_lane_.get()}) {
+    l->set_on_failure([g = c->group_.get()](const Status& s) { g->Poison(s); });
+  }
+  return c;
+}
+
+ShmCommunicator::~ShmCommunicator() {
+  coll_lane_.reset();
+  send_lane_.reset();
+  recv_lane_.reset();
+}
+
+void ShmCommunicator::Abort(const Status& reason) {
+  Status s = AbortedError("shm communicator aborted: " + reason.ToString());
+  if (state_->Fail(s)) {
+    group_->Abort();
+    group_->Poison(s);
+  }
+}
+
+Status ShmCommunicator::AsyncError() const { return state_->failed() ? state_->error() : OkStatus(); }
+
+Status ShmCommunicator::CheckRank(const char* what, int r, bool allow_self) const {
+  if (r < 0 || r >= size_ || (!allow_self && r == rank_)) {
+    return InvalidArgumentError(std::string(what) + ": rank " + std::to_string(r) +
+                                " is not a valid " + (allow_self ? "root" : "peer") + " in 0.." +
+                                std::to_string(size_ - 1) + " (this is rank " +
+                                std::to_string(rank_) + ")");
+  }
+  return OkStatus();
+}
+
+WorkPtr ShmCommunicator::SubmitCollective(OpLabel label, uint8_t kind, uint8_t op, int root,
+                                          std::function<Status(const ShmGroup::Op&)> run) {
+  label.seq = ++seq_;
+  ShmOpMeta meta{label.seq, label.count, kind, static_cast<uint8_t>(label.dtype), op, 0, root};
+  return coll_lane_->Submit([this, meta, name = label.ToString(), run = std::move(run)] {
+    ShmGroup::Op o{name, meta, Clock::now(), {}};
+    o.deadline = o.start + options_.timeout;
+    return run(o);
+  });
+}
+
+WorkPtr ShmCommunicator::Allreduce(const void* send, void* recv, size_t count, DataType dtype,
+                                   ReduceOp op) {
+  OpLabel label{"allreduce", 0, count, dtype, std::string(ReduceOpName(op))};
+  return SubmitCollective(std::move(label), kAllreduce, static_cast<uint8_t>(op), -1,
+                          [=, this](const ShmGroup::Op& o) {
+    if (size_ == 1) {
+      if (send != recv) std::memmove(recv, send, count * DataTypeSize(dtype));
+      return OkStatus();
+    }
+    return ShmAllreduce(*group_, o, send, recv, count, dtype, op);
+  });
+}
+
+WorkPtr ShmCommunicator::Broadcast(void* data, size_t count, DataType dtype, int root) {
+  if (Status s = CheckRank("broadcast", root, true); !s.ok()) return MakeDoneWork(s);
+  OpLabel label{"broadcast", 0, count, dtype, "root " + std::to_string(root)};
+  return SubmitCollective(std::move(label), kBroadcast, 0, root, [=, this](const ShmGroup::Op& o) {
+    return ShmBroadcast(*group_, o, data, count * DataTypeSize(dtype), root);
+  });
+}
+
+WorkPtr ShmCommunicator::Allgather(const void* send, void* recv, size_t count, DataType dtype) {
+  OpLabel label{"allgather", 0, count, dtype, ""};
+  return SubmitCollective(std::move(label), kAllgather, 0, -1, [=, this](const ShmGroup::Op& o) {
+    return ShmAllgather(*group_, o, send, recv, count, dtype);
+  });
+}
+
+WorkPtr ShmCommunicator::ReduceScatter(const void* send, void* recv, size_t count, DataType dtype,
+                                       ReduceOp op) {
+  OpLabel label{"reduce_scatter", 0, count, dtype, std::string(ReduceOpName(op))};
+  return SubmitCollective(std::move(label), kReduceScatter, static_cast<uint8_t>(op), -1,
+                          [=, this](const ShmGroup::Op& o) {
+    return ShmReduceScatter(*group_, o, send, recv, count, dtype, op);
+  });
+}
+
+WorkPtr ShmCommunicator::Barrier() {
+  OpLabel label{"barrier", 0, 0, DataType::kI32, ""};
+  return SubmitCollective(std::move(label), kBarrier, 0, -1,
+                          [this](const ShmGroup::Op& o) { return ShmBarrier(*group_, o); });
+}
+
+WorkPtr ShmCommunicator::SubmitP2p(Lane* lane, OpLabel label,
+                                   std::function<Status(const ShmGroup::Op&)> run) {
+  return lane->Submit([this, name = label.ToString(), run = std::move(run)] {
+    ShmGroup::Op o{name, {}, Clock::now(), {}};
+    o.deadline = o.start + options_.timeout;
+    return run(o);
+  });
+}
+
+WorkPtr ShmCommunicator::Send(const void* data, size_t count, DataType dtype, int peer,
+                              uint32_t tag) {
+  if (Status s = CheckRank("send", peer, false); !s.ok()) return MakeDoneWork(s);
+  OpLabel label{"send", ++send_seq_, count, dtype,
+                "to rank " + std::to_string(peer) + " tag " + std::to_string(tag)};
+  return SubmitP2p(send_lane_.get(), std::move(label), [=, this](const ShmGroup::Op& o) {
+    P2pHeader h{tag, 0, count * DataTypeSize(dtype)};
+    GANTRY_RETURN_IF_ERROR(group_->MailboxWrite(o, peer, &h, sizeof(h)));
+    return group_->MailboxWrite(o, peer, data, h.bytes);
+  });
+}
+
+WorkPtr ShmCommunicator::Recv(void* data, size_t count, DataType dtype, int peer, uint32_t tag) {
+  if (Status s = CheckRank("recv", peer, false); !s.ok()) return MakeDoneWork(s);
+  OpLabel label{"recv", ++recv_seq_, count, dtype,
+                "from rank " + std::to_string(peer) + " tag " + std::to_string(tag)};
+  return SubmitP2p(recv_lane_.get(), std::move(label), [=, this](const ShmGroup::Op& o) {
+    P2pHeader h{};
+    GANTRY_RETURN_IF_ERROR(group_->MailboxRead(o, peer, &h, sizeof(h)));
+    const size_t bytes = count * DataTypeSize(dtype);
+    if (h.tag != tag || h.bytes != bytes) {
+      return FailedPreconditionError(o.label + ": rank " + std::to_string(peer) + " sent tag " +
+                                     std::to_string(h.tag) + " with " + std::to_string(h.bytes) +
+                                     " bytes, expected tag " + std::to_string(tag) + " with " +
+                                     std::to_string(bytes) +
+                                     " bytes; sends and receives must match in order");
+    }
+    return group_->MailboxRead(o, peer, data, bytes);
+  });
+}
+
+}  // namespace gantry::comm

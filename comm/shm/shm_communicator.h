@@ -1,0 +1,57 @@
+// ShmCommunicator: all ranks on one host; collectives and point-to-point move through one
+// POSIX shared-memory segment (no sockets in the data path; the bootstrap store is used only
+// at Create). Collectives run on one lane, sends and receives on their own lanes. A failing
+// rank poisons the segment so peers fail at once; a killed rank is noticed through its pidfd.
+// See comm/communicator.h for the contract.
+#pragma once
+
+#include <memory>
+
+#include "comm/bootstrap/bootstrap.h"
+#include "comm/communicator.h"
+#include "comm/lane.h"
+#include "comm/options.h"
+#include "comm/shm/shm_group.h"
+
+namespace gantry::comm {
+
+class ShmCommunicator : public Communicator {
+ public:
+  // Fails with kFailedPrecondition when the bootstrap's ranks are not all on this host.
+  static StatusOr<std::unique_ptr<ShmCommunicator>> Create(Bootstrap& bootstrap,
+                                                           const CommOptions& options);
+  ~ShmCommunicator() override;
+
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
+  std::string_view backend() const override { return "shm"; }
+  MemoryKind memory() const override { return MemoryKind::kHost; }
+
+  WorkPtr Allreduce(const void* send, void* recv, size_t count, DataType dtype,
+                    ReduceOp op) override;
+  WorkPtr Broadcast(void* data, size_t count, DataType dtype, int root) override;
+  WorkPtr Allgather(const void* send, void* recv, size_t count, DataType dtype) override;
+  WorkPtr ReduceScatter(const void* send, void* recv, size_t count, DataType dtype,
+                        ReduceOp op) override;
+  WorkPtr Send(const void* data, size_t count, DataType dtype, int peer, uint32_t tag) override;
+  WorkPtr Recv(void* data, size_t count, DataType dtype, int peer, uint32_t tag) override;
+  WorkPtr Barrier() override;
+  void Abort(const Status& reason) override;
+  Status AsyncError() const override;
+
+ private:
+  ShmCommunicator(int rank, int size, const CommOptions& options);
+  WorkPtr SubmitCollective(OpLabel label, uint8_t kind, uint8_t op, int root,
+                           std::function<Status(const ShmGroup::Op&)> run);
+  WorkPtr SubmitP2p(Lane* lane, OpLabel label, std::function<Status(const ShmGroup::Op&)> run);
+  Status CheckRank(const char* what, int r, bool allow_self) const;
+
+  int rank_, size_;
+  CommOptions options_;
+  std::unique_ptr<ShmGroup> group_;
+  std::shared_ptr<CommState> state_;
+  std::unique_ptr<Lane> coll_lane_, send_lane_, recv_lane_;
+  uint64_t seq_ = 0, send_seq_ = 0, recv_seq_ = 0;
+};
+
+}  // namespace gantry::comm

@@ -1,0 +1,203 @@
+// ShmGroup: stage counters, the bounded wait with liveness checks, mailboxes and poisoning.
+#include "comm/shm/shm_group.h"
+
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <thread>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#define GANTRY_PAUSE() _mm_pause()
+#else
+#define GANTRY_PAUSE() std::atomic_signal_fence(std::memory_order_seq_cst)
+#endif
+
+namespace gantry::comm {
+namespace {
+
+// Spin this long before yielding, and yield this long before napping: short enough that a
+// waiting progress thread does not starve a training thread on the same core.
+constexpr auto kSpinTime = std::chrono::microseconds(30);
+constexpr auto kYieldTime = std::chrono::microseconds(500);
+constexpr auto kNap = std::chrono::microseconds(50);
+constexpr auto kLivenessPeriod = std::chrono::milliseconds(20);
+
+}  // namespace
+
+ShmGroup::ShmGroup(std::unique_ptr<ShmSegment> segment, int rank)
+    : segment_(std::move(segment)), rank_(rank), size_(segment_->layout().ranks),
+      pidfds_(size_, -1) {
+  for (int j = 0; j < size_; ++j) {
+    if (j == rank_) continue;
+#ifdef SYS_pidfd_open
+    pidfds_[j] = static_cast<int>(syscall(SYS_pidfd_open, segment_->control(j)->pid.load(), 0));
+#endif
+  }
+}
+
+ShmGroup::~ShmGroup() {
+  for (int fd : pidfds_) {
+    if (fd >= 0) close(fd);
+  }
+}
+
+Status ShmGroup::CheckPeer(const Op& op, int peer) {
+  ShmHeader* h = segment_->header();
+  int failed = h->failed_rank.load(std::memory_order_acquire);
+  if (failed >= 0) {
+    return UnavailableError(op.label + ": rank " + std::to_string(failed) +
+                            " failed and broke the group: " + std::string(h->failure) +
+                            " (waited " + SecondsSince(op.start) + ")");
+  }
+  if (aborted_.load()) return AbortedError(op.label + ": communicator aborted");
+  if (peer < 0 || peer == rank_) return OkStatus();
+  const int pid = segment_->control(peer)->pid.load();
+  bool dead = false;
+  if (pidfds_[peer] >= 0) {
+    pollfd p{pidfds_[peer], POLLIN, 0};
+    dead = ::poll(&p, 1, 0) > 0;
+  } else {
+    dead = kill(pid, 0) != 0 && errno == ESRCH;
+  }
+  if (dead) {
+    return UnavailableError(op.label + ": peer rank " + std::to_string(peer) + " (pid " +
+                            std::to_string(pid) + ") exited while this rank waited for it " +
+                            SecondsSince(op.start) +
+                            "; it was killed or crashed: check its log");
+  }
+  return OkStatus();
+}
+
+Status ShmGroup::WaitFor(const Op& op, int peer, const std::atomic<uint64_t>& counter,
+                         uint64_t target, const char* what) {
+  if (counter.load(std::memory_order_acquire) >= target) return OkStatus();
+  const auto begin = Clock::now();
+  auto last_check = begin;
+  for (;;) {
+    for (int i = 0; i < 64; ++i) {
+      if (counter.load(std::memory_order_acquire) >= target) return OkStatus();
+      GANTRY_PAUSE();
+    }
+    const auto now = Clock::now();
+    if (now - last_check >= kLivenessPeriod) {
+      last_check = now;
+      GANTRY_RETURN_IF_ERROR(CheckPeer(op, peer));
+      if (now >= op.deadline) {
+        return DeadlineExceededError(op.label + ": timed out after " + SecondsSince(op.start) +
+                                     " waiting for peer rank " + std::to_string(peer) + " to " +
+                                     what + "; that rank is stuck or slow: check it, or raise "
+                                     "comm timeout_s");
+      }
+    }
+    if (now - begin < kSpinTime) continue;
+    if (now - begin < kYieldTime) {
+      sched_yield();
+    } else {
+      std::this_thread::sleep_for(kNap);
+    }
+  }
+}
+
+Status ShmGroup::Acquire(const Op& op, uint64_t q) {
+  const uint64_t stages = segment_->layout().stages;
+  if (q < stages) return OkStatus();
+  for (int j = 0; j < size_; ++j) {
+    GANTRY_RETURN_IF_ERROR(
+        WaitFor(op, j, segment_->control(j)->done.value, q - stages + 1, "release a stage"));
+  }
+  return OkStatus();
+}
+
+void ShmGroup::Post(const Op& op, uint64_t q) {
+  *segment_->meta(rank_, q) = op.meta;
+  segment_->control(rank_)->posted.value.store(q + 1, std::memory_order_release);
+}
+
+Status ShmGroup::WaitPosted(const Op& op, int peer, uint64_t q) {
+  GANTRY_RETURN_IF_ERROR(WaitFor(op, peer, segment_->control(peer)->posted.value, q + 1, "post data"));
+  const ShmOpMeta& m = *segment_->meta(peer, q);
+  if (!(m == op.meta)) {
+    return FailedPreconditionError(
+        op.label + ": rank " + std::to_string(peer) + " issued a different collective (seq " +
+        std::to_string(m.seq) + ", kind " + std::to_string(m.kind) + ", count " +
+        std::to_string(m.count) + ", dtype " + std::to_string(m.dtype) + ", op " +
+        std::to_string(m.op) + ", root " + std::to_string(m.root) +
+        "); every rank must call the same collectives in the same order with the same arguments");
+  }
+  return OkStatus();
+}
+
+void ShmGroup::MarkReduced(uint64_t q) {
+  segment_->control(rank_)->reduced.value.store(q + 1, std::memory_order_release);
+}
+
+Status ShmGroup::WaitReduced(const Op& op, int peer, uint64_t q) {
+  return WaitFor(op, peer, segment_->control(peer)->reduced.value, q + 1, "publish its result");
+}
+
+void ShmGroup::MarkDone(uint64_t q) {
+  segment_->control(rank_)->done.value.store(q + 1, std::memory_order_release);
+}
+
+Status ShmGroup::MailboxWrite(const Op& op, int to, const void* data, size_t bytes) {
+  ShmMailbox* mb = segment_->mailbox(rank_, to);
+  char* ring = segment_->mailbox_data(rank_, to);
+  const size_t cap = segment_->layout().mailbox_bytes;
+  const char* p = static_cast<const char*>(data);
+  uint64_t head = mb->head.value.load(std::memory_order_relaxed);
+  while (bytes > 0) {
+    if (head - mb->tail.value.load(std::memory_order_acquire) >= cap) {
+      GANTRY_RETURN_IF_ERROR(WaitFor(op, to, mb->tail.value, head - cap + 1, "read its mailbox"));
+    }
+    const size_t space = cap - (head - mb->tail.value.load(std::memory_order_acquire));
+    const size_t pos = head % cap;
+    const size_t n = std::min<size_t>({bytes, space, cap - pos});
+    std::memcpy(ring + pos, p, n);
+    head += n;
+    p += n;
+    bytes -= n;
+    mb->head.value.store(head, std::memory_order_release);
+  }
+  return OkStatus();
+}
+
+Status ShmGroup::MailboxRead(const Op& op, int from, void* data, size_t bytes) {
+  ShmMailbox* mb = segment_->mailbox(from, rank_);
+  const char* ring = segment_->mailbox_data(from, rank_);
+  const size_t cap = segment_->layout().mailbox_bytes;
+  char* p = static_cast<char*>(data);
+  uint64_t tail = mb->tail.value.load(std::memory_order_relaxed);
+  while (bytes > 0) {
+    GANTRY_RETURN_IF_ERROR(WaitFor(op, from, mb->head.value, tail + 1, "send"));
+    const size_t avail = mb->head.value.load(std::memory_order_acquire) - tail;
+    const size_t pos = tail % cap;
+    const size_t n = std::min<size_t>({bytes, avail, cap - pos});
+    std::memcpy(p, ring + pos, n);
+    tail += n;
+    p += n;
+    bytes -= n;
+    mb->tail.value.store(tail, std::memory_order_release);
+  }
+  return OkStatus();
+}
+
+void ShmGroup::Poison(const Status& reason) {
+  ShmHeader* h = segment_->header();
+  int expected = -1;
+  // Claim the failure slot first so two failing ranks do not interleave their messages.
+  static constexpr int kWriting = -2;
+  if (!h->failed_rank.compare_exchange_strong(expected, kWriting)) return;
+  std::string msg = reason.ToString();
+  std::strncpy(h->failure, msg.c_str(), sizeof(h->failure) - 1);
+  h->failure[sizeof(h->failure) - 1] = '\0';
+  h->failed_rank.store(rank_, std::memory_order_release);
+}
+
+}  // namespace gantry::comm

@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# gpu-check.sh: builds the CUDA kernels on a GPU machine (GANTRY_KERNELS_ONLY: needs only CUDA,
+# CMake, a C++ compiler and googletest sources), runs every GPU test (each CUDA op against its
+# CPU twin), then bench/gpu_bench against PyTorch CUDA. About 10 minutes on 16 cores.
+# Without a GPU it still builds and reports that the GPU tests skipped (exit 0).
+# Env: GANTRY_GPU_BUILD_DIR (build-gpu), GANTRY_GPU_ARCH (90), GANTRY_GPU_JOBS (nproc),
+#      GANTRY_GPU_CMAKE_ARGS (extra configure args), GANTRY_GPU_NO_BENCH=1 (skip the benchmark).
+# Exit: 0 all passed (or skipped without GPU); 1 configure/build/test/bench failure.
+set -uo pipefail
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+build="${GANTRY_GPU_BUILD_DIR:-$repo/build-gpu}"
+arch="${GANTRY_GPU_ARCH:-90}"
+jobs="${GANTRY_GPU_JOBS:-$(nproc)}"
+log_dir="$build/gpu-check-logs"
+generator=()
+command -v ninja >/dev/null 2>&1 && generator=(-G Ninja)
+
+step() { printf '\n== %s ==\n' "$*"; }
+summary=()
+fail=0
+note() { summary+=("$1"); }
+
+mkdir -p "$build" "$log_dir" || exit 1
+start=$(date +%s)
+
+step "GPU"
+have_gpu=""
+if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+  gpu="$(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | head -1)"
+  have_gpu=1
+else
+  gpu="none (no nvidia-smi or no device)"
+fi
+echo "$gpu"
+note "gpu:        $gpu"
+
+step "configure ($build, sm_$arch, KERNELS_ONLY)"
+# shellcheck disable=SC2086  # GANTRY_GPU_CMAKE_ARGS is a list of words on purpose
+if timeout 300 cmake -S "$repo" -B "$build" "${generator[@]}" -DGANTRY_KERNELS_ONLY=ON \
+    -DCMAKE_CUDA_ARCHITECTURES="$arch" -DCMAKE_BUILD_TYPE=Release \
+    ${GANTRY_GPU_CMAKE_ARGS:-} >"$log_dir/configure.log" 2>&1; then
+  note "configure:  ok"
+else
+  tail -40 "$log_dir/configure.log"
+  note "configure:  FAILED (see $log_dir/configure.log)"
+  fail=1
+fi
+
+if [ "$fail" = 0 ]; then
+  step "build kernels_gpu_test gpu_bench (-j$jobs)"
+  if timeout 480 cmake --build "$build" --target kernels_gpu_test gpu_bench -j "$jobs" \
+      >"$log_dir/build.log" 2>&1; then
+    note "build:      ok ($(($(date +%s) - start)) s since start)"
+  else
+    grep -E "error|Error" "$log_dir/build.log" | head -40
+    note "build:      FAILED (see $log_dir/build.log)"
+    fail=1
+  fi
+fi
+
+if [ "$fail" = 0 ]; then
+  step "ctest -L gpu"
+  (cd "$build" && timeout 300 ctest -L gpu --output-on-failure) 2>&1 | tee "$log_dir/ctest.log"
+  rc=${PIPESTATUS[0]}
+  total=$(grep -oE "out of [0-9]+" "$log_dir/ctest.log" | tail -1 | grep -oE "[0-9]+")
+  skipped=$(grep -c 'Test *#[0-9]*: .*\*\*\*Skipped' "$log_dir/ctest.log")
+  failed=$(grep -oE "[0-9]+ tests failed" "$log_dir/ctest.log" | grep -oE "^[0-9]+")
+  total=${total:-0}; failed=${failed:-0}
+  if [ "$rc" != 0 ] || [ "$total" = 0 ]; then
+    note "gpu tests:  FAILED ($failed of $total failed, ctest rc $rc; see $log_dir/ctest.log)"
+    fail=1
+  elif [ "$skipped" -gt 0 ] && [ -n "$have_gpu" ]; then
+    note "gpu tests:  FAILED: nvidia-smi sees a GPU but $skipped of $total tests skipped (the CUDA runtime cannot use it: driver too old for this toolkit?)"
+    fail=1
+  elif [ "$skipped" -gt 0 ]; then
+    note "gpu tests:  built; $skipped of $total SKIPPED (no GPU here)"
+  else
+    note "gpu tests:  $((total - skipped)) of $total passed, $skipped skipped"
+  fi
+fi
+
+if [ "$fail" = 0 ] && [ "${GANTRY_GPU_NO_BENCH:-0}" != 1 ]; then
+  step "gpu_bench (ours vs PyTorch CUDA)"
+  bench="$build/bench/gpu_bench/gpu_bench"
+  if timeout 300 "$bench" | tee "$log_dir/bench.txt"; then
+    note "bench:      ok (table in $log_dir/bench.txt)"
+  else
+    note "bench:      FAILED (see output above)"
+    fail=1
+  fi
+fi
+
+step "summary ($(($(date +%s) - start)) s)"
+printf '%s\n' "${summary[@]}"
+[ -f "$log_dir/bench.txt" ] && cat "$log_dir/bench.txt"
+if [ "$fail" = 0 ]; then echo "gpu-check: OK"; else echo "gpu-check: FAILED"; fi
+exit "$fail"

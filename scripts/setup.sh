@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# setup.sh: installs every Debian 12 package Gantry needs to build, test and run.
+# Idempotent: checks dpkg first, runs apt-get update/install only when something is missing.
+# Run as root (fresh containers have no sudo); uses sudo when not root and sudo exists.
+#   bash scripts/setup.sh            # install what is missing
+#   bash scripts/setup.sh --check    # only report missing packages (exit 1 if any)
+set -euo pipefail
+
+# One package per line; append here (and say why in the commit).
+PACKAGES=(
+  build-essential cmake ninja-build pkg-config
+  libdnnl-dev                                  # CPU GEMM (oneDNN)
+  protobuf-compiler libprotobuf-dev            # proto/
+  libzmq3-dev cppzmq-dev                       # coordinator protocol
+  libyaml-cpp-dev libcli11-dev nlohmann-json3-dev libsqlite3-dev
+  libgtest-dev libgmock-dev
+  python3-torch python3-numpy                  # reference models and peer benchmarks
+  fortunes                                     # a real text corpus for demos
+  libtcmalloc-minimal4                         # peer benchmarks run PyTorch with tcmalloc
+  ceph-mon ceph-osd ceph-common librados-dev libradospp-dev python3-rados  # storage/ceph
+  openmpi-bin libopenmpi-dev                   # comm/mpi, mpirun bootstrap
+  libgloo-dev                                  # peer allreduce benchmark
+  libibverbs-dev                               # comm/verbs (HCA discovery)
+  iproute2 uuid-runtime                        # network tests, ceph-dev.sh
+  prometheus                                   # promtool validates /metrics output in tests
+)
+
+check_only=0
+if [[ ${1:-} == --check ]]; then check_only=1; fi
+
+missing=()
+for pkg in "${PACKAGES[@]}"; do
+  status=$(dpkg-query -W -f='${db:Status-Status}' "$pkg" 2>/dev/null || true)
+  [[ $status == installed ]] || missing+=("$pkg")
+done
+
+if [[ ${#missing[@]} -eq 0 ]]; then
+  echo "setup: all ${#PACKAGES[@]} packages installed"
+  exit 0
+fi
+echo "setup: missing ${#missing[@]} package(s): ${missing[*]}"
+if [[ $check_only == 1 ]]; then exit 1; fi
+
+SUDO=()
+if [[ $(id -u) -ne 0 ]]; then
+  if command -v sudo > /dev/null; then
+    SUDO=(sudo)
+  else
+    echo "setup: error: run as root (or install sudo) to install packages" >&2
+    exit 1
+  fi
+fi
+export DEBIAN_FRONTEND=noninteractive
+"${SUDO[@]}" apt-get update -qq
+"${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" > /tmp/gantry-setup-apt.log ||
+  { echo "setup: error: apt-get install failed; see /tmp/gantry-setup-apt.log" >&2;
+    tail -20 /tmp/gantry-setup-apt.log >&2; exit 1; }
+echo "setup: installed ${missing[*]}"

@@ -1,0 +1,60 @@
+// CUDA (cuDNN) vs CPU for 2-D convolution forward/backward with bias, stride and padding, and
+// for max/avg pooling forward/backward with overlapping windows (argmax indices must match
+// exactly). Skips without a GPU.
+#include <gtest/gtest.h>
+
+#include <string>
+
+#include "kernels/conv.h"
+#include "tests/gpu/gpu_test_util.h"
+
+namespace gantry::kernels::gpu_test {
+namespace {
+
+using GpuConv = GpuTest;
+
+TEST_F(GpuConv, Conv2dForwardBackward) {
+  for (const Conv2dOptions& o : {Conv2dOptions{1, 0}, Conv2dOptions{2, 1}, Conv2dOptions{1, 2}}) {
+    const std::string tag = " stride=" + std::to_string(o.stride) + " pad=" + std::to_string(o.padding);
+    const Shape xs{3, 5, 13, 11}, ws{7, 5, 3, 3};
+    const Shape ys = Conv2dOutputShape(xs, ws, o);
+    Pair x = RandomPair(xs, 1), w = RandomPair(ws, 2), b = RandomPair({7}, 3);
+    Pair y = ZeroPair(ys);
+    Tensor ws_cpu = Empty({Conv2dWorkspaceElements(xs, ws, o, Device::Cpu()) + 1}, DType::kF32,
+                          Device::Cpu());
+    Tensor ws_gpu = Empty({Conv2dWorkspaceElements(xs, ws, o, Gpu()) + 1}, DType::kF32, Gpu());
+    GANTRY_ASSERT_OK(Conv2dForward(x.cpu, w.cpu, &b.cpu, o, y.cpu, ws_cpu));
+    GANTRY_ASSERT_OK(Conv2dForward(x.gpu, w.gpu, &b.gpu, o, y.gpu, ws_gpu));
+    ExpectNear(y, kRtol, 1e-5, "y" + tag);
+    Pair dy = RandomPair(ys, 4), dx = RandomPair(xs, 5), dw = RandomPair(ws, 6), db = RandomPair({7}, 7);
+    GANTRY_ASSERT_OK(Conv2dBackward(x.cpu, w.cpu, dy.cpu, o, &dx.cpu, dw.cpu, &db.cpu, ws_cpu));
+    GANTRY_ASSERT_OK(Conv2dBackward(x.gpu, w.gpu, dy.gpu, o, &dx.gpu, dw.gpu, &db.gpu, ws_gpu));
+    ExpectNear(dx, kRtol, 1e-5, "dx" + tag);
+    ExpectNear(dw, kRtol, 1e-4, "dw" + tag);
+    ExpectNear(db, kRtol, 1e-4, "db" + tag);
+  }
+}
+
+TEST_F(GpuConv, PoolMaxAndAvgForwardBackward) {
+  const Pool2dOptions cases[] = {{PoolKind::kMax, 2, 2, 0}, {PoolKind::kMax, 3, 2, 1},
+                                 {PoolKind::kAvg, 2, 2, 0}, {PoolKind::kAvg, 3, 2, 1}};
+  for (const Pool2dOptions& o : cases) {
+    const std::string tag = std::string(o.kind == PoolKind::kMax ? "max" : "avg") + " k=" +
+                            std::to_string(o.kernel) + " s=" + std::to_string(o.stride) +
+                            " p=" + std::to_string(o.padding);
+    const Shape xs{2, 3, 15, 12};
+    const Shape ys = Pool2dOutputShape(xs, o);
+    Pair x = RandomPair(xs, 8), y = ZeroPair(ys), idx = ZeroPair(ys, DType::kI32);
+    GANTRY_ASSERT_OK(Pool2dForward(x.cpu, o, y.cpu, &idx.cpu));
+    GANTRY_ASSERT_OK(Pool2dForward(x.gpu, o, y.gpu, &idx.gpu));
+    ExpectNear(y, kRtol, 1e-6, "y " + tag);
+    if (o.kind == PoolKind::kMax) ExpectNear(idx, 0.0, 0.0, "indices " + tag);
+    Pair dy = RandomPair(ys, 9), dx = RandomPair(xs, 10);  // dx is overwritten
+    GANTRY_ASSERT_OK(Pool2dBackward(dy.cpu, &idx.cpu, o, dx.cpu));
+    GANTRY_ASSERT_OK(Pool2dBackward(dy.gpu, &idx.gpu, o, dx.gpu));
+    ExpectNear(dx, kRtol, 1e-6, "dx " + tag);
+  }
+}
+
+}  // namespace
+}  // namespace gantry::kernels::gpu_test

@@ -1,0 +1,105 @@
+// CUDA vs CPU for the matrix ops of kernels/linear.h: Matmul (all transposes, alpha/beta),
+// MatmulBackward, Linear forward/backward (accumulating parameter gradients), bias add and its
+// backward, residual add, axpy and scale. Skips without a GPU.
+#include <gtest/gtest.h>
+
+#include <string>
+
+#include "kernels/linear.h"
+#include "tests/gpu/gpu_test_util.h"
+
+namespace gantry::kernels::gpu_test {
+namespace {
+
+using GpuLinear = GpuTest;
+
+TEST_F(GpuLinear, MatmulAllTransposesWithAccumulation) {
+  const int64_t m = 67, n = 45, k = 129;
+  for (int ta = 0; ta < 2; ++ta) {
+    for (int tb = 0; tb < 2; ++tb) {
+      Pair a = RandomPair(ta ? Shape{k, m} : Shape{m, k}, 10 + ta);
+      Pair b = RandomPair(tb ? Shape{n, k} : Shape{k, n}, 20 + tb);
+      Pair c = RandomPair({m, n}, 30);
+      const GemmOptions o{ta == 1, tb == 1, 0.75f, 0.5f};
+      GANTRY_ASSERT_OK(Matmul(a.cpu, b.cpu, c.cpu, o));
+      GANTRY_ASSERT_OK(Matmul(a.gpu, b.gpu, c.gpu, o));
+      ExpectNear(c, kRtol, kAtol, "Matmul ta=" + std::to_string(ta) + " tb=" + std::to_string(tb));
+    }
+  }
+}
+
+TEST_F(GpuLinear, MatmulFoldsLeadingDims) {
+  Pair a = RandomPair({3, 5, 16}, 1);
+  Pair b = RandomPair({16, 24}, 2);
+  Pair c = ZeroPair({3, 5, 24});
+  GANTRY_ASSERT_OK(Matmul(a.cpu, b.cpu, c.cpu));
+  GANTRY_ASSERT_OK(Matmul(a.gpu, b.gpu, c.gpu));
+  ExpectNear(c, kRtol, kAtol, "Matmul rank 3");
+}
+
+TEST_F(GpuLinear, MatmulBackward) {
+  Pair a = RandomPair({33, 48}, 3), b = RandomPair({48, 19}, 4), dc = RandomPair({33, 19}, 5);
+  Pair da = RandomPair({33, 48}, 6), db = RandomPair({48, 19}, 7);  // db accumulates
+  GANTRY_ASSERT_OK(MatmulBackward(a.cpu, b.cpu, dc.cpu, &da.cpu, &db.cpu));
+  GANTRY_ASSERT_OK(MatmulBackward(a.gpu, b.gpu, dc.gpu, &da.gpu, &db.gpu));
+  ExpectNear(da, kRtol, kAtol, "da");
+  ExpectNear(db, kRtol, kAtol, "db");
+}
+
+TEST_F(GpuLinear, LinearForwardWithAndWithoutBias) {
+  Pair x = RandomPair({4, 7, 96}, 8), w = RandomPair({80, 96}, 9), b = RandomPair({80}, 10);
+  Pair y = ZeroPair({4, 7, 80}), y2 = ZeroPair({4, 7, 80});
+  GANTRY_ASSERT_OK(LinearForward(x.cpu, w.cpu, &b.cpu, y.cpu));
+  GANTRY_ASSERT_OK(LinearForward(x.gpu, w.gpu, &b.gpu, y.gpu));
+  ExpectNear(y, kRtol, kAtol, "y with bias");
+  GANTRY_ASSERT_OK(LinearForward(x.cpu, w.cpu, nullptr, y2.cpu));
+  GANTRY_ASSERT_OK(LinearForward(x.gpu, w.gpu, nullptr, y2.gpu));
+  ExpectNear(y2, kRtol, kAtol, "y without bias");
+}
+
+TEST_F(GpuLinear, LinearBackwardAccumulatesParameterGradients) {
+  // 300 rows: more than one row chunk in the bias column reduction.
+  Pair x = RandomPair({300, 64}, 11), w = RandomPair({40, 64}, 12), dy = RandomPair({300, 40}, 13);
+  Pair dx = RandomPair({300, 64}, 14), dw = RandomPair({40, 64}, 15), db = RandomPair({40}, 16);
+  GANTRY_ASSERT_OK(LinearBackward(x.cpu, w.cpu, dy.cpu, &dx.cpu, dw.cpu, &db.cpu));
+  GANTRY_ASSERT_OK(LinearBackward(x.gpu, w.gpu, dy.gpu, &dx.gpu, dw.gpu, &db.gpu));
+  ExpectNear(dx, kRtol, kAtol, "dx");
+  ExpectNear(dw, kRtol, 1e-4, "dw");
+  ExpectNear(db, kRtol, 1e-4, "db");
+}
+
+TEST_F(GpuLinear, BiasAddAndBackwardOnManyRows) {
+  Pair y = RandomPair({5000, 37}, 17), b = RandomPair({37}, 18);
+  GANTRY_ASSERT_OK(BiasAddForward(y.cpu, b.cpu));
+  GANTRY_ASSERT_OK(BiasAddForward(y.gpu, b.gpu));
+  ExpectNear(y, kRtol, kAtol, "BiasAddForward");
+  Pair db = RandomPair({37}, 19);
+  GANTRY_ASSERT_OK(BiasAddBackward(y.cpu, db.cpu));
+  GANTRY_ASSERT_OK(BiasAddBackward(y.gpu, db.gpu));
+  ExpectNear(db, kRtol, 1e-3, "BiasAddBackward (sum of 5000 rows)");
+}
+
+TEST_F(GpuLinear, AddAddInPlaceScale) {
+  Pair a = RandomPair({1001}, 20), b = RandomPair({1001}, 21), y = ZeroPair({1001});
+  GANTRY_ASSERT_OK(Add(a.cpu, b.cpu, y.cpu));
+  GANTRY_ASSERT_OK(Add(a.gpu, b.gpu, y.gpu));
+  ExpectNear(y, kRtol, kAtol, "Add");
+  GANTRY_ASSERT_OK(Add(y.cpu, b.cpu, y.cpu));  // aliasing output
+  GANTRY_ASSERT_OK(Add(y.gpu, b.gpu, y.gpu));
+  ExpectNear(y, kRtol, kAtol, "Add aliased");
+  GANTRY_ASSERT_OK(AddInPlace(y.cpu, a.cpu, -0.3f));
+  GANTRY_ASSERT_OK(AddInPlace(y.gpu, a.gpu, -0.3f));
+  ExpectNear(y, kRtol, kAtol, "AddInPlace");
+  GANTRY_ASSERT_OK(Scale(y.cpu, 3.5f));
+  GANTRY_ASSERT_OK(Scale(y.gpu, 3.5f));
+  ExpectNear(y, kRtol, kAtol, "Scale");
+}
+
+TEST_F(GpuLinear, MismatchedShapesAreRejected) {
+  Pair a = RandomPair({4, 8}, 22), b = RandomPair({9, 3}, 23), c = ZeroPair({4, 3});
+  const Status s = Matmul(a.gpu, b.gpu, c.gpu);
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << s.ToString();
+}
+
+}  // namespace
+}  // namespace gantry::kernels::gpu_test

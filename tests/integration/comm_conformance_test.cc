@@ -1,0 +1,46 @@
+// Every backend through one conformance suite, with real rank processes on loopback:
+// allreduce (every dtype x op, counts 0, 1, 7, 1023, 1Mi+3; 64 MiB for 2-4 ranks), reduce-
+// scatter, allgather, broadcast from every root, send/recv and barrier, for 2, 3, 4 and 8 ranks.
+#include <gtest/gtest.h>
+
+#include "tests/integration/comm_launcher.h"
+
+namespace gantry::comm::testing {
+namespace {
+
+struct Case {
+  std::string backend;
+  int world;
+  bool big;
+};
+
+class CommConformance : public ::testing::TestWithParam<Case> {};
+
+TEST_P(CommConformance, AllCollectivesMatchReference) {
+  const Case& c = GetParam();
+  std::vector<std::string> args = {"conformance"};
+  if (c.big) args.push_back("--big");
+  RankGroup group(GANTRY_COMM_TEST_WORKER, c.world, args,
+                  {{"GANTRY_COMM_BACKEND", c.backend}, {"GANTRY_COMM_TIMEOUT_S", "120"}});
+  auto results = group.Wait(170);
+  for (int r = 0; r < c.world; ++r) {
+    EXPECT_EQ(results[r].exit_code, 0) << "rank " << r << " output:\n" << results[r].output;
+    EXPECT_NE(results[r].output.find("PASS"), std::string::npos) << results[r].output;
+  }
+}
+
+std::string CaseName(const ::testing::TestParamInfo<Case>& info) {
+  return info.param.backend + "_" + std::to_string(info.param.world) +
+         (info.param.big ? "_big" : "");
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, CommConformance,
+                         ::testing::Values(Case{"tcp", 1, false}, Case{"tcp", 2, true},
+                                           Case{"tcp", 3, false}, Case{"tcp", 4, true},
+                                           Case{"tcp", 8, false}, Case{"shm", 1, false},
+                                           Case{"shm", 2, true}, Case{"shm", 3, false},
+                                           Case{"shm", 4, true}, Case{"shm", 8, false}),
+                         CaseName);
+
+}  // namespace
+}  // namespace gantry::comm::testing

@@ -1,0 +1,150 @@
+// Starts N real rank processes of comm_test_worker on loopback (fork/exec, torchrun-style env)
+// and collects their exit codes and output. Every process is stopped by PID, also on timeout.
+#pragma once
+
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace gantry::comm::testing {
+
+struct RankResult {
+  int exit_code = -1;   // -1 killed by signal / not finished
+  std::string output;   // stdout + stderr
+  double exit_after_s = 0;  // seconds from launch to exit
+};
+
+// A free TCP port on 127.0.0.1 (bind to 0, read it, release it).
+inline int FreePort() {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a));
+  socklen_t len = sizeof(a);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  int port = ntohs(a.sin_port);
+  close(fd);
+  return port;
+}
+
+class RankGroup {
+ public:
+  // argv_prefix: e.g. {"ip", "netns", "exec", "ns0"} per rank (empty = none).
+  RankGroup(const std::string& binary, int world, const std::vector<std::string>& args,
+            std::map<std::string, std::string> env,
+            std::vector<std::vector<std::string>> prefixes = {}) : world_(world) {
+    const int port = FreePort();
+    start_ = std::chrono::steady_clock::now();
+    for (int r = 0; r < world; ++r) {
+      char path[] = "/tmp/gantry-comm-rank-XXXXXX";
+      int out = mkstemp(path);
+      logs_.push_back(path);
+      std::vector<std::string> argv;
+      if (!prefixes.empty()) argv = prefixes[r];
+      argv.push_back(binary);
+      argv.insert(argv.end(), args.begin(), args.end());
+      std::map<std::string, std::string> e = env;
+      e["RANK"] = std::to_string(r);
+      e["WORLD_SIZE"] = std::to_string(world);
+      if (!e.count("MASTER_ADDR")) e["MASTER_ADDR"] = "127.0.0.1";
+      e["MASTER_PORT"] = std::to_string(port);
+      pid_t pid = fork();
+      if (pid == 0) {
+        dup2(out, 1);
+        dup2(out, 2);
+        for (auto& [k, v] : e) setenv(k.c_str(), v.c_str(), 1);
+        std::vector<char*> cargv;
+        for (auto& a : argv) cargv.push_back(a.data());
+        cargv.push_back(nullptr);
+        execvp(cargv[0], cargv.data());
+        _exit(127);
+      }
+      close(out);
+      pids_.push_back(pid);
+    }
+    results_.resize(world);
+  }
+
+  ~RankGroup() {
+    for (pid_t p : pids_) {
+      if (p > 0) kill(p, SIGKILL);
+    }
+    for (pid_t p : pids_) {
+      if (p > 0) waitpid(p, nullptr, 0);
+    }
+    for (auto& l : logs_) unlink(l.c_str());
+  }
+
+  pid_t pid(int rank) const { return pids_[rank]; }
+  // Kills one rank with SIGKILL and reaps it.
+  void Kill(int rank) {
+    kill(pids_[rank], SIGKILL);
+    waitpid(pids_[rank], nullptr, 0);
+    results_[rank].exit_code = -1;
+    results_[rank].exit_after_s = Seconds();
+    pids_[rank] = -1;
+  }
+  // Output so far of one rank.
+  std::string Output(int rank) const {
+    std::ifstream f(logs_[rank]);
+    std::stringstream ss;
+    ss << f.rdbuf();
+    return ss.str();
+  }
+  // Waits for every live rank (SIGKILLs the rest after timeout_s).
+  std::vector<RankResult> Wait(double timeout_s) {
+    int live = 0;
+    for (pid_t p : pids_) live += p > 0;
+    while (live > 0) {
+      for (int r = 0; r < world_; ++r) {
+        if (pids_[r] <= 0) continue;
+        int status = 0;
+        if (waitpid(pids_[r], &status, WNOHANG) == pids_[r]) {
+          results_[r].exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+          results_[r].exit_after_s = Seconds();
+          pids_[r] = -1;
+          --live;
+        }
+      }
+      if (live == 0) break;
+      if (Seconds() > timeout_s) {
+        for (int r = 0; r < world_; ++r) {
+          if (pids_[r] > 0) {
+            kill(pids_[r], SIGKILL);
+            waitpid(pids_[r], nullptr, 0);
+            pids_[r] = -1;
+          }
+        }
+        break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    for (int r = 0; r < world_; ++r) results_[r].output = Output(r);
+    return results_;
+  }
+  double Seconds() const {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+  }
+
+ private:
+  int world_;
+  std::chrono::steady_clock::time_point start_;
+  std::vector<pid_t> pids_;
+  std::vector<std::string> logs_;
+  std::vector<RankResult> results_;
+};
+
+}  // namespace gantry::comm::testing

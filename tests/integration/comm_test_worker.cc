@@ -1,0 +1,214 @@
+// comm_test_worker: one rank of the multi-process comm tests, started by comm_launcher.h with
+// RANK/WORLD_SIZE/MASTER_ADDR/MASTER_PORT and GANTRY_COMM_BACKEND set.
+//   comm_test_worker conformance [--big]  every collective x dtype x op x count vs a reference
+//   comm_test_worker loop                 64 MiB allreduces until an error (kill -9 test)
+// Prints "PASS <checks>" and exits 0, or prints the failure and exits 1 (3: comm error in loop).
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "comm/factory.h"
+#include "comm/reduce.h"
+
+using namespace gantry;
+using namespace gantry::comm;
+
+namespace {
+
+int Val(int rank, size_t i) { return static_cast<int>((i * 7 + rank * 13) % 9) - 4; }
+
+void Put(DataType d, void* p, size_t i, double v) {
+  switch (d) {
+    case DataType::kF32: static_cast<float*>(p)[i] = static_cast<float>(v); break;
+    case DataType::kI32: static_cast<int32_t*>(p)[i] = static_cast<int32_t>(v); break;
+    case DataType::kBF16: static_cast<uint16_t*>(p)[i] = FloatToBF16(static_cast<float>(v)); break;
+    case DataType::kF16: static_cast<uint16_t*>(p)[i] = FloatToF16(static_cast<float>(v)); break;
+  }
+}
+
+double Get(DataType d, const void* p, size_t i) {
+  switch (d) {
+    case DataType::kF32: return static_cast<const float*>(p)[i];
+    case DataType::kI32: return static_cast<const int32_t*>(p)[i];
+    case DataType::kBF16: return BF16ToFloat(static_cast<const uint16_t*>(p)[i]);
+    case DataType::kF16: return F16ToFloat(static_cast<const uint16_t*>(p)[i]);
+  }
+  return 0;
+}
+
+// What a correct backend must produce: exact, because inputs are small integers and avg is
+// computed as (exact sum) * (1/n) in f32, or truncating division for i32.
+double Expected(DataType d, ReduceOp op, int n, size_t i, int offset_rank_block = 0) {
+  double acc = op == ReduceOp::kMax ? -1e30 : op == ReduceOp::kMin ? 1e30 : 0;
+  for (int r = 0; r < n; ++r) {
+    double v = Val(r, i + offset_rank_block);
+    acc = op == ReduceOp::kMax ? std::max(acc, v) : op == ReduceOp::kMin ? std::min(acc, v) : acc + v;
+  }
+  if (op == ReduceOp::kAvg) {
+    if (d == DataType::kI32) return static_cast<int32_t>(acc) / n;
+    float f = static_cast<float>(acc) * (1.0f / static_cast<float>(n));
+    char tmp[4];
+    Put(d, tmp, 0, f);
+    return Get(d, tmp, 0);
+  }
+  return acc;
+}
+
+struct Ctx {
+  Communicator* comm;
+  std::vector<char> a, b;  // preallocated once, reused (fresh pages are slow)
+  long checks = 0;
+  int Fail(const std::string& what) {
+    std::fprintf(stderr, "FAIL rank %d: %s\n", comm->rank(), what.c_str());
+    return 1;
+  }
+};
+
+std::string Name(const char* op, DataType d, ReduceOp o, size_t count) {
+  return std::string(op) + " " + std::string(DataTypeName(d)) + " " + std::string(ReduceOpName(o)) +
+         " count " + std::to_string(count);
+}
+
+int CheckAllreduce(Ctx& c, DataType d, ReduceOp op, size_t count, bool in_place) {
+  const int n = c.comm->size(), r = c.comm->rank();
+  for (size_t i = 0; i < count; ++i) Put(d, c.a.data(), i, Val(r, i));
+  void* out = in_place ? c.a.data() : c.b.data();
+  Status s = c.comm->Allreduce(c.a.data(), out, count, d, op)->Wait();
+  if (!s.ok()) return c.Fail(Name("allreduce", d, op, count) + ": " + s.ToString());
+  for (size_t i = 0; i < count; ++i) {
+    double want = Expected(d, op, n, i), got = Get(d, out, i);
+    if (got != want) {
+      return c.Fail(Name("allreduce", d, op, count) + (in_place ? " in-place" : "") + ": [" +
+                    std::to_string(i) + "] = " + std::to_string(got) + ", want " + std::to_string(want));
+    }
+  }
+  ++c.checks;
+  return 0;
+}
+
+int CheckReduceScatter(Ctx& c, DataType d, ReduceOp op, size_t count) {
+  const int n = c.comm->size(), r = c.comm->rank();
+  for (size_t i = 0; i < count * n; ++i) Put(d, c.a.data(), i, Val(r, i));
+  Status s = c.comm->ReduceScatter(c.a.data(), c.b.data(), count, d, op)->Wait();
+  if (!s.ok()) return c.Fail(Name("reduce_scatter", d, op, count) + ": " + s.ToString());
+  for (size_t i = 0; i < count; ++i) {
+    double want = Expected(d, op, n, i, static_cast<int>(r * count)), got = Get(d, c.b.data(), i);
+    if (got != want) return c.Fail(Name("reduce_scatter", d, op, count) + ": [" + std::to_string(i) + "]");
+  }
+  ++c.checks;
+  return 0;
+}
+
+int CheckAllgather(Ctx& c, DataType d, size_t count) {
+  const int n = c.comm->size(), r = c.comm->rank();
+  for (size_t i = 0; i < count; ++i) Put(d, c.a.data(), i, Val(r, i));
+  Status s = c.comm->Allgather(c.a.data(), c.b.data(), count, d)->Wait();
+  if (!s.ok()) return c.Fail(Name("allgather", d, ReduceOp::kSum, count) + ": " + s.ToString());
+  for (int q = 0; q < n; ++q) {
+    for (size_t i = 0; i < count; ++i) {
+      if (Get(d, c.b.data(), q * count + i) != Val(q, i)) {
+        return c.Fail(Name("allgather", d, ReduceOp::kSum, count) + ": block " + std::to_string(q));
+      }
+    }
+  }
+  ++c.checks;
+  return 0;
+}
+
+int CheckBroadcast(Ctx& c, DataType d, size_t count, int root) {
+  const int r = c.comm->rank();
+  for (size_t i = 0; i < count; ++i) Put(d, c.a.data(), i, Val(r, i));
+  Status s = c.comm->Broadcast(c.a.data(), count, d, root)->Wait();
+  if (!s.ok()) return c.Fail(Name("broadcast", d, ReduceOp::kSum, count) + ": " + s.ToString());
+  for (size_t i = 0; i < count; ++i) {
+    if (Get(d, c.a.data(), i) != Val(root, i)) {
+      return c.Fail(Name("broadcast", d, ReduceOp::kSum, count) + " root " + std::to_string(root));
+    }
+  }
+  ++c.checks;
+  return 0;
+}
+
+int CheckSendRecv(Ctx& c, size_t count) {
+  const int n = c.comm->size(), r = c.comm->rank();
+  if (n == 1) return 0;
+  for (size_t i = 0; i < count; ++i) Put(DataType::kF32, c.a.data(), i, Val(r, i));
+  auto sw = c.comm->Send(c.a.data(), count, DataType::kF32, (r + 1) % n, 5);
+  auto rw = c.comm->Recv(c.b.data(), count, DataType::kF32, (r + n - 1) % n, 5);
+  Status s1 = sw->Wait(), s2 = rw->Wait();
+  if (!s1.ok() || !s2.ok()) return c.Fail("send/recv: " + s1.ToString() + " / " + s2.ToString());
+  for (size_t i = 0; i < count; ++i) {
+    if (Get(DataType::kF32, c.b.data(), i) != Val((r + n - 1) % n, i)) return c.Fail("send/recv data");
+  }
+  ++c.checks;
+  return 0;
+}
+
+int Conformance(Communicator* comm, bool big) {
+  const int n = comm->size();
+  std::vector<size_t> counts = {0, 1, 7, 1023, (1u << 20) + 3};
+  if (big) counts.push_back(16u << 20);  // 64 MiB of f32
+  Ctx c{comm};
+  c.a.resize((big ? 64u << 20 : 4u << 20) * std::max(1, n) + 64);
+  c.b.resize(c.a.size());
+  const DataType dtypes[] = {DataType::kF32, DataType::kBF16, DataType::kF16, DataType::kI32};
+  const ReduceOp ops[] = {ReduceOp::kSum, ReduceOp::kAvg, ReduceOp::kMax, ReduceOp::kMin};
+  int step = 0;
+  for (size_t count : counts) {
+    const bool huge = count > (2u << 20);
+    for (DataType d : dtypes) {
+      if (huge && d != DataType::kF32) continue;
+      for (ReduceOp op : ops) {
+        if (huge && op != ReduceOp::kSum) continue;
+        if (CheckAllreduce(c, d, op, count, (step++ % 2) == 0)) return 1;
+      }
+      if (huge) continue;
+      size_t rs_count = count > 4096 ? count / n : count;
+      if (CheckReduceScatter(c, d, d == DataType::kI32 ? ReduceOp::kMax : ReduceOp::kSum, rs_count)) return 1;
+      if (CheckAllgather(c, d, rs_count)) return 1;
+      if (CheckBroadcast(c, d, count, static_cast<int>(count % n))) return 1;
+    }
+    if (!huge && CheckSendRecv(c, count)) return 1;
+    Status s = comm->Barrier()->Wait();
+    if (!s.ok()) return c.Fail("barrier: " + s.ToString());
+  }
+  for (int root = 0; root < n; ++root) {
+    if (CheckBroadcast(c, DataType::kF32, 1000, root)) return 1;
+  }
+  std::printf("PASS %ld checks on rank %d of %d (%s)\n", c.checks, comm->rank(), n,
+              std::string(comm->backend()).c_str());
+  return 0;
+}
+
+int Loop(Communicator* comm) {
+  std::vector<float> buf(16u << 20, 1.0f);
+  std::printf("READY rank %d\n", comm->rank());
+  std::fflush(stdout);
+  for (int i = 0; i < 100000; ++i) {
+    Status s = comm->Allreduce(std::span<float>(buf))->Wait();
+    if (!s.ok()) {
+      std::fprintf(stderr, "COMM ERROR: %s\n", s.ToString().c_str());
+      return 3;
+    }
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string scenario = argc > 1 ? argv[1] : "conformance";
+  bool big = argc > 2 && std::strcmp(argv[2], "--big") == 0;
+  CommOptions options;
+  auto session = CreateCommunicatorFromEnvironment(options);
+  if (!session.ok()) {
+    std::fprintf(stderr, "FAIL setup: %s\n", session.status().ToString().c_str());
+    return 1;
+  }
+  Communicator* comm = session->comm.get();
+  int rc = scenario == "loop" ? Loop(comm) : Conformance(comm, big);
+  std::fflush(stdout);
+  return rc;
+}

@@ -1,0 +1,9 @@
+# comm integration tests: real rank processes on loopback (conformance, kill -9, netns, mpirun).
+add_executable(comm_test_worker comm_test_worker.cc)
+target_link_libraries(comm_test_worker PRIVATE gantry_comm)
+set(comm_worker_def GANTRY_COMM_TEST_WORKER="$<TARGET_FILE:comm_test_worker>")
+
+gantry_add_test(comm_conformance_test SOURCES comm_conformance_test.cc
+                LIBS gantry_comm LABELS integration TIMEOUT 200)
+target_compile_definitions(comm_conformance_test PRIVATE ${comm_worker_def})
+add_dependencies(comm_conformance_test comm_test_worker)

@@ -1,0 +1,345 @@
+// WorkerAgent loop: connection and registration, heartbeats, launches, output relay, exits.
+#include "worker/agent.h"
+
+#include <unistd.h>
+#include <zmq.h>
+
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <thread>
+#include <tuple>
+#include <vector>
+
+#include "base/job_spec.h"
+#include "base/logging.h"
+#include "proto/channel.h"
+#include "proto/wire.h"
+#include "worker/rank_process.h"
+#include "worker/resources.h"
+
+namespace gantry::worker {
+
+namespace {
+using Clock = std::chrono::steady_clock;
+using RankKey = std::tuple<std::string, int, int>;  // job, attempt, rank
+constexpr std::chrono::milliseconds kPollInterval{50};
+constexpr std::chrono::milliseconds kLogFlushInterval{100};
+constexpr size_t kLogBatchLines = 256;
+constexpr std::chrono::milliseconds kShutdownGrace{3000};
+
+struct Rank {
+  std::unique_ptr<RankProcess> proc;
+  proto::RankStatus status;
+  std::vector<OutputLine> pending;
+  bool exit_sent = false;
+};
+}  // namespace
+
+struct WorkerAgent::Impl {
+  WorkerOptions opt;
+  proto::WorkerResources resources;
+  void* socket = nullptr;
+  uint64_t next_id = 1;
+  bool registered = false;
+  Clock::time_point register_sent{}, last_rx{}, last_hb{}, last_flush{}, reconnect_at{};
+  std::chrono::milliseconds backoff{250};
+  std::chrono::milliseconds interval{1000};
+  int lost_after = 5;
+  std::map<RankKey, Rank> ranks;
+  std::map<uint64_t, RankKey> exit_requests;  // RankExited awaiting its ack
+
+  ~Impl() {
+    if (socket) zmq_close(socket);
+  }
+  uint64_t SendRequest(proto::Envelope env, bool want_reply = true) {
+    const uint64_t id = want_reply ? next_id++ : 0;
+    env.set_version(wire::kProtocolVersion);
+    env.set_request_id(id);
+    Status st = wire::Send(socket, wire::Encode(env), nullptr, /*dont_wait=*/true);
+    if (!st.ok()) GANTRY_LOG(DEBUG, "send to coordinator failed").Field("error", st);
+    return id;
+  }
+  Status Connect();
+  void Register();
+  void OnMessage(const proto::Envelope& env);
+  void Launch(const proto::LaunchRank& l);
+  void ReportExit(const RankKey& key, Rank& r);
+  void FlushLogs(bool force);
+  void Service();
+  void StopAll(std::chrono::milliseconds grace);
+};
+
+Status WorkerAgent::Impl::Connect() {
+  if (socket) zmq_close(socket);
+  socket = zmq_socket(wire::Context(), ZMQ_DEALER);
+  if (!socket) return wire::ZmqError("creating the worker's DEALER socket");
+  const int linger = 0, ivl = 100, ivl_max = 2000;
+  zmq_setsockopt(socket, ZMQ_LINGER, &linger, sizeof(linger));
+  zmq_setsockopt(socket, ZMQ_RECONNECT_IVL, &ivl, sizeof(ivl));
+  zmq_setsockopt(socket, ZMQ_RECONNECT_IVL_MAX, &ivl_max, sizeof(ivl_max));
+  wire::ChannelOptions co;
+  co.server_public_key = opt.server_public_key;
+  co.public_key = opt.public_key;
+  co.secret_key = opt.secret_key;
+  GANTRY_RETURN_IF_ERROR(wire::ApplyCurveClient(socket, co));
+  if (zmq_connect(socket, opt.coordinator.c_str()) != 0)
+    return wire::ZmqError("connecting to coordinator " + opt.coordinator);
+  Register();
+  return OkStatus();
+}
+
+void WorkerAgent::Impl::Register() {
+  proto::Envelope env;
+  proto::RegisterWorker* reg = env.mutable_register_worker();
+  reg->set_worker_id(opt.worker_id);
+  reg->set_hostname(HostName());
+  reg->set_address(opt.address);
+  *reg->mutable_resources() = resources;
+  for (auto& [key, r] : ranks) *reg->add_ranks() = r.status;
+  registered = false;
+  register_sent = last_rx = Clock::now();
+  SendRequest(std::move(env));
+}
+
+void WorkerAgent::Impl::OnMessage(const proto::Envelope& env) {
+  last_rx = Clock::now();
+  if (env.has_register_reply()) {
+    registered = true;
+    backoff = std::chrono::milliseconds(250);
+    interval = std::chrono::milliseconds(std::max(50, env.register_reply().heartbeat_interval_ms()));
+    lost_after = std::max(2, env.register_reply().lost_after_missed());
+    // Exits included in the registration were processed there.
+    for (auto& [key, r] : ranks) r.exit_sent = r.exit_sent || r.status.exited();
+    exit_requests.clear();
+    for (auto it = ranks.begin(); it != ranks.end();)
+      it = it->second.status.exited() && it->second.pending.empty() ? ranks.erase(it) : std::next(it);
+    GANTRY_LOG(INFO, "registered with coordinator").Field("coordinator", opt.coordinator)
+        .Field("worker", opt.worker_id);
+  } else if (env.has_heartbeat_reply()) {
+    if (!env.heartbeat_reply().registered()) Register();
+  } else if (env.has_ack()) {
+    auto it = exit_requests.find(env.request_id());
+    if (it != exit_requests.end()) {
+      auto r = ranks.find(it->second);
+      if (r != ranks.end() && r->second.pending.empty()) ranks.erase(r);
+      exit_requests.erase(it);
+    }
+  } else if (env.has_launch_rank()) {
+    Launch(env.launch_rank());
+  } else if (env.has_stop_ranks()) {
+    const auto& s = env.stop_ranks();
+    for (auto& [key, r] : ranks) {
+      if (std::get<0>(key) == s.job_id() && std::get<1>(key) == s.attempt() && r.proc)
+        r.proc->Stop(std::chrono::milliseconds(std::max(0, s.grace_ms())));
+    }
+  } else if (env.has_error()) {
+    GANTRY_LOG(WARNING, "coordinator error reply").Field("request", env.request_id())
+        .Field("error", wire::StatusFromError(env.error()));
+  }
+}
+
+void WorkerAgent::Impl::Launch(const proto::LaunchRank& l) {
+  const RankKey key{l.job_id(), l.attempt(), l.rank()};
+  if (ranks.count(key)) return;  // duplicate delivery
+  Rank& r = ranks[key];
+  r.status.set_job_id(l.job_id());
+  r.status.set_attempt(l.attempt());
+  r.status.set_rank(l.rank());
+  for (int g : l.gpu_indices()) r.status.add_gpu_indices(g);
+  LaunchSpec spec;
+  spec.argv.assign(l.argv().begin(), l.argv().end());
+  std::string dir = opt.dir + "/jobs/" + l.job_id() + "/attempt-" + std::to_string(l.attempt());
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (l.kind() == "train" || l.kind() == "serve") {
+    const std::string path = dir + "/spec.yaml";
+    std::ofstream(path) << l.spec_yaml();
+    const std::string abs = std::filesystem::absolute(path, ec).string();
+    if (l.kind() == "train") {
+      spec.argv = {opt.self_exe, "train", abs};
+    } else {
+      auto js = ParseJobSpec(l.spec_yaml(), abs);
+      spec.argv = {opt.self_exe, "serve", js.ok() ? js->serve.model_dir : "",
+                   "--shards", std::to_string(js.ok() ? js->serve.shards : 1),
+                   "--port", std::to_string(js.ok() ? js->serve.port : 8501)};
+    }
+  }
+  std::string visible;
+  for (int g : l.gpu_indices()) visible += (visible.empty() ? "" : ",") + std::to_string(g);
+  spec.env = {{"RANK", std::to_string(l.rank())},
+              {"WORLD_SIZE", std::to_string(l.world_size())},
+              {"LOCAL_RANK", std::to_string(l.local_rank())},
+              {"LOCAL_WORLD_SIZE", std::to_string(l.local_world_size())},
+              {"MASTER_ADDR", l.master_addr()},
+              {"MASTER_PORT", std::to_string(l.master_port())},
+              {"GANTRY_JOB_ID", l.job_id()},
+              {"GANTRY_ATTEMPT", std::to_string(l.attempt())},
+              {"GANTRY_COORDINATOR", l.coordinator()},
+              {"GANTRY_TOKEN", l.token()},
+              {"GANTRY_HOST_ID", opt.worker_id},
+              {"PYTHONUNBUFFERED", "1"}};
+  if (!resources.gpus().empty() || !visible.empty()) spec.env["CUDA_VISIBLE_DEVICES"] = visible;
+  std::string hcas;
+  for (const auto& h : resources.rdma_devices()) hcas += (hcas.empty() ? "" : ",") + h;
+  if (!hcas.empty()) spec.env["NCCL_IB_HCA"] = hcas;
+  for (const auto& [k, v] : l.env()) spec.env[k] = v;
+  spec.workdir = l.workdir();
+  if (spec.workdir.empty() || !std::filesystem::is_directory(spec.workdir, ec)) spec.workdir = dir;
+  auto proc = RankProcess::Start(spec);
+  if (!proc.ok()) {
+    r.status.set_exited(true);
+    r.status.set_exit_code(127);
+    r.status.set_error(proc.status().message());
+    r.pending.push_back({"gantry", "launch failed: " + proc.status().message(), wire::NowUnixMs()});
+    GANTRY_LOG(ERROR, "rank launch failed").Field("job", l.job_id()).Field("rank", l.rank())
+        .Field("error", proc.status());
+    FlushLogs(true);
+    ReportExit(key, r);
+    return;
+  }
+  r.proc = std::move(proc).value();
+  r.status.set_pid(r.proc->pid());
+  GANTRY_LOG(INFO, "rank started").Field("job", l.job_id()).Field("attempt", l.attempt())
+      .Field("rank", l.rank()).Field("pid", r.proc->pid());
+  proto::Envelope env;
+  env.mutable_rank_started()->set_worker_id(opt.worker_id);
+  *env.mutable_rank_started()->mutable_rank() = r.status;
+  SendRequest(std::move(env));
+}
+
+void WorkerAgent::Impl::ReportExit(const RankKey& key, Rank& r) {
+  proto::Envelope env;
+  env.mutable_rank_exited()->set_worker_id(opt.worker_id);
+  *env.mutable_rank_exited()->mutable_rank() = r.status;
+  exit_requests[SendRequest(std::move(env))] = key;
+  r.exit_sent = true;
+}
+
+void WorkerAgent::Impl::FlushLogs(bool force) {
+  if (!force && Clock::now() - last_flush < kLogFlushInterval) return;
+  last_flush = Clock::now();
+  for (auto& [key, r] : ranks) {
+    size_t i = 0;
+    while (i < r.pending.size()) {
+      proto::Envelope env;
+      proto::RankLogs* logs = env.mutable_rank_logs();
+      logs->set_job_id(std::get<0>(key));
+      logs->set_attempt(std::get<1>(key));
+      logs->set_rank(std::get<2>(key));
+      for (size_t n = 0; i < r.pending.size() && n < kLogBatchLines; ++i, ++n) {
+        proto::LogRecord* rec = logs->add_records();
+        rec->set_stream(r.pending[i].stream);
+        rec->set_text(r.pending[i].text);
+        rec->set_time_ms(r.pending[i].time_ms);
+      }
+      SendRequest(std::move(env), /*want_reply=*/false);
+    }
+    r.pending.clear();
+  }
+}
+
+// Children: output, exits, kill deadlines.
+void WorkerAgent::Impl::Service() {
+  for (auto& [key, r] : ranks) {
+    if (!r.proc) continue;
+    const bool was_exited = r.proc->exited();
+    const bool exited = r.proc->Poll();
+    r.proc->ReadOutput(r.pending);
+    if (exited && !was_exited) {
+      r.status.set_exited(true);
+      r.status.set_exit_code(r.proc->exit_code());
+      if (r.proc->exit_code() != 0) r.status.set_error(r.proc->exit_description());
+      GANTRY_LOG(INFO, "rank exited").Field("job", std::get<0>(key)).Field("rank", std::get<2>(key))
+          .Field("exit", r.proc->exit_description());
+    }
+  }
+  FlushLogs(false);
+  for (auto& [key, r] : ranks)
+    if (r.status.exited() && !r.exit_sent && r.pending.empty()) ReportExit(key, r);
+}
+
+void WorkerAgent::Impl::StopAll(std::chrono::milliseconds grace) {
+  for (auto& [key, r] : ranks)
+    if (r.proc && !r.proc->exited()) r.proc->Stop(grace);
+  const auto deadline = Clock::now() + grace + std::chrono::milliseconds(500);
+  while (Clock::now() < deadline) {
+    bool all = true;
+    for (auto& [key, r] : ranks) all = all && (!r.proc || r.proc->Poll());
+    if (all) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  Service();
+  FlushLogs(true);
+}
+
+StatusOr<std::unique_ptr<WorkerAgent>> WorkerAgent::Create(WorkerOptions options) {
+  auto impl = std::make_unique<Impl>();
+  if (options.worker_id.empty()) options.worker_id = HostName();
+  if (options.self_exe.empty()) {
+    std::error_code ec;
+    options.self_exe = std::filesystem::read_symlink("/proc/self/exe", ec).string();
+  }
+  if (options.address.empty()) {
+    GANTRY_ASSIGN_OR_RETURN(options.address, LocalAddressFor(options.coordinator));
+  }
+  impl->resources = DetectResources(options.cpu_slots, options.gpus, options.labels);
+  impl->opt = std::move(options);
+  return std::unique_ptr<WorkerAgent>(new WorkerAgent(std::move(impl)));
+}
+
+WorkerAgent::WorkerAgent(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+WorkerAgent::~WorkerAgent() = default;
+
+Status WorkerAgent::Run(const std::atomic<bool>& stop) {
+  Impl& s = *impl_;
+  GANTRY_RETURN_IF_ERROR(s.Connect());
+  GANTRY_LOG(INFO, "worker started").Field("worker", s.opt.worker_id)
+      .Field("coordinator", s.opt.coordinator).Field("address", s.opt.address)
+      .Field("cpu_slots", s.resources.cpu_slots()).Field("gpus", s.resources.gpus_size());
+  while (!stop.load()) {
+    std::vector<zmq_pollitem_t> items{{s.socket, 0, ZMQ_POLLIN, 0}};
+    for (auto& [key, r] : s.ranks) {
+      if (!r.proc) continue;
+      if (r.proc->stdout_fd() >= 0) items.push_back({nullptr, r.proc->stdout_fd(), ZMQ_POLLIN, 0});
+      if (r.proc->stderr_fd() >= 0) items.push_back({nullptr, r.proc->stderr_fd(), ZMQ_POLLIN, 0});
+    }
+    zmq_poll(items.data(), static_cast<int>(items.size()), kPollInterval.count());
+    for (int budget = 0; budget < 64; ++budget) {
+      zmq_msg_t m;
+      zmq_msg_init(&m);
+      if (zmq_msg_recv(&m, s.socket, ZMQ_DONTWAIT) < 0) {
+        zmq_msg_close(&m);
+        break;
+      }
+      auto env = wire::Decode(zmq_msg_data(&m), zmq_msg_size(&m), wire::kHardMaxMessageBytes);
+      zmq_msg_close(&m);
+      if (env.ok()) s.OnMessage(*env);
+      else GANTRY_LOG(WARNING, "bad message from coordinator").Field("error", env.status());
+    }
+    s.Service();
+    const auto now = Clock::now();
+    if (s.registered && now - s.last_hb >= s.interval) {
+      s.last_hb = now;
+      proto::Envelope hb;
+      hb.mutable_heartbeat()->set_worker_id(s.opt.worker_id);
+      for (auto& [key, r] : s.ranks) *hb.mutable_heartbeat()->add_ranks() = r.status;
+      s.SendRequest(std::move(hb));
+    }
+    // Paranoid-pirate liveness: silence means the coordinator is gone; start afresh.
+    const bool silent = s.registered ? now - s.last_rx > s.interval * s.lost_after
+                                     : now - s.register_sent > s.opt.register_timeout;
+    if (silent && now >= s.reconnect_at) {
+      GANTRY_LOG(WARNING, "coordinator unreachable; reconnecting")
+          .Field("coordinator", s.opt.coordinator).Field("backoff_ms", s.backoff.count());
+      s.reconnect_at = now + s.backoff;
+      s.backoff = std::min(s.backoff * 2, s.opt.max_backoff);
+      GANTRY_RETURN_IF_ERROR(s.Connect());
+    }
+  }
+  GANTRY_LOG(INFO, "worker stopping").Field("worker", s.opt.worker_id).Field("ranks", s.ranks.size());
+  s.StopAll(kShutdownGrace);
+  return OkStatus();
+}
+
+}  // namespace gantry::worker

@@ -1,0 +1,48 @@
+// WorkerAgent: the per-host agent. Registers its resources with the coordinator, heartbeats
+// every interval, launches ranks as child processes with the torchrun environment, streams
+// their output lines, reports exits (re-sent until acknowledged), stops gangs on request
+// (SIGTERM, then SIGKILL after the grace period), and reconnects with exponential backoff
+// when the coordinator goes away, re-reporting its running ranks so they are re-adopted.
+// One thread (Run's caller) owns the DEALER socket and every child.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <map>
+#include <memory>
+#include <string>
+
+#include "base/status.h"
+
+namespace gantry::worker {
+
+struct WorkerOptions {
+  std::string coordinator = "tcp://127.0.0.1:7450";
+  std::string worker_id;   // "" = hostname
+  std::string address;     // MASTER_ADDR when this host runs rank 0; "" = the local address
+                           // that routes to the coordinator
+  std::string dir = ".gantry/worker";  // per-attempt files (the spec of train jobs)
+  int cpu_slots = 0;       // 0 = usable cores
+  int gpus = -1;           // -1 = detect with the CUDA runtime; >= 0 overrides
+  std::map<std::string, std::string> labels;
+  std::string self_exe;    // the gantry binary for train/serve ranks; "" = /proc/self/exe
+  // CURVE (all or none): coordinator public key, this worker's key pair.
+  std::string server_public_key, public_key, secret_key;
+  std::chrono::milliseconds register_timeout{2000};
+  std::chrono::milliseconds max_backoff{8000};
+};
+
+class WorkerAgent {
+ public:
+  static StatusOr<std::unique_ptr<WorkerAgent>> Create(WorkerOptions options);
+  ~WorkerAgent();
+  // Runs until `stop` is true; then stops every rank (SIGTERM, SIGKILL after 3 s).
+  Status Run(const std::atomic<bool>& stop);
+
+ private:
+  struct Impl;
+  explicit WorkerAgent(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace gantry::worker

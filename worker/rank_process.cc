@@ -1,0 +1,161 @@
+// RankProcess: fork/exec into a new process group, pipes, reaping, group signals.
+#include "worker/rank_process.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "proto/wire.h"
+
+extern char** environ;
+
+namespace gantry::worker {
+
+StatusOr<std::unique_ptr<RankProcess>> RankProcess::Start(const LaunchSpec& spec) {
+  if (spec.argv.empty() || spec.argv[0].empty())
+    return InvalidArgumentError("a rank needs a program to run: command.argv is empty");
+  struct stat st {};
+  if (!spec.workdir.empty() && (stat(spec.workdir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)))
+    return InvalidArgumentError("working directory " + spec.workdir +
+                                " does not exist on this worker");
+  // Build argv and envp before fork: the child may only call async-signal-safe functions.
+  std::map<std::string, std::string> env;
+  for (char** e = environ; *e; ++e) {
+    const char* eq = std::strchr(*e, '=');
+    if (eq) env[std::string(*e, eq - *e)] = eq + 1;
+  }
+  for (const auto& [k, v] : spec.env) env[k] = v;
+  std::vector<std::string> env_strings;
+  for (const auto& [k, v] : env) env_strings.push_back(k + "=" + v);
+  std::vector<char*> envp, argv;
+  for (auto& s : env_strings) envp.push_back(s.data());
+  envp.push_back(nullptr);
+  std::vector<std::string> args = spec.argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  int out[2], err[2];
+  if (pipe2(out, O_CLOEXEC) != 0) return ErrnoError("pipe for rank stdout", errno);
+  if (pipe2(err, O_CLOEXEC) != 0) {
+    close(out[0]);
+    close(out[1]);
+    return ErrnoError("pipe for rank stderr", errno);
+  }
+  const pid_t pid = fork();
+  if (pid < 0) return ErrnoError("fork for " + spec.argv[0], errno);
+  if (pid == 0) {
+    setpgid(0, 0);
+    dup2(out[1], 1);
+    dup2(err[1], 2);
+    int devnull = open("/dev/null", O_RDONLY);
+    if (devnull >= 0) dup2(devnull, 0);
+    signal(SIGPIPE, SIG_DFL);
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, nullptr);
+    if (!spec.workdir.empty() && chdir(spec.workdir.c_str()) != 0) _exit(126);
+    execvpe(argv[0], argv.data(), envp.data());
+    const char* msg = "gantry worker: cannot execute ";
+    (void)!write(2, msg, strlen(msg));
+    (void)!write(2, argv[0], strlen(argv[0]));
+    (void)!write(2, ": ", 2);
+    const char* why = strerror(errno);
+    (void)!write(2, why, strlen(why));
+    (void)!write(2, "\n", 1);
+    _exit(127);
+  }
+  setpgid(pid, pid);  // also from the parent: no race with an early Stop()
+  close(out[1]);
+  close(err[1]);
+  fcntl(out[0], F_SETFL, O_NONBLOCK);
+  fcntl(err[0], F_SETFL, O_NONBLOCK);
+  std::unique_ptr<RankProcess> p(new RankProcess());
+  p->pid_ = pid;
+  p->out_fd_ = out[0];
+  p->err_fd_ = err[0];
+  return p;
+}
+
+RankProcess::~RankProcess() {
+  if (!exited_ && pid_ > 0) {
+    kill(-pid_, SIGKILL);
+    waitpid(pid_, nullptr, 0);
+  }
+  if (out_fd_ >= 0) close(out_fd_);
+  if (err_fd_ >= 0) close(err_fd_);
+}
+
+void RankProcess::Drain(int& fd, std::string& buf, const char* stream,
+                        std::vector<OutputLine>& lines, bool final) {
+  if (fd < 0) return;
+  char chunk[8192];
+  for (;;) {
+    const ssize_t n = read(fd, chunk, sizeof(chunk));
+    if (n > 0) {
+      buf.append(chunk, static_cast<size_t>(n));
+      continue;
+    }
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+      close(fd);
+      fd = -1;
+      final = true;
+    }
+    break;
+  }
+  const int64_t now = wire::NowUnixMs();
+  size_t start = 0;
+  for (;;) {
+    size_t nl = buf.find('\n', start);
+    if (nl == std::string::npos && buf.size() - start >= kMaxLineBytes) nl = start + kMaxLineBytes;
+    if (nl == std::string::npos) break;
+    lines.push_back({stream, buf.substr(start, nl - start), now});
+    start = nl < buf.size() && buf[nl] == '\n' ? nl + 1 : nl;
+  }
+  buf.erase(0, start);
+  if (final && !buf.empty()) {
+    lines.push_back({stream, buf, now});
+    buf.clear();
+  }
+}
+
+void RankProcess::ReadOutput(std::vector<OutputLine>& lines) {
+  Drain(out_fd_, out_buf_, "stdout", lines, exited_);
+  Drain(err_fd_, err_buf_, "stderr", lines, exited_);
+}
+
+bool RankProcess::Poll() {
+  if (exited_) return true;
+  int status = 0;
+  const pid_t r = waitpid(pid_, &status, WNOHANG);
+  if (r == pid_) {
+    exited_ = true;
+    if (WIFEXITED(status)) {
+      exit_code_ = WEXITSTATUS(status);
+    } else if (WIFSIGNALED(status)) {
+      signal_ = WTERMSIG(status);
+      exit_code_ = 128 + signal_;
+    }
+    kill(-pid_, SIGKILL);  // stragglers of the group (the rank's own children)
+    return true;
+  }
+  if (stopping_ && std::chrono::steady_clock::now() >= kill_at_) kill(-pid_, SIGKILL);
+  return false;
+}
+
+std::string RankProcess::exit_description() const {
+  if (signal_ != 0) return std::string("killed by signal ") + strsignal(signal_);
+  return "exit " + std::to_string(exit_code_);
+}
+
+void RankProcess::Stop(std::chrono::milliseconds grace) {
+  if (exited_ || stopping_) return;
+  stopping_ = true;
+  kill(-pid_, SIGTERM);
+  kill_at_ = std::chrono::steady_clock::now() + grace;
+}
+
+}  // namespace gantry::worker
