@@ -35,11 +35,36 @@ fi
 echo "$gpu"
 note "gpu:        $gpu"
 
+# cuDNN / NCCL: in the CUDA toolkit, or (GPU images built around PyTorch) only as pip wheels
+# (nvidia-cudnn-*, nvidia-nccl-*) in python3's site-packages, whose libraries carry only
+# .so.N names. Point CMake at them and let the loader find cuDNN's sub-libraries.
+dep_args=()
+find_wheel_lib() {  # header, library glob -> "-D<PREFIX>_INCLUDE_DIR=.. -D<PREFIX>_LIBRARY=.."
+  local header="$1" lib_glob="$2" prefix="$3" site h l
+  for site in $(python3 -c 'import site; print(*site.getsitepackages())' 2>/dev/null); do
+    [ -d "$site/nvidia" ] || continue
+    h="$(find "$site/nvidia" -name "$header" -path '*include*' 2>/dev/null | head -1)"
+    l="$(find "$site/nvidia" -name "$lib_glob" ! -name '*_*' 2>/dev/null | sort | head -1)"
+    if [ -n "$h" ] && [ -n "$l" ]; then
+      dep_args+=("-D${prefix}_INCLUDE_DIR=$(dirname "$h")" "-D${prefix}_LIBRARY=$l")
+      LD_LIBRARY_PATH="$(dirname "$l")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+      export LD_LIBRARY_PATH
+      echo "$prefix from python wheel: $l"
+      return 0
+    fi
+  done
+  return 1
+}
+cuda_home="${CUDA_HOME:-/usr/local/cuda}"
+[ -f "$cuda_home/include/cudnn.h" ] || find_wheel_lib cudnn.h 'libcudnn.so*' CUDNN ||
+  echo "warning: no cudnn.h in $cuda_home or python wheels; configure will fail (GANTRY_WITH_CUDA=ON)"
+[ -f "$cuda_home/include/nccl.h" ] || find_wheel_lib nccl.h 'libnccl.so*' NCCL || true
+
 step "configure ($build, sm_$arch, KERNELS_ONLY)"
 # shellcheck disable=SC2086  # GANTRY_GPU_CMAKE_ARGS is a list of words on purpose
 if timeout 300 cmake -S "$repo" -B "$build" "${generator[@]}" -DGANTRY_KERNELS_ONLY=ON \
-    -DCMAKE_CUDA_ARCHITECTURES="$arch" -DCMAKE_BUILD_TYPE=Release \
-    ${GANTRY_GPU_CMAKE_ARGS:-} >"$log_dir/configure.log" 2>&1; then
+    -DCMAKE_CUDA_ARCHITECTURES="$arch" -DCMAKE_BUILD_TYPE=Release -DGANTRY_WITH_CUDA=ON \
+    "${dep_args[@]}" ${GANTRY_GPU_CMAKE_ARGS:-} >"$log_dir/configure.log" 2>&1; then
   note "configure:  ok"
 else
   tail -40 "$log_dir/configure.log"

@@ -56,18 +56,19 @@ Status IngestTokenStream(FILE* in, uint64_t bytes, int in_size, bool in_signed, 
     size_t want = std::min<uint64_t>(in_buf.size(), bytes - done);
     size_t got = std::fread(in_buf.data(), 1, want, in);
     if (got != want) return DataLossError("dataset source " + src + " ended early (read error or truncated file)");
-    for (size_t i = 0; i + in_size <= got; i += in_size) {
+    size_t used = out.size();
+    out.resize(used + got / in_size * out_size);
+    for (size_t i = 0; i + in_size <= got; i += in_size, used += out_size) {
       uint64_t t = 0;
       std::memcpy(&t, in_buf.data() + i, in_size);  // little-endian host
       if (in_signed && in_size < 8 && ((t >> (8 * in_size - 1)) & 1)) t = ~0ull;  // negative: rejected below
-      max_token = std::max(max_token, t);
       if (t == ~0ull || (t >> (8 * out_size)) != 0) {
         return InvalidArgumentError("dataset source " + src + ": token " + std::to_string(t) + " at byte " +
                                     std::to_string(done + i) + " does not fit " + std::string(DTypeName(layout.dtype)) +
                                     " (negative, or use tokens_u32)");
       }
-      out.resize(out.size() + out_size);
-      std::memcpy(out.data() + out.size() - out_size, &t, out_size);
+      max_token = std::max(max_token, t);
+      std::memcpy(out.data() + used, &t, out_size);
     }
     done += got;
     const size_t whole = out.size() / (rec_tokens * out_size) * rec_tokens * out_size;

@@ -43,6 +43,7 @@ Status CrossEntropyForward(const Tensor& logits, const Tensor& targets, Tensor& 
   for (int64_t r = 0; r < rows; ++r) {
     const float* x = xp + r * v;
     float* p = pp + r * v;
+    const float xt = x[tp[r]];  // read before p is written: probs may alias logits
     float mx = -INFINITY;
 #pragma omp simd reduction(max : mx)
     for (int64_t j = 0; j < v; ++j) mx = x[j] > mx ? x[j] : mx;
@@ -56,7 +57,7 @@ Status CrossEntropyForward(const Tensor& logits, const Tensor& targets, Tensor& 
 #pragma omp simd
     for (int64_t j = 0; j < v; ++j) p[j] *= inv;
     // -log softmax[t] = log(sum) - (x[t] - max), exact even when p[t] underflows.
-    total += std::log(static_cast<double>(sum)) - (double(x[tp[r]]) - double(mx));
+    total += std::log(static_cast<double>(sum)) - (double(xt) - double(mx));
   }
   loss.f32()[0] = static_cast<float>(total / static_cast<double>(rows));
   return OkStatus();

@@ -3,6 +3,7 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -40,14 +41,14 @@ struct ThreadContexts {
 thread_local ThreadContexts tls_contexts;
 
 StatusOr<Context*> CreateContext(int device) {
-  auto* ctx = new Context();
+  auto ctx = std::make_unique<Context>();
   ctx->device = device;
   GANTRY_CUBLAS_RETURN_IF_ERROR(cublasCreate(&ctx->cublas));
   GANTRY_CUBLAS_RETURN_IF_ERROR(cublasSetMathMode(
       ctx->cublas, UseTf32() ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
   GANTRY_CUDA_RETURN_IF_ERROR(cudaHostAlloc(reinterpret_cast<void**>(&ctx->host_result),
                                             8 * sizeof(double), cudaHostAllocDefault));
-  return ctx;
+  return ctx.release();
 }
 
 StatusOr<Context*> GetContext(int device) {
@@ -122,7 +123,7 @@ Status UseDevice(int device) {
 Status TakeIndexError(int device) {
   GANTRY_ASSIGN_OR_RETURN(IndexError * slot, IndexErrorSlot(device));
   volatile IndexError* e = slot;
-  if (e->op == 0) return OkStatus();
+  if (e->op <= 0) return OkStatus();  // -1: a kernel is still filling the record in
   std::string msg = std::string(IndexOpName(e->op)) + " at flat position " +
                     std::to_string(e->position) + " is " + std::to_string(e->value) +
                     ", outside [0, " + std::to_string(e->bound) +

@@ -45,7 +45,8 @@ class RankGroup {
   // argv_prefix: e.g. {"ip", "netns", "exec", "ns0"} per rank (empty = none).
   RankGroup(const std::string& binary, int world, const std::vector<std::string>& args,
             std::map<std::string, std::string> env,
-            std::vector<std::vector<std::string>> prefixes = {}) : world_(world) {
+            std::vector<std::vector<std::string>> prefixes = {},
+            std::vector<std::map<std::string, std::string>> rank_env = {}) : world_(world) {
     const int port = FreePort();
     start_ = std::chrono::steady_clock::now();
     for (int r = 0; r < world; ++r) {
@@ -57,6 +58,9 @@ class RankGroup {
       argv.push_back(binary);
       argv.insert(argv.end(), args.begin(), args.end());
       std::map<std::string, std::string> e = env;
+      if (!rank_env.empty()) {
+        for (auto& [k, v] : rank_env[r]) e[k] = v;
+      }
       e["RANK"] = std::to_string(r);
       e["WORLD_SIZE"] = std::to_string(world);
       if (!e.count("MASTER_ADDR")) e["MASTER_ADDR"] = "127.0.0.1";

@@ -7,3 +7,8 @@ gantry_add_test(comm_conformance_test SOURCES comm_conformance_test.cc
                 LIBS gantry_comm LABELS integration TIMEOUT 200)
 target_compile_definitions(comm_conformance_test PRIVATE ${comm_worker_def})
 add_dependencies(comm_conformance_test comm_test_worker)
+
+gantry_add_test(comm_failure_test SOURCES comm_failure_test.cc
+                LIBS gantry_comm LABELS integration TIMEOUT 200)
+target_compile_definitions(comm_failure_test PRIVATE ${comm_worker_def})
+add_dependencies(comm_failure_test comm_test_worker)
