@@ -97,7 +97,7 @@ void JobManager::FailAttempt(Job& job, const std::string& reason) {
   if (job.rec.attempt < job.rec.max_restarts) {
     ++stats_.restarts;
     Transition(job, JobState::kRestarting,
-               reason + "; restarting the gang as attempt " + std::to_string(job.rec.attempt + 1) +
+               reason + "; restarting the gang as attempt " + std::to_string(job.rec.attempt + 2) +
                    " of " + std::to_string(job.rec.max_restarts + 1));
   } else {
     Transition(job, JobState::kFailed,
@@ -126,6 +126,7 @@ void JobManager::MaybeFinishAttempt(Job& job) {
     return;
   }
   if (r.state == JobState::kPlaced || r.state == JobState::kRunning) {
+    job.rec.error.clear();  // earlier attempts' failures stay in the events
     Transition(job, JobState::kSucceeded,
                "all " + std::to_string(r.ranks) + " rank(s) exited with code 0");
   }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # ceph-dev.sh: a real single-node Ceph (1 mon + 1 OSD, cephx on) on 127.0.0.1 in a private
 # directory, for tests, demos and benchmarks. Not for production. Facts behind each setting:
-# ../shared/notes/ceph.md (or docs/storage.md).
+# the "ceph.md" notes of the team (paxos interval, pid files, memstore, no mgr).
 #   scripts/ceph-dev.sh start DIR [--bluestore] [--pool NAME] [--mon-port N]
 #   eval "$(scripts/ceph-dev.sh env DIR)"     # CEPH_CONF, GANTRY_CEPH_{POOL,ID,KEYRING,DIR,URI}
 #   scripts/ceph-dev.sh stop DIR [--keep]      # SIGKILL by PID, then rm -rf DIR (unless --keep)
@@ -22,7 +22,7 @@ now() { date +%s.%N; }
 elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }'; }
 
 usage() {
-  sed -n '4,8p' "$0" | sed 's/^# \{0,1\}//' >&2
+  sed -n '5,9p' "$0" | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
 

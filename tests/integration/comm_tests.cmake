@@ -12,3 +12,9 @@ gantry_add_test(comm_failure_test SOURCES comm_failure_test.cc
                 LIBS gantry_comm LABELS integration TIMEOUT 200)
 target_compile_definitions(comm_failure_test PRIVATE ${comm_worker_def})
 add_dependencies(comm_failure_test comm_test_worker)
+
+foreach(t comm_netns_test comm_mpirun_test)
+  gantry_add_test(${t} SOURCES ${t}.cc LIBS gantry_comm LABELS integration TIMEOUT 200)
+  target_compile_definitions(${t} PRIVATE ${comm_worker_def})
+  add_dependencies(${t} comm_test_worker)
+endforeach()

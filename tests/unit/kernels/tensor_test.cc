@@ -160,9 +160,14 @@ TEST(RuntimeTest, ThreadsAndCuda) {
   SetNumThreads(before);
   EXPECT_EQ(NumThreads(), before);
   EXPECT_TRUE(Synchronize(Device::Cpu()).ok());
-  if (!BuiltWithCuda()) {
-    EXPECT_EQ(CudaDeviceCount(), 0);
-    EXPECT_FALSE(Tensor::Empty({4}, DType::kF32, Device::Cuda(0)).ok());
+  if (!BuiltWithCuda()) EXPECT_EQ(CudaDeviceCount(), 0);
+  if (CudaDeviceCount() == 0) {  // no backend or no GPU: device memory is a clear error
+    auto t = Tensor::Empty({4}, DType::kF32, Device::Cuda(0));
+    ASSERT_FALSE(t.ok());
+    EXPECT_FALSE(t.status().message().empty());
+    Tensor host = MustEmpty({4});
+    Tensor dev = Tensor::Wrap(reinterpret_cast<void*>(0x1000), {4}, DType::kF32, Device::Cuda(0));
+    EXPECT_FALSE(Copy(host, dev).ok());
   }
   SetCurrentStream(reinterpret_cast<void*>(0x10));
   EXPECT_EQ(CurrentStream(), reinterpret_cast<void*>(0x10));

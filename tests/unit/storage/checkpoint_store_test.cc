@@ -49,6 +49,11 @@ class PausingStore final : public ObjectStore {
   int fd_;
 };
 
+// Distinct suite names per backend: ctest test names must not collide across executables.
+#ifdef GANTRY_TEST_CEPH
+#define CheckpointStoreTest CephCheckpointStoreTest
+#endif
+
 class CheckpointStoreTest : public ::testing::Test {
  protected:
   void SetUp() override {

@@ -2,7 +2,11 @@
 // small stripes, against the dev cluster of scripts/ceph-dev.sh; skips when its env is unset.
 #include <gtest/gtest.h>
 
+#include <set>
+
 #include "storage/ceph/rados_object_store.h"
+#include "storage/dataset.h"
+#include "storage/loader.h"
 #include "tests/unit/storage/object_store_conformance.h"
 #include "tests/unit/storage/store_test_env.h"
 
@@ -68,6 +72,56 @@ TEST_F(CephStripingTest, RangesAcrossStripeBoundariesAndShrinkingOverwrites) {
   keys = store_->List("");
   ASSERT_TRUE(keys.ok());
   EXPECT_TRUE(keys->empty()) << "stripes left behind after Remove";
+}
+
+}  // namespace
+}  // namespace gantry::storage::testing
+
+namespace gantry::storage::testing {
+namespace {
+
+// A dataset on Ceph read by two ranks: every record once per epoch, and a corrupt shard is
+// reported with its key.
+TEST(CephDatasetTest, TwoRanksReadEveryRecordOnceAndCorruptionNamesTheShard) {
+  GANTRY_SKIP_WITHOUT_CEPH();
+  const std::string uri = CephUri("datasets/" + UniqueName("t"));
+  auto store = OpenObjectStore(uri);
+  ASSERT_TRUE(store.ok()) << store.status().ToString();
+  RecordLayout layout{.kind = RecordKind::kTokens, .dtype = DType::kU32, .window = 2};
+  auto w = DatasetWriter::Create(store->get(), layout, {.shard_bytes = 4096, .chunk_bytes = 512});
+  ASSERT_TRUE(w.ok());
+  for (uint32_t i = 0; i < 2000; ++i) {
+    uint32_t rec[2] = {i, i};
+    ASSERT_TRUE((*w)->Append(std::as_bytes(std::span<uint32_t>(rec))).ok());
+  }
+  ASSERT_TRUE((*w)->Finish().ok());
+  std::set<uint32_t> seen;
+  uint64_t batches = 0;
+  for (int rank = 0; rank < 2; ++rank) {
+    auto loader = DatasetLoader::Open(uri, {.seed = 2, .rank = rank, .world = 2, .batch = 10});
+    ASSERT_TRUE(loader.ok()) << loader.status().ToString();
+    std::vector<uint32_t> batch(20);
+    batches = (*loader)->BatchesInEpoch(0);
+    for (uint64_t b = 0; b < (*loader)->BatchesInEpoch(0); ++b) {
+      ASSERT_TRUE((*loader)->Next(std::as_writable_bytes(std::span<uint32_t>(batch))).ok());
+      for (int r = 0; r < 10; ++r) EXPECT_TRUE(seen.insert(batch[2 * r]).second);
+    }
+  }
+  // 32 chunks of 64 records (the last one 16): 16 chunks per rank, the shorter rank sets the
+  // batch count (97), the rest of the epoch is dropped on both.
+  EXPECT_EQ(batches, 97u);
+  EXPECT_EQ(seen.size(), 2 * 10 * batches);
+  auto shard = (*store)->GetAll("shard-00001.bin");
+  ASSERT_TRUE(shard.ok());
+  (*shard)[7] ^= 1;
+  ASSERT_TRUE((*store)->Put("shard-00001.bin", *shard).ok());
+  auto loader = DatasetLoader::Open(uri, {.seed = 2, .batch = 10});
+  ASSERT_TRUE(loader.ok());
+  std::vector<std::byte> buf((*loader)->batch_bytes());
+  Status st;
+  for (int i = 0; i < 200 && st.ok(); ++i) st = (*loader)->Next(buf);
+  EXPECT_EQ(st.code(), StatusCode::kDataLoss);
+  EXPECT_NE(st.message().find("shard-00001.bin"), std::string::npos) << st.message();
 }
 
 }  // namespace

@@ -13,6 +13,7 @@
 namespace gantry::train {
 namespace {
 
+using testing::Npy;
 using testing::TempDir;
 using testing::WriteFile;
 
@@ -195,19 +196,6 @@ TEST(DataTest, MnistIdxFilesAreNormalisedWithLabels) {
   }
   m.widths = {9, 5};  // wrong input width
   EXPECT_EQ(OpenDataSource(d, m, {3, 1}).status().code(), StatusCode::kInvalidArgument);
-}
-
-std::string Npy(const std::string& descr, const std::string& shape, const std::string& data) {
-  std::string header =
-      "{'descr': '" + descr + "', 'fortran_order': False, 'shape': " + shape + ", }";
-  while ((10 + header.size() + 1) % 64 != 0) header.push_back(' ');
-  header.push_back('\n');
-  std::string out = "\x93NUMPY";
-  out.push_back(1);
-  out.push_back(0);
-  out.push_back(char(header.size() & 0xff));
-  out.push_back(char(header.size() >> 8));
-  return out + header + data;
 }
 
 TEST(DataTest, NpyTensorsWithIntLabels) {

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 
+#include <cmath>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -126,13 +127,21 @@ TEST(TrainCliTest, MissingDataFileExitsNonZeroNamingThePath) {
 
 TEST(TrainCliTest, NanLossExitsNonZeroNamingTheStep) {
   TempDir dir;
-  std::string yaml = TextJobYaml(dir);
-  yaml.replace(yaml.find("type: adamw, lr: 0.01"), 21, "type: sgd, lr: 1.0e+12");
-  WriteFile(dir / "job.yaml", yaml);
+  std::vector<float> x(8 * 3, std::nanf(""));  // corrupt data: every input is NaN
+  std::vector<int32_t> y(8, 1);
+  WriteFile(dir / "inputs.npy", testing::Npy("<f4", "(8, 3)", std::string((char*)x.data(), 96)));
+  WriteFile(dir / "targets.npy", testing::Npy("<i4", "(8,)", std::string((char*)y.data(), 32)));
+  WriteFile(dir / "job.yaml",
+            "name: x\nkind: train\nmodel: {type: mlp, widths: [3, 4, 2], activation: tanh}\n"
+            "data: {uri: \"" +
+                dir.path() +
+                "\", batch_per_rank: 4}\n"
+                "optimizer: {type: sgd, lr: 0.1}\n"
+                "train: {steps: 5, checkpoint_every: 1}\n");
   Result r = Gantry(dir, "train " + (dir / "job.yaml") + " --checkpoint-dir " + (dir / "c"));
   EXPECT_EQ(r.exit_code, 1);
-  EXPECT_NE(r.err.find("at step "), std::string::npos) << r.err;
-  EXPECT_FALSE(std::filesystem::exists(dir / "c/ckpt-000020"));
+  EXPECT_NE(r.err.find("loss is NaN at step 1"), std::string::npos) << r.err;
+  EXPECT_FALSE(std::filesystem::exists(dir / "c/ckpt-000001"));
 }
 
 }  // namespace

@@ -89,4 +89,19 @@ inline std::string ReadFile(const std::string& path) {
   return std::string(std::istreambuf_iterator<char>(f), {});
 }
 
+// A version-1 .npy file with `descr` ("<f4", "<i8"), `shape` ("(2, 3)") and raw `data`.
+inline std::string Npy(const std::string& descr, const std::string& shape,
+                       const std::string& data) {
+  std::string header =
+      "{'descr': '" + descr + "', 'fortran_order': False, 'shape': " + shape + ", }";
+  while ((10 + header.size() + 1) % 64 != 0) header.push_back(' ');
+  header.push_back('\n');
+  std::string out = "\x93NUMPY";
+  out.push_back(1);
+  out.push_back(0);
+  out.push_back(char(header.size() & 0xff));
+  out.push_back(char(header.size() >> 8));
+  return out + header + data;
+}
+
 }  // namespace gantry::train::testing

@@ -1,0 +1,193 @@
+// Coordinator + workers as real processes on loopback: submit -> run -> succeed, cancel,
+// kill -9 a rank (gang restarted), a failing job exhausts its restarts, a lost worker, and
+// kill -9 of the coordinator followed by a restart (no job lost, running gang re-adopted).
+#include <signal.h>
+
+#include <cstdio>
+
+#include "tests/integration/coord_harness.h"
+
+namespace gantry::testing {
+namespace {
+
+TEST(CoordCluster, SubmitRunSucceedWithTorchrunEnvironment) {
+  Cluster cl("submit");
+  cl.StartCoordinator();
+  cl.StartWorker("w0");
+  cl.StartWorker("w1");
+  ASSERT_TRUE(cl.WaitWorkers(2));
+  auto c = cl.Client();
+  auto id = c->Submit(CommandJob("env", 3,
+                                 "echo R=$RANK W=$WORLD_SIZE L=$LOCAL_RANK LW=$LOCAL_WORLD_SIZE "
+                                 "M=$MASTER_ADDR:$MASTER_PORT J=$GANTRY_JOB_ID A=$GANTRY_ATTEMPT "
+                                 "T=${#GANTRY_TOKEN}; pwd"),
+                      "env.yaml", cl.dir().string());
+  ASSERT_TRUE(id.ok()) << id.status().ToString();
+  auto info = cl.WaitState(*c, *id, {"SUCCEEDED", "FAILED"});
+  EXPECT_EQ(info.state(), "SUCCEEDED") << cl.Logs(*c, *id);
+  const std::string logs = cl.Logs(*c, *id);
+  for (int r = 0; r < 3; ++r)
+    EXPECT_NE(logs.find("R=" + std::to_string(r) + " W=3"), std::string::npos) << logs;
+  EXPECT_NE(logs.find("J=" + *id + " A=0 T=32"), std::string::npos) << logs;
+  EXPECT_NE(logs.find(cl.dir().string()), std::string::npos) << "ranks run in the submit dir";
+  // 3 ranks over two 2-slot workers: packed as 2 + 1, LOCAL_WORLD_SIZE matches.
+  EXPECT_NE(logs.find("LW=2"), std::string::npos) << logs;
+  EXPECT_NE(logs.find("LW=1"), std::string::npos) << logs;
+  const int64_t submit_to_running = EventGapMs(info, "PENDING", 0, "RUNNING", 0);
+  EXPECT_GE(submit_to_running, 0);
+  std::printf("[measure] submit -> all ranks running: %lld ms\n",
+              static_cast<long long>(submit_to_running));
+}
+
+TEST(CoordCluster, CancelStopsEveryRank) {
+  Cluster cl("cancel");
+  cl.StartCoordinator();
+  cl.StartWorker("w0");
+  ASSERT_TRUE(cl.WaitWorkers(1));
+  auto c = cl.Client();
+  auto id = c->Submit(CommandJob("sleeper", 2, "echo up; sleep 60"), "s.yaml", "");
+  ASSERT_TRUE(id.ok());
+  auto info = cl.WaitState(*c, *id, {"RUNNING"});
+  ASSERT_EQ(info.rank_info_size(), 2);
+  std::vector<int> pids;
+  for (const auto& r : info.rank_info()) pids.push_back(r.pid());
+  ASSERT_TRUE(c->Cancel(*id).ok());
+  info = cl.WaitState(*c, *id, {"CANCELLED"});
+  EXPECT_EQ(info.state(), "CANCELLED");
+  // The ranks are gone within the grace period (SIGTERM ends `sleep`).
+  for (int i = 0; i < 100; ++i) {
+    bool alive = false;
+    for (int p : pids) alive = alive || kill(p, 0) == 0;
+    if (!alive) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  for (int p : pids) EXPECT_NE(kill(p, 0), 0) << "rank pid " << p << " still alive";
+  EXPECT_FALSE(c->Cancel(*id).ok()) << "a finished job cannot be cancelled again";
+  auto workers = c->Workers();
+  ASSERT_TRUE(workers.ok());
+  EXPECT_EQ(workers->workers(0).cpus_used(), 0) << "resources released";
+}
+
+TEST(CoordCluster, KilledRankRestartsTheGang) {
+  Cluster cl("killrank");
+  cl.StartCoordinator();
+  cl.StartWorker("w0");
+  ASSERT_TRUE(cl.WaitWorkers(1));
+  auto c = cl.Client();
+  auto id = c->Submit(CommandJob("flaky", 2,
+                                 "echo start $RANK $GANTRY_ATTEMPT; if [ $GANTRY_ATTEMPT = 0 ]; "
+                                 "then sleep 60; fi; echo finish $RANK",
+                                 2),
+                      "f.yaml", "");
+  ASSERT_TRUE(id.ok());
+  auto info = cl.WaitState(*c, *id, {"RUNNING"});
+  ASSERT_EQ(info.rank_info_size(), 2);
+  ASSERT_EQ(kill(info.rank_info(1).pid(), SIGKILL), 0);
+  info = cl.WaitState(*c, *id, {"SUCCEEDED", "FAILED"});
+  EXPECT_EQ(info.state(), "SUCCEEDED");
+  EXPECT_EQ(info.attempt(), 1);
+  bool saw_restart = false;
+  for (const auto& e : info.events())
+    saw_restart = saw_restart || (e.state() == "RESTARTING" &&
+                                  e.reason().find("rank 1") != std::string::npos &&
+                                  e.reason().find("137") != std::string::npos);
+  EXPECT_TRUE(saw_restart) << info.DebugString();
+  const std::string logs = cl.Logs(*c, *id);
+  EXPECT_NE(logs.find("finish 0"), std::string::npos);
+  EXPECT_NE(logs.find("finish 1"), std::string::npos);
+  const int64_t death_to_running = EventGapMs(info, "RESTARTING", 0, "RUNNING", 1);
+  EXPECT_GE(death_to_running, 0);
+  std::printf("[measure] rank death -> gang running again: %lld ms\n",
+              static_cast<long long>(death_to_running));
+}
+
+TEST(CoordCluster, FailsWithFirstErrorAfterMaxRestarts) {
+  Cluster cl("fail");
+  cl.StartCoordinator();
+  cl.StartWorker("w0");
+  ASSERT_TRUE(cl.WaitWorkers(1));
+  auto c = cl.Client();
+  auto id = c->Submit(CommandJob("bad", 1, "echo failing; exit 3", 1), "b.yaml", "");
+  ASSERT_TRUE(id.ok());
+  auto info = cl.WaitState(*c, *id, {"FAILED", "SUCCEEDED"});
+  EXPECT_EQ(info.state(), "FAILED");
+  EXPECT_EQ(info.attempt(), 1);
+  EXPECT_NE(info.error().find("exited with code 3"), std::string::npos) << info.error();
+  // A program that does not exist fails with 127 and says why.
+  auto id2 = c->Submit("name: nope\nkind: command\ncommand: {argv: [/nonexistent/prog]}\n"
+                       "restarts: {max: 0}\n", "n.yaml", "");
+  ASSERT_TRUE(id2.ok());
+  info = cl.WaitState(*c, *id2, {"FAILED", "SUCCEEDED"});
+  EXPECT_NE(info.error().find("127"), std::string::npos) << info.error();
+  EXPECT_NE(cl.Logs(*c, *id2).find("/nonexistent/prog"), std::string::npos);
+}
+
+TEST(CoordCluster, BadSpecIsRejectedWithLineNumber) {
+  Cluster cl("badspec");
+  cl.StartCoordinator();
+  auto c = cl.Client();
+  auto id = c->Submit("name: x\nkind: command\nresources: {ranks: 0}\ncommand: {argv: [ls]}\n",
+                      "bad.yaml", "");
+  ASSERT_FALSE(id.ok());
+  EXPECT_NE(id.status().message().find("bad.yaml:3"), std::string::npos) << id.status().ToString();
+}
+
+TEST(CoordCluster, LostWorkerRestartsGangElsewhere) {
+  Cluster cl("lostworker");
+  cl.StartCoordinator();
+  cl.StartWorker("w0", 1);
+  ASSERT_TRUE(cl.WaitWorkers(1));
+  auto c = cl.Client();
+  auto id = c->Submit(CommandJob("mover", 1,
+                                 "echo on attempt $GANTRY_ATTEMPT; if [ $GANTRY_ATTEMPT = 0 ]; "
+                                 "then sleep 60; fi",
+                                 1),
+                      "m.yaml", "");
+  ASSERT_TRUE(id.ok());
+  auto info = cl.WaitState(*c, *id, {"RUNNING"});
+  ASSERT_EQ(info.rank_info(0).worker_id(), "w0");
+  const int orphan = info.rank_info(0).pid();
+  cl.StartWorker("w1", 1);
+  ASSERT_TRUE(cl.WaitWorkers(2));
+  cl.Kill9("w0");  // heartbeats stop: lost after 5 x 200 ms
+  kill(-orphan, SIGKILL);  // the orphaned rank of the dead worker (its own process group)
+  info = cl.WaitState(*c, *id, {"SUCCEEDED", "FAILED"});
+  EXPECT_EQ(info.state(), "SUCCEEDED");
+  EXPECT_EQ(info.rank_info(0).worker_id(), "w1");
+  bool saw_lost = false;
+  for (const auto& e : info.events()) saw_lost = saw_lost || e.reason().find("w0 was lost") != std::string::npos;
+  EXPECT_TRUE(saw_lost) << info.DebugString();
+}
+
+TEST(CoordCluster, CoordinatorKill9AndRestartLosesNoJob) {
+  Cluster cl("restart");
+  cl.StartCoordinator();
+  cl.StartWorker("w0", 1);
+  ASSERT_TRUE(cl.WaitWorkers(1));
+  auto c = cl.Client();
+  // `running` holds the only slot for ~4 s; `queued` waits behind it.
+  auto running = c->Submit(CommandJob("running", 1, "echo begin; sleep 4; echo end"), "r.yaml", "");
+  ASSERT_TRUE(running.ok());
+  auto info = cl.WaitState(*c, *running, {"RUNNING"});
+  const int pid_before = info.rank_info(0).pid();
+  auto queued = c->Submit(CommandJob("queued", 1, "echo queued ran"), "q.yaml", "");
+  ASSERT_TRUE(queued.ok());
+  cl.Kill9("coordinator");
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  cl.StartCoordinator();
+  auto c2 = cl.Client();
+  info = cl.WaitState(*c2, *running, {"SUCCEEDED", "FAILED"});
+  EXPECT_EQ(info.state(), "SUCCEEDED");
+  EXPECT_EQ(info.attempt(), 0) << "re-adopted, not restarted";
+  EXPECT_EQ(info.rank_info(0).pid(), pid_before);
+  auto q = cl.WaitState(*c2, *queued, {"SUCCEEDED", "FAILED"});
+  EXPECT_EQ(q.state(), "SUCCEEDED");
+  EXPECT_NE(cl.Logs(*c2, *queued).find("queued ran"), std::string::npos);
+  EXPECT_NE(cl.Logs(*c2, *running).find("end"), std::string::npos);
+  auto all = c2->ListJobs(true);
+  ASSERT_TRUE(all.ok());
+  EXPECT_EQ(all->jobs_size(), 2);
+}
+
+}  // namespace
+}  // namespace gantry::testing

@@ -1,0 +1,148 @@
+// Communicator behaviour common to the host backends (tcp, shm), with ranks as threads of this
+// process over a MemoryStore: results, mismatched collectives, timeouts naming the silent peer,
+// Abort, argument errors, and the typed span helpers. Multi-process coverage is in
+// tests/integration/comm_*_test.cc.
+#include <gtest/gtest.h>
+
+#include <functional>
+#include <thread>
+
+#include "comm/factory.h"
+
+namespace gantry::comm {
+namespace {
+
+using std::chrono::milliseconds;
+
+// Runs fn(comm) on `world` threads, each with its own communicator of `backend`.
+void RunRanks(const std::string& backend, int world, milliseconds timeout,
+              const std::function<void(Communicator&)>& fn) {
+  auto store = std::make_shared<MemoryStore>();
+  std::vector<std::thread> threads;
+  for (int r = 0; r < world; ++r) {
+    threads.emplace_back([&, r] {
+      Bootstrap boot(r, world, store);
+      CommOptions o;
+      o.backend = backend;
+      o.timeout = timeout;
+      auto c = CreateCommunicator(o, boot);
+      ASSERT_TRUE(c.ok()) << c.status().ToString();
+      fn(**c);
+    });
+  }
+  for (auto& t : threads) t.join();
+}
+
+class HostBackend : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(HostBackend, AllreduceSpanSumAndMax) {
+  RunRanks(GetParam(), 3, milliseconds(20000), [](Communicator& c) {
+    std::vector<float> v(1001, static_cast<float>(c.rank() + 1));
+    ASSERT_TRUE(c.Allreduce(std::span<float>(v))->Wait().ok());
+    for (float x : v) ASSERT_EQ(x, 6.0f);
+    std::vector<int32_t> m = {c.rank(), -c.rank()};
+    ASSERT_TRUE(c.Allreduce(std::span<int32_t>(m), ReduceOp::kMax)->Wait().ok());
+    EXPECT_EQ(m, (std::vector<int32_t>{2, 0}));
+    EXPECT_TRUE(c.AsyncError().ok());
+  });
+}
+
+TEST_P(HostBackend, MismatchedCollectivesAreReported) {
+  RunRanks(GetParam(), 2, milliseconds(3000), [](Communicator& c) {
+    std::vector<float> v(100 + c.rank());
+    Status s = c.Allreduce(v.data(), v.data(), v.size(), DataType::kF32, ReduceOp::kSum)->Wait();
+    ASSERT_FALSE(s.ok());
+    EXPECT_NE(s.message().find("allreduce #1"), std::string::npos) << s.ToString();
+    // The communicator is broken afterwards: later ops fail at once.
+    EXPECT_FALSE(c.Barrier()->Wait(milliseconds(1000)).ok());
+    EXPECT_FALSE(c.AsyncError().ok());
+  });
+}
+
+TEST_P(HostBackend, SilentPeerTimesOutNamingIt) {
+  RunRanks(GetParam(), 2, milliseconds(500), [](Communicator& c) {
+    if (c.rank() == 1) {
+      std::this_thread::sleep_for(milliseconds(1500));  // never joins the allreduce
+      return;
+    }
+    std::vector<float> v(10);
+    Status s = c.Allreduce(std::span<float>(v))->Wait();
+    EXPECT_EQ(s.code(), StatusCode::kDeadlineExceeded) << s.ToString();
+    EXPECT_NE(s.message().find("peer rank 1"), std::string::npos) << s.ToString();
+    EXPECT_NE(s.message().find("allreduce #1"), std::string::npos) << s.ToString();
+  });
+}
+
+TEST_P(HostBackend, AbortEndsPendingWork) {
+  RunRanks(GetParam(), 2, milliseconds(30000), [](Communicator& c) {
+    if (c.rank() == 1) {
+      std::this_thread::sleep_for(milliseconds(300));
+      return;
+    }
+    std::vector<float> v(10);
+    auto w = c.Allreduce(std::span<float>(v));
+    std::this_thread::sleep_for(milliseconds(50));
+    c.Abort(CancelledError("test abort"));
+    Status s = w->Wait(milliseconds(5000));
+    EXPECT_EQ(s.code(), StatusCode::kAborted) << s.ToString();
+    EXPECT_NE(s.message().find("test abort"), std::string::npos);
+  });
+}
+
+TEST_P(HostBackend, BadArgumentsAreRejected) {
+  RunRanks(GetParam(), 2, milliseconds(5000), [](Communicator& c) {
+    float x = 0;
+    EXPECT_EQ(c.Broadcast(&x, 1, DataType::kF32, 7)->Wait().code(), StatusCode::kInvalidArgument);
+    EXPECT_EQ(c.Send(&x, 1, DataType::kF32, c.rank())->Wait().code(), StatusCode::kInvalidArgument);
+    EXPECT_TRUE(c.Barrier()->Wait().ok());  // still healthy
+  });
+}
+
+TEST_P(HostBackend, SendRecvBothWaysDoNotDeadlock) {
+  RunRanks(GetParam(), 2, milliseconds(20000), [](Communicator& c) {
+    std::vector<float> out(3 << 20, static_cast<float>(c.rank())), in(3 << 20);
+    const int peer = 1 - c.rank();
+    auto s = c.Send(out.data(), out.size(), DataType::kF32, peer, 9);
+    auto r = c.Recv(in.data(), in.size(), DataType::kF32, peer, 9);
+    ASSERT_TRUE(s->Wait().ok());
+    ASSERT_TRUE(r->Wait().ok());
+    EXPECT_EQ(in.front(), static_cast<float>(peer));
+    EXPECT_EQ(in.back(), static_cast<float>(peer));
+  });
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, HostBackend, ::testing::Values("tcp", "shm", "auto"));
+
+TEST(CommOptions, EnvOverridesAndValidation) {
+  setenv("GANTRY_COMM_TIMEOUT_S", "2.5", 1);
+  setenv("GANTRY_COMM_TCP_SOCKETS", "3", 1);
+  CommOptions o;
+  ASSERT_TRUE(o.ApplyEnv().ok());
+  EXPECT_EQ(o.timeout, milliseconds(2500));
+  EXPECT_EQ(o.tcp_sockets, 3);
+  setenv("GANTRY_COMM_TCP_SOCKETS", "abc", 1);
+  Status s = CommOptions().ApplyEnv();
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("GANTRY_COMM_TCP_SOCKETS"), std::string::npos);
+  unsetenv("GANTRY_COMM_TIMEOUT_S");
+  unsetenv("GANTRY_COMM_TCP_SOCKETS");
+  o = CommOptions();
+  o.backend = "carrier-pigeon";
+  EXPECT_EQ(o.Validate().code(), StatusCode::kInvalidArgument);
+  CommSpec spec;
+  spec.backend = "tcp";
+  spec.timeout_s = 7;
+  EXPECT_EQ(CommOptions::FromSpec(spec).timeout, milliseconds(7000));
+}
+
+TEST(CommFactory, SingleRankFromEmptyEnvironment) {
+  auto s = CreateCommunicatorFromEnvironment(CommOptions());
+  ASSERT_TRUE(s.ok()) << s.status().ToString();
+  EXPECT_EQ(s->comm->size(), 1);
+  std::vector<float> v = {1, 2};
+  ASSERT_TRUE(s->comm->Allreduce(std::span<float>(v), ReduceOp::kAvg)->Wait().ok());
+  EXPECT_EQ(v, (std::vector<float>{1, 2}));
+}
+
+}  // namespace
+}  // namespace gantry::comm
