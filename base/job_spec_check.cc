@@ -159,7 +159,9 @@ void CheckGpt(Checker& c, const ModelSpec& m) {
   req("d_model", m.d_model, 1, 65536);
   req("layers", m.layers, 1, 1024);
   req("heads", m.heads, 1, 1024);
-  c.Range("model.mlp", m.mlp, 1, 1 << 20, "hidden width of the MLP block; default 4*d_model");
+  if (m.d_model > 0) {  // else mlp was not derived; d_model's own error says enough
+    c.Range("model.mlp", m.mlp, 1, 1 << 20, "hidden width of the MLP block; default 4*d_model");
+  }
   if (m.heads > 0 && m.d_model > 0 && m.d_model % m.heads != 0) {
     c.Fail("model.d_model", "model.d_model (" + std::to_string(m.d_model) +
                                 ") must be divisible by model.heads (" +

@@ -99,6 +99,12 @@ StatusOr<bool> Trainer::Restore() {
 }
 
 Status Trainer::SaveCheckpoint() {
+  // Ranks step in lockstep with identical parameters, optimizer state, data position and RNG,
+  // so rank 0's checkpoint is everyone's.
+  if (opts_.rank != 0) {
+    last_saved_step_ = step_;
+    return OkStatus();
+  }
   CheckpointMeta meta;
   meta.step = step_;
   meta.data = data_->position();

@@ -64,6 +64,7 @@ class Trainer {
   StatusOr<bool> Restore();
   // One full step; fills `metrics`.
   Status TrainStep(StepMetrics* metrics);
+  // Rank 0 writes; other ranks only note the step (they restore from rank 0's checkpoints).
   Status SaveCheckpoint();
 
   // Called after every step (e.g. tests record the loss sequence).

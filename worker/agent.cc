@@ -178,6 +178,7 @@ void WorkerAgent::Impl::Launch(const proto::LaunchRank& l) {
               {"GANTRY_COORDINATOR", l.coordinator()},
               {"GANTRY_TOKEN", l.token()},
               {"GANTRY_HOST_ID", opt.worker_id},
+              {"GANTRY_ADVERTISE_ADDR", opt.address},
               {"PYTHONUNBUFFERED", "1"}};
   if (!resources.gpus().empty() || !visible.empty()) spec.env["CUDA_VISIBLE_DEVICES"] = visible;
   std::string hcas;

@@ -88,6 +88,19 @@ def build(workload, batch):
     return model, opt, x, y
 
 
+def blas_library():
+    """Which BLAS torch's Linear ends up in: Debian's torch uses the libblas.so.3 alternative,
+    and the reference (netlib) one is ~20x slower than OpenBLAS, i.e. not PyTorch at its best."""
+    torch.randn(64, 64) @ torch.randn(64, 64)  # make sure the BLAS is loaded
+    with open("/proc/self/maps") as f:
+        maps = f.read()
+    for name, marker in (("openblas", "openblas"), ("mkl", "libmkl"), ("blis", "libblis"),
+                         ("reference", "/blas/libblas.so")):
+        if marker in maps:
+            return name
+    return "unknown"
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--workload", required=True, choices=["gpt-tiny", "mlp-mnist"])
@@ -109,7 +122,7 @@ def main():
         opt.step()
         return loss
 
-    reply({"ready": True, "torch": torch.__version__,
+    reply({"ready": True, "torch": torch.__version__, "blas": blas_library(),
            "params": sum(p.numel() for p in model.parameters())})
     for line in sys.stdin:
         cmd = line.split()

@@ -155,6 +155,7 @@ class TorchPeer {
     if (!reply.value("ready", false)) {
       return UnavailableError(variant_ + " peer did not start: " + reply.dump());
     }
+    blas_ = reply.value("blas", std::string("unknown"));
     return OkStatus();
   }
   StatusOr<double> Window(int steps) {
@@ -164,6 +165,7 @@ class TorchPeer {
     return reply["seconds"].get<double>();
   }
   void Stop() { proc_.Stop(); }
+  const std::string& blas() const { return blas_; }
 
  private:
   StatusOr<json> Read(std::chrono::milliseconds timeout) {
@@ -174,6 +176,7 @@ class TorchPeer {
     return j;
   }
   std::string variant_;
+  std::string blas_;
   PeerProcess proc_;
 };
 
@@ -190,6 +193,7 @@ struct Row {
   double ours = 0;
   std::vector<std::pair<std::string, double>> peers;  // variant -> items/s (0 = failed)
   std::string peer_error;
+  std::string peer_blas;  // BLAS under the peer's Linear ("openblas", "reference", ...)
 };
 
 // Runs one (workload, threads) case: warm-up, then `rounds` interleaved windows per side.
@@ -208,6 +212,7 @@ StatusOr<Row> RunCase(const Options& o, const Workload& w, int threads) {
         row.peer_error += s.message() + "; ";
         continue;
       }
+      row.peer_blas = p->blas();
       peers.push_back(std::move(p));
     }
   }
@@ -263,6 +268,13 @@ void PrintTable(const std::vector<Row>& rows) {
                 best ? r.ours / best->second : 0.0, kTargetRatio);
     if (!r.peer_error.empty()) std::printf("  peer problem: %s\n", r.peer_error.c_str());
   }
+  for (const Row& r : rows) {
+    if (r.peer_blas == "reference") {
+      std::printf("WARNING: PyTorch runs on the reference (netlib) BLAS here, ~20x slower than\n"
+                  "OpenBLAS: the peer is not at its best. Install Debian libopenblas0-pthread.\n");
+      break;
+    }
+  }
 }
 
 void PrintJson(const std::vector<Row>& rows) {
@@ -275,6 +287,7 @@ void PrintJson(const std::vector<Row>& rows) {
       j["ratio"] = r.ours / best->second;
     }
     j["target"] = kTargetRatio;
+    if (!r.peer_blas.empty()) j["peer_blas"] = r.peer_blas;
     std::printf("%s\n", j.dump().c_str());
   }
 }

@@ -1,6 +1,7 @@
 // ShmCommunicator: segment setup, op labelling and lane submission for the shm algorithms.
 #include "comm/shm/shm_communicator.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "comm/shm/shm_algorithms.h"
@@ -36,9 +37,13 @@ StatusOr<std::unique_ptr<ShmCommunicator>> ShmCommunicator::Create(Bootstrap& bo
   }
   std::unique_ptr<ShmCommunicator> c(
       new ShmCommunicator(bootstrap.rank(), bootstrap.size(), options));
-  ShmSegment::Layout layout{bootstrap.size(), options.shm_stages,
-                            bootstrap.size() * options.shm_chunk_bytes, options.shm_chunk_bytes,
-                            options.shm_mailbox_bytes};
+  // Keep the segment bounded for many ranks per host: slots grow with n^2 (n slices per stage,
+  // n ranks) and mailboxes with n^2 pairs, so per-piece sizes shrink as n grows.
+  const size_t n = static_cast<size_t>(bootstrap.size());
+  const size_t chunk = std::min(options.shm_chunk_bytes, std::max<size_t>(4096, (256u << 10) / n) / 64 * 64);
+  const size_t mailbox =
+      std::min(options.shm_mailbox_bytes, std::max<size_t>(16u << 10, (32u << 20) / (n * n)) / 4096 * 4096);
+  ShmSegment::Layout layout{bootstrap.size(), options.shm_stages, n * chunk, chunk, mailbox};
   auto seg = ShmSegment::Create(bootstrap, layout, options.timeout);
   if (!seg.ok()) {
     Status s = seg.status();

@@ -1,4 +1,7 @@
 # comm integration tests: real rank processes on loopback (conformance, kill -9, netns, mpirun).
+if(GANTRY_KERNELS_ONLY)
+  return()  # GPU-check builds have no comm integration tests
+endif()
 add_executable(comm_test_worker comm_test_worker.cc)
 target_link_libraries(comm_test_worker PRIVATE gantry_comm)
 set(comm_worker_def GANTRY_COMM_TEST_WORKER="$<TARGET_FILE:comm_test_worker>")

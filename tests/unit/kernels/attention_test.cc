@@ -50,8 +50,11 @@ void NaiveAttention(const Tensor& qkv, int heads, std::vector<double>& out,
   }
 }
 
-TEST(AttentionTest, ForwardMatchesNaive) {
-  const int64_t b = 2, t = 9, c = 12;
+// T values below, at and across the CPU backend's 32-row causal blocks (partial last block).
+class AttentionShapeTest : public ::testing::TestWithParam<int64_t> {};
+
+TEST_P(AttentionShapeTest, ForwardMatchesNaive) {
+  const int64_t b = 2, t = GetParam(), c = 12;
   const int heads = 3;
   Tensor qkv = Random({b, t, 3 * c}, 1, -2.0f, 2.0f);
   Tensor out = MustEmpty({b, t, c}), att = Random({b, heads, t, t}, 2);
@@ -62,8 +65,8 @@ TEST(AttentionTest, ForwardMatchesNaive) {
   for (size_t i = 0; i < ref_att.size(); ++i) ASSERT_NEAR(att.f32()[i], ref_att[i], 1e-6);
 }
 
-TEST(AttentionTest, BackwardMatchesFiniteDifferences) {
-  const int64_t b = 2, t = 5, c = 8;
+TEST_P(AttentionShapeTest, BackwardMatchesFiniteDifferences) {
+  const int64_t b = 1, t = GetParam(), c = 8;
   const int heads = 2;
   Tensor qkv = Random({b, t, 3 * c}, 3);
   Tensor out = MustEmpty({b, t, c}), att = MustEmpty({b, heads, t, t});
@@ -76,6 +79,8 @@ TEST(AttentionTest, BackwardMatchesFiniteDifferences) {
     return Dot(out, dout);
   }, 1e-2f, 1e-2, 240);
 }
+
+INSTANTIATE_TEST_SUITE_P(SeqLens, AttentionShapeTest, ::testing::Values(5, 32, 45, 70));
 
 TEST(AttentionTest, ParallelPathMatchesSerial) {
   const int saved = NumThreads();

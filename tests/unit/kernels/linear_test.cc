@@ -2,6 +2,7 @@
 // gradient checks for every backward in kernels/linear.h, and error messages.
 #include "kernels/linear.h"
 
+#include <gtest/gtest-spi.h>
 #include <gtest/gtest.h>
 
 #include "kernels/cpu/cpu_ops.h"
@@ -95,6 +96,19 @@ TEST(MatmulTest, BackwardMatchesFiniteDifferences) {
   };
   ExpectGradient("da", a, da, objective);
   ExpectGradient("db", b, db, objective);
+}
+
+// The checker itself: a gradient off by 3% must fail it.
+TEST(GradCheckTest, CatchesAWrongGradient) {
+  Tensor a = Random({6, 4}, 6), b = Random({4, 5}, 7), c = MustEmpty({6, 5});
+  Tensor w = Random({6, 5}, 8), db = MustEmpty({4, 5});
+  ASSERT_OK(MatmulBackward(a, b, w, nullptr, &db));
+  ASSERT_OK(Scale(db, 1.03f));
+  auto objective = [&] {
+    EXPECT_TRUE(Matmul(a, b, c).ok());
+    return Dot(c, w);
+  };
+  EXPECT_NONFATAL_FAILURE(ExpectGradient("scaled db", b, db, objective), "scaled db");
 }
 
 TEST(LinearTest, ForwardMatchesReferenceWithAndWithoutBias) {

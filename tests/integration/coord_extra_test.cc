@@ -1,0 +1,290 @@
+// More coordinator integration tests: a real PyTorch DDP (gloo) command job on 2 ranks, the
+// rendezvous KV scoped by the per-attempt token, malformed/oversized messages, /metrics, and
+// security (CURVE allow-list + user tokens; non-loopback refused without them).
+#include <zmq.h>
+
+#include <cstdlib>
+
+#include "gantry_config.h"
+#include "proto/wire.h"
+#include "tests/integration/coord_harness.h"
+
+namespace gantry::testing {
+namespace {
+
+bool HaveTorch() {
+  return std::system("/usr/bin/python3 -c 'import torch' >/dev/null 2>&1") == 0;
+}
+
+TEST(CoordExtra, PyTorchDdpGlooJobRunsUnchanged) {
+  if (!HaveTorch()) GTEST_SKIP() << "/usr/bin/python3 has no torch (apt-get install python3-torch)";
+  Cluster cl("ddp");
+  cl.StartCoordinator();
+  cl.StartWorker("w0", 1);
+  cl.StartWorker("w1", 1);
+  ASSERT_TRUE(cl.WaitWorkers(2));
+  auto c = cl.Client();
+  const std::string script = std::string(GANTRY_SOURCE_DIR) + "/tests/integration/coord_ddp.py";
+  auto id = c->Submit("name: ddp\nkind: command\nresources: {ranks: 2, cpus_per_rank: 1}\n"
+                      "command: {argv: [/usr/bin/python3, " + script + "]}\nrestarts: {max: 0}\n",
+                      "ddp.yaml", "");
+  ASSERT_TRUE(id.ok()) << id.status().ToString();
+  auto info = cl.WaitState(*c, *id, {"SUCCEEDED", "FAILED"}, std::chrono::seconds(90));
+  const std::string logs = cl.Logs(*c, *id);
+  EXPECT_EQ(info.state(), "SUCCEEDED") << logs;
+  EXPECT_NE(logs.find("rank 0/2 done, replicas identical: True"), std::string::npos) << logs;
+  EXPECT_NE(logs.find("rank 1/2 done, replicas identical: True"), std::string::npos) << logs;
+  EXPECT_NE(info.rank_info(0).worker_id(), info.rank_info(1).worker_id()) << "one rank per worker";
+  EXPECT_EQ(info.progress().step(), 15) << "progress parsed from rank 0's JSON lines";
+}
+
+TEST(CoordExtra, RendezvousKvIsScopedByAttemptToken) {
+  Cluster cl("kv");
+  cl.StartCoordinator();
+  cl.StartWorker("w0");
+  ASSERT_TRUE(cl.WaitWorkers(1));
+  auto c = cl.Client();
+  auto id = c->Submit(CommandJob("kv", 1, "echo TOKEN=$GANTRY_TOKEN; sleep 30"), "kv.yaml", "");
+  ASSERT_TRUE(id.ok());
+  cl.WaitState(*c, *id, {"RUNNING"});
+  std::string token;
+  for (int i = 0; i < 100 && token.empty(); ++i) {
+    const std::string logs = cl.Logs(*c, *id);
+    const size_t p = logs.find("TOKEN=");
+    if (p != std::string::npos) token = logs.substr(p + 6, 32);
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ASSERT_EQ(token.size(), 32u);
+  auto call = [&](proto::Envelope env, const std::string& tok) {
+    env.set_job_id(*id);
+    env.set_attempt(0);
+    env.set_token(tok);
+    return c->channel().Call(std::move(env), std::chrono::milliseconds(2000));
+  };
+  proto::Envelope set;
+  set.mutable_kv_set()->set_key("nccl_id");
+  set.mutable_kv_set()->set_value(std::string("\x00\x01\x02", 3));
+  ASSERT_TRUE(call(set, token).ok());
+  proto::Envelope get;
+  get.mutable_kv_get()->set_key("nccl_id");
+  get.mutable_kv_get()->set_timeout_ms(100);
+  auto got = call(get, token);
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_EQ(got->kv_value().value(), std::string("\x00\x01\x02", 3));
+  auto bad = call(get, std::string(32, 'x'));
+  EXPECT_EQ(bad.status().code(), StatusCode::kPermissionDenied);
+  get.mutable_kv_get()->set_key("missing");
+  auto missing = call(get, token);
+  EXPECT_EQ(missing.status().code(), StatusCode::kDeadlineExceeded) << missing.status().ToString();
+  proto::Envelope add;
+  add.mutable_kv_add()->set_key("arrived");
+  add.mutable_kv_add()->set_delta(1);
+  ASSERT_TRUE(call(add, token).ok());
+  auto two = call(add, token);
+  ASSERT_TRUE(two.ok());
+  EXPECT_EQ(two->kv_value().number(), 2);
+  ASSERT_TRUE(c->Cancel(*id).ok());
+}
+
+// Raw DEALER: what a buggy or hostile peer could send.
+std::string RawRoundTrip(const std::string& endpoint, const std::string& bytes) {
+  void* s = zmq_socket(wire::Context(), ZMQ_DEALER);
+  int linger = 0, timeout = 3000;
+  zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof(linger));
+  zmq_setsockopt(s, ZMQ_RCVTIMEO, &timeout, sizeof(timeout));
+  zmq_connect(s, endpoint.c_str());
+  zmq_send(s, bytes.data(), bytes.size(), 0);
+  std::string out(1 << 16, '\0');
+  const int n = zmq_recv(s, out.data(), out.size(), 0);
+  zmq_close(s);
+  out.resize(n < 0 ? 0 : std::min<size_t>(n, out.size()));
+  return out;
+}
+
+TEST(CoordExtra, MalformedAndOversizedMessagesGetErrorReplies) {
+  Cluster cl("malformed");
+  cl.StartCoordinator({}, {"GANTRY_MAX_MESSAGE_BYTES=4096"});
+  auto c = cl.Client();
+  ASSERT_TRUE(c->Workers().ok());
+  proto::Envelope reply;
+  ASSERT_TRUE(reply.ParseFromString(RawRoundTrip(cl.endpoint(), "\xff\xff garbage \x01")));
+  EXPECT_TRUE(reply.has_error());
+  EXPECT_NE(reply.error().message().find("malformed"), std::string::npos) << reply.DebugString();
+  proto::Envelope big;
+  big.set_version(wire::kProtocolVersion);
+  big.set_request_id(7);
+  big.mutable_submit_job()->set_spec_yaml(std::string(10000, 'x'));
+  ASSERT_TRUE(reply.ParseFromString(RawRoundTrip(cl.endpoint(), wire::Encode(big))));
+  EXPECT_EQ(reply.error().code(), static_cast<int>(StatusCode::kResourceExhausted));
+  proto::Envelope old = big;
+  old.set_version(99);
+  old.mutable_submit_job()->set_spec_yaml("x");
+  ASSERT_TRUE(reply.ParseFromString(RawRoundTrip(cl.endpoint(), wire::Encode(old))));
+  EXPECT_NE(reply.error().message().find("protocol version 99"), std::string::npos);
+  proto::Envelope push;  // a coordinator->worker message sent to the coordinator
+  push.set_version(wire::kProtocolVersion);
+  push.set_request_id(9);
+  push.mutable_launch_rank()->set_job_id("x");
+  ASSERT_TRUE(reply.ParseFromString(RawRoundTrip(cl.endpoint(), wire::Encode(push))));
+  EXPECT_EQ(reply.request_id(), 9u);
+  EXPECT_NE(reply.error().message().find("launch_rank"), std::string::npos);
+  EXPECT_TRUE(c->Workers().ok()) << "still serving";
+}
+
+std::string HttpGet(int port, const std::string& path) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  timeval tv{3, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(port);
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  std::string out;
+  if (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0) {
+    const std::string req = "GET " + path + " HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    (void)!write(fd, req.data(), req.size());
+    char buf[4096];
+    ssize_t n;
+    while ((n = read(fd, buf, sizeof(buf))) > 0) out.append(buf, n);
+  }
+  close(fd);
+  return out;
+}
+
+TEST(CoordExtra, MetricsEndpointReportsWorkersAndJobs) {
+  Cluster cl("metrics");
+  const int mport = FreeLoopbackPort();
+  cl.StartCoordinator({"--metrics-port", std::to_string(mport)});
+  cl.StartWorker("w0", 2, {"--gpus", "4"});
+  ASSERT_TRUE(cl.WaitWorkers(1));
+  auto c = cl.Client();
+  auto id = c->Submit("name: g\nkind: command\nresources: {ranks: 1, gpus_per_rank: 3}\n"
+                      "command: {argv: [/bin/sh, -c, 'echo CVD=$CUDA_VISIBLE_DEVICES']}\n",
+                      "g.yaml", "");
+  ASSERT_TRUE(id.ok());
+  cl.WaitState(*c, *id, {"SUCCEEDED"});
+  EXPECT_NE(cl.Logs(*c, *id).find("CVD=0,1,2"), std::string::npos) << cl.Logs(*c, *id);
+  std::string text;
+  for (int i = 0; i < 40; ++i) {  // gauges refresh every tick
+    text = HttpGet(mport, "/metrics");
+    if (text.find("gantry_coordinator_jobs{state=\"SUCCEEDED\"} 1") != std::string::npos) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_NE(text.find("200 OK"), std::string::npos);
+  EXPECT_NE(text.find("gantry_coordinator_workers{state=\"ready\"} 1"), std::string::npos) << text;
+  EXPECT_NE(text.find("gantry_coordinator_gpus{state=\"free\"} 4"), std::string::npos) << text;
+  EXPECT_NE(text.find("gantry_coordinator_jobs{state=\"SUCCEEDED\"} 1"), std::string::npos) << text;
+  EXPECT_NE(text.find("gantry_coordinator_queue_wait_seconds_count 1"), std::string::npos) << text;
+}
+
+TEST(CoordExtra, NonLoopbackBindNeedsKeysAndTokens) {
+  Cluster cl("insecure");
+  cl.Spawn("coordinator", {"coordinator", "--bind", "tcp://0.0.0.0:" + std::to_string(cl.port()),
+                           "--dir", (cl.dir() / "state").string()});
+  for (int i = 0; i < 100 && cl.ReadLog("coordinator").find("refusing") == std::string::npos; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  EXPECT_NE(cl.ReadLog("coordinator").find("refusing to listen on tcp://0.0.0.0"), std::string::npos)
+      << cl.ReadLog("coordinator");
+}
+
+TEST(CoordExtra, CurveAllowListAndTokens) {
+  if (!wire::CurveAvailable()) GTEST_SKIP() << "libzmq without CURVE";
+  Cluster cl("curve");
+  const std::string keys = (cl.dir() / "keys").string(), allow = (cl.dir() / "allow").string();
+  for (const char* n : {"coordinator", "alice", "worker", "mallory"}) {
+    auto k = wire::GenerateCurveKeys();
+    ASSERT_TRUE(k.ok());
+    ASSERT_TRUE(wire::WriteKeyPair(keys, n, *k).ok());
+  }
+  std::filesystem::create_directories(allow);
+  for (const char* n : {"alice", "worker"})
+    std::filesystem::copy_file(keys + "/" + n + ".pub", allow + "/" + std::string(n) + ".pub");
+  std::ofstream(cl.dir() / "tokens") << "# token tenant\nalice-token-0123456789 team-a\n";
+  cl.StartCoordinator({"--key", keys + "/coordinator.key", "--allow", allow, "--tokens",
+                       (cl.dir() / "tokens").string()});
+  cl.StartWorker("w0", 2, {"--server-key", keys + "/coordinator.pub", "--key", keys + "/worker.key"});
+  auto client = [&](const std::string& who, const std::string& token) {
+    wire::ChannelOptions o;
+    o.endpoint = cl.endpoint();
+    o.timeout = std::chrono::milliseconds(1500);
+    o.token = token;
+    o.server_public_key = *wire::ReadKeyFile(keys + "/coordinator.pub");
+    o.public_key = *wire::ReadKeyFile(keys + "/" + who + ".pub");
+    o.secret_key = *wire::ReadKeyFile(keys + "/" + who + ".key");
+    return std::move(coordinator::CoordinatorClient::Connect(o)).value();
+  };
+  auto alice = client("alice", "alice-token-0123456789");
+  bool up = false;
+  for (int i = 0; i < 50 && !up; ++i) {
+    auto w = alice->Workers();
+    up = w.ok() && w->workers_size() == 1;
+    if (!up) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_TRUE(up) << "allow-listed worker and client get through";
+  auto id = alice->Submit(CommandJob("sec", 1, "echo secured"), "s.yaml", "");
+  ASSERT_TRUE(id.ok()) << id.status().ToString();
+  auto info = cl.WaitState(*alice, *id, {"SUCCEEDED", "FAILED"});
+  EXPECT_EQ(info.tenant(), "team-a");
+  auto anonymous = client("alice", "");
+  EXPECT_EQ(anonymous->Submit(CommandJob("x", 1, "true"), "x.yaml", "").status().code(),
+            StatusCode::kUnauthenticated);
+  auto mallory = client("mallory", "alice-token-0123456789");
+  EXPECT_EQ(mallory->Workers().status().code(), StatusCode::kDeadlineExceeded)
+      << "a key outside the allow-list is refused at the handshake";
+  EXPECT_NE(cl.ReadLog("coordinator").find("public key not in the allow-list"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace gantry::testing
+
+#include "coordinator/coordinator_store.h"
+
+namespace gantry::testing {
+namespace {
+
+// The comm bootstrap Store a rank gets from BootstrapFromCoordinator(), against a live job.
+TEST(CoordExtra, CoordinatorStoreServesCommBootstrap) {
+  Cluster cl("store");
+  cl.StartCoordinator();
+  cl.StartWorker("w0");
+  ASSERT_TRUE(cl.WaitWorkers(1));
+  auto c = cl.Client();
+  auto id = c->Submit(CommandJob("st", 1, "echo TOKEN=$GANTRY_TOKEN; sleep 30"), "st.yaml", "");
+  ASSERT_TRUE(id.ok());
+  cl.WaitState(*c, *id, {"RUNNING"});
+  std::string token;
+  for (int i = 0; i < 100 && token.empty(); ++i) {
+    const std::string logs = cl.Logs(*c, *id);
+    if (size_t p = logs.find("TOKEN="); p != std::string::npos) token = logs.substr(p + 6, 32);
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ASSERT_EQ(token.size(), 32u);
+  setenv("GANTRY_COORDINATOR", cl.endpoint().c_str(), 1);
+  setenv("GANTRY_JOB_ID", id->c_str(), 1);
+  setenv("GANTRY_ATTEMPT", "0", 1);
+  setenv("GANTRY_TOKEN", token.c_str(), 1);
+  setenv("RANK", "0", 1);
+  setenv("WORLD_SIZE", "2", 1);
+  auto boot = coordinator::BootstrapFromCoordinator();
+  ASSERT_TRUE(boot.ok()) << boot.status().ToString();
+  comm::Store& store = (*boot)->store();
+  // A Get parked on the coordinator is answered when another thread sets the key.
+  std::thread setter([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    EXPECT_TRUE(store.Set("addr/1", "10.0.0.2:1234").ok());
+  });
+  auto v = store.Get("addr/1", std::chrono::milliseconds(5000));
+  setter.join();
+  ASSERT_TRUE(v.ok()) << v.status().ToString();
+  EXPECT_EQ(*v, "10.0.0.2:1234");
+  EXPECT_EQ(*store.Add("count", 5), 5);
+  EXPECT_EQ(store.Get("none", std::chrono::milliseconds(100)).status().code(),
+            StatusCode::kDeadlineExceeded);
+  for (const char* k : {"GANTRY_COORDINATOR", "GANTRY_JOB_ID", "GANTRY_ATTEMPT", "GANTRY_TOKEN",
+                        "RANK", "WORLD_SIZE"})
+    unsetenv(k);
+  ASSERT_TRUE(c->Cancel(*id).ok());
+}
+
+}  // namespace
+}  // namespace gantry::testing

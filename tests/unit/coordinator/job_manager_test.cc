@@ -1,0 +1,213 @@
+// JobManager with a fake clock and a real SQLite store: lifecycle transitions, gang restart,
+// lost workers, cancel, and recovery (re-adoption) after a coordinator restart.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+
+#include "coordinator/job_manager.h"
+#include "coordinator/worker_registry.h"
+
+namespace gantry::coordinator {
+namespace {
+
+using std::chrono::milliseconds;
+
+std::string Spec(int ranks, int max_restarts) {
+  return "name: t\nkind: command\nresources: {ranks: " + std::to_string(ranks) +
+         ", cpus_per_rank: 1}\ncommand: {argv: [/bin/true]}\nrestarts: {max: " +
+         std::to_string(max_restarts) + "}\n";
+}
+
+class JobManagerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    path_ = std::filesystem::temp_directory_path() /
+            ("jm-" + std::to_string(getpid()) + "-" +
+             ::testing::UnitTest::GetInstance()->current_test_info()->name() + ".db");
+    std::filesystem::remove(path_);
+    Open();
+  }
+  void TearDown() override {
+    manager_.reset();
+    store_.reset();
+    for (const char* ext : {"", "-wal", "-shm"}) std::filesystem::remove(path_.string() + ext);
+  }
+  void Open() {
+    manager_.reset();
+    store_ = std::move(JobStore::Open(path_.string())).value();
+    registry_ = std::make_unique<WorkerRegistry>(&clock_, milliseconds(1000), 5);
+    manager_ = std::make_unique<JobManager>(store_.get(), registry_.get(), &kv_, &clock_,
+                                            ManagerOptions{});
+  }
+  void AddWorker(const std::string& id, int cpus, std::vector<proto::RankStatus> ranks = {}) {
+    proto::RegisterWorker reg;
+    reg.set_worker_id(id);
+    reg.set_address("127.0.0.1");
+    reg.mutable_resources()->set_cpu_slots(cpus);
+    for (auto& r : ranks) *reg.add_ranks() = r;
+    registry_->Register(reg, "id-" + id);
+    manager_->OnWorkerRegistered(reg);
+  }
+  std::string State(const std::string& id) { return manager_->Info(id, false)->state(); }
+  std::vector<Outgoing> Drain() {
+    manager_->Tick();
+    return manager_->TakeOutbox();
+  }
+  proto::RankStatus Status(const std::string& job, int attempt, int rank, bool exited = false,
+                           int code = 0) {
+    proto::RankStatus s;
+    s.set_job_id(job);
+    s.set_attempt(attempt);
+    s.set_rank(rank);
+    s.set_pid(1000 + rank);
+    s.set_exited(exited);
+    s.set_exit_code(code);
+    return s;
+  }
+
+  std::filesystem::path path_;
+  FakeClock clock_;
+  Rendezvous kv_;
+  std::unique_ptr<JobStore> store_;
+  std::unique_ptr<WorkerRegistry> registry_;
+  std::unique_ptr<JobManager> manager_;
+};
+
+TEST_F(JobManagerTest, LifecycleToSucceeded) {
+  AddWorker("w0", 4);
+  proto::SubmitJob req;
+  req.set_spec_yaml(Spec(2, 0));
+  auto id = manager_->Submit(req, "");
+  ASSERT_TRUE(id.ok()) << id.status().ToString();
+  EXPECT_EQ(State(*id), "PENDING");
+  auto out = Drain();
+  ASSERT_EQ(out.size(), 2u);
+  EXPECT_EQ(out[0].worker_id, "w0");
+  EXPECT_EQ(out[1].env.launch_rank().rank(), 1);
+  EXPECT_EQ(out[1].env.launch_rank().world_size(), 2);
+  EXPECT_EQ(out[1].env.launch_rank().local_world_size(), 2);
+  EXPECT_EQ(out[0].env.launch_rank().token().size(), 32u);
+  EXPECT_TRUE(manager_->ValidToken(*id, 0, out[0].env.launch_rank().token()));
+  EXPECT_EQ(State(*id), "PLACED");
+  manager_->OnRankStarted("w0", Status(*id, 0, 0));
+  EXPECT_EQ(State(*id), "PLACED");
+  manager_->OnRankStarted("w0", Status(*id, 0, 1));
+  EXPECT_EQ(State(*id), "RUNNING");
+  manager_->OnRankExited("w0", Status(*id, 0, 0, true, 0));
+  manager_->OnRankExited("w0", Status(*id, 0, 1, true, 0));
+  EXPECT_EQ(State(*id), "SUCCEEDED");
+  EXPECT_EQ(registry_->Find("w0")->cpus_used, 0);
+  auto info = manager_->Info(*id, true);
+  ASSERT_TRUE(info.ok());
+  std::vector<std::string> states;
+  for (const auto& e : info->events()) states.push_back(e.state());
+  EXPECT_EQ(states, (std::vector<std::string>{"PENDING", "PLACED", "RUNNING", "SUCCEEDED"}));
+}
+
+TEST_F(JobManagerTest, FailingRankRestartsWholeGangThenFails) {
+  AddWorker("w0", 4);
+  proto::SubmitJob req;
+  req.set_spec_yaml(Spec(2, 1));
+  auto id = *manager_->Submit(req, "");
+  Drain();
+  manager_->OnRankStarted("w0", Status(id, 0, 0));
+  manager_->OnRankStarted("w0", Status(id, 0, 1));
+  manager_->OnRankExited("w0", Status(id, 0, 0, true, 3));
+  EXPECT_EQ(State(id), "RESTARTING");
+  auto out = manager_->TakeOutbox();
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_TRUE(out[0].env.has_stop_ranks());
+  EXPECT_EQ(out[0].env.stop_ranks().attempt(), 0);
+  manager_->OnRankExited("w0", Status(id, 0, 1, true, 143));
+  out = Drain();  // gang stopped -> PENDING attempt 1 -> placed again
+  ASSERT_EQ(out.size(), 2u);
+  EXPECT_EQ(out[0].env.launch_rank().attempt(), 1);
+  EXPECT_FALSE(manager_->ValidToken(id, 0, "")) << "old attempt's token is gone";
+  manager_->OnRankExited("w0", Status(id, 0, 1, true, 0));  // stale: ignored
+  EXPECT_EQ(State(id), "PLACED");
+  manager_->OnRankExited("w0", Status(id, 1, 1, true, 9));
+  EXPECT_EQ(State(id), "FAILED");
+  EXPECT_NE(manager_->Info(id, false)->error().find("exited with code 9"), std::string::npos);
+}
+
+TEST_F(JobManagerTest, LostWorkerFailsAttemptAndFreesResources) {
+  AddWorker("w0", 2);
+  AddWorker("w1", 2);
+  proto::SubmitJob req;
+  req.set_spec_yaml(Spec(2, 1));
+  auto id = *manager_->Submit(req, "");
+  auto out = Drain();
+  ASSERT_EQ(out.size(), 2u);
+  const std::string host = out[0].worker_id;
+  const std::string other = host == "w0" ? "w1" : "w0";
+  clock_.Advance(milliseconds(3000));
+  registry_->Heartbeat(other, "id-" + other);
+  clock_.Advance(milliseconds(3000));  // `host` silent for 6 s > 5 x 1 s
+  auto lost = registry_->ExpireLost();
+  ASSERT_EQ(lost, std::vector<std::string>{host});
+  manager_->OnWorkerLost(host);
+  out = Drain();
+  EXPECT_EQ(State(id), "PLACED");
+  ASSERT_EQ(out.size(), 2u);
+  EXPECT_EQ(out[0].worker_id, other);
+  EXPECT_EQ(manager_->Info(id, false)->attempt(), 1);
+}
+
+TEST_F(JobManagerTest, CancelPendingAndRunning) {
+  proto::SubmitJob req;
+  req.set_spec_yaml(Spec(1, 0));
+  auto pending = *manager_->Submit(req, "");
+  Drain();  // no workers: stays pending with a reason
+  EXPECT_NE(manager_->Info(pending, false)->waiting().find("no set of schedulable hosts"),
+            std::string::npos);
+  ASSERT_TRUE(manager_->Cancel(pending, "").ok());
+  EXPECT_EQ(State(pending), "CANCELLED");
+  EXPECT_EQ(manager_->Cancel(pending, "").code(), StatusCode::kFailedPrecondition);
+  AddWorker("w0", 1);
+  auto running = *manager_->Submit(req, "team");
+  Drain();
+  EXPECT_EQ(manager_->Cancel(running, "other").code(), StatusCode::kPermissionDenied);
+  ASSERT_TRUE(manager_->Cancel(running, "team").ok());
+  auto out = manager_->TakeOutbox();
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_TRUE(out[0].env.has_stop_ranks());
+  EXPECT_EQ(registry_->Find("w0")->cpus_used, 1) << "held until the rank is gone";
+  manager_->OnRankExited("w0", Status(running, 0, 0, true, 143));
+  EXPECT_EQ(registry_->Find("w0")->cpus_used, 0);
+  EXPECT_EQ(State(running), "CANCELLED");
+}
+
+TEST_F(JobManagerTest, RecoveryReadoptsReportedRanksAndRestartsMissingOnes) {
+  AddWorker("w0", 2);
+  AddWorker("w1", 2);
+  proto::SubmitJob req;
+  req.set_spec_yaml(Spec(2, 2));
+  auto a = *manager_->Submit(req, "");  // 2 ranks on one worker
+  Drain();
+  manager_->OnRankStarted("w0", Status(a, 0, 0));
+  manager_->OnRankStarted("w0", Status(a, 0, 1));
+  auto b = *manager_->Submit(req, "");  // the other worker
+  auto out = Drain();
+  const std::string wa = manager_->Info(a, false)->rank_info(0).worker_id();
+  const std::string wb = out[0].worker_id;
+  auto queued_req = req;
+  queued_req.set_spec_yaml(Spec(2, 0));
+  auto q = *manager_->Submit(queued_req, "");  // no room: queued
+  Drain();
+  Open();  // "kill -9": a fresh manager over the same database
+  ASSERT_TRUE(manager_->Recover().ok());
+  EXPECT_EQ(State(q), "PENDING");
+  // Worker of `a` comes back reporting both ranks; the worker of `b` never does.
+  AddWorker(wa, 2, {Status(a, 0, 0), Status(a, 0, 1)});
+  EXPECT_EQ(State(a), "RUNNING");
+  clock_.Advance(milliseconds(8000));
+  AddWorker(wb, 2);  // it restarted: no ranks
+  Drain();
+  EXPECT_EQ(State(a), "RUNNING");
+  EXPECT_EQ(manager_->Info(a, false)->attempt(), 0);
+  EXPECT_EQ(manager_->Info(b, false)->attempt(), 1) << "lost ranks restart the gang";
+}
+
+}  // namespace
+}  // namespace gantry::coordinator

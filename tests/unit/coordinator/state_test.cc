@@ -1,0 +1,145 @@
+// JobStore (SQLite round trips), WorkerRegistry (heartbeats with a fake clock, allocation),
+// Rendezvous KV (scopes, parked gets, expiry) and the wire (decode rejections).
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+
+#include "coordinator/job_store.h"
+#include "coordinator/rendezvous.h"
+#include "coordinator/worker_registry.h"
+#include "proto/wire.h"
+
+namespace gantry::coordinator {
+namespace {
+
+using std::chrono::milliseconds;
+
+TEST(JobStore, RoundTripsJobsRanksEventsLogs) {
+  const std::string path = std::filesystem::temp_directory_path() /
+                           ("js-" + std::to_string(getpid()) + ".db");
+  std::filesystem::remove(path);
+  {
+    auto store = std::move(JobStore::Open(path)).value();
+    JobRecord j;
+    j.id = "a-1";
+    j.sequence = store->NextSequence();
+    j.state = JobState::kRunning;
+    j.labels = {{"rack", "r1"}};
+    j.spec_yaml = "name: a\n";
+    j.progress = std::string("\x08\x05", 2);
+    ASSERT_TRUE(store->UpsertJob(j).ok());
+    ASSERT_TRUE(store->UpsertRank({"a-1", 0, 0, "w0", "RUNNING", 0, 42, {1, 3}}).ok());
+    ASSERT_TRUE(store->AddEvent({"a-1", 5, "RUNNING", "why", 0}).ok());
+    std::vector<LogRow> rows{{0, "a-1", 0, 0, "stdout", 1, "hello"}, {0, "a-1", 0, 1, "stderr", 2, "x"}};
+    ASSERT_TRUE(store->AppendLogs(rows).ok());
+    EXPECT_LT(rows[0].seq, rows[1].seq);
+  }
+  auto store = std::move(JobStore::Open(path)).value();  // reopen: durable
+  auto j = store->LoadJob("a-1");
+  ASSERT_TRUE(j.ok());
+  EXPECT_EQ(j->state, JobState::kRunning);
+  EXPECT_EQ(j->labels.at("rack"), "r1");
+  EXPECT_EQ(j->progress, std::string("\x08\x05", 2));
+  EXPECT_EQ(store->NextSequence(), 2);
+  auto ranks = store->LoadRanks("a-1", 0);
+  ASSERT_EQ(ranks->size(), 1u);
+  EXPECT_EQ((*ranks)[0].gpu_indices, (std::vector<int>{1, 3}));
+  EXPECT_EQ(store->LoadEvents("a-1")->at(0).reason, "why");
+  auto logs = store->ReadLogs("a-1", 1, 0, 10);
+  ASSERT_EQ(logs->size(), 1u);
+  EXPECT_EQ((*logs)[0].text, "x");
+  EXPECT_EQ(store->LoadJob("nope").status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(store->LoadJobs(false)->size(), 1u);
+  for (const char* ext : {"", "-wal", "-shm"}) std::filesystem::remove(path + ext);
+}
+
+TEST(WorkerRegistry, LostAfterMissedHeartbeatsAndReRegister) {
+  FakeClock clock;
+  WorkerRegistry reg(&clock, milliseconds(1000), 5);
+  proto::RegisterWorker w;
+  w.set_worker_id("w0");
+  w.mutable_resources()->set_cpu_slots(2);
+  for (int i = 0; i < 2; ++i) w.mutable_resources()->add_gpus()->set_index(i);
+  reg.Register(w, "id");
+  for (int i = 0; i < 10; ++i) {
+    clock.Advance(milliseconds(900));
+    EXPECT_TRUE(reg.Heartbeat("w0", "id"));
+    EXPECT_TRUE(reg.ExpireLost().empty());
+  }
+  auto gpus = reg.Allocate("w0", 2, 1);
+  ASSERT_TRUE(gpus.ok());
+  EXPECT_EQ(*gpus, (std::vector<int>{0, 1}));
+  EXPECT_EQ(reg.Allocate("w0", 1, 1).status().code(), StatusCode::kResourceExhausted);
+  clock.Advance(milliseconds(5000));
+  EXPECT_TRUE(reg.ExpireLost().empty()) << "exactly 5 intervals is not yet lost";
+  clock.Advance(milliseconds(1));
+  EXPECT_EQ(reg.ExpireLost(), std::vector<std::string>{"w0"});
+  EXPECT_FALSE(reg.Heartbeat("w0", "id")) << "a lost worker must register again";
+  reg.Register(w, "id2");
+  EXPECT_FALSE(reg.Find("w0")->lost);
+  EXPECT_TRUE(reg.Find("w0")->gpus_used.empty());
+  EXPECT_NE(reg.AllocatePort("w0", 29500, 2, 0), reg.AllocatePort("w0", 29500, 2, 0));
+  EXPECT_EQ(reg.AllocatePort("w0", 29500, 2, 0), 0) << "range exhausted";
+}
+
+TEST(Rendezvous, ScopesParkedGetsAndExpiry) {
+  Rendezvous kv;
+  std::vector<RoutedReply> out;
+  const std::string s0 = Rendezvous::Scope("j", 0), s1 = Rendezvous::Scope("j", 1);
+  kv.Set(s0, "k", "v0", out);
+  EXPECT_EQ(kv.Get(s0, "k"), "v0");
+  EXPECT_FALSE(kv.Get(s1, "k").has_value()) << "attempts do not share keys";
+  const SteadyTime t0{};
+  kv.Park(s1, "k", "peer", 7, t0 + milliseconds(100));
+  kv.Park(s1, "late", "peer", 8, t0 + milliseconds(100));
+  kv.Set(s1, "k", "v1", out);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].env.request_id(), 7u);
+  EXPECT_EQ(out[0].env.kv_value().value(), "v1");
+  out.clear();
+  kv.Expire(t0 + milliseconds(99), out);
+  EXPECT_TRUE(out.empty());
+  kv.Expire(t0 + milliseconds(100), out);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].env.error().code(), static_cast<int>(StatusCode::kDeadlineExceeded));
+  EXPECT_NE(out[0].env.error().message().find("'late'"), std::string::npos);
+  out.clear();
+  EXPECT_EQ(kv.Add(s1, "n", 2, out), 2);
+  EXPECT_EQ(kv.Add(s1, "n", 3, out), 5);
+  kv.Park(s1, "never", "peer", 9, t0 + milliseconds(1000));
+  kv.Drop(s1, out);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].env.error().code(), static_cast<int>(StatusCode::kCancelled));
+  EXPECT_FALSE(kv.Get(s1, "k").has_value());
+}
+
+TEST(Wire, DecodeRejectsBadInput) {
+  proto::Envelope env;
+  env.set_version(wire::kProtocolVersion);
+  env.set_request_id(3);
+  env.mutable_list_workers();
+  const std::string ok = wire::Encode(env);
+  EXPECT_TRUE(wire::Decode(ok.data(), ok.size(), 1024).ok());
+  EXPECT_EQ(wire::Decode(ok.data(), ok.size(), 2).status().code(), StatusCode::kResourceExhausted);
+  const std::string junk = "\xff\xff\xff";
+  EXPECT_EQ(wire::Decode(junk.data(), junk.size(), 1024).status().code(),
+            StatusCode::kInvalidArgument);
+  env.set_version(2);
+  const std::string v2 = wire::Encode(env);
+  EXPECT_EQ(wire::Decode(v2.data(), v2.size(), 1024).status().code(),
+            StatusCode::kFailedPrecondition);
+  proto::Envelope empty;
+  empty.set_version(wire::kProtocolVersion);
+  const std::string e = wire::Encode(empty);
+  EXPECT_FALSE(wire::Decode(e.data(), e.size(), 1024).ok()) << "no body";
+  EXPECT_TRUE(wire::IsLoopbackEndpoint("tcp://127.0.0.1:1"));
+  EXPECT_TRUE(wire::IsLoopbackEndpoint("tcp://127.3.4.5:1"));
+  EXPECT_FALSE(wire::IsLoopbackEndpoint("tcp://0.0.0.0:1"));
+  EXPECT_FALSE(wire::IsLoopbackEndpoint("tcp://10.1.2.3:1"));
+  Status st = wire::StatusFromError(wire::ErrorReply(1, NotFoundError("x")).error());
+  EXPECT_EQ(st.code(), StatusCode::kNotFound);
+}
+
+}  // namespace
+}  // namespace gantry::coordinator
