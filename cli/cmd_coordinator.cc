@@ -1,5 +1,6 @@
 // Cluster commands: up, coordinator, worker, submit, status, list, describe, logs, cancel,
 // workers, keys. Thin: flags -> coordinator/ and worker/ libraries -> text or `-o json`.
+#include <google/protobuf/util/json_util.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -12,8 +13,6 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <thread>
-
-#include <google/protobuf/util/json_util.h>
 
 #include "base/logging.h"
 #include "base/progress.h"
@@ -46,7 +45,8 @@ struct ClientFlags {
     app.add_option("--coordinator", coordinator,
                    "coordinator endpoint (default: $GANTRY_COORDINATOR, <dir>/coordinator, "
                    "tcp://127.0.0.1:7450)");
-    app.add_option("--dir", dir, "local cluster directory written by `gantry up`")->capture_default_str();
+    app.add_option("--dir", dir, "local cluster directory written by `gantry up`")
+        ->capture_default_str();
     app.add_option("--token", token, "user token (default: $GANTRY_TOKEN)");
     app.add_option("--server-key", server_key, "coordinator public key file (CURVE)");
     app.add_option("--client-key", client_key, "this client's secret key file; NAME.pub beside it");
@@ -84,8 +84,9 @@ std::string ToJson(const google::protobuf::Message& m) {
 std::string Ago(int64_t ms) {
   if (ms <= 0) return "-";
   const int64_t s = (wire::NowUnixMs() - ms) / 1000;
-  return s < 120 ? std::to_string(s) + "s ago" : s < 7200 ? std::to_string(s / 60) + "m ago"
-                                                          : std::to_string(s / 3600) + "h ago";
+  return s < 120    ? std::to_string(s) + "s ago"
+         : s < 7200 ? std::to_string(s / 60) + "m ago"
+                    : std::to_string(s / 3600) + "h ago";
 }
 
 void PrintJobRow(const proto::JobInfo& j) {
@@ -104,11 +105,12 @@ void PrintJobHeader() {
 }
 
 void PrintDescribe(const proto::JobInfo& j) {
-  std::printf("Job:        %s (%s)\nState:      %s\nKind:       %s\nTenant:     %s, priority %s\n"
-              "Resources:  %d rank(s) x %d GPU, %d CPU\nAttempt:    %d of %d\n",
-              j.job_id().c_str(), j.name().c_str(), j.state().c_str(), j.kind().c_str(),
-              j.tenant().c_str(), j.priority().c_str(), j.ranks(), j.gpus_per_rank(),
-              j.cpus_per_rank(), j.attempt() + 1, j.max_restarts() + 1);
+  std::printf(
+      "Job:        %s (%s)\nState:      %s\nKind:       %s\nTenant:     %s, priority %s\n"
+      "Resources:  %d rank(s) x %d GPU, %d CPU\nAttempt:    %d of %d\n",
+      j.job_id().c_str(), j.name().c_str(), j.state().c_str(), j.kind().c_str(), j.tenant().c_str(),
+      j.priority().c_str(), j.ranks(), j.gpus_per_rank(), j.cpus_per_rank(), j.attempt() + 1,
+      j.max_restarts() + 1);
   if (!j.waiting().empty()) std::printf("Waiting:    %s\n", j.waiting().c_str());
   if (!j.error().empty()) std::printf("Error:      %s\n", j.error().c_str());
   if (j.progress().step() > 0)
@@ -131,7 +133,9 @@ void PrintDescribe(const proto::JobInfo& j) {
   }
 }
 
-bool Terminal(const std::string& s) { return s == "SUCCEEDED" || s == "FAILED" || s == "CANCELLED"; }
+bool Terminal(const std::string& s) {
+  return s == "SUCCEEDED" || s == "FAILED" || s == "CANCELLED";
+}
 
 // `submit --wait`: state changes as lines, a progress bar for training, exit code = result.
 int WaitForJob(CoordinatorClient& client, const std::string& id, bool json) {
@@ -147,8 +151,12 @@ int WaitForJob(CoordinatorClient& client, const std::string& id, bool json) {
       bar.reset();
       const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       if (json) {
-        std::cout << nlohmann::json{{"job", id}, {"state", info->state()}, {"attempt", info->attempt() + 1},
-                                    {"t_s", s}, {"detail", info->state() == "PENDING" ? info->waiting() : info->error()}}
+        std::cout << nlohmann::json{{"job", id},
+                                    {"state", info->state()},
+                                    {"attempt", info->attempt()},
+                                    {"t_s", s},
+                                    {"detail",
+                                     info->state() == "PENDING" ? info->waiting() : info->error()}}
                   << std::endl;
       } else {
         std::fprintf(stderr, "[%6.2fs] %s: %s (attempt %d)%s%s\n", s, id.c_str(),
@@ -181,25 +189,31 @@ int WaitForJob(CoordinatorClient& client, const std::string& id, bool json) {
   }
 }
 
-CommandRegistration kCoordinator("coordinator", "Run the coordinator (job queue, scheduler, API)",
+CommandRegistration kCoordinator(
+    "coordinator", "Run the coordinator (job queue, scheduler, API)",
     [](CLI::App& app) -> CommandHandler {
       auto o = std::make_shared<coordinator::CoordinatorOptions>();
       auto heartbeat_ms = std::make_shared<int>(1000);
       auto quotas = std::make_shared<std::vector<std::string>>();
       app.add_option("--bind", o->bind, "ZeroMQ endpoint to listen on")->capture_default_str();
       app.add_option("--advertise", o->advertise, "endpoint ranks use to reach the coordinator");
-      app.add_option("--dir", o->state_dir, "state directory (SQLite job store)")->capture_default_str();
-      app.add_option("--heartbeat-ms", *heartbeat_ms, "worker heartbeat interval")->capture_default_str();
-      app.add_option("--lost-after", o->lost_after_missed, "missed heartbeats before a worker is lost")
+      app.add_option("--dir", o->state_dir, "state directory (SQLite job store)")
+          ->capture_default_str();
+      app.add_option("--heartbeat-ms", *heartbeat_ms, "worker heartbeat interval")
+          ->capture_default_str();
+      app.add_option("--lost-after", o->lost_after_missed,
+                     "missed heartbeats before a worker is lost")
           ->capture_default_str();
       app.add_option("--key", o->secret_key_file, "CURVE secret key file (enables encryption)");
       app.add_option("--allow", o->allow_list, "allowed public keys: directory of *.pub or a file");
       app.add_option("--tokens", o->tokens_file, "user tokens file: 'TOKEN TENANT [admin]' lines");
       app.add_option("--metrics-port", o->metrics_port, "serve /metrics on this port (0: any)");
-      app.add_option("--metrics-host", o->metrics_host, "address for /metrics")->capture_default_str();
+      app.add_option("--metrics-host", o->metrics_host, "address for /metrics")
+          ->capture_default_str();
       app.add_option("--quota", *quotas, "tenant GPU quota, TENANT=GPUS (repeatable)");
       app.add_option("--topology-label", o->manager.scheduling.topology_key,
-                     "worker label that groups hosts (gangs stay inside one value)")->capture_default_str();
+                     "worker label that groups hosts (gangs stay inside one value)")
+          ->capture_default_str();
       return [o, heartbeat_ms, quotas]() -> int {
         o->heartbeat_interval = std::chrono::milliseconds(*heartbeat_ms);
         for (const std::string& q : *quotas) {
@@ -215,12 +229,14 @@ CommandRegistration kCoordinator("coordinator", "Run the coordinator (job queue,
       };
     });
 
-CommandRegistration kWorker("worker", "Run a worker agent that launches ranks on this host",
+CommandRegistration kWorker(
+    "worker", "Run a worker agent that launches ranks on this host",
     [](CLI::App& app) -> CommandHandler {
       auto o = std::make_shared<worker::WorkerOptions>();
       auto labels = std::make_shared<std::vector<std::string>>();
       auto keys = std::make_shared<std::pair<std::string, std::string>>();
-      app.add_option("--coordinator", o->coordinator, "coordinator endpoint")->capture_default_str();
+      app.add_option("--coordinator", o->coordinator, "coordinator endpoint")
+          ->capture_default_str();
       app.add_option("--id", o->worker_id, "worker id (default: hostname)");
       app.add_option("--address", o->address, "address peers use to reach ranks on this host");
       app.add_option("--dir", o->dir, "working directory for rank files")->capture_default_str();
@@ -253,12 +269,14 @@ CommandRegistration kWorker("worker", "Run a worker agent that launches ranks on
       };
     });
 
-CommandRegistration kUp("up", "Start a local cluster: coordinator + N workers (Ctrl-C stops all)",
+CommandRegistration kUp(
+    "up", "Start a local cluster: coordinator + N workers (Ctrl-C stops all)",
     [](CLI::App& app) -> CommandHandler {
       auto o = std::make_shared<coordinator::LocalClusterOptions>();
       app.add_option("--workers", o->workers, "workers to start")->capture_default_str();
       app.add_option("--dir", o->dir, "state, logs and worker directories")->capture_default_str();
-      app.add_option("--port", o->port, "coordinator port on 127.0.0.1 (0: any)")->capture_default_str();
+      app.add_option("--port", o->port, "coordinator port on 127.0.0.1 (0: any)")
+          ->capture_default_str();
       app.add_option("--cpus-per-worker", o->cpus_per_worker, "CPU slots per worker (0: cores)");
       app.add_option("--gpus-per-worker", o->gpus_per_worker, "GPUs per worker (-1: detect)");
       app.add_option("--metrics-port", o->metrics_port, "coordinator /metrics port (-1: off)");
@@ -266,14 +284,16 @@ CommandRegistration kUp("up", "Start a local cluster: coordinator + N workers (C
         InstallStopHandlers();
         coordinator::LocalCluster cluster(*o);
         if (Status st = cluster.Start(); !st.ok()) return ReportError(st);
-        std::printf("gantry: local cluster up: coordinator %s, %d worker(s), state in %s "
-                    "(logs in %s/logs). Ctrl-C stops it.\n",
-                    cluster.endpoint().c_str(), o->workers, o->dir.c_str(), o->dir.c_str());
+        std::printf(
+            "gantry: local cluster up: coordinator %s, %d worker(s), state in %s "
+            "(logs in %s/logs). Ctrl-C stops it.\n",
+            cluster.endpoint().c_str(), o->workers, o->dir.c_str(), o->dir.c_str());
         std::fflush(stdout);
         while (!g_stop) {
           if (auto dead = cluster.Dead(); !dead.empty()) {
             cluster.Stop();
-            return ReportError(UnavailableError("local cluster: " + dead[0] + "; see " + o->dir + "/logs/"));
+            return ReportError(
+                UnavailableError("local cluster: " + dead[0] + "; see " + o->dir + "/logs/"));
           }
           std::this_thread::sleep_for(std::chrono::milliseconds(200));
         }
@@ -283,7 +303,8 @@ CommandRegistration kUp("up", "Start a local cluster: coordinator + N workers (C
       };
     });
 
-CommandRegistration kSubmit("submit", "Submit a job spec (YAML); --wait follows it to the end",
+CommandRegistration kSubmit(
+    "submit", "Submit a job spec (YAML); --wait follows it to the end",
     [](CLI::App& app) -> CommandHandler {
       auto f = std::make_shared<ClientFlags>();
       auto file = std::make_shared<std::string>();
@@ -301,8 +322,10 @@ CommandRegistration kSubmit("submit", "Submit a job spec (YAML); --wait follows 
         std::error_code ec;
         auto id = (*client)->Submit(ss.str(), *file, std::filesystem::current_path(ec).string());
         if (!id.ok()) return ReportError(id.status());
-        if (f->json()) std::cout << nlohmann::json{{"job", *id}} << std::endl;
-        else std::printf("%s\n", id->c_str());
+        if (f->json())
+          std::cout << nlohmann::json{{"job", *id}} << std::endl;
+        else
+          std::printf("%s\n", id->c_str());
         std::fflush(stdout);
         if (!*wait) return kExitOk;
         InstallStopHandlers();
@@ -311,32 +334,37 @@ CommandRegistration kSubmit("submit", "Submit a job spec (YAML); --wait follows 
     });
 
 CommandRegistration kStatus("status", "Show one job, or every active job",
-    [](CLI::App& app) -> CommandHandler {
-      auto f = std::make_shared<ClientFlags>();
-      auto id = std::make_shared<std::string>();
-      app.add_option("job", *id, "job id");
-      f->Add(app);
-      return [f, id]() -> int {
-        auto client = f->Connect();
-        if (!client.ok()) return ReportError(client.status());
-        if (!id->empty()) {
-          auto info = (*client)->GetJob(*id);
-          if (!info.ok()) return ReportError(info.status());
-          if (f->json()) std::cout << ToJson(*info) << std::endl;
-          else PrintDescribe(*info);
-          return kExitOk;
-        }
-        auto list = (*client)->ListJobs(false);
-        if (!list.ok()) return ReportError(list.status());
-        if (f->json()) { std::cout << ToJson(*list) << std::endl; return kExitOk; }
-        PrintJobHeader();
-        for (const auto& j : list->jobs()) PrintJobRow(j);
-        return kExitOk;
-      };
-    });
+                            [](CLI::App& app) -> CommandHandler {
+                              auto f = std::make_shared<ClientFlags>();
+                              auto id = std::make_shared<std::string>();
+                              app.add_option("job", *id, "job id");
+                              f->Add(app);
+                              return [f, id]() -> int {
+                                auto client = f->Connect();
+                                if (!client.ok()) return ReportError(client.status());
+                                if (!id->empty()) {
+                                  auto info = (*client)->GetJob(*id);
+                                  if (!info.ok()) return ReportError(info.status());
+                                  if (f->json())
+                                    std::cout << ToJson(*info) << std::endl;
+                                  else
+                                    PrintDescribe(*info);
+                                  return kExitOk;
+                                }
+                                auto list = (*client)->ListJobs(false);
+                                if (!list.ok()) return ReportError(list.status());
+                                if (f->json()) {
+                                  std::cout << ToJson(*list) << std::endl;
+                                  return kExitOk;
+                                }
+                                PrintJobHeader();
+                                for (const auto& j : list->jobs()) PrintJobRow(j);
+                                return kExitOk;
+                              };
+                            });
 
-CommandRegistration kList("list", "List jobs (active; --all for finished too)",
-    [](CLI::App& app) -> CommandHandler {
+CommandRegistration kList(
+    "list", "List jobs (active; --all for finished too)", [](CLI::App& app) -> CommandHandler {
       auto f = std::make_shared<ClientFlags>();
       auto all = std::make_shared<bool>(false);
       auto limit = std::make_shared<int>(50);
@@ -348,78 +376,88 @@ CommandRegistration kList("list", "List jobs (active; --all for finished too)",
         if (!client.ok()) return ReportError(client.status());
         auto list = (*client)->ListJobs(*all, *limit);
         if (!list.ok()) return ReportError(list.status());
-        if (f->json()) { std::cout << ToJson(*list) << std::endl; return kExitOk; }
+        if (f->json()) {
+          std::cout << ToJson(*list) << std::endl;
+          return kExitOk;
+        }
         PrintJobHeader();
         for (const auto& j : list->jobs()) PrintJobRow(j);
         return kExitOk;
       };
     });
 
-CommandRegistration kDescribe("describe", "A job's ranks, events (transitions with reasons) and spec",
-    [](CLI::App& app) -> CommandHandler {
-      auto f = std::make_shared<ClientFlags>();
-      auto id = std::make_shared<std::string>();
-      app.add_option("job", *id, "job id")->required();
-      f->Add(app);
-      return [f, id]() -> int {
-        auto client = f->Connect();
-        if (!client.ok()) return ReportError(client.status());
-        auto info = (*client)->GetJob(*id, /*describe=*/true);
-        if (!info.ok()) return ReportError(info.status());
-        if (f->json()) std::cout << ToJson(*info) << std::endl;
-        else PrintDescribe(*info);
-        return kExitOk;
-      };
-    });
+CommandRegistration kDescribe("describe",
+                              "A job's ranks, events (transitions with reasons) and spec",
+                              [](CLI::App& app) -> CommandHandler {
+                                auto f = std::make_shared<ClientFlags>();
+                                auto id = std::make_shared<std::string>();
+                                app.add_option("job", *id, "job id")->required();
+                                f->Add(app);
+                                return [f, id]() -> int {
+                                  auto client = f->Connect();
+                                  if (!client.ok()) return ReportError(client.status());
+                                  auto info = (*client)->GetJob(*id, /*describe=*/true);
+                                  if (!info.ok()) return ReportError(info.status());
+                                  if (f->json())
+                                    std::cout << ToJson(*info) << std::endl;
+                                  else
+                                    PrintDescribe(*info);
+                                  return kExitOk;
+                                };
+                              });
 
 CommandRegistration kLogs("logs", "Print a job's output lines (-f follows until it ends)",
-    [](CLI::App& app) -> CommandHandler {
-      auto f = std::make_shared<ClientFlags>();
-      auto id = std::make_shared<std::string>();
-      auto follow = std::make_shared<bool>(false);
-      auto rank = std::make_shared<int>(-1);
-      app.add_option("job", *id, "job id")->required();
-      app.add_flag("-f,--follow", *follow, "keep printing new lines until the job ends");
-      app.add_option("--rank", *rank, "only this rank (-1: all)");
-      f->Add(app);
-      return [f, id, follow, rank]() -> int {
-        auto client = f->Connect();
-        if (!client.ok()) return ReportError(client.status());
-        InstallStopHandlers();
-        uint64_t after = 0;
-        for (;;) {
-          auto batch = (*client)->Logs(*id, *rank, after);
-          if (!batch.ok()) return ReportError(batch.status());
-          for (const auto& r : batch->records()) {
-            if (f->json()) std::cout << ToJson(r) << "\n";
-            else std::cout << "[" << r.rank() << "] " << r.text() << "\n";
-          }
-          std::cout.flush();
-          after = batch->last_seq();
-          if (batch->records_size() > 0) continue;
-          if (!*follow || batch->job_finished() || g_stop) return kExitOk;
-          std::this_thread::sleep_for(std::chrono::milliseconds(250));
-        }
-      };
-    });
+                          [](CLI::App& app) -> CommandHandler {
+                            auto f = std::make_shared<ClientFlags>();
+                            auto id = std::make_shared<std::string>();
+                            auto follow = std::make_shared<bool>(false);
+                            auto rank = std::make_shared<int>(-1);
+                            app.add_option("job", *id, "job id")->required();
+                            app.add_flag("-f,--follow", *follow,
+                                         "keep printing new lines until the job ends");
+                            app.add_option("--rank", *rank, "only this rank (-1: all)");
+                            f->Add(app);
+                            return [f, id, follow, rank]() -> int {
+                              auto client = f->Connect();
+                              if (!client.ok()) return ReportError(client.status());
+                              InstallStopHandlers();
+                              uint64_t after = 0;
+                              for (;;) {
+                                auto batch = (*client)->Logs(*id, *rank, after);
+                                if (!batch.ok()) return ReportError(batch.status());
+                                for (const auto& r : batch->records()) {
+                                  if (f->json())
+                                    std::cout << ToJson(r) << "\n";
+                                  else
+                                    std::cout << "[" << r.rank() << "] " << r.text() << "\n";
+                                }
+                                std::cout.flush();
+                                after = batch->last_seq();
+                                if (batch->records_size() > 0) continue;
+                                if (!*follow || batch->job_finished() || g_stop) return kExitOk;
+                                std::this_thread::sleep_for(std::chrono::milliseconds(250));
+                              }
+                            };
+                          });
 
 CommandRegistration kCancel("cancel", "Cancel a job (its ranks get SIGTERM, then SIGKILL)",
-    [](CLI::App& app) -> CommandHandler {
-      auto f = std::make_shared<ClientFlags>();
-      auto id = std::make_shared<std::string>();
-      app.add_option("job", *id, "job id")->required();
-      f->Add(app, /*with_output=*/false);
-      return [f, id]() -> int {
-        auto client = f->Connect();
-        if (!client.ok()) return ReportError(client.status());
-        if (Status st = (*client)->Cancel(*id); !st.ok()) return ReportError(st);
-        std::printf("%s: cancelled\n", id->c_str());
-        return kExitOk;
-      };
-    });
+                            [](CLI::App& app) -> CommandHandler {
+                              auto f = std::make_shared<ClientFlags>();
+                              auto id = std::make_shared<std::string>();
+                              app.add_option("job", *id, "job id")->required();
+                              f->Add(app, /*with_output=*/false);
+                              return [f, id]() -> int {
+                                auto client = f->Connect();
+                                if (!client.ok()) return ReportError(client.status());
+                                if (Status st = (*client)->Cancel(*id); !st.ok())
+                                  return ReportError(st);
+                                std::printf("%s: cancelled\n", id->c_str());
+                                return kExitOk;
+                              };
+                            });
 
-CommandRegistration kWorkers("workers", "List workers, their resources and liveness",
-    [](CLI::App& app) -> CommandHandler {
+CommandRegistration kWorkers(
+    "workers", "List workers, their resources and liveness", [](CLI::App& app) -> CommandHandler {
       auto f = std::make_shared<ClientFlags>();
       f->Add(app);
       return [f]() -> int {
@@ -427,7 +465,10 @@ CommandRegistration kWorkers("workers", "List workers, their resources and liven
         if (!client.ok()) return ReportError(client.status());
         auto list = (*client)->Workers();
         if (!list.ok()) return ReportError(list.status());
-        if (f->json()) { std::cout << ToJson(*list) << std::endl; return kExitOk; }
+        if (f->json()) {
+          std::cout << ToJson(*list) << std::endl;
+          return kExitOk;
+        }
         std::printf("%-16s %-6s %-16s %9s %9s %6s  %s\n", "WORKER", "STATE", "ADDRESS", "CPUS",
                     "GPUS", "RANKS", "HEARTBEAT");
         for (const auto& w : list->workers())
@@ -439,7 +480,8 @@ CommandRegistration kWorkers("workers", "List workers, their resources and liven
       };
     });
 
-CommandRegistration kKeys("keys", "CURVE key pairs for the coordinator, workers and clients",
+CommandRegistration kKeys(
+    "keys", "CURVE key pairs for the coordinator, workers and clients",
     [](CLI::App& app) -> CommandHandler {
       auto dir = std::make_shared<std::string>(".gantry/keys");
       auto name = std::make_shared<std::string>("coordinator");

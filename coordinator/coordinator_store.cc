@@ -26,8 +26,8 @@ StatusOr<std::shared_ptr<CoordinatorStore>> CoordinatorStore::FromEnv() {
   o.endpoint = endpoint;
   o.timeout = kCallTimeout;
   GANTRY_ASSIGN_OR_RETURN(auto channel, wire::Channel::Connect(o));
-  return std::make_shared<CoordinatorStore>(o, std::move(channel), job,
-                                            std::atoi(attempt.c_str()), token);
+  return std::make_shared<CoordinatorStore>(o, std::move(channel), job, std::atoi(attempt.c_str()),
+                                            token);
 }
 
 StatusOr<proto::Envelope> CoordinatorStore::Call(proto::Envelope env,

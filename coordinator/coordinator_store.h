@@ -22,8 +22,11 @@ class CoordinatorStore : public comm::Store {
   static StatusOr<std::shared_ptr<CoordinatorStore>> FromEnv();
   CoordinatorStore(wire::ChannelOptions options, std::unique_ptr<wire::Channel> channel,
                    std::string job_id, int attempt, std::string token)
-      : options_(std::move(options)), channel_(std::move(channel)), job_id_(std::move(job_id)),
-        attempt_(attempt), token_(std::move(token)) {}
+      : options_(std::move(options)),
+        channel_(std::move(channel)),
+        job_id_(std::move(job_id)),
+        attempt_(attempt),
+        token_(std::move(token)) {}
 
   Status Set(const std::string& key, const std::string& value) override;
   StatusOr<std::string> Get(const std::string& key, std::chrono::milliseconds timeout) override;

@@ -40,12 +40,14 @@ void JobManager::SaveJob(const Job& job) {
   JobRecord rec = job.rec;
   rec.progress = job.progress.SerializeAsString();
   Status st = store_->UpsertJob(rec);
-  if (!st.ok()) GANTRY_LOG(ERROR, "job store write failed").Field("job", job.rec.id).Field("error", st);
+  if (!st.ok())
+    GANTRY_LOG(ERROR, "job store write failed").Field("job", job.rec.id).Field("error", st);
 }
 
 void JobManager::SaveRank(const Job& job, int rank) {
   Status st = store_->UpsertRank(job.ranks[rank]);
-  if (!st.ok()) GANTRY_LOG(ERROR, "job store write failed").Field("job", job.rec.id).Field("error", st);
+  if (!st.ok())
+    GANTRY_LOG(ERROR, "job store write failed").Field("job", job.rec.id).Field("error", st);
 }
 
 void JobManager::Transition(Job& job, JobState state, const std::string& reason) {
@@ -54,7 +56,8 @@ void JobManager::Transition(Job& job, JobState state, const std::string& reason)
   if (IsTerminal(state)) job.rec.finished_ms = now_ms;
   SaveJob(job);
   Status st = store_->AddEvent({job.rec.id, now_ms, JobStateName(state), reason, job.rec.attempt});
-  if (!st.ok()) GANTRY_LOG(ERROR, "job store write failed").Field("job", job.rec.id).Field("error", st);
+  if (!st.ok())
+    GANTRY_LOG(ERROR, "job store write failed").Field("job", job.rec.id).Field("error", st);
   GANTRY_LOG(INFO, "job state")
       .Field("job", job.rec.id)
       .Field("state", JobStateName(state))
@@ -138,7 +141,8 @@ void JobManager::RunScheduler() {
     for (int old : reservation_.host_indices) {
       if (old < 0 || old >= static_cast<int>(last_host_ids_.size())) continue;
       auto it = std::find(host_ids.begin(), host_ids.end(), last_host_ids_[old]);
-      if (it != host_ids.end()) opts.previous_reservation.host_indices.push_back(it - host_ids.begin());
+      if (it != host_ids.end())
+        opts.previous_reservation.host_indices.push_back(it - host_ids.begin());
     }
   }
   ScheduleResult result = Schedule(queue, view, opts, clock_->Now());
@@ -172,9 +176,9 @@ void JobManager::Launch(Job& job, const GangPlacement& placement,
   const std::string master = host_ids[placement.rank_hosts[0]];
   const WorkerEntry* mw = registry_->Find(master);
   r.master_addr = mw ? mw->address : "127.0.0.1";
-  r.master_port = registry_->AllocatePort(master, options_.port_base, options_.port_count,
-                                          static_cast<int>(std::hash<std::string>()(r.id) % 997) +
-                                              r.attempt);
+  r.master_port =
+      registry_->AllocatePort(master, options_.port_base, options_.port_count,
+                              static_cast<int>(std::hash<std::string>()(r.id) % 997) + r.attempt);
   std::set<std::string> hosts_used;
   for (int rank = 0; rank < r.ranks; ++rank) {
     const std::string& wid = host_ids[placement.rank_hosts[rank]];
@@ -273,8 +277,10 @@ StatusOr<proto::JobInfo> JobManager::Info(const std::string& job_id, bool descri
       pe->set_reason(e.reason);
       pe->set_attempt(e.attempt);
     }
-    if (Job* job = FindJob(job_id)) info.set_spec_yaml(job->rec.spec_yaml);
-    else if (auto rec = store_->LoadJob(job_id); rec.ok()) info.set_spec_yaml(rec->spec_yaml);
+    if (Job* job = FindJob(job_id))
+      info.set_spec_yaml(job->rec.spec_yaml);
+    else if (auto rec = store_->LoadJob(job_id); rec.ok())
+      info.set_spec_yaml(rec->spec_yaml);
   }
   return info;
 }
@@ -297,9 +303,9 @@ StatusOr<proto::JobList> JobManager::List(bool all, int limit) {
 
 StatusOr<proto::LogBatch> JobManager::Logs(const proto::GetLogs& req) {
   GANTRY_ASSIGN_OR_RETURN(JobRecord rec, store_->LoadJob(req.job_id()));
-  GANTRY_ASSIGN_OR_RETURN(auto rows, store_->ReadLogs(req.job_id(), req.rank(), req.after_seq(),
-                                                      req.max_records() > 0 ? req.max_records()
-                                                                            : 1000));
+  GANTRY_ASSIGN_OR_RETURN(auto rows,
+                          store_->ReadLogs(req.job_id(), req.rank(), req.after_seq(),
+                                           req.max_records() > 0 ? req.max_records() : 1000));
   proto::LogBatch batch;
   uint64_t last = req.after_seq();
   for (const LogRow& row : rows) {

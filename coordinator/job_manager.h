@@ -40,8 +40,8 @@ struct Outgoing {
 // Counters for /metrics.
 struct ManagerStats {
   std::map<std::string, int> jobs_by_state;
-  std::vector<double> queue_wait_s;      // drained by the metrics exporter
-  std::vector<double> placement_s;       // scheduler pass durations that placed something
+  std::vector<double> queue_wait_s;  // drained by the metrics exporter
+  std::vector<double> placement_s;   // scheduler pass durations that placed something
   int64_t restarts = 0;
 };
 

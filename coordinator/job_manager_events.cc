@@ -18,7 +18,8 @@ void FillCommand(const JobRecord& rec, proto::LaunchRank* l) {
   for (const auto& a : spec->command.argv) l->add_argv(a);
   for (const auto& [k, v] : spec->command.env) (*l->mutable_env())[k] = v;
   const std::string& wd = spec->command.workdir;
-  if (!wd.empty()) l->set_workdir(wd[0] == '/' || rec.workdir.empty() ? wd : rec.workdir + "/" + wd);
+  if (!wd.empty())
+    l->set_workdir(wd[0] == '/' || rec.workdir.empty() ? wd : rec.workdir + "/" + wd);
 }
 
 Status JobManager::Recover() {
@@ -39,7 +40,9 @@ Status JobManager::Recover() {
         job->stop_deadline = job->adopt_deadline;
       }
     }
-    GANTRY_LOG(INFO, "recovered job").Field("job", rec.id).Field("state", JobStateName(rec.state))
+    GANTRY_LOG(INFO, "recovered job")
+        .Field("job", rec.id)
+        .Field("state", JobStateName(rec.state))
         .Field("attempt", rec.attempt);
     jobs_[rec.id] = std::move(job);
   }
@@ -121,8 +124,8 @@ void JobManager::MaybeFinishAttempt(Job& job) {
     job.confirmed.clear();
     job.stopping = job.adopting = false;
     job.submitted_at = clock_->Now() - std::chrono::hours(1);  // it has waited already
-    Transition(job, JobState::kPending, "gang stopped; queued again as attempt " +
-                                            std::to_string(job.rec.attempt + 1));
+    Transition(job, JobState::kPending,
+               "gang stopped; queued again as attempt " + std::to_string(job.rec.attempt + 1));
     return;
   }
   if (r.state == JobState::kPlaced || r.state == JobState::kRunning) {
@@ -148,9 +151,9 @@ void JobManager::OnRankStarted(const std::string& worker_id, const proto::RankSt
                                        [](const RankRecord& x) { return x.state == "RUNNING"; });
   if (all_running && job->rec.state == JobState::kPlaced) {
     if (job->rec.started_ms == 0) job->rec.started_ms = wire::NowUnixMs();
-    Transition(*job, JobState::kRunning, "all " + std::to_string(job->rec.ranks) +
-                                             " rank(s) running (attempt " +
-                                             std::to_string(job->rec.attempt + 1) + ")");
+    Transition(*job, JobState::kRunning,
+               "all " + std::to_string(job->rec.ranks) + " rank(s) running (attempt " +
+                   std::to_string(job->rec.attempt + 1) + ")");
   }
   (void)worker_id;
 }
@@ -190,7 +193,8 @@ void JobManager::OnWorkerLost(const std::string& worker_id) {
     if (!hit) continue;
     FailAttempt(*job, "worker " + worker_id + " was lost (no heartbeat for " +
                           std::to_string(registry_->heartbeat_interval().count() *
-                                         registry_->lost_after_missed()) + " ms)");
+                                         registry_->lost_after_missed()) +
+                          " ms)");
     MaybeFinishAttempt(*job);
   }
 }
@@ -220,8 +224,10 @@ void JobManager::OnWorkerRegistered(const proto::RegisterWorker& reg) {
       if (WorkerEntry* w = registry_->Find(wid)) w->ports_used.insert(job->rec.master_port);
     }
     if (s.rank() < static_cast<int>(job->confirmed.size())) job->confirmed[s.rank()] = true;
-    if (s.exited()) OnRankExited(wid, s);
-    else OnRankStarted(wid, s);
+    if (s.exited())
+      OnRankExited(wid, s);
+    else
+      OnRankStarted(wid, s);
   }
   // Ranks we placed on this worker that it does not report are gone (it restarted).
   std::vector<std::string> ids;
@@ -237,9 +243,9 @@ void JobManager::OnWorkerRegistered(const proto::RegisterWorker& reg) {
       lost = true;
     }
     if (lost) FailAttempt(*job, "worker " + wid + " re-registered without rank(s) of this job");
-    if (job->adopting && std::all_of(job->ranks.begin(), job->ranks.end(), [&](const RankRecord& r) {
-          return RankIsDone(r) || job->confirmed[r.rank];
-        }))
+    if (job->adopting &&
+        std::all_of(job->ranks.begin(), job->ranks.end(),
+                    [&](const RankRecord& r) { return RankIsDone(r) || job->confirmed[r.rank]; }))
       job->adopting = false;
     MaybeFinishAttempt(*job);
   }
@@ -250,13 +256,14 @@ void JobManager::OnRankLogs(const proto::RankLogs& logs) {
   std::vector<LogRow> rows;
   rows.reserve(logs.records_size());
   for (const proto::LogRecord& rec : logs.records()) {
-    rows.push_back({0, logs.job_id(), logs.attempt(), logs.rank(), rec.stream(), rec.time_ms(),
-                    rec.text()});
+    rows.push_back(
+        {0, logs.job_id(), logs.attempt(), logs.rank(), rec.stream(), rec.time_ms(), rec.text()});
   }
   Status st = store_->Begin();
   if (st.ok()) st = store_->AppendLogs(rows);
   if (st.ok()) st = store_->Commit();
-  if (!st.ok()) GANTRY_LOG(ERROR, "storing logs failed").Field("job", logs.job_id()).Field("error", st);
+  if (!st.ok())
+    GANTRY_LOG(ERROR, "storing logs failed").Field("job", logs.job_id()).Field("error", st);
   Job* job = FindJob(logs.job_id());
   if (job && logs.rank() == 0 && logs.attempt() == job->rec.attempt)
     for (const proto::LogRecord& rec : logs.records()) UpdateProgress(*job, rec.text());
@@ -297,7 +304,8 @@ void JobManager::Tick() {
         RankDone(*job, static_cast<int>(i), "LOST", -1);
         lost = true;
       }
-      if (lost) FailAttempt(*job, "rank(s) not reported by their worker after the coordinator restarted");
+      if (lost)
+        FailAttempt(*job, "rank(s) not reported by their worker after the coordinator restarted");
       MaybeFinishAttempt(*job);
       continue;
     }

@@ -14,17 +14,18 @@ inline bool RankIsDone(const RankRecord& r) { return r.state == "EXITED" || r.st
 
 struct JobManager::Job {
   JobRecord rec;
-  std::vector<RankRecord> ranks;    // current attempt, index = rank
-  std::vector<bool> confirmed;      // re-adoption after a restart: reported by its worker
-  bool stopping = false;            // StopRanks sent for the current attempt
+  std::vector<RankRecord> ranks;  // current attempt, index = rank
+  std::vector<bool> confirmed;    // re-adoption after a restart: reported by its worker
+  bool stopping = false;          // StopRanks sent for the current attempt
   SteadyTime stop_deadline{};
   bool adopting = false;
   SteadyTime adopt_deadline{};
   SteadyTime submitted_at{};
-  std::string waiting;              // scheduler's reason while PENDING
+  std::string waiting;  // scheduler's reason while PENDING
   proto::JobProgress progress;
   bool AllDone() const {
-    return std::all_of(ranks.begin(), ranks.end(), [](const RankRecord& r) { return RankIsDone(r); });
+    return std::all_of(ranks.begin(), ranks.end(),
+                       [](const RankRecord& r) { return RankIsDone(r); });
   }
 };
 

@@ -174,7 +174,8 @@ int64_t JobStore::NextSequence() {
 
 Status JobStore::UpsertJob(const JobRecord& j) {
   Stmt s(db_, (std::string("INSERT OR REPLACE INTO jobs (") + kJobColumns +
-               ") VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)").c_str());
+               ") VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
+                  .c_str());
   GANTRY_RETURN_IF_ERROR(s.status("saving a job"));
   nlohmann::json labels(j.labels);
   s.Bind(1, j.id).Bind(2, j.sequence).Bind(3, j.name).Bind(4, j.kind).Bind(5, j.tenant);
@@ -225,8 +226,9 @@ StatusOr<std::map<std::string, int64_t>> JobStore::CountByState() {
 }
 
 Status JobStore::UpsertRank(const RankRecord& r) {
-  Stmt s(db_, "INSERT OR REPLACE INTO ranks (job_id, attempt, rank, worker_id, state, exit_code, "
-              "pid, gpus) VALUES (?,?,?,?,?,?,?,?)");
+  Stmt s(db_,
+         "INSERT OR REPLACE INTO ranks (job_id, attempt, rank, worker_id, state, exit_code, "
+         "pid, gpus) VALUES (?,?,?,?,?,?,?,?)");
   GANTRY_RETURN_IF_ERROR(s.status("saving a rank"));
   s.Bind(1, r.job_id).Bind(2, int64_t{r.attempt}).Bind(3, int64_t{r.rank}).Bind(4, r.worker_id);
   s.Bind(5, r.state).Bind(6, int64_t{r.exit_code}).Bind(7, int64_t{r.pid});
@@ -235,8 +237,9 @@ Status JobStore::UpsertRank(const RankRecord& r) {
 }
 
 StatusOr<std::vector<RankRecord>> JobStore::LoadRanks(const std::string& job_id, int attempt) {
-  Stmt s(db_, "SELECT rank, worker_id, state, exit_code, pid, gpus FROM ranks "
-              "WHERE job_id = ? AND attempt = ? ORDER BY rank");
+  Stmt s(db_,
+         "SELECT rank, worker_id, state, exit_code, pid, gpus FROM ranks "
+         "WHERE job_id = ? AND attempt = ? ORDER BY rank");
   GANTRY_RETURN_IF_ERROR(s.status("loading ranks"));
   s.Bind(1, job_id).Bind(2, int64_t{attempt});
   std::vector<RankRecord> out;
@@ -281,8 +284,9 @@ StatusOr<std::vector<EventRecord>> JobStore::LoadEvents(const std::string& job_i
 }
 
 Status JobStore::AppendLogs(std::vector<LogRow>& rows) {
-  Stmt s(db_, "INSERT INTO logs (job_id, attempt, rank, stream, time_ms, text) "
-              "VALUES (?,?,?,?,?,?)");
+  Stmt s(db_,
+         "INSERT INTO logs (job_id, attempt, rank, stream, time_ms, text) "
+         "VALUES (?,?,?,?,?,?)");
   GANTRY_RETURN_IF_ERROR(s.status("saving log lines"));
   for (LogRow& r : rows) {
     s.Reset();
@@ -296,8 +300,9 @@ Status JobStore::AppendLogs(std::vector<LogRow>& rows) {
 
 StatusOr<std::vector<LogRow>> JobStore::ReadLogs(const std::string& job_id, int rank,
                                                  uint64_t after_seq, int limit) {
-  Stmt s(db_, "SELECT seq, attempt, rank, stream, time_ms, text FROM logs WHERE job_id = ? AND "
-              "seq > ? AND (? < 0 OR rank = ?) ORDER BY seq LIMIT ?");
+  Stmt s(db_,
+         "SELECT seq, attempt, rank, stream, time_ms, text FROM logs WHERE job_id = ? AND "
+         "seq > ? AND (? < 0 OR rank = ?) ORDER BY seq LIMIT ?");
   GANTRY_RETURN_IF_ERROR(s.status("reading logs"));
   s.Bind(1, job_id).Bind(2, static_cast<int64_t>(after_seq)).Bind(3, int64_t{rank});
   s.Bind(4, int64_t{rank}).Bind(5, int64_t{limit > 0 ? limit : 1000});

@@ -27,9 +27,9 @@ struct JobRecord {
   std::string id;
   int64_t sequence = 0;  // submission order (FIFO within a priority class)
   std::string name, kind, tenant;
-  int priority = 1;      // 0 low, 1 normal, 2 high
+  int priority = 1;  // 0 low, 1 normal, 2 high
   JobState state = JobState::kPending;
-  int attempt = 0;       // 0-based; restarts so far
+  int attempt = 0;  // 0-based; restarts so far
   int max_restarts = 0;
   std::string spec_yaml, workdir;
   int ranks = 1, gpus_per_rank = 0, cpus_per_rank = 1;
@@ -39,7 +39,7 @@ struct JobRecord {
   std::string token;        // per-attempt token given to the ranks
   std::string master_addr;  // rank 0's host for this attempt
   int master_port = 0;
-  std::string progress;     // serialized proto::JobProgress
+  std::string progress;  // serialized proto::JobProgress
 };
 
 struct RankRecord {

@@ -4,8 +4,8 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
-#include <sys/socket.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -77,10 +77,12 @@ Status LocalCluster::Start() {
   GANTRY_RETURN_IF_ERROR(Spawn("coordinator", args).status());
   for (int i = 0; i < opt_.workers; ++i) {
     const std::string id = "worker-" + std::to_string(i);
-    std::vector<std::string> wargs = {"worker", "--coordinator", endpoint_, "--id", id,
-                                      "--dir", opt_.dir + "/" + id};
-    if (opt_.cpus_per_worker > 0) wargs.insert(wargs.end(), {"--cpus", std::to_string(opt_.cpus_per_worker)});
-    if (opt_.gpus_per_worker >= 0) wargs.insert(wargs.end(), {"--gpus", std::to_string(opt_.gpus_per_worker)});
+    std::vector<std::string> wargs = {"worker", "--coordinator", endpoint_,          "--id",
+                                      id,       "--dir",         opt_.dir + "/" + id};
+    if (opt_.cpus_per_worker > 0)
+      wargs.insert(wargs.end(), {"--cpus", std::to_string(opt_.cpus_per_worker)});
+    if (opt_.gpus_per_worker >= 0)
+      wargs.insert(wargs.end(), {"--gpus", std::to_string(opt_.gpus_per_worker)});
     GANTRY_RETURN_IF_ERROR(Spawn(id, wargs).status());
   }
   wire::ChannelOptions co;
@@ -115,7 +117,8 @@ std::vector<std::string> LocalCluster::Dead() {
       c.reaped = true;
       out.push_back(c.name + " exited (" +
                     (WIFEXITED(status) ? "code " + std::to_string(WEXITSTATUS(status))
-                                       : "signal " + std::to_string(WTERMSIG(status))) + ")");
+                                       : "signal " + std::to_string(WTERMSIG(status))) +
+                    ")");
     }
   }
   return out;

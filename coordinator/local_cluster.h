@@ -13,12 +13,12 @@
 namespace gantry::coordinator {
 
 struct LocalClusterOptions {
-  std::string exe;            // the gantry binary ("" = /proc/self/exe)
+  std::string exe;  // the gantry binary ("" = /proc/self/exe)
   std::string dir = ".gantry";
   int workers = 1;
-  int port = 7450;            // coordinator port on 127.0.0.1 (0 = pick a free one)
-  int cpus_per_worker = 0;    // 0 = usable cores
-  int gpus_per_worker = -1;   // -1 = detect
+  int port = 7450;           // coordinator port on 127.0.0.1 (0 = pick a free one)
+  int cpus_per_worker = 0;   // 0 = usable cores
+  int gpus_per_worker = -1;  // -1 = detect
   int metrics_port = -1;
   std::vector<std::string> coordinator_args;  // extra flags for `gantry coordinator`
 };

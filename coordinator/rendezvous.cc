@@ -33,8 +33,7 @@ int64_t Rendezvous::Add(const std::string& scope, const std::string& key, int64_
   return v;
 }
 
-std::optional<std::string> Rendezvous::Get(const std::string& scope,
-                                           const std::string& key) const {
+std::optional<std::string> Rendezvous::Get(const std::string& scope, const std::string& key) const {
   auto s = data_.find(scope);
   if (s == data_.end()) return std::nullopt;
   auto k = s->second.find(key);
@@ -42,8 +41,8 @@ std::optional<std::string> Rendezvous::Get(const std::string& scope,
   return k->second;
 }
 
-void Rendezvous::Park(const std::string& scope, const std::string& key,
-                      const std::string& identity, uint64_t request_id, SteadyTime deadline) {
+void Rendezvous::Park(const std::string& scope, const std::string& key, const std::string& identity,
+                      uint64_t request_id, SteadyTime deadline) {
   parked_.push_back({scope, key, identity, request_id, deadline});
 }
 
@@ -63,12 +62,12 @@ void Rendezvous::Wake(const std::string& scope, const std::string& key,
 void Rendezvous::Expire(SteadyTime now, std::vector<RoutedReply>& out) {
   for (auto it = parked_.begin(); it != parked_.end();) {
     if (it->deadline <= now) {
-      out.push_back({it->identity,
-                     wire::ErrorReply(it->request_id,
-                                      DeadlineExceededError("rendezvous key '" + it->key +
-                                                            "' of " + it->scope +
-                                                            " was not set in time: did every "
-                                                            "rank start?"))});
+      out.push_back(
+          {it->identity,
+           wire::ErrorReply(it->request_id, DeadlineExceededError("rendezvous key '" + it->key +
+                                                                  "' of " + it->scope +
+                                                                  " was not set in time: did every "
+                                                                  "rank start?"))});
       it = parked_.erase(it);
     } else {
       ++it;
@@ -80,10 +79,10 @@ void Rendezvous::Drop(const std::string& scope, std::vector<RoutedReply>& out) {
   data_.erase(scope);
   for (auto it = parked_.begin(); it != parked_.end();) {
     if (it->scope == scope) {
-      out.push_back({it->identity, wire::ErrorReply(it->request_id,
-                                                    CancelledError("attempt " + scope +
-                                                                   " ended while waiting for '" +
-                                                                   it->key + "'"))});
+      out.push_back({it->identity,
+                     wire::ErrorReply(it->request_id, CancelledError("attempt " + scope +
+                                                                     " ended while waiting for '" +
+                                                                     it->key + "'"))});
       it = parked_.erase(it);
     } else {
       ++it;

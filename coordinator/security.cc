@@ -87,8 +87,12 @@ void ZapHandler::Loop() {
           .Field("public_key", key_z85)
           .Field("reason", "public key not in the allow-list");
     }
-    const std::string reply[] = {"1.0", frames[1], ok ? "200" : "400",
-                                 ok ? "OK" : "public key not allowed", ok ? key_z85 : "", ""};
+    const std::string reply[] = {"1.0",
+                                 frames[1],
+                                 ok ? "200" : "400",
+                                 ok ? "OK" : "public key not allowed",
+                                 ok ? key_z85 : "",
+                                 ""};
     for (int i = 0; i < 6; ++i)
       zmq_send(socket_, reply[i].data(), reply[i].size(), i < 5 ? ZMQ_SNDMORE : 0);
   }

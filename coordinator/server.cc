@@ -58,9 +58,11 @@ Status Coordinator::Impl::Init() {
   if (ec) return ErrnoError("creating state directory " + opt.state_dir, ec.value());
   GANTRY_ASSIGN_OR_RETURN(store, JobStore::Open(opt.state_dir + "/gantry.db"));
   const bool loopback = wire::IsLoopbackEndpoint(opt.bind);
-  if (!loopback && (opt.secret_key_file.empty() || opt.allow_list.empty() || opt.tokens_file.empty()))
+  if (!loopback &&
+      (opt.secret_key_file.empty() || opt.allow_list.empty() || opt.tokens_file.empty()))
     return InvalidArgumentError(
-        "refusing to listen on " + opt.bind + " without security: a non-loopback address needs "
+        "refusing to listen on " + opt.bind +
+        " without security: a non-loopback address needs "
         "--key (CURVE secret key), --allow (allow-listed public keys) and --tokens (user "
         "tokens); create keys with `gantry keys gen`");
   if (!opt.tokens_file.empty()) {
@@ -73,7 +75,8 @@ Status Coordinator::Impl::Init() {
     GANTRY_ASSIGN_OR_RETURN(zap, ZapHandler::Start({keys.begin(), keys.end()}));
   }
   GANTRY_RETURN_IF_ERROR(BindRouter());
-  registry = std::make_unique<WorkerRegistry>(&clock, opt.heartbeat_interval, opt.lost_after_missed);
+  registry =
+      std::make_unique<WorkerRegistry>(&clock, opt.heartbeat_interval, opt.lost_after_missed);
   ManagerOptions mo = opt.manager;
   mo.coordinator_endpoint = opt.advertise.empty() ? endpoint : opt.advertise;
   manager = std::make_unique<JobManager>(store.get(), registry.get(), &kv, &clock, mo);
@@ -112,7 +115,8 @@ Status Coordinator::Impl::BindRouter() {
       return wire::ZmqError("enabling CURVE on the coordinator socket");
   }
   std::string bind = opt.bind;
-  if (bind.size() > 2 && bind.substr(bind.size() - 2) == ":0") bind.replace(bind.size() - 1, 1, "*");
+  if (bind.size() > 2 && bind.substr(bind.size() - 2) == ":0")
+    bind.replace(bind.size() - 1, 1, "*");
   if (zmq_bind(router, bind.c_str()) != 0)
     return wire::ZmqError("binding the coordinator to " + opt.bind +
                           " (another coordinator on this port? pick one with --bind)");
@@ -128,7 +132,8 @@ Status Coordinator::Impl::BindRouter() {
 
 void Coordinator::Impl::Send(const std::string& identity, const proto::Envelope& env) {
   Status st = wire::Send(router, wire::Encode(env), &identity, /*dont_wait=*/true);
-  if (!st.ok()) GANTRY_LOG(WARNING, "send failed").Field("body", wire::BodyName(env)).Field("error", st);
+  if (!st.ok())
+    GANTRY_LOG(WARNING, "send failed").Field("body", wire::BodyName(env)).Field("error", st);
 }
 
 StatusOr<std::string> Coordinator::Impl::TenantOf(const proto::Envelope& in, bool* admin) {
@@ -136,8 +141,10 @@ StatusOr<std::string> Coordinator::Impl::TenantOf(const proto::Envelope& in, boo
   if (tokens.empty()) return std::string();
   auto it = tokens.find(in.token());
   if (it == tokens.end()) {
-    metrics.GetCounter("gantry_coordinator_rejected_total", "Requests refused (auth, size, format)",
-                       {{"reason", "token"}}).Inc();
+    metrics
+        .GetCounter("gantry_coordinator_rejected_total", "Requests refused (auth, size, format)",
+                    {{"reason", "token"}})
+        .Inc();
     return UnauthenticatedError(std::string(in.token().empty() ? "no" : "an unknown") +
                                 " user token: pass --token or set GANTRY_TOKEN to a token from "
                                 "the coordinator's tokens file");
@@ -150,9 +157,13 @@ void Coordinator::Impl::OnFrame(const std::string& identity, const std::string& 
   metrics.GetCounter("gantry_coordinator_messages_total", "Messages received").Inc();
   auto in = wire::Decode(payload.data(), payload.size(), wire::MaxMessageBytes());
   if (!in.ok()) {
-    metrics.GetCounter("gantry_coordinator_rejected_total", "Requests refused (auth, size, format)",
-                       {{"reason", "malformed"}}).Inc();
-    GANTRY_LOG(WARNING, "rejected message").Field("bytes", payload.size()).Field("error", in.status());
+    metrics
+        .GetCounter("gantry_coordinator_rejected_total", "Requests refused (auth, size, format)",
+                    {{"reason", "malformed"}})
+        .Inc();
+    GANTRY_LOG(WARNING, "rejected message")
+        .Field("bytes", payload.size())
+        .Field("error", in.status());
     Send(identity, wire::ErrorReply(0, in.status()));
     return;
   }
@@ -211,7 +222,8 @@ StatusOr<bool> Coordinator::Impl::Dispatch(const std::string& identity, const pr
         wi->set_running_ranks(w.ranks_running);
         wi->set_last_heartbeat_ms(
             wire::NowUnixMs() -
-            std::chrono::duration_cast<std::chrono::milliseconds>(clock.Now() - w.last_seen).count());
+            std::chrono::duration_cast<std::chrono::milliseconds>(clock.Now() - w.last_seen)
+                .count());
       }
       out.mutable_worker_list();
       return true;
@@ -261,7 +273,8 @@ StatusOr<bool> Coordinator::Impl::Dispatch(const std::string& identity, const pr
         kv.Set(scope, in.kv_set().key(), in.kv_set().value(), wake);
         out.mutable_ack();
       } else if (in.has_kv_add()) {
-        out.mutable_kv_value()->set_number(kv.Add(scope, in.kv_add().key(), in.kv_add().delta(), wake));
+        out.mutable_kv_value()->set_number(
+            kv.Add(scope, in.kv_add().key(), in.kv_add().delta(), wake));
       } else if (auto v = kv.Get(scope, in.kv_get().key())) {
         out.mutable_kv_value()->set_value(*v);
       } else {
@@ -330,14 +343,18 @@ void Coordinator::Impl::UpdateMetrics() {
     cpus += w.resources.cpu_slots();
     cpus_used += w.cpus_used;
   }
-  metrics.GetGauge("gantry_coordinator_workers", "Workers by state", {{"state", "ready"}}).Set(ready);
+  metrics.GetGauge("gantry_coordinator_workers", "Workers by state", {{"state", "ready"}})
+      .Set(ready);
   metrics.GetGauge("gantry_coordinator_workers", "Workers by state", {{"state", "lost"}}).Set(lost);
-  metrics.GetGauge("gantry_coordinator_gpus", "GPUs of ready workers", {{"state", "used"}}).Set(gpus_used);
+  metrics.GetGauge("gantry_coordinator_gpus", "GPUs of ready workers", {{"state", "used"}})
+      .Set(gpus_used);
   metrics.GetGauge("gantry_coordinator_gpus", "GPUs of ready workers", {{"state", "free"}})
       .Set(gpus - gpus_used);
-  metrics.GetGauge("gantry_coordinator_cpu_slots", "CPU slots of ready workers", {{"state", "used"}})
+  metrics
+      .GetGauge("gantry_coordinator_cpu_slots", "CPU slots of ready workers", {{"state", "used"}})
       .Set(cpus_used);
-  metrics.GetGauge("gantry_coordinator_cpu_slots", "CPU slots of ready workers", {{"state", "free"}})
+  metrics
+      .GetGauge("gantry_coordinator_cpu_slots", "CPU slots of ready workers", {{"state", "free"}})
       .Set(cpus - cpus_used);
 }
 
@@ -379,9 +396,9 @@ Status Coordinator::Run(const std::atomic<bool>& stop) {
       if (count == 2) {
         s.OnFrame(frames[0], frames[1]);
       } else if (count >= 1) {
-        s.Send(frames[0], wire::ErrorReply(0, InvalidArgumentError(
-                                                  "expected one frame per message, got " +
-                                                  std::to_string(count - 1))));
+        s.Send(frames[0],
+               wire::ErrorReply(0, InvalidArgumentError("expected one frame per message, got " +
+                                                        std::to_string(count - 1))));
       }
       s.manager->Tick();
       s.Flush();

@@ -11,8 +11,9 @@ Status ApplyCurveClient(void* socket, const ChannelOptions& o) {
   const int set = !o.server_public_key.empty() + !o.public_key.empty() + !o.secret_key.empty();
   if (set == 0) return OkStatus();
   if (set != 3)
-    return InvalidArgumentError("CURVE needs the server public key and this client's public and "
-                                "secret keys together (--server-key, --key)");
+    return InvalidArgumentError(
+        "CURVE needs the server public key and this client's public and "
+        "secret keys together (--server-key, --key)");
   if (zmq_setsockopt(socket, ZMQ_CURVE_SERVERKEY, o.server_public_key.data(), 40) != 0 ||
       zmq_setsockopt(socket, ZMQ_CURVE_PUBLICKEY, o.public_key.data(), 40) != 0 ||
       zmq_setsockopt(socket, ZMQ_CURVE_SECRETKEY, o.secret_key.data(), 40) != 0)

@@ -15,9 +15,9 @@
 namespace gantry::wire {
 
 struct ChannelOptions {
-  std::string endpoint;                       // tcp://127.0.0.1:7450
-  std::chrono::milliseconds timeout{10000};   // default per-call timeout
-  std::string token;                          // user or per-attempt token
+  std::string endpoint;                      // tcp://127.0.0.1:7450
+  std::chrono::milliseconds timeout{10000};  // default per-call timeout
+  std::string token;                         // user or per-attempt token
   // CURVE (all three set, or none): the coordinator's public key and this client's keys.
   std::string server_public_key;
   std::string public_key;

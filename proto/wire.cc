@@ -108,8 +108,9 @@ bool CurveAvailable() { return zmq_has("curve") != 0; }
 
 StatusOr<CurveKeyPair> GenerateCurveKeys() {
   if (!CurveAvailable())
-    return UnimplementedError("this libzmq was built without CURVE (libsodium); install libzmq5 "
-                              "from Debian, which has it");
+    return UnimplementedError(
+        "this libzmq was built without CURVE (libsodium); install libzmq5 "
+        "from Debian, which has it");
   char pub[41] = {0}, sec[41] = {0};
   if (zmq_curve_keypair(pub, sec) != 0) return ZmqError("zmq_curve_keypair");
   return CurveKeyPair{pub, sec};
@@ -135,7 +136,8 @@ Status WriteKeyPair(const std::string& dir, const std::string& name, const Curve
 
 StatusOr<std::string> ReadKeyFile(const std::string& path) {
   std::ifstream in(path);
-  if (!in) return NotFoundError("cannot read key file " + path + ": create one with `gantry keys gen`");
+  if (!in)
+    return NotFoundError("cannot read key file " + path + ": create one with `gantry keys gen`");
   std::string key;
   std::getline(in, key);
   while (!key.empty() && (key.back() == '\r' || key.back() == ' ')) key.pop_back();

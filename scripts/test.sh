@@ -75,7 +75,7 @@ ctest "${ctest_args[@]}" "${ctest_extra[@]}" 2>&1 | tee "$build_dir/ctest.log"
 rc=${PIPESTATUS[0]}
 set -e
 
-summary=$(grep -E "tests passed|tests failed" "$build_dir/ctest.log" | tail -1)
+summary=$(grep -E "tests passed|tests failed" "$build_dir/ctest.log" | tail -1 || true)
 echo
 echo "==== gantry test summary ===="
 echo "labels:   ${labels[*]:-all}"

@@ -107,14 +107,17 @@ void WorkerAgent::Impl::OnMessage(const proto::Envelope& env) {
   if (env.has_register_reply()) {
     registered = true;
     backoff = std::chrono::milliseconds(250);
-    interval = std::chrono::milliseconds(std::max(50, env.register_reply().heartbeat_interval_ms()));
+    interval =
+        std::chrono::milliseconds(std::max(50, env.register_reply().heartbeat_interval_ms()));
     lost_after = std::max(2, env.register_reply().lost_after_missed());
     // Exits included in the registration were processed there.
     for (auto& [key, r] : ranks) r.exit_sent = r.exit_sent || r.status.exited();
     exit_requests.clear();
     for (auto it = ranks.begin(); it != ranks.end();)
-      it = it->second.status.exited() && it->second.pending.empty() ? ranks.erase(it) : std::next(it);
-    GANTRY_LOG(INFO, "registered with coordinator").Field("coordinator", opt.coordinator)
+      it = it->second.status.exited() && it->second.pending.empty() ? ranks.erase(it)
+                                                                    : std::next(it);
+    GANTRY_LOG(INFO, "registered with coordinator")
+        .Field("coordinator", opt.coordinator)
         .Field("worker", opt.worker_id);
   } else if (env.has_heartbeat_reply()) {
     if (!env.heartbeat_reply().registered()) Register();
@@ -134,7 +137,8 @@ void WorkerAgent::Impl::OnMessage(const proto::Envelope& env) {
         r.proc->Stop(std::chrono::milliseconds(std::max(0, s.grace_ms())));
     }
   } else if (env.has_error()) {
-    GANTRY_LOG(WARNING, "coordinator error reply").Field("request", env.request_id())
+    GANTRY_LOG(WARNING, "coordinator error reply")
+        .Field("request", env.request_id())
         .Field("error", wire::StatusFromError(env.error()));
   }
 }
@@ -160,9 +164,13 @@ void WorkerAgent::Impl::Launch(const proto::LaunchRank& l) {
       spec.argv = {opt.self_exe, "train", abs};
     } else {
       auto js = ParseJobSpec(l.spec_yaml(), abs);
-      spec.argv = {opt.self_exe, "serve", js.ok() ? js->serve.model_dir : "",
-                   "--shards", std::to_string(js.ok() ? js->serve.shards : 1),
-                   "--port", std::to_string(js.ok() ? js->serve.port : 8501)};
+      spec.argv = {opt.self_exe,
+                   "serve",
+                   js.ok() ? js->serve.model_dir : "",
+                   "--shards",
+                   std::to_string(js.ok() ? js->serve.shards : 1),
+                   "--port",
+                   std::to_string(js.ok() ? js->serve.port : 8501)};
     }
   }
   std::string visible;
@@ -183,7 +191,7 @@ void WorkerAgent::Impl::Launch(const proto::LaunchRank& l) {
   if (!resources.gpus().empty() || !visible.empty()) spec.env["CUDA_VISIBLE_DEVICES"] = visible;
   std::string hcas;
   for (const auto& h : resources.rdma_devices()) hcas += (hcas.empty() ? "" : ",") + h;
-  if (!hcas.empty()) spec.env["NCCL_IB_HCA"] = hcas;
+  if (!hcas.empty()) spec.env["NCCL_IB_HCA"] = "=" + hcas;  // exact names, active ports only
   for (const auto& [k, v] : l.env()) spec.env[k] = v;
   spec.workdir = l.workdir();
   if (spec.workdir.empty() || !std::filesystem::is_directory(spec.workdir, ec)) spec.workdir = dir;
@@ -193,7 +201,9 @@ void WorkerAgent::Impl::Launch(const proto::LaunchRank& l) {
     r.status.set_exit_code(127);
     r.status.set_error(proc.status().message());
     r.pending.push_back({"gantry", "launch failed: " + proc.status().message(), wire::NowUnixMs()});
-    GANTRY_LOG(ERROR, "rank launch failed").Field("job", l.job_id()).Field("rank", l.rank())
+    GANTRY_LOG(ERROR, "rank launch failed")
+        .Field("job", l.job_id())
+        .Field("rank", l.rank())
         .Field("error", proc.status());
     FlushLogs(true);
     ReportExit(key, r);
@@ -201,8 +211,11 @@ void WorkerAgent::Impl::Launch(const proto::LaunchRank& l) {
   }
   r.proc = std::move(proc).value();
   r.status.set_pid(r.proc->pid());
-  GANTRY_LOG(INFO, "rank started").Field("job", l.job_id()).Field("attempt", l.attempt())
-      .Field("rank", l.rank()).Field("pid", r.proc->pid());
+  GANTRY_LOG(INFO, "rank started")
+      .Field("job", l.job_id())
+      .Field("attempt", l.attempt())
+      .Field("rank", l.rank())
+      .Field("pid", r.proc->pid());
   proto::Envelope env;
   env.mutable_rank_started()->set_worker_id(opt.worker_id);
   *env.mutable_rank_started()->mutable_rank() = r.status;
@@ -251,7 +264,9 @@ void WorkerAgent::Impl::Service() {
       r.status.set_exited(true);
       r.status.set_exit_code(r.proc->exit_code());
       if (r.proc->exit_code() != 0) r.status.set_error(r.proc->exit_description());
-      GANTRY_LOG(INFO, "rank exited").Field("job", std::get<0>(key)).Field("rank", std::get<2>(key))
+      GANTRY_LOG(INFO, "rank exited")
+          .Field("job", std::get<0>(key))
+          .Field("rank", std::get<2>(key))
           .Field("exit", r.proc->exit_description());
     }
   }
@@ -295,9 +310,12 @@ WorkerAgent::~WorkerAgent() = default;
 Status WorkerAgent::Run(const std::atomic<bool>& stop) {
   Impl& s = *impl_;
   GANTRY_RETURN_IF_ERROR(s.Connect());
-  GANTRY_LOG(INFO, "worker started").Field("worker", s.opt.worker_id)
-      .Field("coordinator", s.opt.coordinator).Field("address", s.opt.address)
-      .Field("cpu_slots", s.resources.cpu_slots()).Field("gpus", s.resources.gpus_size());
+  GANTRY_LOG(INFO, "worker started")
+      .Field("worker", s.opt.worker_id)
+      .Field("coordinator", s.opt.coordinator)
+      .Field("address", s.opt.address)
+      .Field("cpu_slots", s.resources.cpu_slots())
+      .Field("gpus", s.resources.gpus_size());
   while (!stop.load()) {
     std::vector<zmq_pollitem_t> items{{s.socket, 0, ZMQ_POLLIN, 0}};
     for (auto& [key, r] : s.ranks) {
@@ -315,8 +333,10 @@ Status WorkerAgent::Run(const std::atomic<bool>& stop) {
       }
       auto env = wire::Decode(zmq_msg_data(&m), zmq_msg_size(&m), wire::kHardMaxMessageBytes);
       zmq_msg_close(&m);
-      if (env.ok()) s.OnMessage(*env);
-      else GANTRY_LOG(WARNING, "bad message from coordinator").Field("error", env.status());
+      if (env.ok())
+        s.OnMessage(*env);
+      else
+        GANTRY_LOG(WARNING, "bad message from coordinator").Field("error", env.status());
     }
     s.Service();
     const auto now = Clock::now();
@@ -332,13 +352,16 @@ Status WorkerAgent::Run(const std::atomic<bool>& stop) {
                                      : now - s.register_sent > s.opt.register_timeout;
     if (silent && now >= s.reconnect_at) {
       GANTRY_LOG(WARNING, "coordinator unreachable; reconnecting")
-          .Field("coordinator", s.opt.coordinator).Field("backoff_ms", s.backoff.count());
+          .Field("coordinator", s.opt.coordinator)
+          .Field("backoff_ms", s.backoff.count());
       s.reconnect_at = now + s.backoff;
       s.backoff = std::min(s.backoff * 2, s.opt.max_backoff);
       GANTRY_RETURN_IF_ERROR(s.Connect());
     }
   }
-  GANTRY_LOG(INFO, "worker stopping").Field("worker", s.opt.worker_id).Field("ranks", s.ranks.size());
+  GANTRY_LOG(INFO, "worker stopping")
+      .Field("worker", s.opt.worker_id)
+      .Field("ranks", s.ranks.size());
   s.StopAll(kShutdownGrace);
   return OkStatus();
 }

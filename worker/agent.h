@@ -18,14 +18,14 @@ namespace gantry::worker {
 
 struct WorkerOptions {
   std::string coordinator = "tcp://127.0.0.1:7450";
-  std::string worker_id;   // "" = hostname
-  std::string address;     // MASTER_ADDR when this host runs rank 0; "" = the local address
-                           // that routes to the coordinator
+  std::string worker_id;  // "" = hostname
+  std::string address;    // MASTER_ADDR when this host runs rank 0; "" = the local address
+                          // that routes to the coordinator
   std::string dir = ".gantry/worker";  // per-attempt files (the spec of train jobs)
-  int cpu_slots = 0;       // 0 = usable cores
-  int gpus = -1;           // -1 = detect with the CUDA runtime; >= 0 overrides
+  int cpu_slots = 0;                   // 0 = usable cores
+  int gpus = -1;                       // -1 = detect with the CUDA runtime; >= 0 overrides
   std::map<std::string, std::string> labels;
-  std::string self_exe;    // the gantry binary for train/serve ranks; "" = /proc/self/exe
+  std::string self_exe;  // the gantry binary for train/serve ranks; "" = /proc/self/exe
   // CURVE (all or none): coordinator public key, this worker's key pair.
   std::string server_public_key, public_key, secret_key;
   std::chrono::milliseconds register_timeout{2000};

@@ -15,7 +15,7 @@
 #include "kernels/runtime.h"
 #endif
 #if GANTRY_WORKER_HAS_VERBS
-#include "comm/verbs/verbs.h"
+#include "comm/verbs/verbs_devices.h"
 #endif
 
 namespace gantry::worker {
@@ -50,9 +50,10 @@ proto::WorkerResources DetectResources(int cpu_slots, int gpus,
     g->set_name("cuda:" + std::to_string(i));
   }
 #if GANTRY_WORKER_HAS_VERBS
-  auto devices = comm::verbs::ListDevices();
-  if (devices.ok())
-    for (const auto& d : *devices) r.add_rdma_devices(d.name);
+  auto ports = comm::verbs::ListDevices();
+  if (ports.ok())
+    for (const auto& p : *ports)
+      if (p.active()) r.add_rdma_devices(p.device + ":" + std::to_string(p.port));
 #endif
   r.mutable_labels()->insert(labels.begin(), labels.end());
   return r;

@@ -2,14 +2,18 @@
 // our tcp and shm backends, Open MPI's MPI_Allreduce over shared memory and over TCP (at its
 // best setting: glibc keeps big blocks, MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=64 GiB),
 // Gloo's chunked ring, plus the single-thread memcpy and loopback TCP stream ceilings.
-//   allreduce_bench [--json] [--ranks N] [--max-mib M] [--only tcp,shm,mpi-shm,mpi-tcp,gloo]
-// Each implementation runs as N processes launched here; every figure is a median of 3.
+//   allreduce_bench [--json] [--ranks N] [--max-mib M] [--rounds R]
+//                   [--only tcp,shm,mpi-shm,mpi-tcp,gloo]
+// Each implementation runs as N processes launched here, round-robin with the others for R
+// rounds (default 3) so load changes hit all of them; each figure is the median over rounds
+// of in-process medians.
 #include <poll.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -112,7 +116,7 @@ void JsonRow(const std::string& workload, const std::string& metric, double ours
 int main(int argc, char** argv) {
   using namespace gantry::bench;
   bool json = false;
-  int ranks = 2;
+  int ranks = 2, rounds = 3;
   size_t max_bytes = 256u << 20;
   std::string only = "tcp,shm,mpi-shm,mpi-tcp,gloo", rank_of;
   for (int i = 1; i < argc; ++i) {
@@ -121,6 +125,7 @@ int main(int argc, char** argv) {
     else if (a == "--ranks" && i + 1 < argc) ranks = std::atoi(argv[++i]);
     else if (a == "--max-mib" && i + 1 < argc) max_bytes = std::strtoull(argv[++i], nullptr, 10) << 20;
     else if (a == "--only" && i + 1 < argc) only = argv[++i];
+    else if (a == "--rounds" && i + 1 < argc) rounds = std::max(1, std::atoi(argv[++i]));
     else if (a.rfind("--rank-of=", 0) == 0) rank_of = a.substr(10);
     else {
       std::fprintf(stderr, "usage: %s [--json] [--ranks N] [--max-mib M] [--only list]\n", argv[0]);
@@ -157,15 +162,27 @@ int main(int argc, char** argv) {
       {"gloo", "gloo-tcp-ring-chunked", {self, "--rank-of=gloo", "--max-mib", max_mib}, {{"GANTRY_BENCH_GLOO_DIR", gloo_dir}}},
   };
   const char* keys[] = {"tcp", "shm", "mpi-shm", "mpi-tcp", "gloo"};
-  std::vector<std::map<size_t, double>> res(impls.size());
+  std::vector<std::map<size_t, std::vector<double>>> runs(impls.size());
+  std::vector<double> streams;
   int port = 29500 + getpid() % 10000;
-  for (size_t i = 0; i < impls.size(); ++i) {
-    if (("," + only + ",").find(std::string(",") + keys[i] + ",") == std::string::npos) continue;
-    if (!json) std::fprintf(stderr, "running %s ...\n", impls[i].name.c_str());
-    res[i] = Launch(impls[i], ranks, port++, 900);
+  for (int round = 0; round < rounds; ++round) {
+    for (size_t i = 0; i < impls.size(); ++i) {
+      if (("," + only + ",").find(std::string(",") + keys[i] + ",") == std::string::npos) continue;
+      std::fprintf(stderr, "round %d: %s ...\n", round + 1, impls[i].name.c_str());
+      for (auto& [bytes, s] : Launch(impls[i], ranks, port++, 900)) runs[i][bytes].push_back(s);
+    }
+    streams.push_back(LoopbackTcpStreamGBps());
   }
   rmdir(gloo_dir);
-  const double stream = LoopbackTcpStreamGBps();
+  auto median = [](std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v[v.size() / 2];
+  };
+  std::vector<std::map<size_t, double>> res(impls.size());
+  for (size_t i = 0; i < impls.size(); ++i) {
+    for (auto& [bytes, v] : runs[i]) res[i][bytes] = median(v);
+  }
+  const double stream = median(streams);
   const double bus = 2.0 * (ranks - 1) / ranks;
   auto busbw = [&](size_t i, size_t bytes) {
     auto it = res[i].find(bytes);
@@ -187,7 +204,7 @@ int main(int argc, char** argv) {
       }
       std::printf(" | %6.1f\n", MemcpyGBps(b));
     }
-    std::printf("loopback TCP stream (2 processes): %.2f GB/s\n", stream);
+    std::printf("loopback TCP stream (2 processes, median of %d): %.2f GB/s\n", rounds, stream);
     std::printf("ratios (>1 = we win): size | shm/ompi-shm (target 1.2) | tcp/ompi-tcp (1.0) | tcp/gloo (2.0) | tcp/stream (0.9 from 16 MiB)\n");
     for (size_t b : sizes) {
       auto r = [&](double a, double p) { return p > 0 && a > 0 ? a / p : 0.0; };

@@ -68,9 +68,10 @@ double Percentile(std::vector<double> v, double p) {
 
 void Row(const Options& o, const char* metric, double value, double target, const char* unit) {
   if (o.json) {
-    std::printf("{\"bench\": \"sched\", \"workload\": \"%dx%d-gpu-%d-gangs\", \"metric\": \"%s\", "
-                "\"ours\": %.3f, \"target\": %.3f}\n",
-                o.hosts, o.gpus_per_host, o.jobs, metric, value, target);
+    std::printf(
+        "{\"bench\": \"sched\", \"workload\": \"%dx%d-gpu-%d-gangs\", \"metric\": \"%s\", "
+        "\"ours\": %.3f, \"target\": %.3f}\n",
+        o.hosts, o.gpus_per_host, o.jobs, metric, value, target);
   } else {
     std::printf("%-28s %14.3f %-8s %14.3f\n", metric, value, unit, target);
   }
@@ -127,8 +128,9 @@ int Run(const Options& o) {
     queue.swap(next);
     if (queue.empty() || running.empty()) break;
     // Advance the fake clock to the next completion and free its resources.
-    auto first = std::min_element(running.begin(), running.end(),
-                                  [](const Running& a, const Running& b) { return a.end_s < b.end_s; });
+    auto first =
+        std::min_element(running.begin(), running.end(),
+                         [](const Running& a, const Running& b) { return a.end_s < b.end_s; });
     busy_gpu_s += used_gpus * (first->end_s - now_s);
     now_s = first->end_s;
     for (int h : first->rank_hosts) {
@@ -144,11 +146,12 @@ int Run(const Options& o) {
   if (!o.json) {
     std::printf("sched_bench: %d hosts x %d GPUs (racks of %d), %d queued gangs of 1-64 GPUs\n",
                 o.hosts, o.gpus_per_host, o.hosts_per_rack, o.jobs);
-    std::printf("%d placed in %lld passes, %.3f s of scheduler time; multi-host gangs inside "
-                "one rack: %lld of %lld\n\n",
-                static_cast<int>(decisions), static_cast<long long>(passes), sched_wall_s,
-                static_cast<long long>(placed_single_rack),
-                static_cast<long long>(placed_single_rack + placed_multi));
+    std::printf(
+        "%d placed in %lld passes, %.3f s of scheduler time; multi-host gangs inside "
+        "one rack: %lld of %lld\n\n",
+        static_cast<int>(decisions), static_cast<long long>(passes), sched_wall_s,
+        static_cast<long long>(placed_single_rack),
+        static_cast<long long>(placed_single_rack + placed_multi));
     std::printf("%-28s %14s %-8s %14s\n", "metric", "ours", "unit", "target");
   }
   Row(o, "decisions_per_s", decisions / sched_wall_s, 5000, "1/s");
@@ -171,14 +174,21 @@ int main(int argc, char** argv) {
       }
       return std::strtol(argv[++i], nullptr, 10);
     };
-    if (a == "--json") o.json = true;
-    else if (a == "--hosts") o.hosts = static_cast<int>(next("--hosts"));
-    else if (a == "--jobs") o.jobs = static_cast<int>(next("--jobs"));
-    else if (a == "--gpus-per-host") o.gpus_per_host = static_cast<int>(next("--gpus-per-host"));
-    else if (a == "--seed") o.seed = static_cast<uint64_t>(next("--seed"));
+    if (a == "--json")
+      o.json = true;
+    else if (a == "--hosts")
+      o.hosts = static_cast<int>(next("--hosts"));
+    else if (a == "--jobs")
+      o.jobs = static_cast<int>(next("--jobs"));
+    else if (a == "--gpus-per-host")
+      o.gpus_per_host = static_cast<int>(next("--gpus-per-host"));
+    else if (a == "--seed")
+      o.seed = static_cast<uint64_t>(next("--seed"));
     else {
-      std::fprintf(stderr, "usage: sched_bench [--json] [--hosts N] [--gpus-per-host N] "
-                           "[--jobs N] [--seed N]\nunknown argument: %s\n", argv[i]);
+      std::fprintf(stderr,
+                   "usage: sched_bench [--json] [--hosts N] [--gpus-per-host N] "
+                   "[--jobs N] [--seed N]\nunknown argument: %s\n",
+                   argv[i]);
       return 2;
     }
   }

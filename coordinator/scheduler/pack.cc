@@ -1,17 +1,15 @@
 // Gang packing: fewest hosts, best fit for the remainder, one topology group when it can.
 // Capacities are counted in whole ranks per host, so a rank never straddles hosts.
+#include "coordinator/scheduler/pack.h"
+
 #include <algorithm>
 #include <limits>
 #include <numeric>
 #include <unordered_map>
 
-#include "coordinator/scheduler/pack.h"
-
 namespace gantry::coordinator {
 
-int RankCapacity(const HostState& host, const GangRequest& gang, bool use_total) {
-  const int gpus = use_total ? host.gpus_total : host.gpus_free;
-  const int cpus = use_total ? host.cpus_total : host.cpus_free;
+int RanksFitting(int gpus, int cpus, const GangRequest& gang) {
   // Not clipped to gang.ranks: best fit compares how much room each host really has.
   if (gang.gpus_per_rank <= 0 && gang.cpus_per_rank <= 0) return gang.ranks;
   int cap = std::numeric_limits<int>::max();
@@ -74,28 +72,24 @@ std::vector<HostShare> PackCaps(std::vector<HostShare>& caps, int ranks) {
 }  // namespace
 
 PackResult PackWithIndex(const GangRequest& gang, const std::vector<HostState>& hosts,
-                         const std::vector<bool>& excluded, const TopologyIndex& topo,
-                         PackScratch& scratch) {
+                         const FreeView& free, const std::vector<bool>& excluded,
+                         LazyTopology& lazy_topo, PackScratch& scratch) {
   PackResult best;
   if (gang.ranks <= 0) return best;
-  scratch.groups.resize(topo.num_groups);
-  for (auto& g : scratch.groups) g.clear();
-  scratch.group_sum.assign(topo.num_groups, 0);
-  scratch.all.clear();
-  // One scan: capacities per group, and the best single-host fit (smallest cap >= ranks).
+  // First scan: the best single-host fit (smallest room >= ranks) and the total room.
   int total = 0, single = -1, single_cap = 0;
+  scratch.all.clear();
   for (size_t h = 0; h < hosts.size(); ++h) {
+    if (free.gpus[h] < gang.gpus_per_rank || free.cpus[h] < gang.cpus_per_rank) continue;
     if (excluded[h] || !hosts[h].schedulable) continue;
-    if (!gang.labels.empty() && !LabelsMatch(hosts[h], gang)) continue;
-    const int cap = RankCapacity(hosts[h], gang, /*use_total=*/false);
+    const int cap = RanksFitting(free.gpus[h], free.cpus[h], gang);
     if (cap <= 0) continue;
+    if (!gang.labels.empty() && !LabelsMatch(hosts[h], gang)) continue;
     if (cap >= gang.ranks && (single < 0 || cap < single_cap)) {
       single = static_cast<int>(h);
       single_cap = cap;
+      if (cap == gang.ranks) break;  // an exact fit cannot be beaten
     }
-    const int g = topo.group_of_host[h];
-    scratch.groups[g].push_back({static_cast<int>(h), cap});
-    scratch.group_sum[g] += cap;
     scratch.all.push_back({static_cast<int>(h), cap});
     total += cap;
   }
@@ -104,7 +98,16 @@ PackResult PackWithIndex(const GangRequest& gang, const std::vector<HostState>& 
     return best;
   }
   if (total < gang.ranks) return best;
-  // Prefer one group: fewest hosts, then the tightest group (least left over).
+  // Several hosts: prefer one topology group, fewest hosts, then the tightest group.
+  const TopologyIndex& topo = lazy_topo.Get();
+  scratch.groups.resize(topo.num_groups);
+  for (auto& g : scratch.groups) g.clear();
+  scratch.group_sum.assign(topo.num_groups, 0);
+  for (const HostShare& s : scratch.all) {
+    const int g = topo.group_of_host[s.host];
+    scratch.groups[g].push_back(s);
+    scratch.group_sum[g] += s.count;
+  }
   int best_left = 0;
   for (int g = 0; g < topo.num_groups; ++g) {
     if (scratch.group_sum[g] < gang.ranks) continue;
@@ -126,11 +129,16 @@ PackResult PackWithIndex(const GangRequest& gang, const std::vector<HostState>& 
 
 std::vector<int> PackGang(const GangRequest& gang, const std::vector<HostState>& hosts,
                           const std::vector<int>& candidates, const std::string& topology_key) {
-  const TopologyIndex topo = BuildTopologyIndex(hosts, topology_key);
+  LazyTopology topo(hosts, topology_key);
   std::vector<bool> excluded(hosts.size(), true);
   for (int h : candidates) excluded[h] = false;
+  FreeView free;
+  for (const HostState& h : hosts) {
+    free.gpus.push_back(h.gpus_free);
+    free.cpus.push_back(h.cpus_free);
+  }
   PackScratch scratch;
-  PackResult result = PackWithIndex(gang, hosts, excluded, topo, scratch);
+  PackResult result = PackWithIndex(gang, hosts, free, excluded, topo, scratch);
   return SharesToRanks(result.shares);
 }
 

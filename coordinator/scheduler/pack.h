@@ -9,8 +9,13 @@
 
 namespace gantry::coordinator {
 
+// Whole ranks of `gang` that fit in `gpus` and `cpus` (not clipped to gang.ranks).
+int RanksFitting(int gpus, int cpus, const GangRequest& gang);
 // Whole ranks of `gang` that fit on `host` (free resources, or totals when use_total).
-int RankCapacity(const HostState& host, const GangRequest& gang, bool use_total);
+inline int RankCapacity(const HostState& host, const GangRequest& gang, bool use_total) {
+  return use_total ? RanksFitting(host.gpus_total, host.cpus_total, gang)
+                   : RanksFitting(host.gpus_free, host.cpus_free, gang);
+}
 bool LabelsMatch(const HostState& host, const GangRequest& gang);
 
 struct TopologyIndex {
@@ -18,6 +23,31 @@ struct TopologyIndex {
   int num_groups = 1;
 };
 TopologyIndex BuildTopologyIndex(const std::vector<HostState>& hosts, const std::string& key);
+
+// Built on first use: most gangs fit one host and never need the grouping.
+class LazyTopology {
+ public:
+  LazyTopology(const std::vector<HostState>& hosts, const std::string& key)
+      : hosts_(hosts), key_(key) {}
+  const TopologyIndex& Get() {
+    if (!built_) {
+      index_ = BuildTopologyIndex(hosts_, key_);
+      built_ = true;
+    }
+    return index_;
+  }
+
+ private:
+  const std::vector<HostState>& hosts_;
+  const std::string& key_;
+  TopologyIndex index_;
+  bool built_ = false;
+};
+
+// Free resources per host during a pass (the HostState vector itself stays untouched).
+struct FreeView {
+  std::vector<int> gpus, cpus;
+};
 
 struct HostShare {
   int host = 0;   // host index
@@ -35,8 +65,8 @@ struct PackScratch {
   std::vector<HostShare> all;
 };
 PackResult PackWithIndex(const GangRequest& gang, const std::vector<HostState>& hosts,
-                         const std::vector<bool>& excluded, const TopologyIndex& topo,
-                         PackScratch& scratch);
+                         const FreeView& free, const std::vector<bool>& excluded,
+                         LazyTopology& topo, PackScratch& scratch);
 std::vector<int> SharesToRanks(const std::vector<HostShare>& shares);
 
 }  // namespace gantry::coordinator

@@ -1,21 +1,26 @@
 // One scheduling pass: order the queue, enforce quotas, pack gangs, reserve for the head.
 // A shape (ranks, gpus, cpus, labels) that failed once in a pass fails for every later job of
 // the same shape (resources only shrink during a pass), so a long queue costs O(1) per repeat.
+#include "coordinator/scheduler/scheduler.h"
+
 #include <algorithm>
 #include <numeric>
-#include <unordered_set>
+#include <unordered_map>
 
 #include "coordinator/scheduler/pack.h"
-#include "coordinator/scheduler/scheduler.h"
 
 namespace gantry::coordinator {
 
 const char* WaitReasonName(WaitReason reason) {
   switch (reason) {
-    case WaitReason::kResources: return "resources";
-    case WaitReason::kReserved: return "reserved";
-    case WaitReason::kQuota: return "quota";
-    case WaitReason::kInfeasible: return "infeasible";
+    case WaitReason::kResources:
+      return "resources";
+    case WaitReason::kReserved:
+      return "reserved";
+    case WaitReason::kQuota:
+      return "quota";
+    case WaitReason::kInfeasible:
+      return "infeasible";
   }
   return "unknown";
 }
@@ -39,28 +44,39 @@ struct ShapeHash {
     return h;
   }
 };
-using ShapeSet = std::unordered_set<ShapeKey, ShapeHash>;
+// What a pass has learned about a shape (bits).
+enum : uint8_t { kFeasible = 1, kInfeasible = 2, kFailed = 4 };
+using ShapeVerdicts = std::unordered_map<ShapeKey, uint8_t, ShapeHash>;
 
 std::string Describe(const GangRequest& g) {
-  return std::to_string(g.ranks) + " rank(s) x " + std::to_string(g.gpus_per_rank) +
-         " GPU, " + std::to_string(g.cpus_per_rank) + " CPU";
+  return std::to_string(g.ranks) + " rank(s) x " + std::to_string(g.gpus_per_rank) + " GPU, " +
+         std::to_string(g.cpus_per_rank) + " CPU";
 }
 
 // Aggregates over unreserved schedulable hosts that reject most jobs without a host scan.
 struct FreeStats {
   int total_gpus = 0, max_host_gpus = 0, max_host_cpus = 0;
+  int hosts_at_max_gpus = 0, hosts_at_max_cpus = 0;  // recompute only when one reaches 0
   int64_t total_cpus = 0;
 };
 
 class Pass {
  public:
   Pass(const ClusterView& view, const SchedulerOptions& options)
-      : hosts_(view.hosts), used_(view.tenant_gpus_used), options_(options),
-        topo_(BuildTopologyIndex(view.hosts, options.topology_key)),
-        reserved_(view.hosts.size(), false) {}
+      : hosts_(view.hosts),
+        used_(view.tenant_gpus_used),
+        options_(options),
+        topo_(view.hosts, options.topology_key),
+        reserved_(view.hosts.size(), false) {
+    free_.gpus.reserve(hosts_.size());
+    free_.cpus.reserve(hosts_.size());
+    for (const HostState& h : hosts_) {
+      free_.gpus.push_back(h.gpus_free);
+      free_.cpus.push_back(h.cpus_free);
+    }
+  }
 
-  void Run(const std::vector<GangRequest>& queue, SchedClock::time_point now,
-           ScheduleResult& out);
+  void Run(const std::vector<GangRequest>& queue, SchedClock::time_point now, ScheduleResult& out);
 
  private:
   std::vector<int> Candidates(const GangRequest& g, bool include_reserved) const {
@@ -83,8 +99,8 @@ class Pass {
   }
   void Apply(const GangRequest& g, const PackResult& pack) {
     for (const HostShare& s : pack.shares) {
-      hosts_[s.host].gpus_free -= s.count * g.gpus_per_rank;
-      hosts_[s.host].cpus_free -= s.count * g.cpus_per_rank;
+      free_.gpus[s.host] -= s.count * g.gpus_per_rank;
+      free_.cpus[s.host] -= s.count * g.cpus_per_rank;
     }
     used_[g.tenant] += g.ranks * g.gpus_per_rank;
   }
@@ -92,13 +108,35 @@ class Pass {
   void RecomputeStats() {
     stats_ = {};
     for (size_t i = 0; i < hosts_.size(); ++i) {
-      const HostState& h = hosts_[i];
-      if (!h.schedulable || reserved_[i]) continue;
-      stats_.total_gpus += h.gpus_free;
-      stats_.total_cpus += h.cpus_free;
-      stats_.max_host_gpus = std::max(stats_.max_host_gpus, h.gpus_free);
-      stats_.max_host_cpus = std::max(stats_.max_host_cpus, h.cpus_free);
+      if (!hosts_[i].schedulable || reserved_[i]) continue;
+      stats_.total_gpus += free_.gpus[i];
+      stats_.total_cpus += free_.cpus[i];
+      stats_.max_host_gpus = std::max(stats_.max_host_gpus, free_.gpus[i]);
+      stats_.max_host_cpus = std::max(stats_.max_host_cpus, free_.cpus[i]);
     }
+    for (size_t i = 0; i < hosts_.size(); ++i) {
+      if (!hosts_[i].schedulable || reserved_[i]) continue;
+      stats_.hosts_at_max_gpus += free_.gpus[i] == stats_.max_host_gpus;
+      stats_.hosts_at_max_cpus += free_.cpus[i] == stats_.max_host_cpus;
+    }
+  }
+  // After `g` took `pack`: keep the aggregates exact, rescanning only when a maximum drops.
+  void UpdateStats(const GangRequest& g, const PackResult& pack) {
+    bool rescan = false;
+    for (const HostShare& s : pack.shares) {
+      if (free_.gpus[s.host] + s.count * g.gpus_per_rank == stats_.max_host_gpus &&
+          s.count * g.gpus_per_rank > 0)
+        rescan = rescan || --stats_.hosts_at_max_gpus == 0;
+      if (free_.cpus[s.host] + s.count * g.cpus_per_rank == stats_.max_host_cpus &&
+          s.count * g.cpus_per_rank > 0)
+        rescan = rescan || --stats_.hosts_at_max_cpus == 0;
+    }
+    if (rescan) {
+      RecomputeStats();
+      return;
+    }
+    stats_.total_gpus -= g.ranks * g.gpus_per_rank;
+    stats_.total_cpus -= static_cast<int64_t>(g.ranks) * g.cpus_per_rank;
   }
   // True when `g` certainly cannot fit the unreserved free resources.
   bool SurelyBlocked(const GangRequest& g) const {
@@ -107,18 +145,21 @@ class Pass {
            static_cast<int64_t>(g.ranks) * g.cpus_per_rank > stats_.total_cpus;
   }
   bool QuotaBlocked(const GangRequest& g, ScheduleResult& out, int qi);
-  void PlaceOrBlock(const GangRequest& g, int qi, SchedClock::time_point now,
-                    ScheduleResult& out);
+  void PlaceOrBlock(const GangRequest& g, int qi, SchedClock::time_point now, ScheduleResult& out);
   Reservation ReserveAmong(const GangRequest& g, std::vector<std::vector<int>> sets) const;
 
-  std::vector<HostState> hosts_;
+  int FreeRanks(int h, const GangRequest& g) const {
+    return RanksFitting(free_.gpus[h], free_.cpus[h], g);
+  }
+  const std::vector<HostState>& hosts_;
+  FreeView free_;
   std::map<std::string, int> used_;
   const SchedulerOptions& options_;
-  TopologyIndex topo_;
+  mutable LazyTopology topo_;  // built on first multi-host decision
   std::vector<bool> reserved_;
   FreeStats stats_;
   PackScratch scratch_;
-  ShapeSet failed_, infeasible_, feasible_;
+  ShapeVerdicts verdicts_;
   bool blocked_ = false;
 };
 
@@ -139,9 +180,10 @@ Reservation Pass::Reserve(const GangRequest& g) const {
     }
     if (valid && total >= g.ranks) return prev;
   }
-  std::vector<std::vector<int>> groups(topo_.num_groups);
+  const TopologyIndex& topo = topo_.Get();
+  std::vector<std::vector<int>> groups(topo.num_groups);
   const std::vector<int> all = Candidates(g, /*include_reserved=*/true);
-  for (int h : all) groups[topo_.group_of_host[h]].push_back(h);
+  for (int h : all) groups[topo.group_of_host[h]].push_back(h);
   Reservation best = ReserveAmong(g, groups);
   if (best.job_id.empty()) best = ReserveAmong(g, {all});  // no single group: span groups
   return best;
@@ -152,9 +194,8 @@ Reservation Pass::ReserveAmong(const GangRequest& g, std::vector<std::vector<int
   Reservation best;
   int best_free = -1;
   for (std::vector<int>& c : sets) {
-    std::stable_sort(c.begin(), c.end(), [&](int a, int b) {
-      return RankCapacity(hosts_[a], g, false) > RankCapacity(hosts_[b], g, false);
-    });
+    std::stable_sort(c.begin(), c.end(),
+                     [&](int a, int b) { return FreeRanks(a, g) > FreeRanks(b, g); });
     std::vector<int> chosen;
     int total = 0, free_now = 0;
     for (int h : c) {
@@ -162,7 +203,7 @@ Reservation Pass::ReserveAmong(const GangRequest& g, std::vector<std::vector<int
       if (cap <= 0) continue;
       chosen.push_back(h);
       total += cap;
-      free_now += RankCapacity(hosts_[h], g, false);
+      free_now += FreeRanks(h, g);
       if (total >= g.ranks) break;
     }
     if (total >= g.ranks && free_now > best_free) {
@@ -191,20 +232,19 @@ bool Pass::QuotaBlocked(const GangRequest& g, ScheduleResult& out, int qi) {
 
 void Pass::PlaceOrBlock(const GangRequest& g, int qi, SchedClock::time_point now,
                         ScheduleResult& out) {
-  const ShapeKey key{g.ranks, g.gpus_per_rank, g.cpus_per_rank, &g.labels};
-  if (infeasible_.count(key) || (!feasible_.count(key) && !Feasible(g))) {
-    infeasible_.insert(key);
+  uint8_t& verdict = verdicts_[ShapeKey{g.ranks, g.gpus_per_rank, g.cpus_per_rank, &g.labels}];
+  if (!(verdict & (kFeasible | kInfeasible))) verdict |= Feasible(g) ? kFeasible : kInfeasible;
+  if (verdict & kInfeasible) {
     out.waiting.push_back({qi, WaitReason::kInfeasible});
     return;
   }
-  feasible_.insert(key);
-  if (blocked_ && (!options_.backfill || failed_.count(key) || SurelyBlocked(g))) {
-    out.waiting.push_back({qi, out.reservation.job_id.empty() ? WaitReason::kResources
-                                                              : WaitReason::kReserved});
+  if (blocked_ && (!options_.backfill || (verdict & kFailed) || SurelyBlocked(g))) {
+    out.waiting.push_back(
+        {qi, out.reservation.job_id.empty() ? WaitReason::kResources : WaitReason::kReserved});
     return;
   }
   PackResult pack;
-  if (!SurelyBlocked(g)) pack = PackWithIndex(g, hosts_, reserved_, topo_, scratch_);
+  if (!SurelyBlocked(g)) pack = PackWithIndex(g, hosts_, free_, reserved_, topo_, scratch_);
   if (!pack.shares.empty()) {
     Apply(g, pack);
     GangPlacement p;
@@ -214,20 +254,11 @@ void Pass::PlaceOrBlock(const GangRequest& g, int qi, SchedClock::time_point now
     p.hosts_used = static_cast<int>(pack.shares.size());
     p.single_topology = pack.single_topology;
     p.queue_wait = now - g.submitted;
-    const bool shrinks_max = std::any_of(pack.shares.begin(), pack.shares.end(), [&](auto& s) {
-      return hosts_[s.host].gpus_free + s.count * g.gpus_per_rank == stats_.max_host_gpus ||
-             hosts_[s.host].cpus_free + s.count * g.cpus_per_rank == stats_.max_host_cpus;
-    });
     out.placed.push_back(std::move(p));
-    if (shrinks_max) {
-      RecomputeStats();
-    } else {
-      stats_.total_gpus -= g.ranks * g.gpus_per_rank;
-      stats_.total_cpus -= static_cast<int64_t>(g.ranks) * g.cpus_per_rank;
-    }
+    UpdateStats(g, pack);
     return;
   }
-  failed_.insert(key);
+  verdict |= kFailed;
   WaitReason reason = WaitReason::kResources;
   if (!blocked_) {
     blocked_ = true;
@@ -258,14 +289,15 @@ void Pass::Run(const std::vector<GangRequest>& queue, SchedClock::time_point now
     // Fast path for a full cluster: nothing free can hold this job; its shape was already
     // judged feasible or not earlier in the pass or will be on the slow path.
     if (blocked_ && SurelyBlocked(g)) {
-      const ShapeKey key{g.ranks, g.gpus_per_rank, g.cpus_per_rank, &g.labels};
-      if (infeasible_.count(key)) {
+      auto it = verdicts_.find(ShapeKey{g.ranks, g.gpus_per_rank, g.cpus_per_rank, &g.labels});
+      const uint8_t verdict = it == verdicts_.end() ? 0 : it->second;
+      if (verdict & kInfeasible) {
         out.waiting.push_back({qi, WaitReason::kInfeasible});
         continue;
       }
-      if (feasible_.count(key)) {
-        out.waiting.push_back({qi, out.reservation.job_id.empty() ? WaitReason::kResources
-                                                                  : WaitReason::kReserved});
+      if (verdict & kFeasible) {
+        out.waiting.push_back(
+            {qi, out.reservation.job_id.empty() ? WaitReason::kResources : WaitReason::kReserved});
         continue;
       }
     }
@@ -289,8 +321,8 @@ std::string WaitMessage(const GangRequest& g, WaitReason reason, const Scheduler
     case WaitReason::kInfeasible: {
       auto quota = options.tenant_gpu_quota.find(g.tenant);
       if (quota != options.tenant_gpu_quota.end() && demand > quota->second)
-        return "needs " + std::to_string(demand) + " GPUs but tenant '" + g.tenant +
-               "' quota is " + std::to_string(quota->second) + "; raise the quota or shrink the job";
+        return "needs " + std::to_string(demand) + " GPUs but tenant '" + g.tenant + "' quota is " +
+               std::to_string(quota->second) + "; raise the quota or shrink the job";
       return "needs " + Describe(g) + "; no set of schedulable hosts" +
              (g.labels.empty() ? "" : " with the requested labels") +
              " can hold it: add workers or shrink the job";

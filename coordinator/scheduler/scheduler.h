@@ -30,8 +30,8 @@ struct HostState {
 struct GangRequest {
   std::string job_id;
   std::string tenant = "default";
-  int priority = 1;       // class: 0 low, 1 normal, 2 high (higher goes first)
-  int64_t sequence = 0;   // submission order; FIFO within a class
+  int priority = 1;      // class: 0 low, 1 normal, 2 high (higher goes first)
+  int64_t sequence = 0;  // submission order; FIFO within a class
   int ranks = 1;
   int gpus_per_rank = 0;
   int cpus_per_rank = 1;
@@ -41,7 +41,7 @@ struct GangRequest {
 
 // The previous pass's reservation, carried by the caller so reservations are sticky.
 struct Reservation {
-  std::string job_id;           // empty: none
+  std::string job_id;             // empty: none
   std::vector<int> host_indices;  // indices into ClusterView::hosts
 };
 
@@ -58,15 +58,15 @@ struct SchedulerOptions {
 };
 
 enum class WaitReason {
-  kResources,    // fits the cluster, not free now
-  kReserved,     // would fit only on hosts held for the reserved head job
-  kQuota,        // tenant quota would be exceeded
-  kInfeasible,   // can never fit the current cluster (too big, no host with the labels)
+  kResources,   // fits the cluster, not free now
+  kReserved,    // would fit only on hosts held for the reserved head job
+  kQuota,       // tenant quota would be exceeded
+  kInfeasible,  // can never fit the current cluster (too big, no host with the labels)
 };
 const char* WaitReasonName(WaitReason reason);
 
 struct GangPlacement {
-  int queue_index = 0;          // index into the queue passed to Schedule
+  int queue_index = 0;  // index into the queue passed to Schedule
   std::string job_id;
   std::vector<int> rank_hosts;  // host index of each rank, rank order
   int hosts_used = 0;
@@ -93,8 +93,8 @@ ScheduleResult Schedule(const std::vector<GangRequest>& queue, const ClusterView
                         const SchedulerOptions& options, SchedClock::time_point now);
 
 // A human sentence for `gantry status`: why `gang` is waiting.
-std::string WaitMessage(const GangRequest& gang, WaitReason reason,
-                        const SchedulerOptions& options, const ClusterView& view);
+std::string WaitMessage(const GangRequest& gang, WaitReason reason, const SchedulerOptions& options,
+                        const ClusterView& view);
 
 // Packs one gang onto `candidates` (host indices into `hosts`) by free resources:
 // fewest hosts, best fit, one topology group when possible. Empty result: does not fit.

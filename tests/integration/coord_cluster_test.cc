@@ -93,9 +93,9 @@ TEST(CoordCluster, KilledRankRestartsTheGang) {
   EXPECT_EQ(info.attempt(), 1);
   bool saw_restart = false;
   for (const auto& e : info.events())
-    saw_restart = saw_restart || (e.state() == "RESTARTING" &&
-                                  e.reason().find("rank 1") != std::string::npos &&
-                                  e.reason().find("137") != std::string::npos);
+    saw_restart = saw_restart ||
+                  (e.state() == "RESTARTING" && e.reason().find("rank 1") != std::string::npos &&
+                   e.reason().find("137") != std::string::npos);
   EXPECT_TRUE(saw_restart) << info.DebugString();
   const std::string logs = cl.Logs(*c, *id);
   EXPECT_NE(logs.find("finish 0"), std::string::npos);
@@ -119,8 +119,10 @@ TEST(CoordCluster, FailsWithFirstErrorAfterMaxRestarts) {
   EXPECT_EQ(info.attempt(), 1);
   EXPECT_NE(info.error().find("exited with code 3"), std::string::npos) << info.error();
   // A program that does not exist fails with 127 and says why.
-  auto id2 = c->Submit("name: nope\nkind: command\ncommand: {argv: [/nonexistent/prog]}\n"
-                       "restarts: {max: 0}\n", "n.yaml", "");
+  auto id2 = c->Submit(
+      "name: nope\nkind: command\ncommand: {argv: [/nonexistent/prog]}\n"
+      "restarts: {max: 0}\n",
+      "n.yaml", "");
   ASSERT_TRUE(id2.ok());
   info = cl.WaitState(*c, *id2, {"FAILED", "SUCCEEDED"});
   EXPECT_NE(info.error().find("127"), std::string::npos) << info.error();
@@ -154,13 +156,14 @@ TEST(CoordCluster, LostWorkerRestartsGangElsewhere) {
   const int orphan = info.rank_info(0).pid();
   cl.StartWorker("w1", 1);
   ASSERT_TRUE(cl.WaitWorkers(2));
-  cl.Kill9("w0");  // heartbeats stop: lost after 5 x 200 ms
+  cl.Kill9("w0");          // heartbeats stop: lost after 5 x 200 ms
   kill(-orphan, SIGKILL);  // the orphaned rank of the dead worker (its own process group)
   info = cl.WaitState(*c, *id, {"SUCCEEDED", "FAILED"});
   EXPECT_EQ(info.state(), "SUCCEEDED");
   EXPECT_EQ(info.rank_info(0).worker_id(), "w1");
   bool saw_lost = false;
-  for (const auto& e : info.events()) saw_lost = saw_lost || e.reason().find("w0 was lost") != std::string::npos;
+  for (const auto& e : info.events())
+    saw_lost = saw_lost || e.reason().find("w0 was lost") != std::string::npos;
   EXPECT_TRUE(saw_lost) << info.DebugString();
 }
 
@@ -206,11 +209,12 @@ TEST(CoordCluster, TrainJobRunsGantryTrainAndReportsProgress) {
   cl.StartWorker("w0");
   ASSERT_TRUE(cl.WaitWorkers(1));
   auto c = cl.Client();
-  auto id = c->Submit("name: tiny\nkind: train\nmodel: {type: mlp, widths: [16, 32, 4]}\n"
-                      "data: {uri: synthetic, batch_per_rank: 8, synthetic_samples: 256}\n"
-                      "optimizer: {type: sgd, lr: 0.01}\n"
-                      "train: {steps: 20, log_every: 5, checkpoint_uri: ckpt}\nrestarts: {max: 0}\n",
-                      "tiny.yaml", cl.dir().string());
+  auto id = c->Submit(
+      "name: tiny\nkind: train\nmodel: {type: mlp, widths: [16, 32, 4]}\n"
+      "data: {uri: synthetic, batch_per_rank: 8, synthetic_samples: 256}\n"
+      "optimizer: {type: sgd, lr: 0.01}\n"
+      "train: {steps: 20, log_every: 5, checkpoint_uri: ckpt}\nrestarts: {max: 0}\n",
+      "tiny.yaml", cl.dir().string());
   ASSERT_TRUE(id.ok()) << id.status().ToString();
   auto info = cl.WaitState(*c, *id, {"SUCCEEDED", "FAILED"}, std::chrono::seconds(60));
   EXPECT_EQ(info.state(), "SUCCEEDED") << cl.Logs(*c, *id);

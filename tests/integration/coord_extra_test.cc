@@ -12,9 +12,7 @@
 namespace gantry::testing {
 namespace {
 
-bool HaveTorch() {
-  return std::system("/usr/bin/python3 -c 'import torch' >/dev/null 2>&1") == 0;
-}
+bool HaveTorch() { return std::system("/usr/bin/python3 -c 'import torch' >/dev/null 2>&1") == 0; }
 
 TEST(CoordExtra, PyTorchDdpGlooJobRunsUnchanged) {
   if (!HaveTorch()) GTEST_SKIP() << "/usr/bin/python3 has no torch (apt-get install python3-torch)";
@@ -25,9 +23,11 @@ TEST(CoordExtra, PyTorchDdpGlooJobRunsUnchanged) {
   ASSERT_TRUE(cl.WaitWorkers(2));
   auto c = cl.Client();
   const std::string script = std::string(GANTRY_SOURCE_DIR) + "/tests/integration/coord_ddp.py";
-  auto id = c->Submit("name: ddp\nkind: command\nresources: {ranks: 2, cpus_per_rank: 1}\n"
-                      "command: {argv: [/usr/bin/python3, " + script + "]}\nrestarts: {max: 0}\n",
-                      "ddp.yaml", "");
+  auto id = c->Submit(
+      "name: ddp\nkind: command\nresources: {ranks: 2, cpus_per_rank: 1}\n"
+      "command: {argv: [/usr/bin/python3, " +
+          script + "]}\nrestarts: {max: 0}\n",
+      "ddp.yaml", "");
   ASSERT_TRUE(id.ok()) << id.status().ToString();
   auto info = cl.WaitState(*c, *id, {"SUCCEEDED", "FAILED"}, std::chrono::seconds(90));
   const std::string logs = cl.Logs(*c, *id);
@@ -158,9 +158,10 @@ TEST(CoordExtra, MetricsEndpointReportsWorkersAndJobs) {
   cl.StartWorker("w0", 2, {"--gpus", "4"});
   ASSERT_TRUE(cl.WaitWorkers(1));
   auto c = cl.Client();
-  auto id = c->Submit("name: g\nkind: command\nresources: {ranks: 1, gpus_per_rank: 3}\n"
-                      "command: {argv: [/bin/sh, -c, 'echo CVD=$CUDA_VISIBLE_DEVICES']}\n",
-                      "g.yaml", "");
+  auto id = c->Submit(
+      "name: g\nkind: command\nresources: {ranks: 1, gpus_per_rank: 3}\n"
+      "command: {argv: [/bin/sh, -c, 'echo CVD=$CUDA_VISIBLE_DEVICES']}\n",
+      "g.yaml", "");
   ASSERT_TRUE(id.ok());
   cl.WaitState(*c, *id, {"SUCCEEDED"});
   EXPECT_NE(cl.Logs(*c, *id).find("CVD=0,1,2"), std::string::npos) << cl.Logs(*c, *id);
@@ -183,7 +184,8 @@ TEST(CoordExtra, NonLoopbackBindNeedsKeysAndTokens) {
                            "--dir", (cl.dir() / "state").string()});
   for (int i = 0; i < 100 && cl.ReadLog("coordinator").find("refusing") == std::string::npos; ++i)
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  EXPECT_NE(cl.ReadLog("coordinator").find("refusing to listen on tcp://0.0.0.0"), std::string::npos)
+  EXPECT_NE(cl.ReadLog("coordinator").find("refusing to listen on tcp://0.0.0.0"),
+            std::string::npos)
       << cl.ReadLog("coordinator");
 }
 
@@ -202,7 +204,8 @@ TEST(CoordExtra, CurveAllowListAndTokens) {
   std::ofstream(cl.dir() / "tokens") << "# token tenant\nalice-token-0123456789 team-a\n";
   cl.StartCoordinator({"--key", keys + "/coordinator.key", "--allow", allow, "--tokens",
                        (cl.dir() / "tokens").string()});
-  cl.StartWorker("w0", 2, {"--server-key", keys + "/coordinator.pub", "--key", keys + "/worker.key"});
+  cl.StartWorker("w0", 2,
+                 {"--server-key", keys + "/coordinator.pub", "--key", keys + "/worker.key"});
   auto client = [&](const std::string& who, const std::string& token) {
     wire::ChannelOptions o;
     o.endpoint = cl.endpoint();

@@ -5,6 +5,7 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -18,8 +19,6 @@
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <gtest/gtest.h>
 
 #include "coordinator/client.h"
 
@@ -87,17 +86,17 @@ class Cluster {
     return pid;
   }
   pid_t StartCoordinator(std::vector<std::string> extra = {}, std::vector<std::string> env = {}) {
-    std::vector<std::string> args = {"coordinator", "--bind", endpoint_, "--dir",
-                                     (dir_ / "state").string(), "--heartbeat-ms", "200",
-                                     "--lost-after", "5"};
+    std::vector<std::string> args = {
+        "coordinator",    "--bind", endpoint_,      "--dir", (dir_ / "state").string(),
+        "--heartbeat-ms", "200",    "--lost-after", "5"};
     args.insert(args.end(), extra.begin(), extra.end());
     return Spawn("coordinator", args, env);
   }
   pid_t StartWorker(const std::string& id, int cpus = 2, std::vector<std::string> extra = {},
                     const std::string& prefix_cmd = "") {
-    std::vector<std::string> args = {"worker", "--coordinator", endpoint_, "--id", id,
-                                     "--dir", (dir_ / id).string(), "--cpus",
-                                     std::to_string(cpus)};
+    std::vector<std::string> args = {
+        "worker", "--coordinator",     endpoint_, "--id", id, "--dir", (dir_ / id).string(),
+        "--cpus", std::to_string(cpus)};
     args.insert(args.end(), extra.begin(), extra.end());
     return Spawn(id, args, {}, prefix_cmd);
   }
@@ -202,10 +201,10 @@ inline int64_t EventGapMs(const proto::JobInfo& info, const std::string& from_st
 
 inline std::string CommandJob(const std::string& name, int ranks, const std::string& script,
                               int max_restarts = 0, const std::string& extra = "") {
-  std::string s = "name: " + name + "\nkind: command\nresources: {ranks: " +
-                  std::to_string(ranks) + ", cpus_per_rank: 1}\ncommand:\n  argv: [\"/bin/sh\", "
-                  "\"-c\", '" + script + "']\nrestarts: {max: " + std::to_string(max_restarts) +
-                  "}\n" + extra;
+  std::string s = "name: " + name + "\nkind: command\nresources: {ranks: " + std::to_string(ranks) +
+                  ", cpus_per_rank: 1}\ncommand:\n  argv: [\"/bin/sh\", "
+                  "\"-c\", '" +
+                  script + "']\nrestarts: {max: " + std::to_string(max_restarts) + "}\n" + extra;
   return s;
 }
 

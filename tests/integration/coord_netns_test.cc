@@ -17,7 +17,8 @@ class NetNs {
     name_ = "gantry-c" + id_;
     host_if_ = "gch" + id_;
     ns_if_ = "gcn" + id_;
-    ok_ = Run("ip netns add " + name_) && Run("ip link add " + host_if_ + " type veth peer name " + ns_if_) &&
+    ok_ = Run("ip netns add " + name_) &&
+          Run("ip link add " + host_if_ + " type veth peer name " + ns_if_) &&
           Run("ip link set " + ns_if_ + " netns " + name_) &&
           Run("ip addr add " + host_addr() + "/24 dev " + host_if_) &&
           Run("ip link set " + host_if_ + " up") &&
@@ -57,12 +58,14 @@ TEST(CoordNetns, WorkerInAnotherNamespaceRunsARank) {
                                     << *wire::ReadKeyFile(keys + "/worker.pub") << "\n";
   std::ofstream(cl.dir() / "tokens") << "netns-token-0123456789 ops admin\n";
   const std::string endpoint = "tcp://" + ns.host_addr() + ":" + std::to_string(cl.port());
-  cl.Spawn("coordinator", {"coordinator", "--bind", endpoint, "--dir", (cl.dir() / "state").string(),
-                           "--heartbeat-ms", "200", "--key", keys + "/coordinator.key", "--allow",
-                           (cl.dir() / "allow").string(), "--tokens", (cl.dir() / "tokens").string()});
-  cl.Spawn("wns", {"worker", "--coordinator", endpoint, "--id", "wns", "--dir", (cl.dir() / "wns").string(),
-                   "--cpus", "1", "--label", "zone=netns", "--server-key", keys + "/coordinator.pub",
-                   "--key", keys + "/worker.key"},
+  cl.Spawn("coordinator",
+           {"coordinator", "--bind", endpoint, "--dir", (cl.dir() / "state").string(),
+            "--heartbeat-ms", "200", "--key", keys + "/coordinator.key", "--allow",
+            (cl.dir() / "allow").string(), "--tokens", (cl.dir() / "tokens").string()});
+  cl.Spawn("wns",
+           {"worker", "--coordinator", endpoint, "--id", "wns", "--dir",
+            (cl.dir() / "wns").string(), "--cpus", "1", "--label", "zone=netns", "--server-key",
+            keys + "/coordinator.pub", "--key", keys + "/worker.key"},
            {}, ns.exec_prefix());
   wire::ChannelOptions o;
   o.endpoint = endpoint;
@@ -79,13 +82,15 @@ TEST(CoordNetns, WorkerInAnotherNamespaceRunsARank) {
     if (!joined) std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   ASSERT_TRUE(joined) << cl.ReadLog("wns") << cl.ReadLog("coordinator");
-  auto id = c->Submit("name: far\nkind: command\nresources: {ranks: 1, labels: {zone: netns}}\n"
-                      "command: {argv: [/bin/sh, -c, 'echo from $MASTER_ADDR coordinator $GANTRY_COORDINATOR']}\n",
-                      "far.yaml", "");
+  auto id = c->Submit(
+      "name: far\nkind: command\nresources: {ranks: 1, labels: {zone: netns}}\n"
+      "command: {argv: [/bin/sh, -c, 'echo from $MASTER_ADDR coordinator $GANTRY_COORDINATOR']}\n",
+      "far.yaml", "");
   ASSERT_TRUE(id.ok()) << id.status().ToString();
   auto info = cl.WaitState(*c, *id, {"SUCCEEDED", "FAILED"});
   EXPECT_EQ(info.state(), "SUCCEEDED");
-  EXPECT_NE(cl.Logs(*c, *id).find("from " + ns.ns_addr() + " coordinator " + endpoint), std::string::npos)
+  EXPECT_NE(cl.Logs(*c, *id).find("from " + ns.ns_addr() + " coordinator " + endpoint),
+            std::string::npos)
       << cl.Logs(*c, *id);
 }
 

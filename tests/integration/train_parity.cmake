@@ -16,3 +16,14 @@ foreach(c ${gantry_parity_cases})
   set_tests_properties(train_parity.${c} PROPERTIES LABELS integration TIMEOUT 600
                        SKIP_RETURN_CODE 77)
 endforeach()
+
+# The same cases with our side on the GPU (label gpu; skipped where no GPU is present).
+if(GANTRY_HAVE_CUDA)
+  foreach(c ${gantry_parity_cases})
+    add_test(NAME train_parity_cuda.${c}
+             COMMAND ${gantry_parity_python} ${CMAKE_CURRENT_LIST_DIR}/train_parity.py
+                     --tool $<TARGET_FILE:train_parity_tool> --case ${c} --device cuda:0)
+    set_tests_properties(train_parity_cuda.${c} PROPERTIES LABELS gpu TIMEOUT 600
+                         SKIP_RETURN_CODE 77)
+  endforeach()
+endif()

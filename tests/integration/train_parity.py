@@ -277,6 +277,9 @@ def main():
     try:
         cmd = [args.tool, "--case", args.case, "--out", work, "--device", args.device]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        if proc.returncode == SKIP:
+            print(proc.stdout.strip())
+            return SKIP
         if proc.returncode != 0:
             print(f"ERROR: {' '.join(cmd)} exited {proc.returncode}\n{proc.stdout}{proc.stderr}")
             return 2

@@ -245,6 +245,8 @@ Status RunCase(const ParityCase& c, kernels::Device device, const std::filesyste
   return w.Write(out, meta);
 }
 
+constexpr int kSkipExitCode = 77;  // ctest SKIP_RETURN_CODE
+
 int Main(int argc, char** argv) {
   std::string case_name, out_dir, device_name = "cpu";
   bool list = false;
@@ -269,6 +271,12 @@ int Main(int argc, char** argv) {
   if (!device.ok()) {
     std::cerr << "train_parity_tool: " << device.status().ToString() << "\n";
     return 2;
+  }
+  if (device->is_cuda() && kernels::CudaDeviceCount() <= device->index) {
+    std::cout << "SKIP: " << device->ToString() << " is not available (built with CUDA: "
+              << (kernels::BuiltWithCuda() ? "yes" : "no") << ", devices: "
+              << kernels::CudaDeviceCount() << ")\n";
+    return kSkipExitCode;
   }
   for (const ParityCase& c : cases) {
     if (c.name != case_name) continue;

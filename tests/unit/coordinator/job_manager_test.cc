@@ -1,11 +1,12 @@
 // JobManager with a fake clock and a real SQLite store: lifecycle transitions, gang restart,
 // lost workers, cancel, and recovery (re-adoption) after a coordinator restart.
+#include "coordinator/job_manager.h"
+
 #include <gtest/gtest.h>
 #include <unistd.h>
 
 #include <filesystem>
 
-#include "coordinator/job_manager.h"
 #include "coordinator/worker_registry.h"
 
 namespace gantry::coordinator {

@@ -1,12 +1,13 @@
 // Scheduler tests: gang all-or-nothing, packing, topology, priority/FIFO, quotas, labels,
 // backfill behind a reservation, and a fake-clock simulation proving the head never starves.
+#include "coordinator/scheduler/scheduler.h"
+
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <set>
 
 #include "coordinator/scheduler/pack.h"
-#include "coordinator/scheduler/scheduler.h"
 
 namespace gantry::coordinator {
 namespace {
@@ -54,7 +55,7 @@ struct Outcome {
   }
 };
 Outcome RunPass(std::vector<GangRequest> q, const ClusterView& view,
-            const SchedulerOptions& opts = {}, SchedClock::time_point now = {}) {
+                const SchedulerOptions& opts = {}, SchedClock::time_point now = {}) {
   Outcome o{std::move(q), {}};
   o.r = Schedule(o.q, view, opts, now);
   return o;
@@ -93,14 +94,14 @@ TEST(Scheduler, RanksAreContiguousPerHost) {
   auto r = RunPass({Gang("j", 8, 1, 0)}, view, {}, {});
   ASSERT_EQ(r.r.placed.size(), 1u);
   const auto& rh = r.r.placed[0].rank_hosts;
-  EXPECT_TRUE(std::is_sorted(rh.begin(), rh.end()) ||
-              std::is_sorted(rh.rbegin(), rh.rend()));
+  EXPECT_TRUE(std::is_sorted(rh.begin(), rh.end()) || std::is_sorted(rh.rbegin(), rh.rend()));
 }
 
 TEST(Scheduler, KeepsGangInsideOneRackWhenPossible) {
   // Rack r1 could hold it on 2 hosts only by spanning into r2; r2 holds it alone on 2 hosts.
-  ClusterView view{{Host("a", 6, 8, 64, "r1"), Host("b", 5, 8, 64, "r2"),
-                    Host("c", 5, 8, 64, "r2"), Host("d", 1, 8, 64, "r1")}, {}};
+  ClusterView view{{Host("a", 6, 8, 64, "r1"), Host("b", 5, 8, 64, "r2"), Host("c", 5, 8, 64, "r2"),
+                    Host("d", 1, 8, 64, "r1")},
+                   {}};
   auto r = RunPass({Gang("j", 10, 1, 0)}, view, {}, {});
   ASSERT_EQ(r.r.placed.size(), 1u);
   EXPECT_TRUE(r.r.placed[0].single_topology);
@@ -117,9 +118,9 @@ TEST(Scheduler, SpansRacksOnlyWhenNoRackFits) {
 
 TEST(Scheduler, PriorityClassesThenFifo) {
   ClusterView view{{Host("a", 8)}, {}};
-  auto r = RunPass({Gang("n1", 1, 4, 0), Gang("h1", 1, 4, 5, 2), Gang("n2", 1, 4, 1),
-                     Gang("l1", 1, 4, 2, 0)},
-                    view, {.backfill = false}, {});
+  auto r = RunPass(
+      {Gang("n1", 1, 4, 0), Gang("h1", 1, 4, 5, 2), Gang("n2", 1, 4, 1), Gang("l1", 1, 4, 2, 0)},
+      view, {.backfill = false}, {});
   ASSERT_EQ(r.r.placed.size(), 2u);
   EXPECT_EQ(r.r.placed[0].job_id, "h1");
   EXPECT_EQ(r.r.placed[1].job_id, "n1");
@@ -132,12 +133,13 @@ TEST(Scheduler, TenantQuotaIsNeverExceeded) {
   SchedulerOptions opts;
   opts.tenant_gpu_quota = {{"alice", 8}};
   auto r = RunPass({Gang("a1", 1, 4, 0, 1, "alice"), Gang("a2", 1, 4, 1, 1, "alice"),
-                     Gang("a3", 1, 16, 2, 1, "alice"), Gang("b1", 1, 4, 3, 1, "bob")},
-                    view, opts, {});
+                    Gang("a3", 1, 16, 2, 1, "alice"), Gang("b1", 1, 4, 3, 1, "bob")},
+                   view, opts, {});
   EXPECT_NE(r.Placed("a1"), nullptr);  // 4 used + 4 = 8: at the quota
   EXPECT_EQ(r.Waiting("a2")->reason, WaitReason::kQuota);
   EXPECT_EQ(r.Waiting("a3")->reason, WaitReason::kInfeasible);
-  EXPECT_NE(WaitMessage(r.q[2], r.Waiting("a3")->reason, opts, view).find("quota"), std::string::npos);
+  EXPECT_NE(WaitMessage(r.q[2], r.Waiting("a3")->reason, opts, view).find("quota"),
+            std::string::npos);
   EXPECT_NE(r.Placed("b1"), nullptr);  // quota-blocked jobs do not block other tenants
 }
 
@@ -175,8 +177,8 @@ TEST(Scheduler, CpuOnlyGangsUseCpuSlots) {
 TEST(Scheduler, BackfillUsesOnlyUnreservedHosts) {
   // Head needs 2 whole hosts; a and b are partly busy. c is busy too (2 free).
   ClusterView view{{Host("a", 6), Host("b", 4), Host("c", 2)}, {}};
-  auto r = RunPass({Gang("head", 2, 8, 0), Gang("small", 1, 2, 1), Gang("mid", 1, 5, 2)},
-                    view, {}, {});
+  auto r =
+      RunPass({Gang("head", 2, 8, 0), Gang("small", 1, 2, 1), Gang("mid", 1, 5, 2)}, view, {}, {});
   EXPECT_EQ(r.Waiting("head")->reason, WaitReason::kResources);
   ASSERT_EQ(r.r.reservation.job_id, "head");
   std::set<int> reserved(r.r.reservation.host_indices.begin(), r.r.reservation.host_indices.end());
@@ -206,8 +208,8 @@ TEST(Scheduler, QueueWaitUsesTheGivenClock) {
 }
 
 TEST(Scheduler, SameInputSameDecision) {
-  ClusterView view{{Host("a", 3, 8, 64, "r1"), Host("b", 7, 8, 64, "r1"), Host("c", 5, 8, 64, "r2")},
-                   {}};
+  ClusterView view{
+      {Host("a", 3, 8, 64, "r1"), Host("b", 7, 8, 64, "r1"), Host("c", 5, 8, 64, "r2")}, {}};
   std::vector<GangRequest> q{Gang("x", 3, 2, 0), Gang("y", 2, 1, 1), Gang("z", 4, 2, 2)};
   auto r1 = RunPass(q, view, {}, {});
   auto r2 = RunPass(q, view, {}, {});

@@ -16,8 +16,8 @@ namespace {
 using std::chrono::milliseconds;
 
 TEST(JobStore, RoundTripsJobsRanksEventsLogs) {
-  const std::string path = std::filesystem::temp_directory_path() /
-                           ("js-" + std::to_string(getpid()) + ".db");
+  const std::string path =
+      std::filesystem::temp_directory_path() / ("js-" + std::to_string(getpid()) + ".db");
   std::filesystem::remove(path);
   {
     auto store = std::move(JobStore::Open(path)).value();
@@ -31,7 +31,8 @@ TEST(JobStore, RoundTripsJobsRanksEventsLogs) {
     ASSERT_TRUE(store->UpsertJob(j).ok());
     ASSERT_TRUE(store->UpsertRank({"a-1", 0, 0, "w0", "RUNNING", 0, 42, {1, 3}}).ok());
     ASSERT_TRUE(store->AddEvent({"a-1", 5, "RUNNING", "why", 0}).ok());
-    std::vector<LogRow> rows{{0, "a-1", 0, 0, "stdout", 1, "hello"}, {0, "a-1", 0, 1, "stderr", 2, "x"}};
+    std::vector<LogRow> rows{{0, "a-1", 0, 0, "stdout", 1, "hello"},
+                             {0, "a-1", 0, 1, "stderr", 2, "x"}};
     ASSERT_TRUE(store->AppendLogs(rows).ok());
     EXPECT_LT(rows[0].seq, rows[1].seq);
   }
