@@ -17,6 +17,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <map>
 #include <sstream>
 #include <string>
@@ -169,11 +170,14 @@ int main(int argc, char** argv) {
     for (size_t i = 0; i < impls.size(); ++i) {
       if (("," + only + ",").find(std::string(",") + keys[i] + ",") == std::string::npos) continue;
       std::fprintf(stderr, "round %d: %s ...\n", round + 1, impls[i].name.c_str());
+      // Gloo's FileStore refuses existing keys: give every launch a fresh directory.
+      std::filesystem::remove_all(gloo_dir);
+      std::filesystem::create_directory(gloo_dir);
       for (auto& [bytes, s] : Launch(impls[i], ranks, port++, 900)) runs[i][bytes].push_back(s);
     }
     streams.push_back(LoopbackTcpStreamGBps());
   }
-  rmdir(gloo_dir);
+  std::filesystem::remove_all(gloo_dir);
   auto median = [](std::vector<double> v) {
     std::sort(v.begin(), v.end());
     return v[v.size() / 2];
