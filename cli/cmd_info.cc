@@ -11,6 +11,7 @@
 #include <string>
 #include <thread>
 
+#include "comm/verbs/verbs_devices.h"
 #include "base/tunables.h"
 #include "cli/command.h"
 #include "gantry_config.h"
@@ -75,10 +76,20 @@ nlohmann::json CollectInfo() {
         {"default", t.doc.default_value}, {"value", t.env_value}, {"doc", t.doc.doc}};
   }
   j["tunables"] = tunables;
-  // ---- RDMA devices: the comm helper fills this from comm/verbs (HCA discovery). ----
-  // Expected shape: [{"name": "mlx5_0", "port": 1, "state": "ACTIVE", "link": "InfiniBand"}].
-  j["rdma"] = {{"devices", nlohmann::json::array()}, {"probed", false}};
-  // ---- end RDMA ----
+  // RDMA devices from comm/verbs (HCA discovery); an empty list on hosts without HCAs.
+  nlohmann::json rdma = {{"devices", nlohmann::json::array()},
+                         {"probed", comm::verbs::BuiltWithVerbs()}};
+  if (auto ports = comm::verbs::ListDevices(); ports.ok()) {
+    for (const auto& p : *ports) {
+      rdma["devices"].push_back({{"name", p.device}, {"port", p.port}, {"state", p.state},
+                                 {"link", p.link_layer}, {"gid", p.gid},
+                                 {"mtu", p.active_mtu}});
+    }
+    rdma["nccl_ib_hca"] = comm::verbs::NcclIbHca(*ports);
+  } else {
+    rdma["error"] = ports.status().message();
+  }
+  j["rdma"] = rdma;
   return j;
 }
 

@@ -1,4 +1,6 @@
-// `gantry train JOB.yaml` (one process; resumes from the newest checkpoint by default) and
+// `gantry train JOB.yaml` (one process, or one rank of a data-parallel job launched by the
+// coordinator, by mpirun or from torchrun-style RANK/WORLD_SIZE/MASTER_ADDR/MASTER_PORT; see
+// train/launch.h; resumes from the newest checkpoint by default) and
 // `gantry sample CHECKPOINT` (greedy text from a byte-level gpt checkpoint).
 #include <unistd.h>
 
@@ -8,6 +10,8 @@
 
 #include "base/job_spec.h"
 #include "cli/command.h"
+#include "coordinator/coordinator_store.h"
+#include "train/launch.h"
 #include "train/sample.h"
 #include "train/trainer.h"
 
@@ -24,6 +28,7 @@ struct TrainArgs {
   std::string device;
   int threads = -1;
   std::string progress = "auto";
+  std::string comm_backend;
 };
 
 int RunTrain(const TrainArgs& a) {
@@ -38,9 +43,18 @@ int RunTrain(const TrainArgs& a) {
   o.threads = a.threads;
   if (a.progress == "bar" || (a.progress == "auto" && ::isatty(2))) o.progress = ProgressMode::kBar;
   if (a.progress == "json") o.progress = ProgressMode::kJson;
+  train::LaunchOptions lo;
+  lo.backend = a.comm_backend;
+  lo.cuda = (a.device.empty() ? spec->train.device : a.device).rfind("cuda", 0) == 0;
+  lo.coordinator = [] { return coordinator::BootstrapFromCoordinator(); };
+  StatusOr<train::Launch> launch = train::ConnectRanks(*spec, lo);
+  if (!launch.ok()) return ReportError(launch.status());
+  o.comm = launch->session.comm.get();
   auto trainer = train::Trainer::Create(*spec, o);
   if (!trainer.ok()) return ReportError(trainer.status());
-  return ExitCodeFor((*trainer)->Run());
+  const Status run = (*trainer)->Run();
+  if (!run.ok() && o.comm != nullptr) o.comm->Abort(run);  // peers fail now, not at a timeout
+  return run.ok() ? kExitOk : ReportError(run);
 }
 
 CommandRegistration kTrain(
@@ -66,6 +80,9 @@ CommandRegistration kTrain(
           ->check(CLI::NonNegativeNumber);
       app.add_option("--progress", a->progress, "auto | bar | json | off (auto: bar on a TTY)")
           ->check(CLI::IsMember({"auto", "bar", "json", "off"}));
+      app.add_option("--comm-backend", a->comm_backend,
+                     "auto | tcp | shm | mpi | nccl (overrides comm.backend)")
+          ->check(CLI::IsMember({"auto", "tcp", "shm", "mpi", "nccl"}));
       return [a]() { return RunTrain(*a); };
     });
 

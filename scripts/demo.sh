@@ -39,4 +39,4 @@ step "training a byte-level GPT on the fortunes (gantry ${args[*]})"
 build/cli/gantry "${args[@]}"
 
 step "greedy sample from $ckpt"
-build/cli/gantry sample "$ckpt" --prompt "The " --tokens 300
+build/cli/gantry sample "$ckpt" --prompt "You will " --tokens 300

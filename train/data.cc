@@ -5,6 +5,7 @@
 
 #include <vector>
 
+#include "train/data_dataset.h"
 #include "train/data_records.h"
 #include "train/rng.h"
 
@@ -98,11 +99,6 @@ StatusOr<std::unique_ptr<RecordSet>> OpenRecords(const DataSpec& data, const Mod
   if (uri == "synthetic" || uri.empty()) {
     return OpenSyntheticRecords(model, seed, data.synthetic_samples);
   }
-  if (uri.rfind("ceph://", 0) == 0) {
-    return UnimplementedError("data.uri '" + uri +
-                              "': ceph datasets are read by the distributed loader (storage/); "
-                              "the local trainer reads file paths and synthetic");
-  }
   std::string path = uri, format = data.format;
   if (uri.rfind("file://", 0) == 0) path = uri.substr(7);
   if (uri.rfind("mnist://", 0) == 0) {
@@ -145,6 +141,9 @@ StatusOr<std::unique_ptr<DataSource>> OpenDataSource(const DataSpec& data, const
         "data: need batch > 0 and 0 <= rank < world, got batch " + std::to_string(options.batch) +
         ", rank " + std::to_string(options.rank) + ", world " + std::to_string(options.world));
   }
+  // Datasets made by `gantry dataset put` (ceph://, or a directory with index.json) go
+  // through the distributed loader; local files and synthetic data through a RecordSet.
+  if (IsDatasetUri(data.uri)) return OpenDatasetSource(data.uri, model, options);
   GANTRY_ASSIGN_OR_RETURN(std::unique_ptr<RecordSet> records,
                           OpenRecords(data, model, options.seed));
   const int64_t per_rank = records->size() / options.world;

@@ -1,8 +1,9 @@
 // Training data: a DataSource delivers fixed-size batches in a deterministic order fixed by
 // (seed, epoch, rank, world), and can report and restore its position (checkpoints carry it,
 // so a resumed run continues with the next unseen batch). Sources: token files (uint16/uint32),
-// text files (bytes as tokens), MNIST idx files, labelled .npy tensors, and `synthetic`
-// (docs/data.md). The interface is small so a distributed loader (storage/) can replace it.
+// text files (bytes as tokens), MNIST idx files, labelled .npy tensors, `synthetic`
+// (docs/data.md), and datasets made by `gantry dataset put` (ceph:// or a file:// directory
+// with index.json), read by storage::DatasetLoader (train/data_dataset.h). The interface is small so a distributed loader (storage/) can replace it.
 // Not thread-safe; one source per rank.
 #pragma once
 

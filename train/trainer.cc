@@ -28,6 +28,11 @@ Status Trainer::Build() {
     return InvalidArgumentError(spec_.source + ": kind is " + JobKindName(spec_.kind) +
                                 ", `gantry train` needs kind: train");
   }
+  if (opts_.comm != nullptr) {
+    opts_.rank = opts_.comm->rank();
+    opts_.world = opts_.comm->size();
+  }
+  if (opts_.rank != 0) opts_.progress = ProgressMode::kOff;
   TrainSpec& ts = spec_.train;
   if (opts_.steps >= 0) ts.steps = opts_.steps;
   if (!opts_.device.empty()) ts.device = opts_.device;
@@ -48,7 +53,13 @@ Status Trainer::Build() {
   SetLogContext("rank", int64_t(opts_.rank));
   const int batch = spec_.data.batch_per_rank;
   GANTRY_ASSIGN_OR_RETURN(model_, Model::Create(spec_.model, batch, device));
-  GANTRY_ASSIGN_OR_RETURN(optimizer_, Optimizer::Create(spec_.optimizer, *model_));
+  if (opts_.comm != nullptr && opts_.world > 1) {
+    GANTRY_ASSIGN_OR_RETURN(dp_, DataParallel::Create(*opts_.comm, *model_, spec_.optimizer,
+                                                      DataParallelOptions::FromSpec(spec_.comm)));
+  }
+  if (dp_ == nullptr || dp_->sharded() == nullptr) {
+    GANTRY_ASSIGN_OR_RETURN(optimizer_, Optimizer::Create(spec_.optimizer, *model_));
+  }
   DataOptions dopts{batch, spec_.data.seed, opts_.rank, opts_.world};
   GANTRY_ASSIGN_OR_RETURN(data_, OpenDataSource(spec_.data, spec_.model, dopts));
   GANTRY_ASSIGN_OR_RETURN(BatchLayout layout, BatchLayoutFor(spec_.model, batch));
@@ -62,10 +73,16 @@ Status Trainer::Build() {
   return model_->InitParams(spec_.data.seed);
 }
 
-std::vector<NamedTensor> Trainer::CheckpointTensors() {
+StatusOr<std::vector<NamedTensor>> Trainer::CheckpointTensors() {
   std::vector<NamedTensor> out;
   for (const ParamInfo& p : model_->params()) out.push_back({p.name, model_->Param(p)});
-  for (const auto& [state_name, flat] : optimizer_->state()) {
+  const std::vector<std::pair<std::string, kernels::Tensor>>* state = nullptr;
+  if (optimizer_) {
+    state = &optimizer_->state();
+  } else {
+    GANTRY_ASSIGN_OR_RETURN(state, dp_->sharded()->FullState());
+  }
+  for (const auto& [state_name, flat] : *state) {
     for (const ParamInfo& p : model_->params()) {
       out.push_back({"optimizer." + state_name + "." + p.name, flat.View(p.offset, p.shape)});
     }
@@ -73,51 +90,119 @@ std::vector<NamedTensor> Trainer::CheckpointTensors() {
   return out;
 }
 
-StatusOr<bool> Trainer::Restore() {
-  StatusOr<LoadedCheckpoint> ck = checkpointer_->ReadNewestValid();
-  if (!ck.ok()) {
-    if (ck.status().code() == StatusCode::kNotFound) return false;
-    return ck.status();
+std::vector<kernels::Tensor> Trainer::FullStateTensors() {
+  std::vector<kernels::Tensor> out;
+  if (optimizer_) {
+    for (const auto& [name, t] : optimizer_->state()) out.push_back(t);
+  } else if (auto full = dp_->sharded()->FullState(); full.ok()) {
+    for (const auto& [name, t] : **full) out.push_back(t);
   }
-  const CheckpointMeta& meta = ck->meta;
+  return out;
+}
+
+Status Trainer::AgreeWithRank0(Status status) {
+  if (!dp_) return status;
+  std::string blob = status.ok() ? "" : status.ToString();
+  GANTRY_RETURN_IF_ERROR(dp_->BroadcastBlob(&blob));
+  if (opts_.rank == 0) return status;
+  if (blob.empty()) return OkStatus();
+  return FailedPreconditionError("rank 0 stopped the job: " + blob);
+}
+
+Status Trainer::CheckCompatible(const LoadedCheckpoint& ck) const {
+  const CheckpointMeta& meta = ck.meta;
   if (!(meta.model == model_->spec()) || meta.optimizer.type != spec_.optimizer.type) {
     return FailedPreconditionError(
-        "checkpoint " + checkpoint_uri_ + "/" + ck->name + " was written for model " +
+        "checkpoint " + checkpoint_uri_ + "/" + ck.name + " was written for model " +
         meta.model.type + " with optimizer " + meta.optimizer.type +
         " and a different configuration; use another --checkpoint-dir or remove it");
   }
-  GANTRY_RETURN_IF_ERROR(ck->Restore(CheckpointTensors()));
+  return OkStatus();
+}
+
+Status Trainer::ApplyMeta(const CheckpointMeta& meta, const std::string& name) {
   GANTRY_RETURN_IF_ERROR(data_->Restore(meta.data));
   rng_.set_state(meta.rng);
   step_ = meta.step;
   last_saved_step_ = step_;
   GANTRY_LOG(INFO, "resumed from checkpoint")
-      .Field("checkpoint", checkpoint_uri_ + "/" + ck->name)
+      .Field("checkpoint", checkpoint_uri_ + "/" + name)
       .Field("step", step_)
       .Field("epoch", meta.data.epoch);
+  return OkStatus();
+}
+
+StatusOr<bool> Trainer::Restore() {
+  if (dp_) return RestoreDistributed();
+  StatusOr<LoadedCheckpoint> ck = checkpointer_->ReadNewestValid();
+  if (!ck.ok()) {
+    if (ck.status().code() == StatusCode::kNotFound) return false;
+    return ck.status();
+  }
+  GANTRY_RETURN_IF_ERROR(CheckCompatible(*ck));
+  GANTRY_ASSIGN_OR_RETURN(std::vector<NamedTensor> tensors, CheckpointTensors());
+  GANTRY_RETURN_IF_ERROR(ck->Restore(tensors));
+  GANTRY_RETURN_IF_ERROR(ApplyMeta(ck->meta, ck->name));
+  return true;
+}
+
+// Only rank 0 reads the checkpoint (other ranks need not see its storage): it restores its
+// own tensors, then broadcasts the manifest, the parameters and the full optimizer state.
+StatusOr<bool> Trainer::RestoreDistributed() {
+  std::string manifest, name;
+  Status status;
+  if (opts_.rank == 0) {
+    StatusOr<LoadedCheckpoint> ck = checkpointer_->ReadNewestValid();
+    if (ck.ok()) {
+      status = CheckCompatible(*ck);
+      StatusOr<std::vector<NamedTensor>> tensors = CheckpointTensors();
+      if (status.ok()) status = tensors.status();
+      if (status.ok()) status = ck->Restore(*tensors);
+      manifest = EncodeManifest(ck->meta, {}, 0);
+      name = ck->name;
+    } else if (ck.status().code() != StatusCode::kNotFound) {
+      status = ck.status();
+    }
+  }
+  GANTRY_RETURN_IF_ERROR(AgreeWithRank0(status));
+  GANTRY_RETURN_IF_ERROR(dp_->BroadcastBlob(&manifest));
+  GANTRY_RETURN_IF_ERROR(dp_->BroadcastBlob(&name));
+  if (manifest.empty()) return false;
+  CheckpointMeta meta;
+  std::vector<TensorRecord> records;
+  uint64_t bytes = 0;
+  GANTRY_RETURN_IF_ERROR(
+      DecodeManifest(manifest, "checkpoint manifest from rank 0", &meta, &records, &bytes));
+  GANTRY_RETURN_IF_ERROR(dp_->BroadcastFromRank0(FullStateTensors()));
+  if (dp_->sharded()) GANTRY_RETURN_IF_ERROR(dp_->sharded()->ScatterState());
+  GANTRY_RETURN_IF_ERROR(ApplyMeta(meta, name));
   return true;
 }
 
 Status Trainer::SaveCheckpoint() {
   // Ranks step in lockstep with identical parameters, optimizer state, data position and RNG,
-  // so rank 0's checkpoint is everyone's.
-  if (opts_.rank != 0) {
-    last_saved_step_ = step_;
-    return OkStatus();
+  // so rank 0's checkpoint is everyone's (with ZeRO-1 the state is gathered first).
+  if (dp_ && dp_->sharded()) GANTRY_RETURN_IF_ERROR(dp_->sharded()->GatherState().status());
+  Status saved;
+  if (opts_.rank == 0) {
+    CheckpointMeta meta;
+    meta.step = step_;
+    meta.data = data_->position();
+    meta.rng = rng_.state();
+    meta.model = model_->spec();
+    meta.optimizer = spec_.optimizer;
+    meta.tokenizer = data_->tokenizer();
+    meta.job = spec_.name;
+    StatusOr<std::vector<NamedTensor>> tensors = CheckpointTensors();
+    saved = tensors.ok() ? checkpointer_->Save(meta, *tensors) : tensors.status();
+    if (saved.ok()) {
+      GANTRY_LOG(INFO, "checkpoint saved")
+          .Field("checkpoint", checkpoint_uri_ + "/" + CheckpointName(step_))
+          .Field("step", step_);
+    }
   }
-  CheckpointMeta meta;
-  meta.step = step_;
-  meta.data = data_->position();
-  meta.rng = rng_.state();
-  meta.model = model_->spec();
-  meta.optimizer = spec_.optimizer;
-  meta.tokenizer = data_->tokenizer();
-  meta.job = spec_.name;
-  GANTRY_RETURN_IF_ERROR(checkpointer_->Save(meta, CheckpointTensors()));
+  GANTRY_RETURN_IF_ERROR(AgreeWithRank0(saved));
   last_saved_step_ = step_;
-  GANTRY_LOG(INFO, "checkpoint saved")
-      .Field("checkpoint", checkpoint_uri_ + "/" + CheckpointName(step_))
-      .Field("step", step_);
   return OkStatus();
 }
 
@@ -138,55 +223,92 @@ Status Trainer::CheckLoss(float loss) const {
 }
 
 Status Trainer::TrainStep(StepMetrics* m) {
+  const auto t0 = Clock::now();
   const float lr = float(ScheduledLearningRate(spec_.optimizer, step_, total_steps_));
   GANTRY_RETURN_IF_ERROR(LoadBatch());
+  const auto t1 = Clock::now();
   GANTRY_RETURN_IF_ERROR(model_->Forward(device_batch_));
   GANTRY_ASSIGN_OR_RETURN(float loss, model_->Loss());
   GANTRY_RETURN_IF_ERROR(CheckLoss(loss));
-  GANTRY_RETURN_IF_ERROR(model_->Backward(device_batch_));
+  if (dp_) dp_->BeginBackward();
+  GANTRY_RETURN_IF_ERROR(model_->Backward(device_batch_, dp_ ? dp_->loss_scale() : 1.0f));
+  double comm_wait = 0;
+  if (dp_) {
+    GANTRY_RETURN_IF_ERROR(dp_->ReduceGradients());
+    comm_wait = dp_->last_comm_wait();
+  }
   if (reduce_) GANTRY_RETURN_IF_ERROR(reduce_(*model_));
-  GANTRY_ASSIGN_OR_RETURN(float grad_norm, optimizer_->ClipGradients());
+  GANTRY_ASSIGN_OR_RETURN(float grad_norm,
+                          dp_ ? dp_->ClipGradients(optimizer_.get()) : optimizer_->ClipGradients());
   if (!std::isfinite(grad_norm)) {
     return AbortedError("gradient norm is not finite at step " + std::to_string(step_ + 1) +
                         "; stopped without saving. Lower optimizer.lr or set grad_clip");
   }
-  GANTRY_RETURN_IF_ERROR(optimizer_->Step(step_, lr));
+  GANTRY_RETURN_IF_ERROR(dp_ ? dp_->Update(optimizer_.get(), step_, lr)
+                             : optimizer_->Step(step_, lr));
   ++step_;
-  *m = StepMetrics{step_, loss, lr, grad_norm};
+  const double total = std::chrono::duration<double>(Clock::now() - t1).count();
+  const StepTimes times{std::max(0.0, total - comm_wait),
+                        std::chrono::duration<double>(t1 - t0).count(), comm_wait};
+  *m = StepMetrics{step_, loss, lr, grad_norm, times};
+  if (dp_) {
+    GANTRY_RETURN_IF_ERROR(dp_->RecordStep(step_, times));
+    GANTRY_RETURN_IF_ERROR(dp_->CheckParameters(step_));
+  }
   if (on_step_) on_step_(*m);
   return OkStatus();
 }
 
-void Trainer::LogStep(const StepMetrics& m, double seconds, int64_t steps, Progress* bar) {
-  const double items = double(model_->ItemsPerBatch()) * double(steps) / std::max(seconds, 1e-9);
+void Trainer::LogStep(const StepMetrics& m, double seconds, int64_t steps, const StepTimes& sum,
+                      Progress* bar) {
+  // Job-wide rate: every rank trains on its own batch in the same time.
+  const double items = double(model_->ItemsPerBatch()) * double(opts_.world) * double(steps) /
+                       std::max(seconds, 1e-9);
   const char* rate_name = spec_.model.type == "gpt" ? "tokens_per_s" : "samples_per_s";
   if (bar != nullptr) bar->SetField(spec_.model.type == "gpt" ? "tok/s" : "samples/s", items);
   const LogLevel level =
       bar != nullptr && bar->mode() == ProgressMode::kBar ? LogLevel::kDebug : LogLevel::kInfo;
   if (!LogEnabled(level)) return;
-  LogLine(level, "train step", __FILE__, __LINE__)
-      .Field("step", m.step)
+  const double n = double(std::max<int64_t>(1, steps));
+  LogLine line(level, "train step", __FILE__, __LINE__);
+  line.Field("step", m.step)
       .Field("steps", total_steps_)
       .Field("loss", m.loss)
       .Field("lr", m.lr)
       .Field("grad_norm", m.grad_norm)
-      .Field(rate_name, items);
+      .Field(rate_name, items)
+      .Field("step_s", seconds / n);
+  if (dp_) {
+    line.Field("world", int64_t(opts_.world))
+        .Field("compute_s", sum.compute / n)
+        .Field("data_wait_s", sum.data_wait / n)
+        .Field("comm_wait_s", sum.comm_wait / n);
+  }
+}
+
+Status Trainer::CheckNothingToResume() {
+  GANTRY_ASSIGN_OR_RETURN(std::vector<std::string> existing, checkpointer_->ListCommitted());
+  if (existing.empty()) return OkStatus();
+  return FailedPreconditionError("--no-resume but " + checkpoint_uri_ +
+                                 " already holds checkpoints (newest " + existing.back() +
+                                 "); refusing to overwrite them: use --resume, another "
+                                 "--checkpoint-dir, or remove the directory");
 }
 
 Status Trainer::Run() {
+  bool resumed = false;
   if (opts_.resume) {
-    GANTRY_ASSIGN_OR_RETURN(bool resumed, Restore());
+    GANTRY_ASSIGN_OR_RETURN(resumed, Restore());
     if (!resumed) {
       GANTRY_LOG(INFO, "no checkpoint; starting from scratch").Field("uri", checkpoint_uri_);
     }
   } else {
-    GANTRY_ASSIGN_OR_RETURN(std::vector<std::string> existing, checkpointer_->ListCommitted());
-    if (!existing.empty()) {
-      return FailedPreconditionError("--no-resume but " + checkpoint_uri_ +
-                                     " already holds checkpoints (newest " + existing.back() +
-                                     "); refusing to overwrite them: use --resume, another "
-                                     "--checkpoint-dir, or remove the directory");
-    }
+    GANTRY_RETURN_IF_ERROR(AgreeWithRank0(opts_.rank == 0 ? CheckNothingToResume() : OkStatus()));
+  }
+  if (dp_) {
+    // Every rank starts from rank 0's parameters (a restore broadcast them already).
+    if (!resumed) GANTRY_RETURN_IF_ERROR(dp_->BroadcastFromRank0({}));
+    GANTRY_RETURN_IF_ERROR(dp_->CheckParameters(step_, /*force=*/true));
   }
   const int64_t end =
       opts_.stop_after >= 0 ? std::min(opts_.stop_after, total_steps_) : total_steps_;
@@ -200,19 +322,24 @@ Status Trainer::Run() {
   }
   auto window_start = Clock::now();
   int64_t window_steps = 0;
+  StepTimes window_times;
   StepMetrics m;
   while (step_ < end) {
     GANTRY_RETURN_IF_ERROR(TrainStep(&m));
     ++window_steps;
+    window_times.compute += m.times.compute;
+    window_times.data_wait += m.times.data_wait;
+    window_times.comm_wait += m.times.comm_wait;
     if (bar) {
       bar->SetField("loss", m.loss);
       bar->Update(step_);
     }
     if (step_ % log_every == 0 || step_ == end) {
       const double secs = std::chrono::duration<double>(Clock::now() - window_start).count();
-      LogStep(m, secs, window_steps, bar.get());
+      LogStep(m, secs, window_steps, window_times, bar.get());
       window_start = Clock::now();
       window_steps = 0;
+      window_times = StepTimes{};
     }
     if (ckpt_every > 0 && step_ % ckpt_every == 0) GANTRY_RETURN_IF_ERROR(SaveCheckpoint());
   }

@@ -1,10 +1,12 @@
-// Trainer: the single-process training loop behind `gantry train`. Builds model, optimizer
+// Trainer: the training loop behind `gantry train`, for one process or one rank of a
+// data-parallel job (TrainerOptions::comm; see train/data_parallel.h). Builds model, optimizer
 // and data from a JobSpec, resumes from the newest valid checkpoint (bitwise: parameters,
-// optimizer state, data position and RNG are all restored), and runs named steps:
+// optimizer state, data position and RNG are all restored; with several ranks rank 0 reads it
+// and broadcasts it), and runs named steps:
 // LoadBatch -> Forward -> CheckLoss -> Backward -> ReduceGradients -> ClipGradients -> Update,
 // logging JSON lines every log_every steps and checkpointing every checkpoint_every steps and
-// at the end. A NaN/Inf loss stops the run with an error naming the step; nothing is saved.
-// Not thread-safe; one Trainer per process (it sets the process-wide log context).
+// at the end (rank 0 writes). A NaN/Inf loss stops the run with an error naming the step.
+// Not thread-safe; one Trainer per thread (it sets the process-wide log context).
 #pragma once
 
 #include <chrono>
@@ -15,7 +17,9 @@
 #include "base/job_spec.h"
 #include "base/progress.h"
 #include "base/status.h"
+#include "comm/communicator.h"
 #include "train/checkpoint.h"
+#include "train/data_parallel.h"
 #include "train/data.h"
 #include "train/model.h"
 #include "train/optimizer.h"
@@ -37,6 +41,10 @@ struct TrainerOptions {
   ProgressMode progress = ProgressMode::kOff;
   int rank = 0;  // data sharding and log context (single process: 0 of 1)
   int world = 1;
+  // Data parallel: this rank's communicator (rank and world are taken from it). Borrowed; it
+  // must outlive the Trainer and nobody else may issue calls on it meanwhile. With size 1 it
+  // is unused. Only rank 0 writes checkpoints and draws the progress bar.
+  comm::Communicator* comm = nullptr;
 };
 
 // What one training step measured; `step` counts completed updates (1 after the first).
@@ -45,6 +53,7 @@ struct StepMetrics {
   float loss = 0;
   float lr = 0;
   float grad_norm = 0;
+  StepTimes times;  // seconds: compute, data wait, exposed communication
 };
 
 class Trainer {
@@ -73,7 +82,9 @@ class Trainer {
   void SetGradientReducer(std::function<Status(Model&)> fn) { reduce_ = std::move(fn); }
 
   Model& model() { return *model_; }
-  Optimizer& optimizer() { return *optimizer_; }
+  // nullptr with comm.zero1 on several ranks (then data_parallel()->sharded() updates).
+  Optimizer* optimizer() { return optimizer_.get(); }
+  DataParallel* data_parallel() { return dp_.get(); }
   DataSource& data() { return *data_; }
   int64_t step() const { return step_; }
   int64_t total_steps() const { return total_steps_; }
@@ -82,11 +93,20 @@ class Trainer {
  private:
   Trainer() = default;
   Status Build();
-  std::vector<NamedTensor> CheckpointTensors();
+  // Parameters then optimizer state (full-size: with ZeRO-1 the gathered state).
+  StatusOr<std::vector<NamedTensor>> CheckpointTensors();
+  std::vector<kernels::Tensor> FullStateTensors();
+  StatusOr<bool> RestoreDistributed();
+  Status CheckCompatible(const LoadedCheckpoint& ck) const;
+  Status ApplyMeta(const CheckpointMeta& meta, const std::string& name);
+  Status CheckNothingToResume();
+  // Several ranks: rank 0's status on every rank (so all stop together with its reason).
+  Status AgreeWithRank0(Status status);
   // Loop steps.
   Status LoadBatch();
   Status CheckLoss(float loss) const;
-  void LogStep(const StepMetrics& m, double seconds, int64_t steps, Progress* bar);
+  void LogStep(const StepMetrics& m, double seconds, int64_t steps, const StepTimes& sum,
+               Progress* bar);
 
   JobSpec spec_;
   TrainerOptions opts_;
@@ -94,6 +114,7 @@ class Trainer {
   std::unique_ptr<Optimizer> optimizer_;
   std::unique_ptr<DataSource> data_;
   std::unique_ptr<Checkpointer> checkpointer_;
+  std::unique_ptr<DataParallel> dp_;
   Batch host_batch_, device_batch_;  // device_batch_ aliases host_batch_ on cpu
   Rng rng_;
   int64_t step_ = 0;

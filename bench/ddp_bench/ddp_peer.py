@@ -1,0 +1,151 @@
+#!/usr/bin/python3
+"""PyTorch peer for bench/ddp_bench: one rank of a DistributedDataParallel run (gloo) of a
+reference workload (gpt-tiny or mlp-mnist, configs of ../shared/notes/workloads.md) with random
+data. Rank/world come from the torchrun environment (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT).
+Modes: ddp (gradients allreduced every step), nosync (same DDP model inside no_sync(): the
+compute without the allreduce), single (no process group; one rank alone).
+After --warmup steps every rank meets at a barrier, runs --steps timed steps, meets again; rank 0
+prints one JSON line {"seconds": s, "steps": n, "items_per_step": global items, ...}.
+Run with /usr/bin/python3 (Debian python3-torch 1.13); LD_PRELOAD is up to the driver."""
+import argparse
+import json
+import math
+import os
+import sys
+import time
+
+try:
+    import torch
+    import torch.distributed as dist
+    import torch.nn as nn
+    import torch.nn.functional as F
+except ImportError as e:
+    print(json.dumps({"error": f"cannot import torch with {sys.executable}: {e}"}), flush=True)
+    sys.exit(3)
+
+
+class Block(nn.Module):
+    """GPT-2 block: pre-LayerNorm, causal attention (torch 1.13 has no fused attention),
+    tanh-GELU MLP."""
+
+    def __init__(self, d, heads, hidden, context):
+        super().__init__()
+        self.ln_1, self.ln_2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.c_attn, self.attn_proj = nn.Linear(d, 3 * d), nn.Linear(d, d)
+        self.c_fc, self.mlp_proj = nn.Linear(d, hidden), nn.Linear(hidden, d)
+        self.heads = heads
+        self.register_buffer("mask", torch.ones(context, context, dtype=torch.bool).tril())
+
+    def forward(self, x):
+        b, t, c = x.shape
+        q, k, v = self.c_attn(self.ln_1(x)).split(c, dim=2)
+        q, k, v = (z.view(b, t, self.heads, c // self.heads).transpose(1, 2) for z in (q, k, v))
+        att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(c // self.heads))
+        att = att.masked_fill(~self.mask[:t, :t], float("-inf")).softmax(dim=-1)
+        x = x + self.attn_proj((att @ v).transpose(1, 2).reshape(b, t, c))
+        return x + self.mlp_proj(F.gelu(self.c_fc(self.ln_2(x)), approximate="tanh"))
+
+
+class Gpt(nn.Module):
+    """gpt-tiny: learned positions, tied input/output embeddings, no dropout."""
+
+    def __init__(self, vocab, context, d, layers, heads, hidden):
+        super().__init__()
+        self.wte, self.wpe = nn.Embedding(vocab, d), nn.Embedding(context, d)
+        self.h = nn.ModuleList(Block(d, heads, hidden, context) for _ in range(layers))
+        self.ln_f = nn.LayerNorm(d)
+        for p in self.parameters():
+            if p.dim() >= 2:
+                nn.init.normal_(p, std=0.02)
+
+    def forward(self, idx):
+        x = self.wte(idx) + self.wpe(torch.arange(idx.shape[1]))
+        for block in self.h:
+            x = block(x)
+        return F.linear(self.ln_f(x), self.wte.weight)
+
+
+def build(workload, batch, rank):
+    """(model, optimizer, inputs, targets, items per rank per step); data differs per rank."""
+    torch.manual_seed(1)  # identical initial replicas (DDP also broadcasts rank 0's)
+    g = torch.Generator().manual_seed(1000 + rank)
+    if workload == "gpt-tiny":
+        model = Gpt(8192, 128, 256, 4, 4, 1024)
+        decay = [p for p in model.parameters() if p.dim() >= 2]
+        rest = [p for p in model.parameters() if p.dim() < 2]
+        groups = [{"params": decay, "weight_decay": 0.01}, {"params": rest, "weight_decay": 0.0}]
+        make_opt = lambda params: torch.optim.AdamW(groups, lr=3e-4)  # noqa: E731
+        x = torch.randint(0, 8192, (batch, 128), generator=g)
+        y = torch.randint(0, 8192, (batch, 128), generator=g)
+        items = batch * 128
+    elif workload == "mlp-mnist":
+        model = nn.Sequential(nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(),
+                              nn.Linear(512, 10))
+        make_opt = lambda params: torch.optim.SGD(params, lr=0.01, momentum=0.9)  # noqa: E731
+        x = torch.randn(batch, 784, generator=g)
+        y = torch.randint(0, 10, (batch,), generator=g)
+        items = batch
+    else:
+        raise ValueError(f"unknown workload {workload!r}: expected gpt-tiny or mlp-mnist")
+    return model, make_opt, x, y, items
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--workload", required=True, choices=["gpt-tiny", "mlp-mnist"])
+    ap.add_argument("--mode", required=True, choices=["ddp", "nosync", "single"])
+    ap.add_argument("--batch", type=int, required=True, help="per rank")
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--timeout-s", type=int, default=300)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    rank = int(os.environ.get("RANK", "0"))
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if args.mode == "single":
+        rank, world = 0, 1
+    model, make_opt, x, y, items = build(args.workload, args.batch, rank)
+    if args.mode != "single":
+        import datetime
+        dist.init_process_group("gloo", rank=rank, world_size=world,
+                                timeout=datetime.timedelta(seconds=args.timeout_s))
+        model = nn.parallel.DistributedDataParallel(model)  # default 25 MiB buckets
+    # Optimizer over the (possibly DDP-wrapped) model's parameters.
+    opt = make_opt(list(model.parameters()))
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        if args.mode == "nosync":
+            with model.no_sync():
+                logits = model(x)
+                loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+                loss.backward()
+        else:
+            logits = model(x)
+            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+            loss.backward()
+        opt.step()
+        return loss
+
+    for _ in range(args.warmup):
+        step()
+    if world > 1:
+        dist.barrier()
+    start = time.perf_counter()
+    for _ in range(args.steps):
+        loss = step()
+    if world > 1:
+        dist.barrier()
+    seconds = time.perf_counter() - start
+    if rank == 0:
+        print(json.dumps({"seconds": seconds, "steps": args.steps, "items_per_step": items * world,
+                          "loss": float(loss), "torch": torch.__version__, "world": world}),
+              flush=True)
+    if world > 1:
+        dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,207 @@
+// DataParallel: options, start-up broadcast, the reduce/clip/update step, parameter checksums
+// and the straggler report.
+#include "train/data_parallel.h"
+
+#include <algorithm>
+#include <cstring>
+#include <map>
+
+#include "base/logging.h"
+#include "base/metrics.h"
+#include "base/tunables.h"
+#include "storage/checksum.h"
+
+namespace gantry::train {
+
+using kernels::Tensor;
+
+DataParallelOptions DataParallelOptions::FromSpec(const CommSpec& spec) {
+  DataParallelOptions o;
+  o.bucket_bytes = size_t(std::max(1.0, spec.bucket_mb * double(1 << 20)));
+  o.bf16_reduce = spec.bf16_reduce;
+  o.zero1 = spec.zero1;
+  o.timeout = std::chrono::seconds(std::max(1, spec.timeout_s));
+  o.first_bucket_bytes = size_t(std::max<int64_t>(1, TunableInt("DP_FIRST_BUCKET_KB", 1024))) << 10;
+  o.first_bucket_bytes = std::min(o.first_bucket_bytes, o.bucket_bytes);
+  o.check_every = std::max<int64_t>(0, TunableInt("DP_CHECK_EVERY", o.check_every));
+  o.straggler_every = std::max<int64_t>(0, TunableInt("DP_STRAGGLER_EVERY", o.straggler_every));
+  o.straggler_ratio = TunableDouble("DP_STRAGGLER_RATIO", o.straggler_ratio);
+  return o;
+}
+
+StatusOr<std::unique_ptr<DataParallel>> DataParallel::Create(comm::Communicator& comm, Model& model,
+                                                             const OptimizerSpec& optimizer,
+                                                             const DataParallelOptions& options) {
+  std::unique_ptr<DataParallel> dp(new DataParallel(comm, model, options));
+  BucketOptions bo;
+  bo.bucket_bytes = options.bucket_bytes;
+  bo.first_bucket_bytes = options.first_bucket_bytes;
+  bo.bf16 = options.bf16_reduce;
+  bo.shard = options.zero1;
+  bo.timeout = options.timeout;
+  GANTRY_ASSIGN_OR_RETURN(dp->reducer_, BucketReducer::Create(comm, model, bo));
+  if (options.zero1) {
+    GANTRY_ASSIGN_OR_RETURN(dp->sharded_,
+                            ShardedOptimizer::Create(optimizer, model, comm, *dp->reducer_));
+  }
+  BucketReducer* reducer = dp->reducer_.get();
+  model.SetGradReadyCallback([reducer](int64_t begin) { reducer->OnGradReady(begin); });
+  GANTRY_LOG(INFO, "data parallel ready")
+      .Field("world", comm.size())
+      .Field("backend", std::string(comm.backend()))
+      .Field("buckets", int64_t(dp->buckets().size()))
+      .Field("bucket_mb", double(options.bucket_bytes) / double(1 << 20))
+      .Field("bf16_reduce", options.bf16_reduce)
+      .Field("zero1", options.zero1);
+  return dp;
+}
+
+DataParallel::~DataParallel() { model_.SetGradReadyCallback(nullptr); }
+
+Status DataParallel::BroadcastFromRank0(const std::vector<Tensor>& state) {
+  std::vector<Tensor> all = {model_.flat_params()};
+  all.insert(all.end(), state.begin(), state.end());
+  std::vector<comm::WorkPtr> work;
+  for (const Tensor& t : all) {
+    work.push_back(comm_.Broadcast(t.raw(), size_t(t.numel()), comm::DataType::kF32, 0));
+  }
+  for (auto& w : work) {
+    Status s = w->Wait(options_.timeout);
+    if (!s.ok()) return s.Prepend("broadcasting parameters from rank 0");
+  }
+  return OkStatus();
+}
+
+Status DataParallel::BroadcastBlob(std::string* blob) {
+  int32_t n = int32_t(blob->size());
+  GANTRY_RETURN_IF_ERROR(comm_.Broadcast(&n, 1, comm::DataType::kI32, 0)->Wait(options_.timeout));
+  std::vector<int32_t> words((size_t(n) + 3) / 4);
+  if (rank() == 0) std::memcpy(words.data(), blob->data(), blob->size());
+  if (!words.empty()) {
+    GANTRY_RETURN_IF_ERROR(comm_.Broadcast(words.data(), words.size(), comm::DataType::kI32, 0)
+                               ->Wait(options_.timeout));
+  }
+  blob->assign(reinterpret_cast<const char*>(words.data()), size_t(n));
+  return OkStatus();
+}
+
+StatusOr<float> DataParallel::ClipGradients(Optimizer* optimizer) {
+  if (sharded_) return sharded_->ClipGradients();
+  return optimizer->ClipGradients();
+}
+
+Status DataParallel::Update(Optimizer* optimizer, int64_t step, float lr) {
+  if (sharded_) return sharded_->Step(step, lr);
+  return optimizer->Step(step, lr);
+}
+
+StatusOr<uint32_t> DataParallel::ParamChecksum() {
+  Tensor host = model_.flat_params();
+  if (!host.device().is_cpu()) {
+    if (host_params_.numel() != host.numel()) {
+      GANTRY_ASSIGN_OR_RETURN(host_params_, Tensor::Empty(host.shape(), kernels::DType::kF32));
+    }
+    GANTRY_RETURN_IF_ERROR(kernels::Copy(model_.flat_params(), host_params_));
+    host = host_params_;
+  }
+  return storage::Crc32c(
+      std::span<const std::byte>(static_cast<const std::byte*>(host.raw()), host.nbytes()));
+}
+
+std::vector<int> DataParallel::DivergedRanks(const std::vector<uint32_t>& sums) {
+  std::map<uint32_t, int> count;
+  for (uint32_t s : sums) ++count[s];
+  uint32_t ref = sums.empty() ? 0 : sums[0];
+  for (const auto& [s, c] : count) {
+    if (c > count[ref]) ref = s;
+  }
+  std::vector<int> out;
+  for (size_t r = 0; r < sums.size(); ++r) {
+    if (sums[r] != ref) out.push_back(int(r));
+  }
+  return out;
+}
+
+Status DataParallel::CheckParameters(int64_t step, bool force) {
+  if (!force && (options_.check_every <= 0 || step % options_.check_every != 0)) return OkStatus();
+  GANTRY_ASSIGN_OR_RETURN(uint32_t mine, ParamChecksum());
+  std::vector<uint32_t> all(static_cast<size_t>(world()));
+  GANTRY_RETURN_IF_ERROR(
+      comm_.Allgather(&mine, all.data(), 1, comm::DataType::kI32)->Wait(options_.timeout));
+  const std::vector<int> bad = DivergedRanks(all);
+  if (bad.empty()) return OkStatus();
+  std::string names, sums;
+  for (int r : bad) names += (names.empty() ? "" : ", ") + std::to_string(r);
+  for (size_t r = 0; r < all.size(); ++r) {
+    sums += (r ? " " : "") + std::to_string(r) + ":" + storage::Crc32cHex(all[r]);
+  }
+  return DataLossError("parameters diverged across ranks at step " + std::to_string(step) +
+                       ": rank(s) " + names + " differ from the others (crc32c per rank " + sums +
+                       "); a rank computed different gradients or its memory was "
+                       "corrupted: check those ranks' hosts, then resume from the last checkpoint");
+}
+
+std::vector<int> DataParallel::FindStragglers(const std::vector<StepTimes>& times, double ratio) {
+  std::vector<double> busy;
+  for (const StepTimes& t : times) busy.push_back(t.compute + t.data_wait);
+  if (busy.size() < 2) return {};
+  std::vector<double> sorted = busy;
+  std::sort(sorted.begin(), sorted.end());
+  // Lower median: with 2 ranks a rank is named when it is ratio x slower than the other.
+  const double median = sorted[(sorted.size() - 1) / 2];
+  std::vector<int> out;
+  for (size_t r = 0; r < busy.size(); ++r) {
+    if (busy[r] > ratio * median && busy[r] > 0) out.push_back(int(r));
+  }
+  return out;
+}
+
+Status DataParallel::RecordStep(int64_t step, const StepTimes& t) {
+  window_.compute += t.compute;
+  window_.data_wait += t.data_wait;
+  window_.comm_wait += t.comm_wait;
+  ++window_steps_;
+  if (options_.straggler_every <= 0 || step % options_.straggler_every != 0) return OkStatus();
+  const float n = float(std::max<int64_t>(1, window_steps_));
+  float mine[3] = {float(window_.compute) / n, float(window_.data_wait) / n,
+                   float(window_.comm_wait) / n};
+  window_ = StepTimes{};
+  window_steps_ = 0;
+  std::vector<float> all(3 * size_t(world()));
+  GANTRY_RETURN_IF_ERROR(
+      comm_.Allgather(mine, all.data(), 3, comm::DataType::kF32)->Wait(options_.timeout));
+  std::vector<StepTimes> times(static_cast<size_t>(world()));
+  for (int r = 0; r < world(); ++r) times[r] = {all[3 * r], all[3 * r + 1], all[3 * r + 2]};
+  stragglers_ = FindStragglers(times, options_.straggler_ratio);
+  MetricsRegistry& m = MetricsRegistry::Default();
+  for (int r = 0; r < world(); ++r) {
+    const bool slow = std::find(stragglers_.begin(), stragglers_.end(), r) != stragglers_.end();
+    m.GetGauge("gantry_train_straggler", "1 when the rank's step time exceeds the ratio x median",
+               {{"rank", std::to_string(r)}})
+        .Set(slow ? 1 : 0);
+  }
+  const char* parts[3] = {"compute", "data_wait", "comm_wait"};
+  for (int k = 0; k < 3; ++k) {
+    m.GetGauge("gantry_train_step_part_seconds", "mean seconds per step of this rank, by part",
+               {{"part", parts[k]}})
+        .Set(mine[k]);
+  }
+  if (rank() != 0) return OkStatus();
+  std::vector<double> busy;
+  for (const StepTimes& x : times) busy.push_back(x.compute + x.data_wait);
+  std::vector<double> sorted = busy;
+  std::sort(sorted.begin(), sorted.end());
+  for (int r : stragglers_) {
+    GANTRY_LOG(WARNING, "straggler rank")
+        .Field("step", step)
+        .Field("straggler", r)
+        .Field("busy_s", busy[r])
+        .Field("median_busy_s", sorted[(sorted.size() - 1) / 2])
+        .Field("compute_s", times[r].compute)
+        .Field("data_wait_s", times[r].data_wait)
+        .Field("comm_wait_s", times[r].comm_wait);
+  }
+  return OkStatus();
+}
+
+}  // namespace gantry::train
