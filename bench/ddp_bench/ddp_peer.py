@@ -34,7 +34,8 @@ class Block(nn.Module):
         self.c_attn, self.attn_proj = nn.Linear(d, 3 * d), nn.Linear(d, d)
         self.c_fc, self.mlp_proj = nn.Linear(d, hidden), nn.Linear(hidden, d)
         self.heads = heads
-        self.register_buffer("mask", torch.ones(context, context, dtype=torch.bool).tril())
+        # A plain attribute, not a buffer: gloo cannot broadcast bool tensors (DDP syncs buffers).
+        self.mask = torch.ones(context, context, dtype=torch.bool).tril()
 
     def forward(self, x):
         b, t, c = x.shape

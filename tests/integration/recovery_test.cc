@@ -19,7 +19,7 @@ namespace gantry::testing {
 namespace {
 
 constexpr int kRanks = 4;
-constexpr int kSteps = 36;
+constexpr int kSteps = 40;
 constexpr int kCheckpointEvery = 5;
 constexpr int kKillRuns = 3;
 constexpr int kContext = 64;
@@ -31,7 +31,7 @@ std::string JobYaml(const std::string& name, const std::string& data_uri,
   return "name: " + name + "\nkind: train\n" +
          "resources: {ranks: " + std::to_string(kRanks) + ", cpus_per_rank: 1}\n" +
          "model: {type: gpt, vocab: " + std::to_string(kVocab) + ", context: " +
-         std::to_string(kContext) + ", d_model: 64, layers: 2, heads: 2, mlp: 256}\n" +
+         std::to_string(kContext) + ", d_model: 128, layers: 2, heads: 4, mlp: 512}\n" +
          "data: {uri: \"" + data_uri + "\", batch_per_rank: 4, seed: 7}\n" +
          "optimizer: {type: adamw, lr: 1.0e-3, weight_decay: 0.01, warmup_steps: 5, "
          "schedule: cosine, grad_clip: 1.0}\n" +
@@ -86,6 +86,9 @@ class Recovery : public ::testing::Test {
            ("gantry-recovery-" + std::to_string(getpid()));
     std::filesystem::remove_all(dir_);
     std::filesystem::create_directories(dir_);
+    if (!std::getenv("GANTRY_CEPH_URI") && RunCommand({"ceph-mon", "--version"}, seconds(30)).exit_code != 0)
+      GTEST_SKIP() << "no Ceph: ceph-mon is not installed and GANTRY_CEPH_URI is not set "
+                      "(scripts/setup.sh installs ceph-mon/ceph-osd)";
     std::string error;
     ceph_.Start(&error);
     ASSERT_TRUE(error.empty()) << error;
@@ -180,7 +183,9 @@ TEST_F(Recovery, KilledRankResumesToByteIdenticalParameters) {
   std::printf("[recovery] seed %u (GANTRY_RECOVERY_SEED=%u replays the kill points)\n", seed, seed);
   std::mt19937 gen(seed);
   for (int run = 0; run < kKillRuns; ++run) {
-    const int kill_step = kCheckpointEvery + 1 + int(gen() % (kSteps - kCheckpointEvery - 6));
+    // After the first checkpoint, and at least 12 steps before the end (so the kill lands
+    // while every rank is still training).
+    const int kill_step = kCheckpointEvery + 1 + int(gen() % (kSteps - kCheckpointEvery - 12));
     const int kill_rank = int(gen() % kRanks);
     SCOPED_TRACE("kill run " + std::to_string(run) + ": rank " + std::to_string(kill_rank) +
                  " at step " + std::to_string(kill_step));
@@ -207,6 +212,9 @@ TEST_F(Recovery, KilledRankResumesToByteIdenticalParameters) {
       if (r.rank() == kill_rank) pid = r.pid();
     ASSERT_GT(pid, 0) << "no pid for rank " << kill_rank;
     const int64_t observed = info.progress().step();
+    std::ifstream cmdline("/proc/" + std::to_string(pid) + "/cmdline");
+    const std::string cmd((std::istreambuf_iterator<char>(cmdline)), {});
+    ASSERT_NE(cmd.find("train"), std::string::npos) << "pid " << pid << " is not a rank: " << cmd;
     ASSERT_EQ(kill(pid, SIGKILL), 0) << "kill -9 " << pid;
     std::printf("[recovery] run %d: kill -9 rank %d (pid %d) at step %lld\n", run, kill_rank, pid,
                 static_cast<long long>(observed));
@@ -214,8 +222,15 @@ TEST_F(Recovery, KilledRankResumesToByteIdenticalParameters) {
     const std::string logs = Logs(*c, *id);
     ASSERT_EQ(info.state(), "SUCCEEDED") << info.error() << "\n" << logs;
     EXPECT_GE(info.attempt(), 1) << "the gang was not restarted\n" << logs;
+    size_t dp_ready = 0;  // "data parallel ready" with world 4, per rank and attempt
+    for (size_t p = logs.find("data parallel ready"); p != std::string::npos;
+         p = logs.find("data parallel ready", p + 1))
+      dp_ready += logs.compare(logs.find("\"world\":", p), 10, "\"world\":4,") == 0;
+    EXPECT_GE(dp_ready, size_t(2 * kRanks)) << "expected 4 data-parallel ranks in both attempts\n"
+                                            << logs;
     EXPECT_NE(logs.find("resumed from checkpoint"), std::string::npos)
         << "the restarted gang did not resume from a checkpoint\n" << logs;
+    if (std::getenv("GANTRY_RECOVERY_VERBOSE")) std::printf("%s\n", logs.c_str());
     auto got = FinalCheckpoint(ckpt);
     ASSERT_TRUE(got.ok()) << got.status().ToString();
     const std::string diff = CompareCheckpoints(*want, *got);

@@ -1,0 +1,203 @@
+// Data-parallel engine pieces with ranks as threads of this process (tcp and shm over a
+// MemoryStore): the bucket plan, bucketed gradient sums (f32, bf16, ZeRO-1 pieces), the
+// parameter broadcast, divergence detection naming the rank, and the straggler report.
+// Whole-job equivalence and resume run as processes in tests/integration/dp_train_test.cc.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <functional>
+#include <thread>
+
+#include "comm/factory.h"
+#include "kernels/runtime.h"
+#include "tests/unit/train/train_test_util.h"
+#include "train/bucket_reducer.h"
+#include "train/data_parallel.h"
+#include "train/launch.h"
+
+namespace gantry::train {
+namespace {
+
+using std::chrono::milliseconds;
+
+void RunRanks(const std::string& backend, int world,
+              const std::function<void(comm::Communicator&)>& fn) {
+  auto store = std::make_shared<comm::MemoryStore>();
+  std::vector<std::thread> threads;
+  for (int r = 0; r < world; ++r) {
+    threads.emplace_back([&, r] {
+      comm::Bootstrap boot(r, world, store);
+      comm::CommOptions o;
+      o.backend = backend;
+      o.timeout = milliseconds(20000);
+      auto c = comm::CreateCommunicator(o, boot);
+      ASSERT_TRUE(c.ok()) << c.status().ToString();
+      fn(**c);
+    });
+  }
+  for (auto& t : threads) t.join();
+}
+
+std::unique_ptr<Model> TinyGptModel(int batch = 2) {
+  auto m = Model::Create(testing::TinyGpt(), batch, kernels::Device::Cpu());
+  EXPECT_TRUE(m.ok()) << m.status().ToString();
+  EXPECT_TRUE((*m)->InitParams(7).ok());
+  return std::move(m).value();
+}
+
+TEST(PlanBucketsTest, CoversTheBufferFromTheEndAtParameterBoundaries) {
+  auto model = TinyGptModel();
+  const auto& params = model->params();
+  const int64_t n = model->num_params();
+  std::vector<Bucket> b = PlanBuckets(params, /*bucket_elems=*/600, /*first=*/100, /*world=*/3);
+  ASSERT_GT(b.size(), 2u);
+  EXPECT_EQ(b.front().end, n);
+  EXPECT_EQ(b.back().begin, 0);
+  int64_t staging = 0, shard = 0;
+  for (size_t i = 0; i < b.size(); ++i) {
+    if (i > 0) EXPECT_EQ(b[i].end, b[i - 1].begin) << "bucket " << i;
+    bool at_param = false;
+    for (const ParamInfo& p : params) at_param |= p.offset == b[i].begin;
+    EXPECT_TRUE(at_param) << "bucket " << i << " starts inside a parameter";
+    if (i + 1 < b.size()) EXPECT_GE(b[i].size(), i == 0 ? 100 : 600) << "bucket " << i;
+    EXPECT_EQ(b[i].piece, (b[i].size() + 2) / 3);
+    EXPECT_EQ(b[i].staging, staging);
+    EXPECT_EQ(b[i].shard, shard);
+    staging += 3 * b[i].piece;
+    shard += b[i].piece;
+    EXPECT_EQ(b[i].OwnedBegin(0), b[i].begin);
+    EXPECT_EQ(b[i].OwnedEnd(2), b[i].end);
+  }
+  // One huge bucket: everything in one piece of work.
+  std::vector<Bucket> one = PlanBuckets(params, n * 10, n * 10, 1);
+  ASSERT_EQ(one.size(), 1u);
+  EXPECT_EQ(one[0].size(), n);
+}
+
+TEST(DataParallelTest, DivergedRanksAndStragglersArePicked) {
+  EXPECT_TRUE(DataParallel::DivergedRanks({5, 5, 5}).empty());
+  EXPECT_EQ(DataParallel::DivergedRanks({5, 5, 9, 5}), (std::vector<int>{2}));
+  EXPECT_EQ(DataParallel::DivergedRanks({9, 5, 5}), (std::vector<int>{0}));
+  EXPECT_EQ(DataParallel::DivergedRanks({5, 9}), (std::vector<int>{1}));  // tie: rank 0 wins
+  std::vector<StepTimes> t = {{1.0, 0.1, 0.5}, {1.0, 0.0, 0.4}, {2.0, 0.0, 0.0}, {1.1, 0.0, 0.3}};
+  EXPECT_EQ(DataParallel::FindStragglers(t, 1.5), (std::vector<int>{2}));
+  t[2].compute = 1.5;  // 1.5 < 1.5 x 1.1
+  EXPECT_TRUE(DataParallel::FindStragglers(t, 1.5).empty());
+  EXPECT_EQ(DataParallel::FindStragglers({{1.0, 0, 0}, {0.5, 1.2, 0}}, 1.5),
+            (std::vector<int>{1}));  // data wait counts as the rank's own time
+}
+
+class Backends : public ::testing::TestWithParam<std::string> {};
+
+// Grads of rank r are (r + 1) * (i % 97) / 97: the sum over 3 ranks is 6 * (i % 97) / 97.
+void FillGrads(Model& m, int rank) {
+  float* g = m.flat_grads().f32();
+  for (int64_t i = 0; i < m.num_params(); ++i) g[i] = float(rank + 1) * float(i % 97) / 97.0f;
+}
+
+TEST_P(Backends, BucketsSumWhileBackwardReportsThem) {
+  for (int mode = 0; mode < 3; ++mode) {  // f32 allreduce, bf16 allreduce, ZeRO-1 f32
+    RunRanks(GetParam(), 3, [&](comm::Communicator& c) {
+      auto model = TinyGptModel();
+      BucketOptions o;
+      o.bucket_bytes = 2400;
+      o.first_bucket_bytes = 400;
+      o.bf16 = mode == 1;
+      o.shard = mode == 2;
+      auto red = BucketReducer::Create(c, *model, o);
+      ASSERT_TRUE(red.ok()) << red.status().ToString();
+      for (int step = 0; step < 2; ++step) {  // buffers are reused across steps
+        FillGrads(*model, c.rank());
+        (*red)->Arm();
+        // Backward reports trailing ranges final, parameter by parameter, from the end.
+        for (size_t k = model->params().size(); k-- > 0;) {
+          (*red)->OnGradReady(model->params()[k].offset);
+        }
+        ASSERT_TRUE((*red)->Finish().ok());
+        EXPECT_GT((*red)->last_overlapped(), 0);
+        const float tol = mode == 1 ? 6.0f / 128 : 1e-6f;  // bf16: 8 bits of mantissa
+        if (mode < 2) {
+          const float* g = model->flat_grads().f32();
+          for (int64_t i = 0; i < model->num_params(); ++i) {
+            ASSERT_NEAR(g[i], 6.0f * float(i % 97) / 97.0f, tol) << "element " << i;
+          }
+          continue;
+        }
+        const float* s = (*red)->shard_grads().f32();
+        for (const Bucket& b : (*red)->buckets()) {
+          for (int64_t i = b.OwnedBegin(c.rank()); i < b.OwnedEnd(c.rank()); ++i) {
+            ASSERT_NEAR(s[b.shard + i - b.OwnedBegin(c.rank())], 6.0f * float(i % 97) / 97.0f,
+                        tol);
+          }
+        }
+      }
+    });
+  }
+}
+
+TEST_P(Backends, BroadcastThenCorruptedRankIsNamed) {
+  RunRanks(GetParam(), 3, [&](comm::Communicator& c) {
+    auto model = TinyGptModel();
+    model->flat_params().f32()[3] = float(c.rank());  // ranks start different
+    OptimizerSpec os;
+    DataParallelOptions o;
+    o.check_every = 1;
+    auto dp = DataParallel::Create(c, *model, os, o);
+    ASSERT_TRUE(dp.ok()) << dp.status().ToString();
+    ASSERT_TRUE((*dp)->BroadcastFromRank0({}).ok());
+    EXPECT_EQ(model->flat_params().f32()[3], 0.0f);
+    ASSERT_TRUE((*dp)->CheckParameters(1).ok());
+    if (c.rank() == 2) model->flat_params().f32()[100] += 1e-3f;
+    Status s = (*dp)->CheckParameters(2);
+    EXPECT_EQ(s.code(), StatusCode::kDataLoss) << s.ToString();
+    EXPECT_NE(s.message().find("rank(s) 2 differ"), std::string::npos) << s.ToString();
+    EXPECT_NE(s.message().find("step 2"), std::string::npos) << s.ToString();
+  });
+}
+
+TEST_P(Backends, StragglerIsNamedOnEveryRank) {
+  RunRanks(GetParam(), 2, [&](comm::Communicator& c) {
+    auto model = TinyGptModel();
+    DataParallelOptions o;
+    o.straggler_every = 2;
+    auto dp = DataParallel::Create(c, *model, OptimizerSpec{}, o);
+    ASSERT_TRUE(dp.ok());
+    const StepTimes t{c.rank() == 1 ? 0.9 : 0.3, 0.0, 0.0};
+    ASSERT_TRUE((*dp)->RecordStep(1, t).ok());
+    ASSERT_TRUE((*dp)->RecordStep(2, t).ok());
+    EXPECT_EQ((*dp)->last_stragglers(), (std::vector<int>{1}));
+    const StepTimes even{0.3, 0.0, 0.0};
+    ASSERT_TRUE((*dp)->RecordStep(3, even).ok());
+    ASSERT_TRUE((*dp)->RecordStep(4, even).ok());
+    EXPECT_TRUE((*dp)->last_stragglers().empty());
+  });
+}
+
+INSTANTIATE_TEST_SUITE_P(Host, Backends, ::testing::Values("tcp", "shm"));
+
+TEST(LaunchTest, ModeComesFromTheEnvironment) {
+  for (const char* v : {"GANTRY_TOKEN", "RANK", "JOB_COMPLETION_INDEX", "WORLD_SIZE",
+                        "OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK"}) {
+    ::unsetenv(v);
+  }
+  EXPECT_EQ(DetectLaunchMode(), LaunchMode::kSingle);
+  ::setenv("JOB_COMPLETION_INDEX", "1", 1);
+  ::setenv("WORLD_SIZE", "4", 1);
+  EXPECT_EQ(DetectLaunchMode(), LaunchMode::kEnv);
+  ::setenv("GANTRY_TOKEN", "t", 1);
+  EXPECT_EQ(DetectLaunchMode(), LaunchMode::kCoordinator);
+  ::unsetenv("GANTRY_TOKEN");
+  ::unsetenv("JOB_COMPLETION_INDEX");
+  ::setenv("OMPI_COMM_WORLD_SIZE", "2", 1);
+  EXPECT_EQ(DetectLaunchMode(), LaunchMode::kMpi);
+  ::unsetenv("OMPI_COMM_WORLD_SIZE");
+  ::unsetenv("WORLD_SIZE");
+  JobSpec spec;
+  ::setenv("GANTRY_TOKEN", "t", 1);
+  auto launch = ConnectRanks(spec, LaunchOptions{});  // no coordinator bootstrap supplied
+  ::unsetenv("GANTRY_TOKEN");
+  EXPECT_EQ(launch.status().code(), StatusCode::kFailedPrecondition);
+}
+
+}  // namespace
+}  // namespace gantry::train
