@@ -1,12 +1,22 @@
-// Kernel runtime: CPU thread count (GANTRY_NUM_THREADS or all cores, applied to OpenMP and so
-// to oneDNN), CUDA discovery and synchronisation through kernels/cuda, per-thread stream.
+// Kernel runtime: CPU thread count (GANTRY_NUM_THREADS or all cores), the CPU backend's
+// persistent thread pool (kernels/cpu/parallel.h; design notes in kernels/cpu/README.md),
+// CUDA discovery and synchronisation through kernels/cuda, per-thread stream.
 #include "kernels/runtime.h"
 
+#include <linux/futex.h>
 #include <omp.h>
+#include <pthread.h>
+#include <sched.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdlib>
+#include <mutex>
 #include <thread>
+
+#include "kernels/cpu/parallel.h"
 
 #if GANTRY_KERNELS_WITH_CUDA  // set by kernels/CMakeLists.txt when kernels/cuda is built
 #include "kernels/cuda/cuda_ops.h"
@@ -27,22 +37,169 @@ int DefaultThreads() {
 }
 
 std::atomic<int>& ThreadsSetting() {
-  static std::atomic<int> threads{[] {
-    int n = DefaultThreads();
-    omp_set_num_threads(n);
-    return n;
-  }()};
+  static std::atomic<int> threads{DefaultThreads()};
   return threads;
 }
 
 thread_local void* current_stream = nullptr;
+thread_local bool in_parallel = false;
+
+// How long an idle helper spins for the next job before sleeping on the futex, in
+// microseconds (GANTRY_POOL_SPIN_US). Ops of a training step follow each other within a few
+// microseconds, so a short spin saves the ~10-50 us futex wake-up on most jobs; past it the
+// helper leaves the core to whoever needs it.
+int64_t SpinMicros() {
+  static const int64_t value = [] {
+    const char* env = std::getenv("GANTRY_POOL_SPIN_US");
+    return env != nullptr ? std::atoll(env) : int64_t{200};
+  }();
+  return value;
+}
+
+inline void CpuRelax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
+
+void FutexWait(std::atomic<uint32_t>* word, uint32_t expected) {
+  syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), FUTEX_WAIT_PRIVATE, expected, nullptr,
+          nullptr, 0);
+}
+
+void FutexWakeAll(std::atomic<uint32_t>* word) {
+  syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), FUTEX_WAKE_PRIVATE, INT32_MAX, nullptr,
+          nullptr, 0);
+}
+
+// One job at a time. gen_ is odd while a job is open and even otherwise; a helper joins a job
+// only after registering in entered_ and re-checking gen_ (seq_cst on both sides), and the
+// caller closes the job and waits for entered_ == 0 before the job's fields may change.
+class ThreadPool {
+ public:
+  void Run(int64_t chunks, int threads, cpu::ChunkFn fn, void* ctx) {
+    std::unique_lock<std::mutex> lock(run_mu_, std::try_to_lock);
+    if (!lock.owns_lock()) return RunSerial(chunks, fn, ctx);  // another caller has the pool
+    const int helpers = std::min<int>(threads - 1, int(std::min<int64_t>(chunks - 1, 64)));
+    EnsureHelpers(helpers);
+    chunks_ = chunks, fn_ = fn, ctx_ = ctx, job_helpers_ = helpers;
+    next_.store(0, std::memory_order_relaxed);
+    done_.store(0, std::memory_order_relaxed);
+    const uint32_t gen = gen_.load(std::memory_order_relaxed) + 1;  // odd: open
+    gen_.store(gen);
+    if (sleepers_.load() > 0) FutexWakeAll(&gen_);
+    in_parallel = true;
+    Work();
+    in_parallel = false;
+    // Chunks claimed by helpers: wait, yielding the core after a short spin so a preempted
+    // helper on this core gets to finish.
+    for (int spins = 0; done_.load(std::memory_order_acquire) < chunks_; ++spins) {
+      if (spins < 2000) {
+        CpuRelax();
+      } else {
+        sched_yield();
+      }
+    }
+    gen_.store(gen + 1);                         // even: closed
+    while (entered_.load() != 0) sched_yield();  // late joiners see the close and leave
+  }
+
+  static void RunSerial(int64_t chunks, cpu::ChunkFn fn, void* ctx) {
+    const bool was = in_parallel;
+    in_parallel = true;
+    for (int64_t c = 0; c < chunks; ++c) fn(ctx, c);
+    in_parallel = was;
+  }
+
+ private:
+  void Work() {
+    int64_t mine = 0;
+    for (int64_t c; (c = next_.fetch_add(1, std::memory_order_relaxed)) < chunks_; ++mine) {
+      fn_(ctx_, c);
+    }
+    if (mine > 0) done_.fetch_add(mine, std::memory_order_release);
+  }
+
+  void EnsureHelpers(int n) {
+    while (started_ < n) {
+      const int id = started_++;
+      std::thread([this, id] { HelperLoop(id); }).detach();  // lives as long as the process
+    }
+  }
+
+  void HelperLoop(int id) {
+    in_parallel = true;
+    omp_set_num_threads(1);  // oneDNN called from a chunk must not start its own team
+    uint32_t seen = gen_.load();
+    for (;;) {
+      const uint32_t gen = WaitForChange(seen);
+      seen = gen;
+      if ((gen & 1) == 0) continue;
+      entered_.fetch_add(1);
+      if (gen_.load() == gen && id < job_helpers_) Work();
+      entered_.fetch_sub(1);
+    }
+  }
+
+  uint32_t WaitForChange(uint32_t seen) {
+    const auto deadline =
+        std::chrono::steady_clock::now() + std::chrono::microseconds(SpinMicros());
+    for (int i = 0;; ++i) {
+      const uint32_t gen = gen_.load(std::memory_order_acquire);
+      if (gen != seen) return gen;
+      CpuRelax();
+      if ((i & 63) == 63 && std::chrono::steady_clock::now() > deadline) break;
+    }
+    sleepers_.fetch_add(1);
+    uint32_t gen;
+    while ((gen = gen_.load()) == seen) FutexWait(&gen_, seen);
+    sleepers_.fetch_sub(1);
+    return gen;
+  }
+
+  std::mutex run_mu_;  // held by the caller for a whole job
+  int started_ = 0;    // helpers started (guarded by run_mu_)
+  std::atomic<uint32_t> gen_{0};
+  std::atomic<int> entered_{0};
+  std::atomic<int> sleepers_{0};
+  alignas(64) std::atomic<int64_t> next_{0};
+  alignas(64) std::atomic<int64_t> done_{0};
+  // The open job; written only while gen_ is even and entered_ == 0.
+  int64_t chunks_ = 0;
+  cpu::ChunkFn fn_ = nullptr;
+  void* ctx_ = nullptr;
+  int job_helpers_ = 0;
+};
+
+// Never destroyed: helpers are detached and may sleep in the pool until the process exits. A
+// forked child starts a fresh pool (the parent's helper threads do not exist there).
+std::atomic<ThreadPool*> pool{nullptr};
+std::once_flag pool_once;
+
+ThreadPool& Pool() {
+  std::call_once(pool_once, [] {
+    pool.store(new ThreadPool());
+    pthread_atfork(nullptr, nullptr, [] { pool.store(new ThreadPool()); });
+  });
+  return *pool.load();
+}
 
 }  // namespace
+
+namespace cpu {
+
+void RunChunks(int64_t chunks, int threads, ChunkFn fn, void* ctx) {
+  if (threads <= 1 || chunks <= 1 || in_parallel) return ThreadPool::RunSerial(chunks, fn, ctx);
+  Pool().Run(chunks, threads, fn, ctx);
+}
+
+bool InParallelRegion() { return in_parallel || omp_in_parallel(); }
+
+}  // namespace cpu
 
 void SetNumThreads(int threads) {
   if (threads <= 0) threads = DefaultThreads();
   ThreadsSetting().store(threads);
-  omp_set_num_threads(threads);
 }
 
 int NumThreads() { return ThreadsSetting().load(std::memory_order_relaxed); }

@@ -1,9 +1,10 @@
-// CheckpointStore: data first, manifest last, compare-and-put of `latest`, keep-last-N.
+// CheckpointStore: data first, manifest last, compare-and-put of `latest`, keep-last-N, and
+// verified loads that fall back to the previous committed checkpoint.
 #include "storage/checkpoint_store.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cstdio>
-#include <map>
 #include <nlohmann/json.hpp>
 #include <set>
 
@@ -13,34 +14,98 @@
 namespace gantry::storage {
 namespace {
 
-using nlohmann::json;
-constexpr const char* kLatestKey = "latest";
-constexpr const char* kManifestName = "manifest.json";
+using Json = nlohmann::ordered_json;  // keys in insertion order: bytes depend on content only
+constexpr char kFormat[] = "gantry-checkpoint-store";
+constexpr int kFormatVersion = 1;
+constexpr char kDirPrefix[] = "ckpt-";
+constexpr int64_t kMaxStep = 999999999999;
 
-std::string StepDir(int64_t step) {
-  char buf[40];
-  std::snprintf(buf, sizeof(buf), "step-%012lld", static_cast<long long>(step));
-  return buf;
-}
-
-// "step-000000000200/..." -> 200; nullopt for other keys.
-std::optional<int64_t> StepOfKey(std::string_view key) {
-  if (!key.starts_with("step-") || key.size() < 17) return std::nullopt;
-  int64_t v = 0;
-  for (char c : key.substr(5, 12)) {
-    if (c < '0' || c > '9') return std::nullopt;
-    v = v * 10 + (c - '0');
-  }
-  return v;
-}
+// One row of the manifest's blob table.
+struct BlobEntry {
+  std::string name;
+  uint64_t bytes = 0;
+  std::optional<uint32_t> crc32c;  // nullopt: the caller checksums this blob
+};
 
 bool ValidBlobName(std::string_view n) {
-  return !n.empty() && n.size() <= 200 && std::all_of(n.begin(), n.end(), [](char c) {
-    return std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-';
-  });
+  return !n.empty() && n.size() <= 200 && n != kCheckpointManifestName &&
+         std::all_of(n.begin(), n.end(), [](char c) {
+           return std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-';
+         });
+}
+
+// The step of a key "ckpt-000200/..." (canonical names only).
+std::optional<int64_t> StepOfKey(std::string_view key) {
+  return CheckpointStore::StepOf(key.substr(0, key.find('/')));
+}
+
+// Errors that mean "this checkpoint is bad" (skip it) rather than "the store is unwell".
+bool IsCheckpointFault(const Status& s) {
+  switch (s.code()) {
+    case StatusCode::kNotFound:
+    case StatusCode::kDataLoss:
+    case StatusCode::kInvalidArgument:
+    case StatusCode::kFailedPrecondition:
+    case StatusCode::kOutOfRange:
+      return true;
+    default:
+      return false;
+  }
+}
+
+// Parses a manifest: metadata (compact JSON) and the blob table, checked against `step`.
+Status ParseManifest(const std::string& text, int64_t step, const std::string& where,
+                     std::string* metadata, std::vector<BlobEntry>* blobs) {
+  Json m = Json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (m.is_discarded()) return DataLossError("checkpoint " + where + ": manifest.json is not JSON");
+  try {
+    if (!m.is_object() || m.value("format", "") != kFormat) {
+      return InvalidArgumentError("checkpoint " + where + ": manifest.json is not a " + kFormat +
+                                  " manifest (written by another program or an older Gantry)");
+    }
+    if (m.at("version").get<int>() != kFormatVersion || m.at("step").get<int64_t>() != step) {
+      return InvalidArgumentError("checkpoint " + where + ": manifest version " +
+                                  m.at("version").dump() + " / step " + m.at("step").dump() +
+                                  " do not match (this build reads version " +
+                                  std::to_string(kFormatVersion) + ")");
+    }
+    const Json& md = m.at("metadata");
+    *metadata = md.is_null() ? std::string() : md.dump();
+    for (const Json& b : m.at("blobs")) {
+      BlobEntry e{b.at("name").get<std::string>(), b.at("bytes").get<uint64_t>(), std::nullopt};
+      if (b.contains("crc32c")) {
+        e.crc32c = uint32_t(std::stoul(b.at("crc32c").get<std::string>(), nullptr, 16));
+      } else if (b.value("checksum", "") != "caller") {
+        return DataLossError("checkpoint " + where + ": blob '" + e.name + "' has no checksum");
+      }
+      if (!ValidBlobName(e.name)) return DataLossError("checkpoint " + where + ": bad blob name");
+      blobs->push_back(std::move(e));
+    }
+  } catch (const std::exception& e) {
+    return DataLossError("checkpoint " + where + ": malformed manifest.json: " + e.what());
+  }
+  return OkStatus();
 }
 
 }  // namespace
+
+std::string CheckpointStore::DirName(int64_t step) {
+  char buf[40];
+  std::snprintf(buf, sizeof(buf), "%s%06lld", kDirPrefix, static_cast<long long>(step));
+  return buf;
+}
+
+std::optional<int64_t> CheckpointStore::StepOf(std::string_view name) {
+  const std::string_view digits = name.substr(std::min(name.size(), sizeof(kDirPrefix) - 1));
+  if (!name.starts_with(kDirPrefix) || digits.empty() || digits.size() > 12) return std::nullopt;
+  int64_t v = 0;
+  for (char c : digits) {
+    if (c < '0' || c > '9') return std::nullopt;
+    v = v * 10 + (c - '0');
+  }
+  if (DirName(v) != name) return std::nullopt;  // "ckpt-0000200" is not step 200's name
+  return v;
+}
 
 StatusOr<std::unique_ptr<CheckpointStore>> CheckpointStore::Open(std::string_view uri,
                                                                  CheckpointStoreOptions options) {
@@ -49,63 +114,82 @@ StatusOr<std::unique_ptr<CheckpointStore>> CheckpointStore::Open(std::string_vie
 }
 
 CheckpointStore::CheckpointStore(std::shared_ptr<ObjectStore> store, CheckpointStoreOptions options)
-    : store_(std::move(store)), options_(options) {
-  options_.keep_last = std::max(1, options_.keep_last);
-}
+    : store_(std::move(store)), options_(options) {}
 
 Status CheckpointStore::Save(int64_t step, const std::vector<CheckpointBlob>& blobs,
                              std::string_view metadata) {
-  if (step < 0 || step > 999999999999) return InvalidArgumentError("checkpoint step " + std::to_string(step) + " is outside 0..999999999999");
-  const std::string dir = StepDir(step);
-  json manifest;
-  manifest["format"] = "gantry-checkpoint";
-  manifest["version"] = 1;
-  manifest["step"] = step;
-  manifest["metadata"] = std::string(metadata);
-  manifest["blobs"] = json::array();
+  if (step < 0 || step > kMaxStep) {
+    return InvalidArgumentError("checkpoint step " + std::to_string(step) + " is outside 0.." +
+                                std::to_string(kMaxStep));
+  }
+  Json manifest{{"format", kFormat}, {"version", kFormatVersion}, {"step", step},
+                {"blobs", Json::array()}, {"metadata", nullptr}};
+  if (!metadata.empty()) {
+    manifest["metadata"] = Json::parse(metadata, nullptr, /*allow_exceptions=*/false);
+    if (manifest["metadata"].is_discarded()) {
+      return InvalidArgumentError("checkpoint step " + std::to_string(step) +
+                                  ": metadata is not a JSON document");
+    }
+  }
   std::set<std::string> names;
   for (const auto& b : blobs) {
     if (!ValidBlobName(b.name) || !names.insert(b.name).second) {
-      return InvalidArgumentError("checkpoint blob name '" + b.name + "' is empty, repeated or has "
-                                  "characters outside [A-Za-z0-9._-]");
+      return InvalidArgumentError("checkpoint blob name '" + b.name + "' is empty, repeated, "
+                                  "'manifest.json' or has characters outside [A-Za-z0-9._-]");
     }
-    const std::string key = dir + "/blob-" + b.name;
-    GANTRY_RETURN_IF_ERROR(store_->Put(key, b.data).Prepend("checkpoint step " + std::to_string(step)));
-    manifest["blobs"].push_back({{"name", b.name}, {"key", key}, {"bytes", b.data.size()},
-                                 {"crc32c", Crc32cHex(Crc32c(b.data))}});
   }
-  GANTRY_RETURN_IF_ERROR(store_->Put(dir + "/" + kManifestName, manifest.dump(1)));
-  // Commit: move `latest` from what we saw to this step, unless someone moved it meanwhile.
-  auto current = store_->GetAll(kLatestKey);
-  if (!current.ok() && current.status().code() != StatusCode::kNotFound) return current.status();
-  std::optional<std::string_view> expected;
-  if (current.ok()) expected = *current;
-  GANTRY_RETURN_IF_ERROR(store_->CompareAndPut(kLatestKey, expected, dir)
-                             .Prepend("checkpoint step " + std::to_string(step) + " commit"));
+  const std::string dir = DirName(step), manifest_key = dir + "/" + kCheckpointManifestName;
+  const std::string context = "checkpoint " + Describe() + "/" + dir;
+  // Uncommit an earlier checkpoint of this step before its data is replaced.
+  GANTRY_ASSIGN_OR_RETURN(bool exists, store_->Exists(manifest_key));
+  if (exists) GANTRY_RETURN_IF_ERROR(store_->Remove(manifest_key).Prepend(context));
+  for (const auto& b : blobs) {
+    GANTRY_RETURN_IF_ERROR(store_->Put(dir + "/" + b.name, b.data).Prepend(context));
+    Json row{{"name", b.name}, {"bytes", b.data.size()}};
+    if (b.caller_checksums) {
+      row["checksum"] = "caller";
+    } else {
+      row["crc32c"] = Crc32cHex(Crc32c(b.data));
+    }
+    manifest["blobs"].push_back(std::move(row));
+  }
+  GANTRY_RETURN_IF_ERROR(store_->Put(manifest_key, manifest.dump(2) + "\n").Prepend(context));
+  GANTRY_RETURN_IF_ERROR(Commit(step).Prepend(context + " commit"));
   return Prune(step);
 }
 
+// Moves `latest` from what we saw to `step`, unless someone moved it meanwhile (Aborted).
+Status CheckpointStore::Commit(int64_t step) {
+  auto current = store_->GetAll(kCheckpointLatestKey);
+  if (!current.ok() && current.status().code() != StatusCode::kNotFound) return current.status();
+  std::optional<std::string_view> expected;
+  if (current.ok()) expected = *current;
+  return store_->CompareAndPut(kCheckpointLatestKey, expected, DirName(step) + "\n");
+}
+
 Status CheckpointStore::Prune(int64_t committed_step) {
-  GANTRY_ASSIGN_OR_RETURN(auto keys, store_->List("step-"));
+  GANTRY_ASSIGN_OR_RETURN(auto keys, store_->List(kDirPrefix));
   std::map<int64_t, std::vector<std::string>> by_step;
   std::set<int64_t> committed;
   for (auto& k : keys) {
     auto step = StepOfKey(k);
     if (!step) continue;
-    if (k.ends_with(std::string("/") + kManifestName)) committed.insert(*step);
+    if (k == DirName(*step) + "/" + kCheckpointManifestName) committed.insert(*step);
     by_step[*step].push_back(k);
   }
   std::vector<int64_t> keep(committed.rbegin(), committed.rend());
-  if (keep.size() > static_cast<size_t>(options_.keep_last)) keep.resize(options_.keep_last);
+  if (options_.keep_last > 0 && keep.size() > size_t(options_.keep_last)) {
+    keep.resize(options_.keep_last);
+  }
   keep.push_back(committed_step);
   for (auto& [step, step_keys] : by_step) {
-    bool is_committed = committed.count(step) > 0;
-    bool kept = std::find(keep.begin(), keep.end(), step) != keep.end();
+    const bool is_committed = committed.count(step) > 0;
+    const bool kept = std::find(keep.begin(), keep.end(), step) != keep.end();
     // Uncommitted dirs newer than this commit may be another writer in progress: leave them.
     if (kept || (!is_committed && step > committed_step)) continue;
     // Manifest first: a half-deleted checkpoint is then "incomplete", never "corrupt".
-    std::sort(step_keys.begin(), step_keys.end(), [](const std::string& a, const std::string& b) {
-      return a.ends_with(kManifestName) > b.ends_with(kManifestName);
+    std::stable_partition(step_keys.begin(), step_keys.end(), [](const std::string& k) {
+      return k.ends_with(kCheckpointManifestName);
     });
     for (auto& k : step_keys) {
       Status st = store_->Remove(k);
@@ -115,82 +199,97 @@ Status CheckpointStore::Prune(int64_t committed_step) {
   return OkStatus();
 }
 
-StatusOr<Checkpoint> CheckpointStore::Load(int64_t step) {
-  const std::string dir = StepDir(step);
-  const std::string where = store_->Describe() + "/" + dir;
-  auto text = store_->GetAll(dir + "/" + kManifestName);
+StatusOr<Checkpoint> CheckpointStore::Load(int64_t step, const CheckpointCheck& check) {
+  const std::string dir = DirName(step), where = Describe() + "/" + dir;
+  auto text = store_->GetAll(dir + "/" + kCheckpointManifestName);
   if (!text.ok() && text.status().code() == StatusCode::kNotFound) {
-    return NotFoundError("checkpoint " + where + " has no manifest (incomplete write)");
+    return NotFoundError("checkpoint " + where + " has no manifest.json (not committed)");
   }
   if (!text.ok()) return text.status();
   Checkpoint ckpt;
   ckpt.step = step;
-  try {
-    json m = json::parse(*text);
-    if (m.value("format", "") != "gantry-checkpoint" || m.at("step").get<int64_t>() != step) {
-      return DataLossError("checkpoint " + where + ": manifest is not a gantry checkpoint of this step");
+  std::vector<BlobEntry> entries;
+  GANTRY_RETURN_IF_ERROR(ParseManifest(*text, step, where, &ckpt.metadata, &entries));
+  for (const BlobEntry& e : entries) {
+    std::string& data = ckpt.blobs[e.name];
+    data.resize(e.bytes + 1);  // one extra byte detects a longer object
+    auto got = store_->Get(dir + "/" + e.name, 0, std::as_writable_bytes(std::span(data)));
+    if (!got.ok() && got.status().code() == StatusCode::kNotFound) {
+      return DataLossError("checkpoint " + where + ": blob '" + e.name + "' is missing");
     }
-    ckpt.metadata = m.at("metadata").get<std::string>();
-    for (const json& b : m.at("blobs")) {
-      const std::string name = b.at("name"), key = b.at("key");
-      const uint64_t bytes = b.at("bytes");
-      auto& data = ckpt.blobs[name];
-      data.resize(bytes + 1);  // one extra byte detects a longer object
-      GANTRY_ASSIGN_OR_RETURN(uint64_t got, store_->Get(key, 0, data));
-      data.resize(std::min(got, bytes));
-      if (got != bytes || Crc32cHex(Crc32c(data)) != b.at("crc32c").get<std::string>()) {
-        return DataLossError("checkpoint " + where + ": blob '" + name + "' (" + key + ") fails its "
-                             "size/CRC-32C check (" + std::to_string(got) + " of " + std::to_string(bytes) + " bytes)");
-      }
+    if (!got.ok()) return got.status();
+    data.resize(std::min(*got, e.bytes));
+    if (*got != e.bytes) {
+      return DataLossError("checkpoint " + where + ": blob '" + e.name + "' is " +
+                           std::to_string(*got) + (*got > e.bytes ? "+" : "") + " bytes, the " +
+                           "manifest says " + std::to_string(e.bytes) + " (truncated or replaced)");
     }
-  } catch (const json::exception& e) {
-    return DataLossError("checkpoint " + where + ": manifest is not valid: " + e.what());
+    if (e.crc32c && Crc32c(data) != *e.crc32c) {
+      return DataLossError("checkpoint " + where + ": blob '" + e.name + "' fails its CRC-32C " +
+                           "check (manifest " + Crc32cHex(*e.crc32c) + ", data " +
+                           Crc32cHex(Crc32c(data)) + "): the data is corrupt");
+    }
   }
+  if (check) GANTRY_RETURN_IF_ERROR(check(ckpt));
   return ckpt;
 }
 
 StatusOr<std::vector<int64_t>> CheckpointStore::ListCommitted() {
-  GANTRY_ASSIGN_OR_RETURN(auto keys, store_->List("step-"));
+  GANTRY_ASSIGN_OR_RETURN(auto keys, store_->List(kDirPrefix));
   std::vector<int64_t> steps;
   for (auto& k : keys) {
     auto step = StepOfKey(k);
-    if (step && k == StepDir(*step) + "/" + kManifestName) steps.push_back(*step);
+    if (step && k == DirName(*step) + "/" + kCheckpointManifestName) steps.push_back(*step);
   }
   std::sort(steps.begin(), steps.end());
   return steps;
 }
 
 StatusOr<std::optional<int64_t>> CheckpointStore::LatestStep() {
-  auto text = store_->GetAll(kLatestKey);
+  auto text = store_->GetAll(kCheckpointLatestKey);
   if (!text.ok() && text.status().code() == StatusCode::kNotFound) return std::optional<int64_t>();
   if (!text.ok()) return text.status();
-  auto step = StepOfKey(*text + "/");
-  if (!step || *text != StepDir(*step)) {
-    return DataLossError(store_->Describe() + "/latest holds '" + text->substr(0, 64) + "', not a step name");
+  std::string_view name(*text);
+  if (name.ends_with('\n')) name.remove_suffix(1);
+  auto step = StepOf(name);
+  if (!step) {
+    return DataLossError(Describe() + "/latest holds '" + text->substr(0, 64) +
+                         "', not a checkpoint name (ckpt-NNNNNN)");
   }
   return std::optional<int64_t>(*step);
 }
 
-StatusOr<Checkpoint> CheckpointStore::LoadLatest() {
+StatusOr<Checkpoint> CheckpointStore::LoadLatest(const CheckpointCheck& check) {
   auto latest = LatestStep();
+  if (!latest.ok() && latest.status().code() != StatusCode::kDataLoss) return latest.status();
   if (!latest.ok()) {
-    GANTRY_LOG(WARNING, "checkpoint pointer unreadable; scanning").Field("store", store_->Describe()).Field("error", latest.status());
+    GANTRY_LOG(WARNING, "checkpoint pointer unreadable; scanning for committed checkpoints")
+        .Field("store", Describe()).Field("error", latest.status());
   }
   GANTRY_ASSIGN_OR_RETURN(auto steps, ListCommitted());
+  const std::optional<int64_t> head = latest.ok() ? *latest : std::nullopt;
   std::vector<int64_t> order;
-  std::optional<int64_t> head = latest.ok() ? *latest : std::nullopt;
-  if (head) order.push_back(*head);
   for (auto it = steps.rbegin(); it != steps.rend(); ++it) {
-    if (!head || *it < *head) order.push_back(*it);  // newer than `latest` = never committed
+    if (!head || *it <= *head) order.push_back(*it);  // newer than `latest` = never committed
   }
+  if (head && (order.empty() || order.front() != *head)) {
+    GANTRY_LOG(WARNING, "latest names a checkpoint without manifest; using an older one")
+        .Field("store", Describe()).Field("checkpoint", DirName(*head));
+  }
+  Status newest_error;
   for (int64_t step : order) {
-    auto ckpt = Load(step);
+    auto ckpt = Load(step, check);
     if (ckpt.ok()) return ckpt;
-    GANTRY_LOG(WARNING, "skipping broken checkpoint").Field("store", store_->Describe())
-        .Field("step", step).Field("error", ckpt.status());
+    if (!IsCheckpointFault(ckpt.status())) return ckpt.status();
+    if (newest_error.ok()) newest_error = ckpt.status();
+    GANTRY_LOG(WARNING, "checkpoint refused; falling back to the previous one")
+        .Field("store", Describe()).Field("checkpoint", DirName(step))
+        .Field("error", ckpt.status().message());
   }
-  return NotFoundError("no loadable checkpoint in " + store_->Describe() +
-                       (order.empty() ? " (none committed)" : " (all failed their checks; see warnings)"));
+  if (order.empty()) return NotFoundError("no committed checkpoint in " + Describe());
+  return DataLossError("all " + std::to_string(order.size()) + " committed checkpoints in " +
+                       Describe() + " failed their checks; newest error: " +
+                       newest_error.message());
 }
 
 }  // namespace gantry::storage

@@ -1,56 +1,81 @@
-// CheckpointStore: checkpoints of the training engine in any ObjectStore (file:// or ceph://).
-// Layout under the store root:  step-000000000200/blob-<name>  (data, written first)
-//                               step-000000000200/manifest.json (blob table + CRCs, last)
-//                               latest                           ("step-000000000200")
-// Commit = manifest written, then `latest` moved by compare-and-put. After a commit the
-// store keeps the newest keep_last committed checkpoints (and the one `latest` names) and
-// deletes crash leftovers older than it. Loading verifies every blob's size and CRC-32C; a
-// checkpoint missing its manifest or failing a check is skipped with a warning log line and
-// the previous one is used. One writer per store at a time (a second one gets Aborted).
+// CheckpointStore: the commit protocol of checkpoints in any ObjectStore (file:// or ceph://).
+// Layout under the store root:  ckpt-000200/<blob>         (data, written first: "data.bin")
+//                               ckpt-000200/manifest.json  (blob table, CRCs, metadata: last)
+//                               latest                     ("ckpt-000200\n")
+// Commit = manifest written, then `latest` moved by compare-and-put; then keep-last-N prunes.
+// What goes in the blobs and the metadata is the caller's (train::Checkpointer); this file
+// alone decides write order, commit, pruning and which checkpoint a load falls back to.
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "storage/object_store.h"
 
 namespace gantry::storage {
 
+inline constexpr char kCheckpointManifestName[] = "manifest.json";
+inline constexpr char kCheckpointLatestKey[] = "latest";
+
 struct CheckpointBlob {
-  std::string name;                  // [A-Za-z0-9._-]+, e.g. "params", "adam_m", "rng"
-  std::span<const std::byte> data;   // borrowed for the duration of Save
+  std::string name;                 // [A-Za-z0-9._-]+, not "manifest.json"; e.g. "data.bin"
+  std::span<const std::byte> data;  // borrowed for the duration of Save
+  // false: the store records the blob's CRC-32C and checks it on load. true: the caller
+  // checksums the content itself (e.g. per tensor, in its metadata) and checks it in the
+  // CheckpointCheck it passes to Load; the store only checks the size (one CRC pass saved).
+  bool caller_checksums = false;
 };
 
 struct Checkpoint {
   int64_t step = 0;
-  std::string metadata;  // what the trainer passed to Save (usually JSON), verbatim
-  std::map<std::string, std::vector<std::byte>> blobs;
+  std::string metadata;                      // Save's JSON document (compact form; "" if none)
+  std::map<std::string, std::string> blobs;  // name -> bytes
 };
+
+// Runs on a checkpoint after the store's own checks passed; may move blobs out of it. A
+// non-OK status refuses the checkpoint like a failed CRC (LoadLatest then tries the previous
+// one), so its message should name what is bad (say, the tensor).
+using CheckpointCheck = std::function<Status(Checkpoint&)>;
 
 struct CheckpointStoreOptions {
-  int keep_last = 3;  // committed checkpoints kept after each commit (>= 1)
+  int keep_last = 3;  // committed checkpoints kept after each commit; <= 0 keeps them all
 };
 
+// Blocking; not thread-safe (one CheckpointStore per thread). One writer per store: a writer
+// that finds `latest` moved under it during a commit gets Aborted.
 class CheckpointStore {
  public:
   static StatusOr<std::unique_ptr<CheckpointStore>> Open(std::string_view uri,
                                                          CheckpointStoreOptions options = {});
   CheckpointStore(std::shared_ptr<ObjectStore> store, CheckpointStoreOptions options);
 
-  // Writes the blobs, then the manifest, then commits `latest`, then prunes. Blocking.
-  // Errors: InvalidArgument (bad step/name), Aborted (another writer moved `latest`),
-  // store errors as they come.
+  // "ckpt-000200" (at least 6 digits); the step of such a name (canonical form only).
+  static std::string DirName(int64_t step);
+  static std::optional<int64_t> StepOf(std::string_view dir_name);
+
+  std::string Describe() const { return store_->Describe(); }
+
+  // Uncommits an earlier checkpoint of `step` (removes its manifest), writes the blobs, the
+  // manifest (with `metadata`, a JSON document or ""), commits `latest`, prunes. Errors:
+  // InvalidArgument (bad step, blob name or metadata), Aborted (another writer moved
+  // `latest`), store errors as they come. A failure leaves earlier checkpoints loadable.
   Status Save(int64_t step, const std::vector<CheckpointBlob>& blobs, std::string_view metadata);
 
-  // The newest committed checkpoint that verifies (see above); NotFound when there is none.
-  StatusOr<Checkpoint> LoadLatest();
-  // One checkpoint, verified: NotFound without a manifest, DataLoss on a bad blob.
-  StatusOr<Checkpoint> Load(int64_t step);
+  // One checkpoint, verified (sizes, store CRCs, then `check`): NotFound without a manifest,
+  // InvalidArgument for a foreign manifest, DataLoss for a bad blob, or `check`'s error.
+  StatusOr<Checkpoint> Load(int64_t step, const CheckpointCheck& check = nullptr);
+  // The checkpoint `latest` names, else the newest older committed one, that verifies. Each
+  // refused one is logged as a warning. NotFound when none is committed; DataLoss (with the
+  // newest error) when all fail. Store failures (unreachable, timeouts) come back as they
+  // are: falling back on them would silently rewind training.
+  StatusOr<Checkpoint> LoadLatest(const CheckpointCheck& check = nullptr);
   // Steps that have a manifest, ascending.
   StatusOr<std::vector<int64_t>> ListCommitted();
   // The step `latest` names, or nullopt when nothing was committed yet.
@@ -59,6 +84,7 @@ class CheckpointStore {
   ObjectStore& store() { return *store_; }
 
  private:
+  Status Commit(int64_t step);
   Status Prune(int64_t committed_step);
 
   std::shared_ptr<ObjectStore> store_;

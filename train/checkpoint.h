@@ -1,10 +1,10 @@
-// Checkpoints: one directory-like prefix per step ("ckpt-000200/") holding data.bin (tensor
-// bytes) and manifest.json (magic, format version, step, data position, RNG state, model and
-// optimizer specs, tensor table with dtype/shape/offset/crc32c), written in that order: the
-// manifest is the commit marker. Then `latest` is replaced (atomic Put) and checkpoints beyond
-// keep_last are removed. Stored on a storage::ObjectStore (file:// dir or ceph://), so the
-// bytes written are a pure function of the training state (resumed runs are byte-identical).
-// Not thread-safe; one Checkpointer per rank-0 trainer.
+// Checkpoints of the training engine: one prefix per step ("ckpt-000200/") holding data.bin
+// (tensor bytes) and manifest.json, whose metadata is this file's document (magic, format
+// version, step, data position, RNG state, model and optimizer specs, tensor table with
+// dtype/shape/offset/crc32c). Serialisation and per-tensor checks live here; the commit
+// protocol (data, manifest, compare-and-put of `latest`, keep-last-N, fallback to the previous
+// checkpoint) is storage::CheckpointStore's. Bytes written are a pure function of the training
+// state (resumed runs are byte-identical). Not thread-safe; one Checkpointer per rank-0 trainer.
 #pragma once
 
 #include <cstdint>
@@ -15,6 +15,7 @@
 #include "base/job_spec.h"
 #include "base/status.h"
 #include "kernels/tensor.h"
+#include "storage/checkpoint_store.h"
 #include "storage/object_store.h"
 #include "train/data.h"
 #include "train/rng.h"
@@ -70,31 +71,33 @@ class Checkpointer {
  public:
   // `uri`: file:///dir, a plain directory (created when missing) or ceph://pool/prefix.
   static StatusOr<std::unique_ptr<Checkpointer>> Open(const std::string& uri, int keep_last);
-  explicit Checkpointer(std::unique_ptr<storage::ObjectStore> store, int keep_last)
-      : store_(std::move(store)), keep_last_(keep_last) {}
+  explicit Checkpointer(std::unique_ptr<storage::ObjectStore> store, int keep_last);
 
   std::string Describe() const { return store_->Describe(); }
   // Writes checkpoint meta.step (replacing an uncommitted or older one of that step), commits
-  // it, points `latest` at it and prunes. A failure leaves earlier checkpoints intact.
+  // it, points `latest` at it and prunes (keep_last <= 0 keeps all). A failure leaves earlier
+  // checkpoints intact.
   Status Save(const CheckpointMeta& meta, const std::vector<NamedTensor>& tensors);
   // Committed checkpoint names (manifest present), ascending by step.
   StatusOr<std::vector<std::string>> ListCommitted();
   // Reads and verifies one checkpoint: kDataLoss naming the tensor on a checksum mismatch,
   // kNotFound when its manifest is missing, kInvalidArgument for a bad magic/version.
   StatusOr<LoadedCheckpoint> Read(const std::string& name);
-  // The newest committed checkpoint that verifies; each refused one is logged as a warning
-  // and the previous one tried. kNotFound when none is committed; kDataLoss when all fail.
+  // The checkpoint `latest` names (else the newest older committed one) that verifies; each
+  // refused one is logged as a warning naming the tensor and the previous one tried.
+  // kNotFound when none is committed; kDataLoss when all fail.
   StatusOr<LoadedCheckpoint> ReadNewestValid();
 
  private:
-  Status Prune(int64_t newest_step);
+  // Decodes the metadata, checks every tensor's crc32c and moves data.bin into *out.
+  Status Unpack(storage::Checkpoint& raw, LoadedCheckpoint* out) const;
 
-  std::unique_ptr<storage::ObjectStore> store_;
-  int keep_last_;
+  std::unique_ptr<storage::CheckpointStore> store_;
   std::vector<std::byte> staging_;  // data.bin assembled here; reused across saves
 };
 
-// Manifest JSON (checkpoint_manifest.cc). Parse errors name `source` and the bad field.
+// The checkpoint's metadata document, the `metadata` of manifest.json (checkpoint_manifest.cc;
+// also broadcast by the trainer). Parse errors name `source` and the bad field.
 std::string EncodeManifest(const CheckpointMeta& meta, const std::vector<TensorRecord>& tensors,
                            uint64_t data_bytes);
 Status DecodeManifest(const std::string& json, const std::string& source, CheckpointMeta* meta,

@@ -1,5 +1,5 @@
-// Checkpoint manifest JSON: encode and strict decode (nlohmann::json, keys in a fixed order so
-// the bytes depend only on the content).
+// Checkpoint metadata JSON (the `metadata` of manifest.json): encode and strict decode
+// (nlohmann::ordered_json, keys in a fixed order so the bytes depend only on the content).
 #include <cstdio>
 #include <nlohmann/json.hpp>
 

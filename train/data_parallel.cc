@@ -33,6 +33,7 @@ StatusOr<std::unique_ptr<DataParallel>> DataParallel::Create(comm::Communicator&
                                                              const OptimizerSpec& optimizer,
                                                              const DataParallelOptions& options) {
   std::unique_ptr<DataParallel> dp(new DataParallel(comm, model, options));
+  dp->small_ = std::make_unique<HostCollectives>(comm, model.device(), options.timeout);
   BucketOptions bo;
   bo.bucket_bytes = options.bucket_bytes;
   bo.first_bucket_bytes = options.first_bucket_bytes;
@@ -74,13 +75,10 @@ Status DataParallel::BroadcastFromRank0(const std::vector<Tensor>& state) {
 
 Status DataParallel::BroadcastBlob(std::string* blob) {
   int32_t n = int32_t(blob->size());
-  GANTRY_RETURN_IF_ERROR(comm_.Broadcast(&n, 1, comm::DataType::kI32, 0)->Wait(options_.timeout));
+  GANTRY_RETURN_IF_ERROR(small_->Broadcast(&n, 1, 0));
   std::vector<int32_t> words((size_t(n) + 3) / 4);
   if (rank() == 0) std::memcpy(words.data(), blob->data(), blob->size());
-  if (!words.empty()) {
-    GANTRY_RETURN_IF_ERROR(comm_.Broadcast(words.data(), words.size(), comm::DataType::kI32, 0)
-                               ->Wait(options_.timeout));
-  }
+  GANTRY_RETURN_IF_ERROR(small_->Broadcast(words.data(), words.size(), 0));
   blob->assign(reinterpret_cast<const char*>(words.data()), size_t(n));
   return OkStatus();
 }
@@ -126,8 +124,7 @@ Status DataParallel::CheckParameters(int64_t step, bool force) {
   if (!force && (options_.check_every <= 0 || step % options_.check_every != 0)) return OkStatus();
   GANTRY_ASSIGN_OR_RETURN(uint32_t mine, ParamChecksum());
   std::vector<uint32_t> all(static_cast<size_t>(world()));
-  GANTRY_RETURN_IF_ERROR(
-      comm_.Allgather(&mine, all.data(), 1, comm::DataType::kI32)->Wait(options_.timeout));
+  GANTRY_RETURN_IF_ERROR(small_->Allgather(&mine, all.data(), 1));
   const std::vector<int> bad = DivergedRanks(all);
   if (bad.empty()) return OkStatus();
   std::string names, sums;
@@ -168,8 +165,7 @@ Status DataParallel::RecordStep(int64_t step, const StepTimes& t) {
   window_ = StepTimes{};
   window_steps_ = 0;
   std::vector<float> all(3 * size_t(world()));
-  GANTRY_RETURN_IF_ERROR(
-      comm_.Allgather(mine, all.data(), 3, comm::DataType::kF32)->Wait(options_.timeout));
+  GANTRY_RETURN_IF_ERROR(small_->Allgather(mine, all.data(), 3));
   std::vector<StepTimes> times(static_cast<size_t>(world()));
   for (int r = 0; r < world(); ++r) times[r] = {all[3 * r], all[3 * r + 1], all[3 * r + 2]};
   stragglers_ = FindStragglers(times, options_.straggler_ratio);

@@ -22,6 +22,7 @@
 #include "base/status.h"
 #include "comm/communicator.h"
 #include "train/bucket_reducer.h"
+#include "train/host_collectives.h"
 #include "train/model.h"
 #include "train/optimizer.h"
 #include "train/sharded_optimizer.h"
@@ -97,6 +98,7 @@ class DataParallel {
   comm::Communicator& comm_;
   Model& model_;
   DataParallelOptions options_;
+  std::unique_ptr<HostCollectives> small_;  // checksums, step times, blobs
   std::unique_ptr<BucketReducer> reducer_;
   std::unique_ptr<ShardedOptimizer> sharded_;
   StepTimes window_;

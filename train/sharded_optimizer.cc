@@ -74,7 +74,7 @@ StatusOr<float> ShardedOptimizer::ClipGradients() {
   std::vector<int32_t> words(2 * size_t(comm_.size()));
   int32_t mine[2];
   std::memcpy(mine, &local, sizeof(local));
-  GANTRY_RETURN_IF_ERROR(comm_.Allgather(mine, words.data(), 2, comm::DataType::kI32)->Wait());
+  GANTRY_RETURN_IF_ERROR(small_.Allgather(mine, words.data(), 2));
   double total = 0;
   for (int k = 0; k < comm_.size(); ++k) {
     double v;

@@ -17,6 +17,7 @@
 #include "comm/communicator.h"
 #include "kernels/tensor.h"
 #include "train/bucket_reducer.h"
+#include "train/host_collectives.h"
 #include "train/model.h"
 
 namespace gantry::train {
@@ -53,7 +54,8 @@ class ShardedOptimizer {
   };
   ShardedOptimizer(const OptimizerSpec& spec, Model& model, comm::Communicator& comm,
                    BucketReducer& reducer)
-      : spec_(spec), model_(model), comm_(comm), reducer_(reducer) {}
+      : spec_(spec), model_(model), comm_(comm), reducer_(reducer),
+        small_(comm, model.device(), std::chrono::hours(1)) {}
   void PlanPieces();
   // Allgathers `src` pieces (flat layout `dst`) bucket by bucket through gather_.
   Status AllgatherFlat(const kernels::Tensor& shard_src, kernels::Tensor& flat_dst, bool from_flat);
@@ -62,6 +64,7 @@ class ShardedOptimizer {
   Model& model_;
   comm::Communicator& comm_;
   BucketReducer& reducer_;
+  HostCollectives small_;  // the norm's partial sums
   std::vector<Piece> pieces_;
   std::vector<std::pair<std::string, kernels::Tensor>> state_;  // shard-sized
   std::vector<std::pair<std::string, kernels::Tensor>> full_;   // full-size, lazily

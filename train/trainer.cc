@@ -43,6 +43,10 @@ Status Trainer::Build() {
   total_steps_ = ts.steps;
   if (ts.threads > 0) kernels::SetNumThreads(ts.threads);
   GANTRY_ASSIGN_OR_RETURN(kernels::Device device, kernels::ParseDevice(ts.device));
+  if (device.is_cuda() && ts.device == "cuda" && opts_.world > 1 &&
+      kernels::CudaDeviceCount() > 0) {
+    device.index = opts_.rank % kernels::CudaDeviceCount();  // as nccl picks (rank % visible)
+  }
   if (device.is_cuda() && device.index >= kernels::CudaDeviceCount()) {
     return FailedPreconditionError(
         "train.device " + ts.device + " is not available (" +

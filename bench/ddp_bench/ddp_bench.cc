@@ -12,21 +12,18 @@
 #include <cstdlib>
 #include <filesystem>
 #include <map>
-#include <nlohmann/json.hpp>
+#include <fstream>
 #include <optional>
 #include <string>
 #include <unistd.h>
 #include <vector>
 
+#include "bench/ddp_bench/report.h"
 #include "bench/ddp_bench/runs.h"
 
 namespace gantry::bench {
 namespace {
 
-using nlohmann::json;
-
-constexpr double kTargetRatio = 1.5;
-constexpr double kTargetExposed = 0.10;
 constexpr int kRanks = 2;
 
 struct Options {
@@ -37,33 +34,21 @@ struct Options {
   RunEnv env;
 };
 
-// Medians of every case, by key ("ours-ddp-auto", "ours-indep", "ours-1", "peer-ddp-glibc"...).
-using Samples = std::map<std::string, std::vector<double>>;
-
-std::optional<double> Median(const Samples& s, const std::string& key) {
-  auto it = s.find(key);
-  if (it == s.end() || it->second.empty()) return std::nullopt;
-  std::vector<double> v = it->second;
-  std::sort(v.begin(), v.end());
-  const size_t n = v.size();
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
-void Note(const Options& o, const std::string& what, const StatusOr<Measurement>& m) {
+void Note(const std::string& what, const StatusOr<Measurement>& m) {
   if (m.ok())
     std::fprintf(stderr, "ddp_bench: %-34s %12.1f items/s%s\n", what.c_str(), m->items_per_s,
                  m->backend.empty() ? "" : (" (" + m->backend + ")").c_str());
   else
     std::fprintf(stderr, "ddp_bench: %-34s FAILED: %s\n", what.c_str(),
                  m.status().ToString().c_str());
-  (void)o;
 }
 
-// The allocator of the better peer so far ("tcmalloc" before any figure: the notes' winner).
-std::string BetterPeer(const Samples& s) {
-  auto g = Median(s, "peer-ddp-glibc"), t = Median(s, "peer-ddp-tcmalloc");
-  if (g && (!t || *g > *t)) return "glibc";
-  return "tcmalloc";
+// /proc/loadavg's 1-minute figure: the machine is shared, and its load explains the noise.
+std::string LoadAverage() {
+  std::ifstream in("/proc/loadavg");
+  std::string one;
+  in >> one;
+  return one.empty() ? "?" : one;
 }
 
 struct BackendNames {
@@ -75,7 +60,7 @@ Samples Measure(const Options& o, const Workload& w, BackendNames* names) {
   int run = 0;
   auto record = [&](const std::string& key, const std::string& what,
                     const StatusOr<Measurement>& m) {
-    Note(o, w.name + " " + what, m);
+    Note(w.name + " " + what, m);
     if (m.ok()) s[key].push_back(m->items_per_s);
   };
   for (int round = 0; round < o.rounds; ++round) {
@@ -107,105 +92,6 @@ Samples Measure(const Options& o, const Workload& w, BackendNames* names) {
     }
   }
   return s;
-}
-
-std::string Fmt(std::optional<double> v, const char* f = "%.0f") {
-  if (!v) return "-";
-  char buf[64];
-  std::snprintf(buf, sizeof(buf), f, *v);
-  return buf;
-}
-std::string Pct(std::optional<double> v) {
-  return v ? Fmt(*v * 100, "%.1f%%") : "-";
-}
-
-json Row(const Workload& w, const std::string& metric, std::optional<double> ours) {
-  json r = {{"bench", "ddp"}, {"workload", w.name}, {"metric", metric}};
-  r["ours"] = ours ? json(*ours) : json(nullptr);
-  return r;
-}
-
-// Builds the rows of one workload (JSON) and prints them as a table unless --json.
-void Report(const Options& o, const Workload& w, const Samples& s, const BackendNames& names) {
-  const std::string a = BetterPeer(s);
-  const std::string peer = "pytorch-ddp-" + a;
-  const auto peer_ddp = Median(s, "peer-ddp-" + a);
-  const auto peer_nosync = Median(s, "peer-nosync-" + a);
-  const auto peer_single = Median(s, "peer-single-" + a);
-  const auto ours_indep = Median(s, "ours-indep");
-  const auto ours_1 = Median(s, "ours-1");
-  auto div = [](std::optional<double> x, std::optional<double> y) -> std::optional<double> {
-    if (!x || !y || *y <= 0) return std::nullopt;
-    return *x / *y;
-  };
-  auto scaling = [&](std::optional<double> two, std::optional<double> one) {
-    return one ? div(two, *one * kRanks) : std::nullopt;
-  };
-  auto exposed = [&](std::optional<double> ddp, std::optional<double> nocomm) {
-    auto r = div(ddp, nocomm);
-    return r ? std::optional<double>(1.0 - *r) : std::nullopt;
-  };
-  std::vector<json> rows;
-  std::vector<std::vector<std::string>> table;
-  const std::string unit = w.metric == "tokens_per_s" ? "tokens/s" : "samples/s";
-  for (const auto& b : o.backends) {
-    const auto ours = Median(s, "ours-ddp-" + b);
-    const std::string shown =
-        b + (names.resolved.count(b) && names.resolved.at(b) != b ? " (" + names.resolved.at(b) + ")"
-                                                                  : "");
-    json r = Row(w, w.metric, ours);
-    r["backend"] = b;
-    if (names.resolved.count(b)) r["backend_used"] = names.resolved.at(b);
-    r["ranks"] = kRanks;
-    if (peer_ddp) r.update({{"peer", peer}, {"peer_value", *peer_ddp}});
-    if (auto x = div(ours, peer_ddp)) r["ratio"] = *x;
-    r["target"] = kTargetRatio;
-    for (const char* alloc : {"glibc", "tcmalloc"})
-      if (auto v = Median(s, std::string("peer-ddp-") + alloc))
-        r[std::string("peer_") + alloc] = *v;
-    rows.push_back(r);
-    table.push_back({"2 ranks, " + shown, Fmt(ours), Fmt(peer_ddp) + " " + peer,
-                     Fmt(div(ours, peer_ddp), "%.2f"), ">= 1.5"});
-    json sc = Row(w, "scaling_efficiency", scaling(ours, ours_1));
-    sc["backend"] = b;
-    if (auto p = scaling(peer_ddp, peer_single)) sc.update({{"peer", peer}, {"peer_value", *p}});
-    if (auto x = div(scaling(ours, ours_1), scaling(peer_ddp, peer_single))) sc["ratio"] = *x;
-    rows.push_back(sc);
-    table.push_back({"  scaling 1 -> 2 ranks", Pct(scaling(ours, ours_1)),
-                     Pct(scaling(peer_ddp, peer_single)), "", ""});
-    json ex = Row(w, "exposed_comm_share", exposed(ours, ours_indep));
-    ex["backend"] = b;
-    if (auto p = exposed(peer_ddp, peer_nosync)) ex.update({{"peer", peer}, {"peer_value", *p}});
-    ex["target"] = kTargetExposed;
-    const auto engine = Median(s, "engine-comm-" + b);
-    if (engine) ex["engine_comm_wait_share"] = *engine;
-    rows.push_back(ex);
-    table.push_back({"  exposed comm (vs no-comm run)", Pct(exposed(ours, ours_indep)),
-                     Pct(exposed(peer_ddp, peer_nosync)) + " (vs no_sync)", "", "< 10%"});
-    table.push_back({"  comm wait / step (engine log)", Pct(engine), "", "", "< 10%"});
-  }
-  json one = Row(w, w.metric, ours_1);
-  one["ranks"] = 1;
-  if (peer_single)
-    one.update({{"peer", "pytorch-" + a}, {"peer_value", *peer_single}});
-  if (auto x = div(ours_1, peer_single)) one["ratio"] = *x;
-  rows.push_back(one);
-  table.push_back({"1 rank", Fmt(ours_1), Fmt(peer_single) + " pytorch-" + a,
-                   Fmt(div(ours_1, peer_single), "%.2f"), ""});
-  table.push_back({"2 x 1 rank, no comm", Fmt(ours_indep), Fmt(peer_nosync) + " ddp no_sync",
-                   "", ""});
-  if (o.json) {
-    for (const auto& r : rows) std::printf("%s\n", r.dump().c_str());
-    return;
-  }
-  std::printf("\n%s, %s (2 ranks x 1 thread on this host, batch %d/rank, median of %d)\n",
-              w.name.c_str(), unit.c_str(), w.batch, o.rounds);
-  std::printf("  %-32s %12s  %-34s %6s  %s\n", "case", "ours", "peer", "ratio", "target");
-  for (const auto& t : table)
-    std::printf("  %-32s %12s  %-34s %6s  %s\n", t[0].c_str(), t[1].c_str(), t[2].c_str(),
-                t[3].c_str(), t[4].c_str());
-  std::printf("  peer candidates: pytorch-ddp glibc %s, tcmalloc %s\n",
-              Fmt(Median(s, "peer-ddp-glibc")).c_str(), Fmt(Median(s, "peer-ddp-tcmalloc")).c_str());
 }
 
 std::vector<std::string> SplitCsv(const std::string& s) {
@@ -243,7 +129,6 @@ int Main(int argc, char** argv) {
   app.add_flag("--no-peer", no_peer, "skip PyTorch (ours only)");
   CLI11_PARSE(app, argc, argv);
   o.peers = !no_peer;
-  o.quick = o.quick;
   o.rounds = rounds > 0 ? rounds : (o.quick ? 1 : 3);
   o.workloads = SplitCsv(workloads);
   o.backends = SplitCsv(backends);
@@ -265,6 +150,7 @@ int Main(int argc, char** argv) {
   std::filesystem::create_directories(work_dir);
   o.env.work_dir = work_dir;
   int rc = 0;
+  const std::string load_start = LoadAverage();
   for (const auto& name : o.workloads) {
     auto w = MakeWorkload(name, o.quick);
     if (!w.ok()) {
@@ -275,8 +161,18 @@ int Main(int argc, char** argv) {
     const Samples s = Measure(o, *w, &names);
     for (const auto& b : o.backends)
       if (!Median(s, "ours-ddp-" + b)) rc = 1;  // a case of ours that never ran is a failure
-    Report(o, *w, s, names);
+    ReportInput in;
+    in.workload = &*w;
+    in.samples = &s;
+    in.backends = o.backends;
+    in.resolved = names.resolved;
+    in.ranks = kRanks;
+    in.rounds = o.rounds;
+    PrintReport(in, o.json);
   }
+  if (!o.json)
+    std::printf("\nhost load average (1 min) at start %s, at end %s (2 cores; other load skews "
+                "every figure)\n", load_start.c_str(), LoadAverage().c_str());
   if (temp_dir && !o.keep && rc == 0) std::filesystem::remove_all(work_dir);
   else std::fprintf(stderr, "ddp_bench: run directories kept in %s\n", work_dir.c_str());
   return rc;

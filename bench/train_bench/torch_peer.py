@@ -2,7 +2,8 @@
 """PyTorch peer for bench/train_bench: builds one reference workload (gpt-tiny or mlp-mnist,
 the configs of ../shared/notes/workloads.md) and then serves timing requests on stdin so the
 C++ driver can interleave it with our runs. Protocol (one line each way):
-  driver: "run N"  -> peer runs N full train steps, answers {"seconds": s, "loss": l}
+  driver: "run N"  -> peer runs N full train steps, answers
+                      {"seconds": wall, "cpu_seconds": process CPU time, "loss": l}
   driver: "quit" or EOF -> peer exits
 At start the peer prints {"ready": true, "torch": version, "params": n} (or {"error": msg}).
 Run with /usr/bin/python3 (Debian python3-torch 1.13); LD_PRELOAD is up to the driver."""
@@ -131,10 +132,11 @@ def main():
         if cmd[0] != "run" or len(cmd) != 2:
             reply({"error": f"unknown command {line.strip()!r}: expected 'run N' or 'quit'"})
             continue
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         for _ in range(int(cmd[1])):
             loss = train_step()
-        reply({"seconds": time.perf_counter() - start, "loss": float(loss)})
+        reply({"seconds": time.perf_counter() - start,
+               "cpu_seconds": time.process_time() - cpu_start, "loss": float(loss)})
     return 0
 
 

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
+#include <ctime>
 #include <cstdio>
 #include <filesystem>
 #include <map>
@@ -33,6 +34,19 @@ constexpr double kTargetRatio = 1.5;
 constexpr char kTcmalloc[] = "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4";
 constexpr auto kPeerStartTimeout = std::chrono::seconds(180);
 constexpr auto kPeerWindowTimeout = std::chrono::seconds(600);
+
+// One timed window: wall seconds and process CPU seconds (all threads). On a shared, loaded
+// machine the CPU figure measures the work done rather than the time the scheduler granted.
+struct Timing {
+  double wall = 0;
+  double cpu = 0;
+};
+
+double ProcessCpuSeconds() {
+  timespec ts;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec);
+}
 
 struct Workload {
   std::string name;
@@ -117,15 +131,17 @@ class OurRunner {
     lr_ = float(w.optimizer.lr);
     return OkStatus();
   }
-  // Seconds for `steps` full train steps.
-  StatusOr<double> Window(int steps) {
+  // Time of `steps` full train steps.
+  StatusOr<Timing> Window(int steps) {
+    const double cpu0 = ProcessCpuSeconds();
     const Clock::time_point t0 = Clock::now();
     for (int i = 0; i < steps; ++i) {
       GANTRY_RETURN_IF_ERROR(model_->Forward(batch_));
       GANTRY_RETURN_IF_ERROR(model_->Backward(batch_));
       GANTRY_RETURN_IF_ERROR(opt_->Step(step_++, lr_));
     }
-    return std::chrono::duration<double>(Clock::now() - t0).count();
+    return Timing{std::chrono::duration<double>(Clock::now() - t0).count(),
+                  ProcessCpuSeconds() - cpu0};
   }
   int64_t items_per_step() const { return model_->ItemsPerBatch(); }
   StatusOr<float> loss() const { return model_->Loss(); }
@@ -145,7 +161,9 @@ class TorchPeer {
   const std::string& variant() const { return variant_; }
 
   Status Start(const Options& o, const Workload& w, int threads) {
-    std::map<std::string, std::string> env = {{"OMP_NUM_THREADS", std::to_string(threads)}};
+    const std::string n = std::to_string(threads);
+    std::map<std::string, std::string> env = {{"OMP_NUM_THREADS", n},
+                                              {"OPENBLAS_NUM_THREADS", n}};
     if (variant_ == "pytorch-tcmalloc") env["LD_PRELOAD"] = kTcmalloc;
     GANTRY_RETURN_IF_ERROR(proc_.Start({o.python, o.peer_script, "--workload", w.name, "--threads",
                                         std::to_string(threads), "--batch",
@@ -158,11 +176,13 @@ class TorchPeer {
     blas_ = reply.value("blas", std::string("unknown"));
     return OkStatus();
   }
-  StatusOr<double> Window(int steps) {
+  StatusOr<Timing> Window(int steps) {
     GANTRY_RETURN_IF_ERROR(proc_.Send("run " + std::to_string(steps)));
     GANTRY_ASSIGN_OR_RETURN(json reply, Read(kPeerWindowTimeout));
-    if (!reply.contains("seconds")) return UnavailableError(variant_ + ": " + reply.dump());
-    return reply["seconds"].get<double>();
+    if (!reply.contains("seconds") || !reply.contains("cpu_seconds")) {
+      return UnavailableError(variant_ + " peer sent no timing: " + reply.dump());
+    }
+    return Timing{reply["seconds"].get<double>(), reply["cpu_seconds"].get<double>()};
   }
   void Stop() { proc_.Stop(); }
   const std::string& blas() const { return blas_; }
@@ -187,11 +207,18 @@ double Median(std::vector<double> v) {
   return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
+struct PeerResult {
+  std::string variant;
+  double value = 0;      // items per wall second
+  double cpu_value = 0;  // items per CPU second
+};
+
 struct Row {
   std::string workload, metric;
   int threads = 0;
-  double ours = 0;
-  std::vector<std::pair<std::string, double>> peers;  // variant -> items/s (0 = failed)
+  double ours = 0;      // items per wall second (median window)
+  double ours_cpu = 0;  // items per CPU second (median window)
+  std::vector<PeerResult> peers;
   std::string peer_error;
   std::string peer_blas;  // BLAS under the peer's Linear ("openblas", "reference", ...)
 };
@@ -218,20 +245,24 @@ StatusOr<Row> RunCase(const Options& o, const Workload& w, int threads) {
   }
   GANTRY_RETURN_IF_ERROR(ours.Window(w.warmup_steps).status());
   for (auto& p : peers) GANTRY_RETURN_IF_ERROR(p->Window(w.warmup_steps).status());
-  std::vector<double> our_s;
-  std::vector<std::vector<double>> peer_s(peers.size());
+  std::vector<double> our_wall, our_cpu;
+  std::vector<std::vector<double>> peer_wall(peers.size()), peer_cpu(peers.size());
   for (int r = 0; r < o.rounds; ++r) {
-    GANTRY_ASSIGN_OR_RETURN(double s, ours.Window(w.window_steps));
-    our_s.push_back(s);
+    GANTRY_ASSIGN_OR_RETURN(Timing t, ours.Window(w.window_steps));
+    our_wall.push_back(t.wall);
+    our_cpu.push_back(t.cpu);
     for (size_t i = 0; i < peers.size(); ++i) {
-      GANTRY_ASSIGN_OR_RETURN(double ps, peers[i]->Window(w.window_steps));
-      peer_s[i].push_back(ps);
+      GANTRY_ASSIGN_OR_RETURN(Timing pt, peers[i]->Window(w.window_steps));
+      peer_wall[i].push_back(pt.wall);
+      peer_cpu[i].push_back(pt.cpu);
     }
   }
   const double items = double(ours.items_per_step()) * w.window_steps;
-  row.ours = items / Median(our_s);
+  row.ours = items / Median(our_wall);
+  row.ours_cpu = items / Median(our_cpu);
   for (size_t i = 0; i < peers.size(); ++i) {
-    row.peers.emplace_back(peers[i]->variant(), items / Median(peer_s[i]));
+    row.peers.push_back(
+        {peers[i]->variant(), items / Median(peer_wall[i]), items / Median(peer_cpu[i])});
     peers[i]->Stop();
   }
   GANTRY_ASSIGN_OR_RETURN(float loss, ours.loss());
@@ -242,32 +273,38 @@ StatusOr<Row> RunCase(const Options& o, const Workload& w, int threads) {
   return row;
 }
 
-std::optional<std::pair<std::string, double>> BestPeer(const Row& r) {
-  std::optional<std::pair<std::string, double>> best;
-  for (const auto& p : r.peers) {
-    if (!best || p.second > best->second) best = p;
+// The better PyTorch variant by wall-clock throughput (the peer of the row).
+std::optional<PeerResult> BestPeer(const Row& r) {
+  std::optional<PeerResult> best;
+  for (const PeerResult& p : r.peers) {
+    if (!best || p.value > best->value) best = p;
   }
   return best;
 }
 
 double PeerValue(const Row& r, const std::string& variant) {
-  for (const auto& p : r.peers) {
-    if (p.first == variant) return p.second;
+  for (const PeerResult& p : r.peers) {
+    if (p.variant == variant) return p.value;
   }
   return 0;
 }
 
 void PrintTable(const std::vector<Row>& rows) {
-  std::printf("%-10s %7s %-14s %10s %10s %12s %-17s %6s %6s\n", "workload", "threads", "metric",
-              "ours", "pytorch", "pytorch+tcm", "peer (best)", "ratio", "target");
+  std::printf("%-10s %7s %-14s %10s %10s %12s %-17s %6s %6s %10s\n", "workload", "threads",
+              "metric", "ours", "pytorch", "pytorch+tcm", "peer (best)", "ratio", "target",
+              "ratio(cpu)");
   for (const Row& r : rows) {
     const auto best = BestPeer(r);
-    std::printf("%-10s %7d %-14s %10.1f %10.1f %12.1f %-17s %6.2f %6.1f\n", r.workload.c_str(),
-                r.threads, r.metric.c_str(), r.ours, PeerValue(r, "pytorch"),
-                PeerValue(r, "pytorch-tcmalloc"), best ? best->first.c_str() : "n/a",
-                best ? r.ours / best->second : 0.0, kTargetRatio);
+    std::printf("%-10s %7d %-14s %10.1f %10.1f %12.1f %-17s %6.2f %6.1f %10.2f\n",
+                r.workload.c_str(), r.threads, r.metric.c_str(), r.ours, PeerValue(r, "pytorch"),
+                PeerValue(r, "pytorch-tcmalloc"), best ? best->variant.c_str() : "n/a",
+                best ? r.ours / best->value : 0.0, kTargetRatio,
+                best ? r.ours_cpu / best->cpu_value : 0.0);
     if (!r.peer_error.empty()) std::printf("  peer problem: %s\n", r.peer_error.c_str());
   }
+  std::printf("ours/pytorch: tokens or samples per second, median of the timed windows.\n"
+              "ratio = ours / best peer (> 1: we win). ratio(cpu) = the same per second of\n"
+              "process CPU time (all threads, spin-waits included): steadier on a loaded machine.\n");
   for (const Row& r : rows) {
     if (r.peer_blas == "reference") {
       std::printf("WARNING: PyTorch runs on the reference (netlib) BLAS here, ~20x slower than\n"
@@ -279,12 +316,13 @@ void PrintTable(const std::vector<Row>& rows) {
 
 void PrintJson(const std::vector<Row>& rows) {
   for (const Row& r : rows) {
-    json j = {{"bench", "train"}, {"workload", r.workload}, {"threads", r.threads},
+    nlohmann::ordered_json j = {{"bench", "train"}, {"workload", r.workload}, {"threads", r.threads},
               {"metric", r.metric}, {"ours", r.ours}};
     if (const auto best = BestPeer(r)) {
-      j["peer"] = best->first;
-      j["peer_value"] = best->second;
-      j["ratio"] = r.ours / best->second;
+      j["peer"] = best->variant;
+      j["peer_value"] = best->value;
+      j["ratio"] = r.ours / best->value;
+      j["ratio_cpu"] = r.ours_cpu / best->cpu_value;
     }
     j["target"] = kTargetRatio;
     if (!r.peer_blas.empty()) j["peer_blas"] = r.peer_blas;

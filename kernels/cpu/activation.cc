@@ -1,5 +1,6 @@
 // CPU activations: branch-free vectorised loops (kernels/cpu/vec_math.h), one pass each.
 #include "kernels/cpu/cpu_ops.h"
+#include "kernels/cpu/parallel.h"
 #include "kernels/cpu/vec_math.h"
 
 namespace gantry::kernels::cpu {
@@ -15,24 +16,28 @@ Status ActivationForward(Activation act, const Tensor& x, Tensor& y) {
   const int threads = ThreadsFor(double(n), kElementsPerThread);
   switch (act) {
     case Activation::kRelu:
-#pragma omp parallel for num_threads(threads) if (threads > 1) schedule(static)
-      for (int64_t i = 0; i < n; ++i) yp[i] = xp[i] > 0.0f ? xp[i] : 0.0f;
+      ParallelFor(n, threads, [&](int64_t i_begin, int64_t i_end) {
+        for (int64_t i = i_begin; i < i_end; ++i) yp[i] = xp[i] > 0.0f ? xp[i] : 0.0f;
+      });
       break;
     case Activation::kSigmoid:
-#pragma omp parallel for num_threads(threads) if (threads > 1) schedule(static)
-      for (int64_t i = 0; i < n; ++i) yp[i] = FastSigmoid(xp[i]);
+      ParallelFor(n, threads, [&](int64_t i_begin, int64_t i_end) {
+        for (int64_t i = i_begin; i < i_end; ++i) yp[i] = FastSigmoid(xp[i]);
+      });
       break;
     case Activation::kTanh:
-#pragma omp parallel for num_threads(threads) if (threads > 1) schedule(static)
-      for (int64_t i = 0; i < n; ++i) yp[i] = FastTanh(xp[i]);
+      ParallelFor(n, threads, [&](int64_t i_begin, int64_t i_end) {
+        for (int64_t i = i_begin; i < i_end; ++i) yp[i] = FastTanh(xp[i]);
+      });
       break;
     case Activation::kGelu:
-#pragma omp parallel for num_threads(threads) if (threads > 1) schedule(static)
-      for (int64_t i = 0; i < n; ++i) {  // 0.5 v (1 + tanh u) = v * sigmoid(2u)
-        const float v = xp[i];
-        const float u2 = 2.0f * kGeluK0 * (v + kGeluK1 * v * v * v);
-        yp[i] = v / (1.0f + FastExp(-u2));
-      }
+      ParallelFor(n, threads, [&](int64_t i_begin, int64_t i_end) {
+        for (int64_t i = i_begin; i < i_end; ++i) {  // 0.5 v (1 + tanh u) = v * sigmoid(2u)
+          const float v = xp[i];
+          const float u2 = 2.0f * kGeluK0 * (v + kGeluK1 * v * v * v);
+          yp[i] = v / (1.0f + FastExp(-u2));
+        }
+      });
       break;
   }
   return OkStatus();
@@ -48,26 +53,31 @@ Status ActivationBackward(Activation act, const Tensor& x, const Tensor& y, cons
   const int threads = ThreadsFor(double(n), kElementsPerThread);
   switch (act) {
     case Activation::kRelu:
-#pragma omp parallel for num_threads(threads) if (threads > 1) schedule(static)
-      for (int64_t i = 0; i < n; ++i) dp[i] = xp[i] > 0.0f ? gp[i] : 0.0f;
+      ParallelFor(n, threads, [&](int64_t i_begin, int64_t i_end) {
+        for (int64_t i = i_begin; i < i_end; ++i) dp[i] = xp[i] > 0.0f ? gp[i] : 0.0f;
+      });
       break;
     case Activation::kSigmoid:
-#pragma omp parallel for num_threads(threads) if (threads > 1) schedule(static)
-      for (int64_t i = 0; i < n; ++i) dp[i] = gp[i] * yp[i] * (1.0f - yp[i]);
+      ParallelFor(n, threads, [&](int64_t i_begin, int64_t i_end) {
+        for (int64_t i = i_begin; i < i_end; ++i) dp[i] = gp[i] * yp[i] * (1.0f - yp[i]);
+      });
       break;
     case Activation::kTanh:
-#pragma omp parallel for num_threads(threads) if (threads > 1) schedule(static)
-      for (int64_t i = 0; i < n; ++i) dp[i] = gp[i] * (1.0f - yp[i] * yp[i]);
+      ParallelFor(n, threads, [&](int64_t i_begin, int64_t i_end) {
+        for (int64_t i = i_begin; i < i_end; ++i) dp[i] = gp[i] * (1.0f - yp[i] * yp[i]);
+      });
       break;
     case Activation::kGelu:
-#pragma omp parallel for num_threads(threads) if (threads > 1) schedule(static)
-      for (int64_t i = 0; i < n; ++i) {  // s = sigmoid(2u): f' = s + 2 v s (1 - s) du/dv
-        const float v = xp[i];
-        const float v2 = v * v;
-        const float s = 1.0f / (1.0f + FastExp(-2.0f * kGeluK0 * (v + kGeluK1 * v2 * v)));
-        const float du = kGeluK0 * (1.0f + 3.0f * kGeluK1 * v2);
-        dp[i] = gp[i] * (s + 2.0f * v * s * (1.0f - s) * du);
-      }
+      ParallelFor(n, threads, [&](int64_t i_begin, int64_t i_end) {
+        for (int64_t i = i_begin; i < i_end;
+             ++i) {  // s = sigmoid(2u): f' = s + 2 v s (1 - s) du/dv
+          const float v = xp[i];
+          const float v2 = v * v;
+          const float s = 1.0f / (1.0f + FastExp(-2.0f * kGeluK0 * (v + kGeluK1 * v2 * v)));
+          const float du = kGeluK0 * (1.0f + 3.0f * kGeluK1 * v2);
+          dp[i] = gp[i] * (s + 2.0f * v * s * (1.0f - s) * du);
+        }
+      });
       break;
   }
   return OkStatus();

@@ -1,12 +1,13 @@
 // CPU causal multi-head attention: per (batch, head) GEMMs with strides straight into the
 // qkv / out buffers (no reshapes or copies), blocked so the masked upper triangle is mostly
 // never computed; causal softmax on the lower triangle only.
-// Parallel over (batch, head) pairs; each pair's GEMMs then run single-threaded.
+// Parallel over (batch, head) pairs (thread-pool chunks); each pair's GEMMs run on one thread.
 #include <algorithm>
 #include <cmath>
 #include <mutex>
 
 #include "kernels/cpu/cpu_ops.h"
+#include "kernels/cpu/parallel.h"
 #include "kernels/cpu/vec_math.h"
 
 namespace gantry::kernels::cpu {
@@ -57,14 +58,13 @@ Status ForEachPair(const Geometry& g, Fn fn) {
   const int threads = ThreadsFor(flops, kFlopsPerThread);
   Status first;
   std::mutex mu;
-#pragma omp parallel for num_threads(threads) if (threads > 1) schedule(static)
-  for (int64_t p = 0; p < pairs; ++p) {
+  ParallelChunks(pairs, threads, [&](int64_t p) {  // one pair per chunk: ~64 chunks
     Status s = fn(p / g.h, p % g.h);
     if (!s.ok()) {
       std::lock_guard<std::mutex> lock(mu);
       if (first.ok()) first = s;
     }
-  }
+  });
   return first;
 }
 
@@ -140,13 +140,13 @@ Status CausalSelfAttentionBackward(const Tensor& qkv, const Tensor& att, const T
     }
     for (int64_t i0 = 0; i0 < g.t; i0 += kRowBlock) {  // dQ = scale * dS K
       const int64_t rows = std::min(kRowBlock, g.t - i0), cols = i0 + rows;
-      GANTRY_RETURN_IF_ERROR(Sgemm(false, false, rows, g.d, cols, scale, dp + i0 * g.t, g.t, k,
-                                   ld, 0.0f, dq + i0 * ld, ld));
+      GANTRY_RETURN_IF_ERROR(Sgemm(false, false, rows, g.d, cols, scale, dp + i0 * g.t, g.t, k, ld,
+                                   0.0f, dq + i0 * ld, ld));
     }
     for (int64_t j0 = 0; j0 < g.t; j0 += kRowBlock) {  // dK = scale * dS^T Q
       const int64_t cols = std::min(kRowBlock, g.t - j0);
-      GANTRY_RETURN_IF_ERROR(Sgemm(true, false, cols, g.d, g.t - j0, scale, dp + j0 * g.t + j0,
-                                   g.t, q + j0 * ld, ld, 0.0f, dk + j0 * ld, ld));
+      GANTRY_RETURN_IF_ERROR(Sgemm(true, false, cols, g.d, g.t - j0, scale, dp + j0 * g.t + j0, g.t,
+                                   q + j0 * ld, ld, 0.0f, dk + j0 * ld, ld));
     }
     return OkStatus();
   });

@@ -3,6 +3,7 @@
 #include <string>
 
 #include "kernels/cpu/cpu_ops.h"
+#include "kernels/cpu/parallel.h"
 
 namespace gantry::kernels::cpu {
 
@@ -34,19 +35,20 @@ Status EmbeddingForward(const Tensor& tokens, const Tensor& wte, const Tensor* w
   const float* pe = wpe != nullptr ? wpe->f32() : nullptr;
   float* op = out.f32();
   const int threads = ThreadsFor(double(n) * c, kElementsPerThread);
-#pragma omp parallel for num_threads(threads) if (threads > 1) schedule(static)
-  for (int64_t i = 0; i < n; ++i) {
-    const float* row = te + int64_t{tp[i]} * c;
-    float* dst = op + i * c;
-    if (pe != nullptr) {
-      const float* prow = pe + (i % t) * c;
+  ParallelFor(n, threads, [&](int64_t i_begin, int64_t i_end) {
+    for (int64_t i = i_begin; i < i_end; ++i) {
+      const float* row = te + int64_t{tp[i]} * c;
+      float* dst = op + i * c;
+      if (pe != nullptr) {
+        const float* prow = pe + (i % t) * c;
 #pragma omp simd
-      for (int64_t j = 0; j < c; ++j) dst[j] = row[j] + prow[j];
-    } else {
+        for (int64_t j = 0; j < c; ++j) dst[j] = row[j] + prow[j];
+      } else {
 #pragma omp simd
-      for (int64_t j = 0; j < c; ++j) dst[j] = row[j];
+        for (int64_t j = 0; j < c; ++j) dst[j] = row[j];
+      }
     }
-  }
+  });
   return OkStatus();
 }
 

@@ -1,14 +1,18 @@
-// Row-major SGEMM: oneDNN dnnl_sgemm (JIT, AVX-512 where the CPU has it) with a per-call
-// thread count, and a portable cache-blocked fallback for builds without oneDNN.
+// Row-major SGEMM: oneDNN dnnl_sgemm (JIT, AVX-512 where the CPU has it), always with a team of
+// one; large products are cut into tiles of C that the kernels' thread pool runs (parallel.h),
+// so a preempted thread never stalls the others at an OpenMP barrier. Plus a portable
+// cache-blocked fallback for builds without oneDNN.
 #include <omp.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <string>
 #include <vector>
 
 #include "gantry_config.h"
 #include "kernels/cpu/cpu_ops.h"
+#include "kernels/cpu/parallel.h"
 #if GANTRY_WITH_DNNL
 #include <dnnl.h>
 #endif
@@ -28,16 +32,16 @@ double GemmMinFlopsPerThread() {
   return value;
 }
 
-Status CheckLeadingDims(bool ta, bool tb, int64_t m, int64_t n, int64_t k, int64_t lda,
-                        int64_t ldb, int64_t ldc) {
+Status CheckLeadingDims(bool ta, bool tb, int64_t m, int64_t n, int64_t k, int64_t lda, int64_t ldb,
+                        int64_t ldc) {
   int64_t need_a = ta ? m : k;
   int64_t need_b = tb ? k : n;
   if (m < 0 || n < 0 || k < 0 || lda < std::max<int64_t>(1, need_a) ||
       ldb < std::max<int64_t>(1, need_b) || ldc < std::max<int64_t>(1, n)) {
-    return InternalError("Sgemm: inconsistent sizes m=" + std::to_string(m) + " n=" +
-                         std::to_string(n) + " k=" + std::to_string(k) + " lda=" +
-                         std::to_string(lda) + " ldb=" + std::to_string(ldb) + " ldc=" +
-                         std::to_string(ldc));
+    return InternalError("Sgemm: inconsistent sizes m=" + std::to_string(m) +
+                         " n=" + std::to_string(n) + " k=" + std::to_string(k) +
+                         " lda=" + std::to_string(lda) + " ldb=" + std::to_string(ldb) +
+                         " ldc=" + std::to_string(ldc));
   }
   return OkStatus();
 }
@@ -67,14 +71,13 @@ class OmpThreadsScope {
   int prev_;
 };
 
-constexpr int64_t kPackK = 256;   // rows of op(B) per packed block (L2-resident with kPackN)
-constexpr int64_t kPackN = 512;   // columns per packed block: one C row segment = 2 KiB
+constexpr int64_t kPackK = 256;  // rows of op(B) per packed block (L2-resident with kPackN)
+constexpr int64_t kPackN = 512;  // columns per packed block: one C row segment = 2 KiB
 
 }  // namespace
 
-Status SgemmPortable(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha,
-                     const float* a, int64_t lda, const float* b, int64_t ldb, float beta,
-                     float* c, int64_t ldc) {
+Status SgemmPortable(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
+                     int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
   GANTRY_RETURN_IF_ERROR(CheckLeadingDims(ta, tb, m, n, k, lda, ldb, ldc));
   ScaleRows(m, n, beta, c, ldc);
   if (m == 0 || n == 0 || k == 0 || alpha == 0.0f) return OkStatus();
@@ -92,20 +95,83 @@ Status SgemmPortable(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float al
           pb[p * nb + j] = alpha * v;
         }
       }
-#pragma omp parallel for num_threads(threads) if (threads > 1) schedule(static)
-      for (int64_t i = 0; i < m; ++i) {
-        float* crow = c + i * ldc + j0;
-        for (int64_t p = 0; p < kb; ++p) {
-          const float aip = ta ? a[(p0 + p) * lda + i] : a[i * lda + p0 + p];
-          const float* brow = pb + p * nb;
+      ParallelFor(m, threads, [&](int64_t i_begin, int64_t i_end) {
+        for (int64_t i = i_begin; i < i_end; ++i) {
+          float* crow = c + i * ldc + j0;
+          for (int64_t p = 0; p < kb; ++p) {
+            const float aip = ta ? a[(p0 + p) * lda + i] : a[i * lda + p0 + p];
+            const float* brow = pb + p * nb;
 #pragma omp simd
-          for (int64_t j = 0; j < nb; ++j) crow[j] += aip * brow[j];
+            for (int64_t j = 0; j < nb; ++j) crow[j] += aip * brow[j];
+          }
         }
-      }
+      });
     }
   }
   return OkStatus();
 }
+
+#if GANTRY_WITH_DNNL
+namespace {
+
+struct GemmArgs {
+  bool ta, tb;
+  int64_t m, n, k;
+  float alpha;
+  const float* a;
+  int64_t lda;
+  const float* b;
+  int64_t ldb;
+  float beta;
+  float* c;
+  int64_t ldc;
+};
+
+// oneDNN's transposed-A kernel slows down 1.3-2x once its K panel outgrows the caches
+// (measured on gpt-tiny's weight gradients, lm_head 8192x256x2048 and fc 1024x256x2048), so
+// such products run as a sequence of K blocks accumulating into C.
+constexpr int64_t kTransAKBlock = 256;
+
+// C[i0:i0+mb, j0:j0+nb] of the product, on this thread (oneDNN with a team of one).
+dnnl_status_t SgemmTile(const GemmArgs& g, int64_t i0, int64_t mb, int64_t j0, int64_t nb) {
+  const char ta = g.ta ? 'T' : 'N', tb = g.tb ? 'T' : 'N';
+  const float* a = g.a + (g.ta ? i0 : i0 * g.lda);
+  const float* b = g.b + (g.tb ? j0 * g.ldb : j0);
+  float* c = g.c + i0 * g.ldc + j0;
+  const int64_t kb = g.ta && g.k > 2 * kTransAKBlock ? kTransAKBlock : g.k;
+  OmpThreadsScope single(1);
+  float beta = g.beta;
+  for (int64_t p0 = 0; p0 < g.k; p0 += kb) {
+    const int64_t kk = std::min(kb, g.k - p0);
+    const float* ap = a + (g.ta ? p0 * g.lda : p0);
+    const float* bp = b + (g.tb ? p0 : p0 * g.ldb);
+    const dnnl_status_t st =
+        dnnl_sgemm(ta, tb, mb, nb, kk, g.alpha, ap, g.lda, bp, g.ldb, beta, c, g.ldc);
+    if (st != dnnl_success) return st;
+    beta = 1.0f;
+  }
+  return dnnl_success;
+}
+
+// Tiles along N when A is the smaller operand (each tile re-packs A), else along M; tile
+// edges on multiples of 64 so oneDNN's register blocks stay whole.
+struct Tiling {
+  bool along_n;
+  int64_t tile, tiles;
+};
+
+Tiling ChooseTiling(int64_t m, int64_t n, int threads) {
+  const bool along_n = m < n;
+  const int64_t dim = along_n ? n : m;
+  const int64_t want = int64_t{threads} * kChunksPerThread;
+  constexpr int64_t kAlign = 64;
+  int64_t tile = (dim + want - 1) / want;
+  tile = std::max(kAlign, (tile + kAlign - 1) / kAlign * kAlign);
+  return {along_n, tile, (dim + tile - 1) / tile};
+}
+
+}  // namespace
+#endif
 
 Status Sgemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
              int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
@@ -116,14 +182,23 @@ Status Sgemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, con
     ScaleRows(m, n, beta, c, ldc);
     return OkStatus();
   }
-  const bool nested = omp_in_parallel();
-  const int threads = nested ? 1 : ThreadsFor(2.0 * m * n * k, GemmMinFlopsPerThread());
-  dnnl_status_t st;
-  if (nested) {
-    st = dnnl_sgemm(ta ? 'T' : 'N', tb ? 'T' : 'N', m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  const GemmArgs args{ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc};
+  const int threads = ThreadsFor(2.0 * m * n * k, GemmMinFlopsPerThread());
+  dnnl_status_t st = dnnl_success;
+  if (threads <= 1) {
+    st = SgemmTile(args, 0, m, 0, n);
   } else {
-    OmpThreadsScope scope(threads);
-    st = dnnl_sgemm(ta ? 'T' : 'N', tb ? 'T' : 'N', m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    const Tiling t = ChooseTiling(m, n, threads);
+    std::atomic<int> first_error{dnnl_success};
+    ParallelChunks(t.tiles, threads, [&](int64_t i) {
+      const int64_t dim = t.along_n ? n : m;
+      const int64_t begin = i * t.tile, size = std::min(t.tile, dim - begin);
+      const dnnl_status_t s =
+          t.along_n ? SgemmTile(args, 0, m, begin, size) : SgemmTile(args, begin, size, 0, n);
+      int expected = dnnl_success;
+      if (s != dnnl_success) first_error.compare_exchange_strong(expected, s);
+    });
+    st = static_cast<dnnl_status_t>(first_error.load());
   }
   if (st != dnnl_success) {
     return InternalError("dnnl_sgemm failed with status " + std::to_string(static_cast<int>(st)) +

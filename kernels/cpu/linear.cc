@@ -1,8 +1,9 @@
 // CPU matrix ops: GEMM-backed Matmul/Linear, bias, residual add, scale. Elementwise loops
-// use OpenMP only above kElementsPerThread (small ops are faster on one thread).
+// use the thread pool only above kElementsPerThread (small ops are faster on one thread).
 #include <algorithm>
 
 #include "kernels/cpu/cpu_ops.h"
+#include "kernels/cpu/parallel.h"
 
 namespace gantry::kernels::cpu {
 
@@ -10,7 +11,6 @@ namespace {
 
 constexpr double kElementsPerThread = 1 << 16;  // streaming elementwise work per extra thread
 constexpr int64_t kColumnBlock = 256;           // columns per task in column sums
-constexpr int64_t kWeightGradRows = 256;        // rows per GEMM when accumulating dw
 
 int64_t Rows(const Tensor& t) { return t.numel() / t.dim(-1); }
 
@@ -18,8 +18,7 @@ int64_t Rows(const Tensor& t) { return t.numel() / t.dim(-1); }
 void ColumnSumAccumulate(const float* dy, int64_t rows, int64_t cols, float* db) {
   const int64_t blocks = (cols + kColumnBlock - 1) / kColumnBlock;
   int threads = std::min<int>(ThreadsFor(double(rows) * cols, kElementsPerThread), blocks);
-#pragma omp parallel for num_threads(threads) if (threads > 1) schedule(static)
-  for (int64_t blk = 0; blk < blocks; ++blk) {
+  ParallelChunks(blocks, threads, [&](int64_t blk) {
     const int64_t j0 = blk * kColumnBlock, j1 = std::min(cols, j0 + kColumnBlock);
     float acc[kColumnBlock];
     std::fill(acc, acc + (j1 - j0), 0.0f);
@@ -29,7 +28,7 @@ void ColumnSumAccumulate(const float* dy, int64_t rows, int64_t cols, float* db)
       for (int64_t j = 0; j < j1 - j0; ++j) acc[j] += row[j];
     }
     for (int64_t j = j0; j < j1; ++j) db[j] += acc[j - j0];
-  }
+  });
 }
 
 }  // namespace
@@ -44,16 +43,15 @@ Status Matmul(const Tensor& a, const Tensor& b, Tensor& c, const GemmOptions& op
                opts.beta, c.f32(), n);
 }
 
-Status MatmulBackward(const Tensor& a, const Tensor& b, const Tensor& dc, Tensor* da,
-                      Tensor* db) {
+Status MatmulBackward(const Tensor& a, const Tensor& b, const Tensor& dc, Tensor* da, Tensor* db) {
   const int64_t k = a.dim(-1), m = a.numel() / k, n = b.dim(-1);
   if (da != nullptr) {  // da[M,K] = dc[M,N] * b[K,N]^T
-    GANTRY_RETURN_IF_ERROR(Sgemm(false, true, m, k, n, 1.0f, dc.f32(), n, b.f32(), n, 0.0f,
-                                 da->f32(), k));
+    GANTRY_RETURN_IF_ERROR(
+        Sgemm(false, true, m, k, n, 1.0f, dc.f32(), n, b.f32(), n, 0.0f, da->f32(), k));
   }
   if (db != nullptr) {  // db[K,N] += a[M,K]^T * dc[M,N]
-    GANTRY_RETURN_IF_ERROR(Sgemm(true, false, k, n, m, 1.0f, a.f32(), k, dc.f32(), n, 1.0f,
-                                 db->f32(), n));
+    GANTRY_RETURN_IF_ERROR(
+        Sgemm(true, false, k, n, m, 1.0f, a.f32(), k, dc.f32(), n, 1.0f, db->f32(), n));
   }
   return OkStatus();
 }
@@ -65,8 +63,9 @@ Status LinearForward(const Tensor& x, const Tensor& w, const Tensor* b, Tensor& 
     const float* bias = b->f32();
     float* yp = y.f32();
     int threads = ThreadsFor(double(rows) * out, kElementsPerThread);
-#pragma omp parallel for num_threads(threads) if (threads > 1) schedule(static)
-    for (int64_t r = 0; r < rows; ++r) std::copy(bias, bias + out, yp + r * out);
+    ParallelFor(rows, threads, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) std::copy(bias, bias + out, yp + r * out);
+    });
     beta = 1.0f;
   }
   return Sgemm(false, true, rows, out, in, 1.0f, x.f32(), in, w.f32(), in, beta, y.f32(), out);
@@ -76,17 +75,12 @@ Status LinearBackward(const Tensor& x, const Tensor& w, const Tensor& dy, Tensor
                       Tensor* db) {
   const int64_t out = w.dim(0), in = w.dim(1), rows = Rows(x);
   if (dx != nullptr) {  // dx[rows, in] = dy[rows, out] * w[out, in]
-    GANTRY_RETURN_IF_ERROR(Sgemm(false, false, rows, in, out, 1.0f, dy.f32(), out, w.f32(), in,
-                                 0.0f, dx->f32(), in));
+    GANTRY_RETURN_IF_ERROR(
+        Sgemm(false, false, rows, in, out, 1.0f, dy.f32(), out, w.f32(), in, 0.0f, dx->f32(), in));
   }
-  // dw[out, in] += dy^T * x, accumulated over blocks of kWeightGradRows rows: oneDNN's
-  // transposed-A kernel slows down 1.3-2x once the K panel (rows) outgrows the caches
-  // (measured on gpt-tiny's lm_head 8192x256x2048 and fc 1024x256x2048).
-  for (int64_t r0 = 0; r0 < rows; r0 += kWeightGradRows) {
-    const int64_t n = std::min(kWeightGradRows, rows - r0);
-    GANTRY_RETURN_IF_ERROR(Sgemm(true, false, out, in, n, 1.0f, dy.f32() + r0 * out, out,
-                                 x.f32() + r0 * in, in, 1.0f, dw.f32(), in));
-  }
+  // dw[out, in] += dy^T * x (Sgemm runs long transposed-A products in K blocks).
+  GANTRY_RETURN_IF_ERROR(
+      Sgemm(true, false, out, in, rows, 1.0f, dy.f32(), out, x.f32(), in, 1.0f, dw.f32(), in));
   if (db != nullptr) ColumnSumAccumulate(dy.f32(), rows, out, db->f32());
   return OkStatus();
 }
@@ -96,12 +90,13 @@ Status BiasAddForward(Tensor& y, const Tensor& b) {
   float* yp = y.f32();
   const float* bp = b.f32();
   int threads = ThreadsFor(double(rows) * n, kElementsPerThread);
-#pragma omp parallel for num_threads(threads) if (threads > 1) schedule(static)
-  for (int64_t r = 0; r < rows; ++r) {
-    float* row = yp + r * n;
+  ParallelFor(rows, threads, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      float* row = yp + r * n;
 #pragma omp simd
-    for (int64_t j = 0; j < n; ++j) row[j] += bp[j];
-  }
+      for (int64_t j = 0; j < n; ++j) row[j] += bp[j];
+    }
+  });
   return OkStatus();
 }
 
@@ -116,8 +111,9 @@ Status Add(const Tensor& a, const Tensor& b, Tensor& y) {
   const float* bp = b.f32();
   float* yp = y.f32();
   int threads = ThreadsFor(double(n), kElementsPerThread);
-#pragma omp parallel for num_threads(threads) if (threads > 1) schedule(static)
-  for (int64_t i = 0; i < n; ++i) yp[i] = ap[i] + bp[i];
+  ParallelFor(n, threads, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) yp[i] = ap[i] + bp[i];
+  });
   return OkStatus();
 }
 
@@ -127,11 +123,13 @@ Status AddInPlace(Tensor& y, const Tensor& x, float alpha) {
   float* yp = y.f32();
   int threads = ThreadsFor(double(n), kElementsPerThread);
   if (alpha == 1.0f) {
-#pragma omp parallel for num_threads(threads) if (threads > 1) schedule(static)
-    for (int64_t i = 0; i < n; ++i) yp[i] += xp[i];
+    ParallelFor(n, threads, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) yp[i] += xp[i];
+    });
   } else {
-#pragma omp parallel for num_threads(threads) if (threads > 1) schedule(static)
-    for (int64_t i = 0; i < n; ++i) yp[i] += alpha * xp[i];
+    ParallelFor(n, threads, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) yp[i] += alpha * xp[i];
+    });
   }
   return OkStatus();
 }
@@ -140,8 +138,9 @@ Status Scale(Tensor& t, float s) {
   const int64_t n = t.numel();
   float* p = t.f32();
   int threads = ThreadsFor(double(n), kElementsPerThread);
-#pragma omp parallel for num_threads(threads) if (threads > 1) schedule(static)
-  for (int64_t i = 0; i < n; ++i) p[i] *= s;
+  ParallelFor(n, threads, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) p[i] *= s;
+  });
   return OkStatus();
 }
 

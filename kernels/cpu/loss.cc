@@ -5,6 +5,7 @@
 #include <string>
 
 #include "kernels/cpu/cpu_ops.h"
+#include "kernels/cpu/parallel.h"
 #include "kernels/cpu/vec_math.h"
 
 namespace gantry::kernels::cpu {
@@ -13,6 +14,7 @@ namespace {
 
 constexpr double kElementsPerThread = 1 << 15;
 constexpr int64_t kReduceBlock = 4096;  // elements per vectorised partial sum
+constexpr int64_t kRowsPerChunk = 16;   // cross-entropy rows per pool chunk (and loss partial)
 
 Status CheckTargets(const char* op, const Tensor& targets, int64_t classes) {
   const int32_t* tp = targets.i32();
@@ -27,6 +29,25 @@ Status CheckTargets(const char* op, const Tensor& targets, int64_t classes) {
   return OkStatus();
 }
 
+// p = softmax(x) over one row of v logits (p may alias x); returns -log p[target] in double.
+double CrossEntropyRow(const float* x, int32_t target, int64_t v, float* p) {
+  const float xt = x[target];  // read before p is written
+  float mx = -INFINITY;
+#pragma omp simd reduction(max : mx)
+  for (int64_t j = 0; j < v; ++j) mx = x[j] > mx ? x[j] : mx;
+  float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+  for (int64_t j = 0; j < v; ++j) {
+    p[j] = FastExp(x[j] - mx);
+    sum += p[j];
+  }
+  const float inv = 1.0f / sum;
+#pragma omp simd
+  for (int64_t j = 0; j < v; ++j) p[j] *= inv;
+  // -log softmax[t] = log(sum) - (x[t] - max), exact even when p[t] underflows.
+  return std::log(static_cast<double>(sum)) - (double(xt) - double(mx));
+}
+
 }  // namespace
 
 Status CrossEntropyForward(const Tensor& logits, const Tensor& targets, Tensor& probs,
@@ -36,29 +57,15 @@ Status CrossEntropyForward(const Tensor& logits, const Tensor& targets, Tensor& 
   const float* xp = logits.f32();
   const int32_t* tp = targets.i32();
   float* pp = probs.f32();
-  double total = 0.0;
   const int threads = ThreadsFor(double(rows) * v, kElementsPerThread);
-#pragma omp parallel for num_threads(threads) if (threads > 1) schedule(static) \
-    reduction(+ : total)
-  for (int64_t r = 0; r < rows; ++r) {
-    const float* x = xp + r * v;
-    float* p = pp + r * v;
-    const float xt = x[tp[r]];  // read before p is written: probs may alias logits
-    float mx = -INFINITY;
-#pragma omp simd reduction(max : mx)
-    for (int64_t j = 0; j < v; ++j) mx = x[j] > mx ? x[j] : mx;
-    float sum = 0.0f;
-#pragma omp simd reduction(+ : sum)
-    for (int64_t j = 0; j < v; ++j) {
-      p[j] = FastExp(x[j] - mx);
-      sum += p[j];
+  const int64_t chunks = (rows + kRowsPerChunk - 1) / kRowsPerChunk;
+  const double total = ParallelSum(chunks, threads, [&](int64_t chunk) {
+    double part = 0.0;
+    for (int64_t r = chunk * kRowsPerChunk; r < std::min(rows, (chunk + 1) * kRowsPerChunk); ++r) {
+      part += CrossEntropyRow(xp + r * v, tp[r], v, pp + r * v);
     }
-    const float inv = 1.0f / sum;
-#pragma omp simd
-    for (int64_t j = 0; j < v; ++j) p[j] *= inv;
-    // -log softmax[t] = log(sum) - (x[t] - max), exact even when p[t] underflows.
-    total += std::log(static_cast<double>(sum)) - (double(xt) - double(mx));
-  }
+    return part;
+  });
   loss.f32()[0] = static_cast<float>(total / static_cast<double>(rows));
   return OkStatus();
 }
@@ -72,14 +79,15 @@ Status CrossEntropyBackward(const Tensor& probs, const Tensor& targets, float sc
   float* dp = dlogits.f32();
   const float s = scale / static_cast<float>(rows);
   const int threads = ThreadsFor(double(rows) * v, kElementsPerThread);
-#pragma omp parallel for num_threads(threads) if (threads > 1) schedule(static)
-  for (int64_t r = 0; r < rows; ++r) {
-    const float* p = pp + r * v;
-    float* d = dp + r * v;
+  ParallelFor(rows, threads, [&](int64_t r_begin, int64_t r_end) {
+    for (int64_t r = r_begin; r < r_end; ++r) {
+      const float* p = pp + r * v;
+      float* d = dp + r * v;
 #pragma omp simd
-    for (int64_t j = 0; j < v; ++j) d[j] = p[j] * s;
-    d[tp[r]] -= s;
-  }
+      for (int64_t j = 0; j < v; ++j) d[j] = p[j] * s;
+      d[tp[r]] -= s;
+    }
+  });
   return OkStatus();
 }
 
@@ -87,12 +95,9 @@ Status MseForward(const Tensor& pred, const Tensor& target, Tensor& loss) {
   const int64_t n = pred.numel();
   const float* a = pred.f32();
   const float* b = target.f32();
-  double total = 0.0;
   const int64_t blocks = (n + kReduceBlock - 1) / kReduceBlock;
   const int threads = ThreadsFor(double(n), kElementsPerThread);
-#pragma omp parallel for num_threads(threads) if (threads > 1) schedule(static) \
-    reduction(+ : total)
-  for (int64_t blk = 0; blk < blocks; ++blk) {
+  const double total = ParallelSum(blocks, threads, [&](int64_t blk) {
     const int64_t end = std::min(n, (blk + 1) * kReduceBlock);
     double part = 0.0;
 #pragma omp simd reduction(+ : part)
@@ -100,8 +105,8 @@ Status MseForward(const Tensor& pred, const Tensor& target, Tensor& loss) {
       const double d = double(a[i]) - double(b[i]);
       part += d * d;
     }
-    total += part;
-  }
+    return part;
+  });
   loss.f32()[0] = static_cast<float>(total / static_cast<double>(n));
   return OkStatus();
 }
@@ -113,8 +118,9 @@ Status MseBackward(const Tensor& pred, const Tensor& target, float scale, Tensor
   float* d = dpred.f32();
   const float s = 2.0f * scale / static_cast<float>(n);
   const int threads = ThreadsFor(double(n), kElementsPerThread);
-#pragma omp parallel for num_threads(threads) if (threads > 1) schedule(static)
-  for (int64_t i = 0; i < n; ++i) d[i] = (a[i] - b[i]) * s;
+  ParallelFor(n, threads, [&](int64_t i_begin, int64_t i_end) {
+    for (int64_t i = i_begin; i < i_end; ++i) d[i] = (a[i] - b[i]) * s;
+  });
   return OkStatus();
 }
 

@@ -1,15 +1,18 @@
 // CPU softmax and LayerNorm over the last dim: one task per row block, vectorised rows.
-// LayerNorm backward accumulates dgamma/dbeta in per-thread partials merged once per call.
+// LayerNorm backward accumulates dgamma/dbeta in per-chunk partials merged in chunk order.
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
 #include "kernels/cpu/cpu_ops.h"
+#include "kernels/cpu/parallel.h"
 #include "kernels/cpu/vec_math.h"
 
 namespace gantry::kernels::cpu {
 
 namespace {
 constexpr double kElementsPerThread = 1 << 15;
+constexpr int64_t kLayerNormRowsPerChunk = 32;  // LayerNorm backward rows per chunk/partial
 }  // namespace
 
 // y[0..n) = softmax(x[0..n)); shared with cross-entropy and attention through this file only.
@@ -34,8 +37,9 @@ Status SoftmaxForward(const Tensor& x, Tensor& y) {
   const float* xp = x.f32();
   float* yp = y.f32();
   const int threads = ThreadsFor(double(rows) * n, kElementsPerThread);
-#pragma omp parallel for num_threads(threads) if (threads > 1) schedule(static)
-  for (int64_t r = 0; r < rows; ++r) SoftmaxRow(xp + r * n, yp + r * n, n);
+  ParallelFor(rows, threads, [&](int64_t r_begin, int64_t r_end) {
+    for (int64_t r = r_begin; r < r_end; ++r) SoftmaxRow(xp + r * n, yp + r * n, n);
+  });
   return OkStatus();
 }
 
@@ -45,17 +49,18 @@ Status SoftmaxBackward(const Tensor& y, const Tensor& dy, Tensor& dx) {
   const float* gp = dy.f32();
   float* dp = dx.f32();
   const int threads = ThreadsFor(double(rows) * n, kElementsPerThread);
-#pragma omp parallel for num_threads(threads) if (threads > 1) schedule(static)
-  for (int64_t r = 0; r < rows; ++r) {
-    const float* yr = yp + r * n;
-    const float* gr = gp + r * n;
-    float* dr = dp + r * n;
-    float dot = 0.0f;
+  ParallelFor(rows, threads, [&](int64_t r_begin, int64_t r_end) {
+    for (int64_t r = r_begin; r < r_end; ++r) {
+      const float* yr = yp + r * n;
+      const float* gr = gp + r * n;
+      float* dr = dp + r * n;
+      float dot = 0.0f;
 #pragma omp simd reduction(+ : dot)
-    for (int64_t j = 0; j < n; ++j) dot += yr[j] * gr[j];
+      for (int64_t j = 0; j < n; ++j) dot += yr[j] * gr[j];
 #pragma omp simd
-    for (int64_t j = 0; j < n; ++j) dr[j] = yr[j] * (gr[j] - dot);
-  }
+      for (int64_t j = 0; j < n; ++j) dr[j] = yr[j] * (gr[j] - dot);
+    }
+  });
   return OkStatus();
 }
 
@@ -70,23 +75,24 @@ Status LayerNormForward(const Tensor& x, const Tensor& gamma, const Tensor& beta
   float* rp = rstd.f32();
   const float inv_c = 1.0f / static_cast<float>(c);
   const int threads = ThreadsFor(double(rows) * c, kElementsPerThread);
-#pragma omp parallel for num_threads(threads) if (threads > 1) schedule(static)
-  for (int64_t r = 0; r < rows; ++r) {
-    const float* xr = xp + r * c;
-    float* yr = yp + r * c;
-    float sum = 0.0f;
+  ParallelFor(rows, threads, [&](int64_t r_begin, int64_t r_end) {
+    for (int64_t r = r_begin; r < r_end; ++r) {
+      const float* xr = xp + r * c;
+      float* yr = yp + r * c;
+      float sum = 0.0f;
 #pragma omp simd reduction(+ : sum)
-    for (int64_t j = 0; j < c; ++j) sum += xr[j];
-    const float mu = sum * inv_c;
-    float var = 0.0f;
+      for (int64_t j = 0; j < c; ++j) sum += xr[j];
+      const float mu = sum * inv_c;
+      float var = 0.0f;
 #pragma omp simd reduction(+ : var)
-    for (int64_t j = 0; j < c; ++j) var += (xr[j] - mu) * (xr[j] - mu);
-    const float rs = 1.0f / std::sqrt(var * inv_c + eps);
+      for (int64_t j = 0; j < c; ++j) var += (xr[j] - mu) * (xr[j] - mu);
+      const float rs = 1.0f / std::sqrt(var * inv_c + eps);
 #pragma omp simd
-    for (int64_t j = 0; j < c; ++j) yr[j] = (xr[j] - mu) * rs * g[j] + b[j];
-    mp[r] = mu;
-    rp[r] = rs;
-  }
+      for (int64_t j = 0; j < c; ++j) yr[j] = (xr[j] - mu) * rs * g[j] + b[j];
+      mp[r] = mu;
+      rp[r] = rs;
+    }
+  });
   return OkStatus();
 }
 
@@ -104,14 +110,16 @@ Status LayerNormBackward(const Tensor& x, const Tensor& gamma, const Tensor& mea
   float* db = dbeta.f32();
   const float inv_c = 1.0f / static_cast<float>(c);
   const int threads = ThreadsFor(double(rows) * c, kElementsPerThread);
-#pragma omp parallel num_threads(threads) if (threads > 1)
-  {
-    thread_local std::vector<float> partial;  // [dgamma | dbeta] of this thread's rows
-    partial.assign(2 * c, 0.0f);
-    float* pg = partial.data();
+  // One [dgamma | dbeta] partial per chunk of rows, merged in chunk order: reproducible.
+  const int64_t chunks = (rows + kLayerNormRowsPerChunk - 1) / kLayerNormRowsPerChunk;
+  thread_local std::vector<float> partials;  // on the calling thread; grows once
+  partials.assign(chunks * 2 * c, 0.0f);
+  float* pp = partials.data();
+  ParallelChunks(chunks, threads, [&](int64_t chunk) {
+    float* pg = pp + chunk * 2 * c;
     float* pb = pg + c;
-#pragma omp for schedule(static)
-    for (int64_t r = 0; r < rows; ++r) {
+    const int64_t r_end = std::min(rows, (chunk + 1) * kLayerNormRowsPerChunk);
+    for (int64_t r = chunk * kLayerNormRowsPerChunk; r < r_end; ++r) {
       const float* xr = xp + r * c;
       const float* gr = gp + r * c;
       float* dr = dp + r * c;
@@ -133,10 +141,13 @@ Status LayerNormBackward(const Tensor& x, const Tensor& gamma, const Tensor& mea
         dr[j] = rs * (gr[j] * g[j] - mean_g - xhat * mean_gx);
       }
     }
-#pragma omp critical(gantry_layernorm_partials)
+  });
+  for (int64_t chunk = 0; chunk < chunks; ++chunk) {
+    const float* pg = pp + chunk * 2 * c;
+#pragma omp simd
     for (int64_t j = 0; j < c; ++j) {
       dg[j] += pg[j];
-      db[j] += pb[j];
+      db[j] += pg[c + j];
     }
   }
   return OkStatus();

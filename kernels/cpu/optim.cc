@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "kernels/cpu/cpu_ops.h"
+#include "kernels/cpu/parallel.h"
 
 namespace gantry::kernels::cpu {
 
@@ -20,17 +21,18 @@ Status SgdUpdate(Tensor& param, const Tensor& grad, Tensor* momentum_buf, const 
   const float lr = opts.lr, wd = opts.weight_decay, mom = opts.momentum;
   const bool use_momentum = mom > 0.0f, nesterov = opts.nesterov;
   const int threads = ThreadsFor(double(n), kElementsPerThread);
-#pragma omp parallel for num_threads(threads) if (threads > 1) schedule(static)
-  for (int64_t i = 0; i < n; ++i) {
-    float d = g[i];
-    if (wd != 0.0f) d = d + wd * p[i];
-    if (use_momentum) {
-      const float b = buf[i] * mom + d;
-      buf[i] = b;
-      d = nesterov ? d + mom * b : b;
+  ParallelFor(n, threads, [&](int64_t i_begin, int64_t i_end) {
+    for (int64_t i = i_begin; i < i_end; ++i) {
+      float d = g[i];
+      if (wd != 0.0f) d = d + wd * p[i];
+      if (use_momentum) {
+        const float b = buf[i] * mom + d;
+        buf[i] = b;
+        d = nesterov ? d + mom * b : b;
+      }
+      p[i] = p[i] + (-lr) * d;
     }
-    p[i] = p[i] + (-lr) * d;
-  }
+  });
   return OkStatus();
 }
 
@@ -53,42 +55,40 @@ Status AdamUpdate(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v,
   const bool decoupled = opts.decoupled_weight_decay;
   const float decay_factor = static_cast<float>(1.0 - lr * double(opts.weight_decay));
   const int threads = ThreadsFor(double(n), kElementsPerThread);
-#pragma omp parallel for num_threads(threads) if (threads > 1) schedule(static)
-  for (int64_t i = 0; i < n; ++i) {
-    float pi = p[i];
-    float gi = g[i];
-    if (wd != 0.0f) {
-      if (decoupled) {
-        pi = pi * decay_factor;
-      } else {
-        gi = gi + wd * pi;
+  ParallelFor(n, threads, [&](int64_t i_begin, int64_t i_end) {
+    for (int64_t i = i_begin; i < i_end; ++i) {
+      float pi = p[i];
+      float gi = g[i];
+      if (wd != 0.0f) {
+        if (decoupled) {
+          pi = pi * decay_factor;
+        } else {
+          gi = gi + wd * pi;
+        }
       }
+      const float mi = mp[i] * b1 + one_minus_b1 * gi;
+      const float vi = vp[i] * b2 + one_minus_b2 * gi * gi;
+      mp[i] = mi;
+      vp[i] = vi;
+      const float denom = std::sqrt(vi) / bc2_sqrt + eps;
+      p[i] = pi + neg_step_size * mi / denom;
     }
-    const float mi = mp[i] * b1 + one_minus_b1 * gi;
-    const float vi = vp[i] * b2 + one_minus_b2 * gi * gi;
-    mp[i] = mi;
-    vp[i] = vi;
-    const float denom = std::sqrt(vi) / bc2_sqrt + eps;
-    p[i] = pi + neg_step_size * mi / denom;
-  }
+  });
   return OkStatus();
 }
 
 StatusOr<float> L2Norm(const Tensor& t) {
   const int64_t n = t.numel();
   const float* x = t.f32();
-  double sum = 0.0;
   const int64_t blocks = (n + kReduceBlock - 1) / kReduceBlock;
   const int threads = ThreadsFor(double(n), kElementsPerThread);
-#pragma omp parallel for num_threads(threads) if (threads > 1) schedule(static) \
-    reduction(+ : sum)
-  for (int64_t blk = 0; blk < blocks; ++blk) {
+  const double sum = ParallelSum(blocks, threads, [&](int64_t blk) {
     const int64_t end = std::min(n, (blk + 1) * kReduceBlock);
     double part = 0.0;
 #pragma omp simd reduction(+ : part)
     for (int64_t i = blk * kReduceBlock; i < end; ++i) part += double(x[i]) * double(x[i]);
-    sum += part;
-  }
+    return part;
+  });
   return static_cast<float>(std::sqrt(sum));
 }
 

@@ -8,6 +8,7 @@
 
 #include <cmath>
 #include <cstdlib>
+#include <thread>
 #include <map>
 #include <string>
 #include <vector>
@@ -192,6 +193,40 @@ TEST_F(DpTrain, UnderMpirunWithMpiAndAutoBackends) {
       std::printf("[ dp ] mpirun %s %s: relative difference %.3g\n", model, backend, rel);
     }
   }
+}
+
+// Launch mode (a): `gantry up` (coordinator + 1 worker), `gantry submit --wait` of a 2-rank
+// job: the ranks rendezvous through the coordinator's KV and train like any other launch.
+TEST_F(DpTrain, UnderTheCoordinatorLikeAnyOtherLaunch) {
+  TempDir d;
+  const std::string job = WriteJob(d, "coord", "mlp", 8);
+  std::string yaml = ReadFile(job);
+  yaml.replace(yaml.find("name: coord\n"), 12, "name: coord\nresources: {ranks: 2}\n");
+  yaml.replace(yaml.find("threads: 1}"), 11, "threads: 1, checkpoint_uri: \"" + (d / "ck") + "\"}");
+  WriteFile(job, yaml);
+  const int port = comm::testing::FreePort();
+  comm::testing::RankGroup up(GANTRY_BINARY, 1,
+                              {"up", "--workers", "1", "--cpus-per-worker", "2", "--dir",
+                               d / "cluster", "--port", std::to_string(port)},
+                              {});
+  const std::string gantry = GANTRY_BINARY, flags = " --dir " + (d / "cluster");
+  int rc = -1;
+  for (int attempt = 0; attempt < 50 && rc != 0; ++attempt) {  // until the cluster is up
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    rc = Shell(gantry + " workers" + flags + " >/dev/null 2>&1");
+  }
+  ASSERT_EQ(rc, 0) << up.Output(0);
+  ASSERT_EQ(Shell(gantry + " submit " + job + " --wait" + flags + " >" + (d / "submit.txt") +
+                  " 2>&1"),
+            0)
+      << ReadFile(d / "submit.txt") << up.Output(0);
+  const std::string id = ReadFile(d / "submit.txt").substr(0, ReadFile(d / "submit.txt").find('\n'));
+  ASSERT_EQ(Shell(gantry + " logs " + id + flags + " >" + (d / "logs.txt") + " 2>&1"), 0);
+  const std::string logs = ReadFile(d / "logs.txt");
+  EXPECT_NE(logs.find("\"mode\":\"coordinator\""), std::string::npos) << logs;
+  EXPECT_LE(RelativeDifference(FinalParams(d / "ck"), Reference("mlp")), 1e-5);
+  kill(up.pid(0), SIGINT);  // Ctrl-C: the cluster stops its workers; the group reaps it
+  up.Wait(20);
 }
 
 // 2 ranks: 50 steps straight vs --stop-after 20 then resume to 50: same final checkpoint bytes.

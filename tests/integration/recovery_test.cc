@@ -6,13 +6,20 @@
 // GANTRY_RECOVERY_SEED replays one). Labels: ceph, integration.
 #include <gtest/gtest.h>
 
+#include <signal.h>
+#include <unistd.h>
+
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <random>
+#include <thread>
 
 #include "coordinator/client.h"
 #include "tests/integration/recovery_harness.h"
+#include "storage/object_store.h"
 #include "train/checkpoint.h"
 
 namespace gantry::testing {
@@ -86,7 +93,8 @@ class Recovery : public ::testing::Test {
            ("gantry-recovery-" + std::to_string(getpid()));
     std::filesystem::remove_all(dir_);
     std::filesystem::create_directories(dir_);
-    if (!std::getenv("GANTRY_CEPH_URI") && RunCommand({"ceph-mon", "--version"}, seconds(30)).exit_code != 0)
+    if (!std::getenv("GANTRY_CEPH_URI") &&
+        RunCommand({"ceph-mon", "--version"}, seconds(30)).exit_code != 0)
       GTEST_SKIP() << "no Ceph: ceph-mon is not installed and GANTRY_CEPH_URI is not set "
                       "(scripts/setup.sh installs ceph-mon/ceph-osd)";
     std::string error;
@@ -95,10 +103,20 @@ class Recovery : public ::testing::Test {
     prefix_ = "recovery-" + std::to_string(getpid());
   }
   void TearDown() override {
-    up_.Stop();  // ranks, workers and coordinator first; then Ceph (ceph_ dtor) if ours
+    up_.Stop();  // ranks, workers and coordinator first; then Ceph if this test started it
+    if (!ceph_.started_here() && !prefix_.empty()) RemoveObjects();
     ceph_.Stop();
     if (!HasFailure()) std::filesystem::remove_all(dir_);
     else std::printf("[recovery] logs kept in %s\n", dir_.c_str());
+  }
+
+  // A shared cluster (scripts/test.sh) keeps running: remove this test's objects from it.
+  void RemoveObjects() {
+    auto store = storage::OpenObjectStore(ceph_.Uri(""));
+    if (!store.ok()) return;
+    auto keys = (*store)->List(prefix_ + "/");
+    if (!keys.ok()) return;
+    for (const auto& k : *keys) (*store)->Remove(k).IgnoreError();
   }
 
   std::unique_ptr<coordinator::CoordinatorClient> Client() {

@@ -3,7 +3,7 @@
 # gtest case) rather than gantry_add_test: gtest_discover_tests flattens the label list, and
 # this test must carry both labels, ceph and integration.
 if(TARGET gantry AND TARGET gantry_coordinator AND TARGET gantry_train AND GANTRY_HAVE_CEPH)
-  add_executable(recovery_test recovery_test.cc)
+  add_executable(recovery_test recovery_test.cc recovery_harness.cc)
   target_link_libraries(recovery_test PRIVATE gantry_coordinator gantry_proto gantry_train
                         gantry_storage GTest::gtest GTest::gtest_main Threads::Threads)
   target_include_directories(recovery_test PRIVATE ${CMAKE_SOURCE_DIR} ${CMAKE_BINARY_DIR}/generated)

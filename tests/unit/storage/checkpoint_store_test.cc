@@ -1,12 +1,16 @@
-// CheckpointStore on one backend (local, or Ceph when built with GANTRY_TEST_CEPH): round
-// trip, keep-last-N, broken checkpoints skipped, and a writer process killed in the middle of
-// a save leaves the previous checkpoint loadable.
+// CheckpointStore on one backend (local, or Ceph when built with GANTRY_TEST_CEPH): layout and
+// round trip, keep-last-N, broken checkpoints skipped (store CRCs and caller checks), and a
+// writer process killed in the middle of a save leaves the previous checkpoint loadable.
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "storage/checkpoint_store.h"
+
+#include <mutex>
+
+#include "base/logging.h"
 #include "tests/unit/storage/store_test_env.h"
 
 namespace gantry::storage::testing {
@@ -16,6 +20,10 @@ std::vector<std::byte> Data(size_t n, int seed) {
   std::vector<std::byte> v(n);
   for (size_t i = 0; i < n; ++i) v[i] = static_cast<std::byte>((i * 7 + seed * 13) & 0xff);
   return v;
+}
+
+std::string Str(const std::vector<std::byte>& v) {
+  return std::string(reinterpret_cast<const char*>(v.data()), v.size());
 }
 
 // Forwards to a real store; on the Put of `pause_key` tells the parent (pipe) and stops.
@@ -88,8 +96,8 @@ TEST_F(CheckpointStoreTest, SaveThenLoadLatestReturnsTheSameBytes) {
   ASSERT_TRUE(c.ok()) << c.status().ToString();
   EXPECT_EQ(c->step, 20);
   EXPECT_EQ(c->metadata, "{\"step\":20}");
-  EXPECT_EQ(c->blobs.at("params"), Data(100020, 20));
-  EXPECT_EQ(c->blobs.at("optim"), Data(5000, 21));
+  EXPECT_EQ(c->blobs.at("params"), Str(Data(100020, 20)));
+  EXPECT_EQ(c->blobs.at("optim"), Str(Data(5000, 21)));
   auto latest = s->LatestStep();
   ASSERT_TRUE(latest.ok());
   EXPECT_EQ(latest->value(), 20);
@@ -101,7 +109,7 @@ TEST_F(CheckpointStoreTest, KeepsOnlyTheLastNCommitted) {
   auto steps = s->ListCommitted();
   ASSERT_TRUE(steps.ok());
   EXPECT_EQ(*steps, (std::vector<int64_t>{4, 5}));
-  auto keys = s->store().List("step-000000000001");
+  auto keys = s->store().List("ckpt-000001/");
   ASSERT_TRUE(keys.ok());
   EXPECT_TRUE(keys->empty()) << "blobs of a pruned checkpoint were left behind";
 }
@@ -110,20 +118,20 @@ TEST_F(CheckpointStoreTest, CorruptOrIncompleteCheckpointsAreSkippedForThePrevio
   auto s = Open(5);
   for (int64_t step : {1, 2, 3}) ASSERT_TRUE(SaveStep(*s, step).ok());
   // Step 3: flip a byte of a blob -> DataLoss, fall back to 2.
-  auto blob = s->store().GetAll("step-000000000003/blob-params");
+  auto blob = s->store().GetAll("ckpt-000003/params");
   ASSERT_TRUE(blob.ok());
   (*blob)[500] ^= 1;
-  ASSERT_TRUE(s->store().Put("step-000000000003/blob-params", *blob).ok());
+  ASSERT_TRUE(s->store().Put("ckpt-000003/params", *blob).ok());
   EXPECT_EQ(s->Load(3).status().code(), StatusCode::kDataLoss);
   auto c = s->LoadLatest();
   ASSERT_TRUE(c.ok()) << c.status().ToString();
   EXPECT_EQ(c->step, 2);
   // Step 2 loses its manifest -> 1.
-  ASSERT_TRUE(s->store().Remove("step-000000000002/manifest.json").ok());
+  ASSERT_TRUE(s->store().Remove("ckpt-000002/manifest.json").ok());
   c = s->LoadLatest();
   ASSERT_TRUE(c.ok());
   EXPECT_EQ(c->step, 1);
-  EXPECT_EQ(c->blobs.at("params"), Data(100001, 1));
+  EXPECT_EQ(c->blobs.at("params"), Str(Data(100001, 1)));
 }
 
 TEST_F(CheckpointStoreTest, BadNamesAndStepsAreRejected) {
@@ -132,6 +140,120 @@ TEST_F(CheckpointStoreTest, BadNamesAndStepsAreRejected) {
   EXPECT_EQ(s->Save(1, {{"a/b", d}}, "").code(), StatusCode::kInvalidArgument);
   EXPECT_EQ(s->Save(1, {{"a", d}, {"a", d}}, "").code(), StatusCode::kInvalidArgument);
   EXPECT_EQ(s->Save(-1, {{"a", d}}, "").code(), StatusCode::kInvalidArgument);
+}
+
+TEST_F(CheckpointStoreTest, DirNamesCarryTheStepInCanonicalForm) {
+  EXPECT_EQ(CheckpointStore::DirName(200), "ckpt-000200");
+  EXPECT_EQ(CheckpointStore::DirName(1234567), "ckpt-1234567");
+  EXPECT_EQ(CheckpointStore::StepOf("ckpt-000200"), 200);
+  EXPECT_EQ(CheckpointStore::StepOf("ckpt-1234567"), 1234567);
+  EXPECT_EQ(CheckpointStore::StepOf("ckpt-0000200"), std::nullopt);  // not step 200's name
+  EXPECT_EQ(CheckpointStore::StepOf("ckpt-12x"), std::nullopt);
+  EXPECT_EQ(CheckpointStore::StepOf("ckpt-"), std::nullopt);
+  EXPECT_EQ(CheckpointStore::StepOf("latest"), std::nullopt);
+}
+
+TEST_F(CheckpointStoreTest, LayoutIsCkptDirsWithManifestAndLatest) {
+  auto s = Open();
+  ASSERT_TRUE(SaveStep(*s, 7).ok());
+  auto keys = s->store().List("");
+  ASSERT_TRUE(keys.ok());
+  EXPECT_EQ(*keys, (std::vector<std::string>{"ckpt-000007/manifest.json", "ckpt-000007/optim",
+                                             "ckpt-000007/params", "latest"}));
+  EXPECT_EQ(*s->store().GetAll("latest"), "ckpt-000007\n");
+  auto manifest = s->store().GetAll("ckpt-000007/manifest.json");
+  ASSERT_TRUE(manifest.ok());
+  EXPECT_NE(manifest->find("\"crc32c\""), std::string::npos) << *manifest;
+  // Metadata is a JSON document kept in the manifest; anything else is refused.
+  EXPECT_EQ(s->Save(8, {}, "not json").code(), StatusCode::kInvalidArgument);
+  auto d = Data(10, 1);
+  EXPECT_EQ(s->Save(8, {{"manifest.json", d}}, "").code(), StatusCode::kInvalidArgument);
+  ASSERT_TRUE(s->Save(8, {}, "{\"a\": [1, 2],\n \"b\": \"x\"}").ok());
+  auto c = s->Load(8);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->metadata, "{\"a\":[1,2],\"b\":\"x\"}");
+}
+
+TEST_F(CheckpointStoreTest, ResavingAStepReplacesItsData) {
+  auto s = Open();
+  auto a = Data(1000, 1), b = Data(2000, 2);
+  ASSERT_TRUE(s->Save(5, {{"x", a}}, "").ok());
+  ASSERT_TRUE(s->Save(5, {{"x", b}}, "").ok());
+  auto c = s->LoadLatest();
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->blobs.at("x"), Str(b));
+  EXPECT_EQ(*s->ListCommitted(), (std::vector<int64_t>{5}));
+}
+
+TEST_F(CheckpointStoreTest, KeepLastZeroKeepsEverything) {
+  auto s = Open(0);
+  for (int64_t step : {1, 2, 3, 4, 5}) ASSERT_TRUE(SaveStep(*s, step).ok());
+  EXPECT_EQ(*s->ListCommitted(), (std::vector<int64_t>{1, 2, 3, 4, 5}));
+}
+
+// A caller that checksums its blob itself: the store checks only the size; the caller's check
+// refuses a corrupt one with its own message and LoadLatest falls back to the previous step.
+TEST_F(CheckpointStoreTest, CallerChecksRefuseCorruptBlobsWithTheirOwnMessage) {
+  auto s = Open(5);
+  auto save = [&](int64_t step) {
+    auto d = Data(4096, int(step));
+    const std::string meta = "{\"sum\":" + std::to_string(int(d[100]) + int(d[3000])) + "}";
+    return s->Save(step, {{"data.bin", d, /*caller_checksums=*/true}}, meta);
+  };
+  int calls = 0;
+  CheckpointCheck check = [&](Checkpoint& c) -> Status {
+    ++calls;
+    const std::string& d = c.blobs.at("data.bin");
+    const std::string sum = std::to_string(int(uint8_t(d[100])) + int(uint8_t(d[3000])));
+    if (c.metadata != "{\"sum\":" + sum + "}") return DataLossError("record 'r3000' is corrupt");
+    return OkStatus();
+  };
+  ASSERT_TRUE(save(1).ok());
+  ASSERT_TRUE(save(2).ok());
+  auto manifest = s->store().GetAll("ckpt-000002/manifest.json");
+  ASSERT_TRUE(manifest.ok());
+  EXPECT_EQ(manifest->find("crc32c"), std::string::npos) << *manifest;
+  auto blob = s->store().GetAll("ckpt-000002/data.bin");
+  ASSERT_TRUE(blob.ok());
+  (*blob)[3000] ^= 0x10;
+  ASSERT_TRUE(s->store().Put("ckpt-000002/data.bin", *blob).ok());
+  EXPECT_TRUE(s->Load(2).ok()) << "no store CRC for a caller-checksummed blob";
+  auto bad = s->Load(2, check);
+  EXPECT_EQ(bad.status().code(), StatusCode::kDataLoss);
+  EXPECT_NE(bad.status().message().find("r3000"), std::string::npos);
+
+  std::vector<std::string> lines;
+  std::mutex mu;
+  SetLogSink([&](std::string_view line) {
+    std::lock_guard<std::mutex> lock(mu);
+    lines.emplace_back(line);
+  });
+  calls = 0;
+  auto c = s->LoadLatest(check);
+  SetLogSink(nullptr);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->step, 1);
+  EXPECT_EQ(calls, 2);
+  bool warned = false;
+  for (const auto& l : lines) warned |= l.find("warning") != std::string::npos &&
+                                        l.find("r3000") != std::string::npos;
+  EXPECT_TRUE(warned);
+  // A size change is still the store's to catch, with or without a check.
+  ASSERT_TRUE(s->store().Put("ckpt-000001/data.bin", blob->substr(0, 4000)).ok());
+  EXPECT_EQ(s->Load(1).status().code(), StatusCode::kDataLoss);
+  SetLogLevel(LogLevel::kError);
+  auto none = s->LoadLatest(check);
+  SetLogLevel(LogLevel::kInfo);
+  EXPECT_EQ(none.status().code(), StatusCode::kDataLoss);
+  EXPECT_NE(none.status().message().find("r3000"), std::string::npos) << none.status().message();
+}
+
+TEST_F(CheckpointStoreTest, ForeignManifestIsInvalidArgument) {
+  auto s = Open();
+  ASSERT_TRUE(s->store().Put("ckpt-000001/manifest.json", std::string("{\"magic\": 1}")).ok());
+  EXPECT_EQ(s->Load(1).status().code(), StatusCode::kInvalidArgument);
+  ASSERT_TRUE(s->store().Put("ckpt-000001/manifest.json", std::string("{not json")).ok());
+  EXPECT_EQ(s->Load(1).status().code(), StatusCode::kDataLoss);
 }
 
 TEST_F(CheckpointStoreTest, WriterKilledMidwayLeavesThePreviousCheckpointLoadable) {
@@ -147,7 +269,7 @@ TEST_F(CheckpointStoreTest, WriterKilledMidwayLeavesThePreviousCheckpointLoadabl
     ::close(fds[0]);
     auto inner = OpenObjectStore(uri_);
     if (!inner.ok()) ::_exit(3);
-    auto store = std::make_shared<PausingStore>(std::move(inner).value(), "blob-b2", fds[1]);
+    auto store = std::make_shared<PausingStore>(std::move(inner).value(), "/b2", fds[1]);
     CheckpointStore writer(store, {});
     auto d = Data(300000, 2);
     (void)writer.Save(200, {{"b0", d}, {"b1", d}, {"b2", d}, {"b3", d}}, "{}");
@@ -163,7 +285,7 @@ TEST_F(CheckpointStoreTest, WriterKilledMidwayLeavesThePreviousCheckpointLoadabl
   EXPECT_TRUE(WIFSIGNALED(wstatus));
 
   auto s = Open();
-  auto leftovers = s->store().List("step-000000000200/");
+  auto leftovers = s->store().List("ckpt-000200/");
   ASSERT_TRUE(leftovers.ok());
   EXPECT_EQ(leftovers->size(), 2u) << "the writer should have stored b0 and b1 before dying";
   auto latest = s->LatestStep();
@@ -172,10 +294,10 @@ TEST_F(CheckpointStoreTest, WriterKilledMidwayLeavesThePreviousCheckpointLoadabl
   auto ckpt = s->LoadLatest();
   ASSERT_TRUE(ckpt.ok()) << ckpt.status().ToString();
   EXPECT_EQ(ckpt->step, 100);
-  EXPECT_EQ(ckpt->blobs.at("params"), Data(100100, 100));
+  EXPECT_EQ(ckpt->blobs.at("params"), Str(Data(100100, 100)));
   // The next successful save commits and clears the debris of the dead writer.
   ASSERT_TRUE(SaveStep(*s, 300).ok());
-  leftovers = s->store().List("step-000000000200/");
+  leftovers = s->store().List("ckpt-000200/");
   ASSERT_TRUE(leftovers.ok());
   EXPECT_TRUE(leftovers->empty());
 }

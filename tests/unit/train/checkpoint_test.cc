@@ -1,5 +1,6 @@
-// Checkpoints: round trip, manifest-last commit, latest pointer, keep-last-N, corruption
-// (refused naming the tensor, previous one used), missing manifest (skipped), truncation.
+// Checkpoints: round trip, commit through storage::CheckpointStore (manifest last, latest
+// pointer, keep-last-N), corruption (refused naming the tensor, previous one used), missing
+// manifest (skipped), truncation, re-saving a step.
 #include "train/checkpoint.h"
 
 #include <gtest/gtest.h>
@@ -9,7 +10,10 @@
 #include <mutex>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "base/logging.h"
+#include "storage/checkpoint_store.h"
 #include "tests/unit/train/train_test_util.h"
 
 namespace gantry::train {
@@ -181,6 +185,48 @@ TEST(CheckpointTest, TruncatedDataIsRefused) {
   std::string data = ReadFile(dir / "ckpt-000003/data.bin");
   WriteFile(dir / "ckpt-000003/data.bin", data.substr(0, data.size() - 4));
   EXPECT_EQ(ck->Read("ckpt-000003").status().code(), StatusCode::kDataLoss);
+}
+
+// The commit protocol is the storage checkpoint store's: a Checkpointer's checkpoints are its
+// checkpoints, with data.bin checksummed per tensor (by us) and not again as a whole blob.
+TEST(CheckpointTest, CheckpointsAreStorageCheckpointStoreCheckpoints) {
+  TempDir dir;
+  Fixture f;
+  ASSERT_TRUE(OpenAt(dir.path(), 3)->Save(Meta(7), f.tensors()).ok());
+  auto store = storage::CheckpointStore::Open(dir.path());
+  ASSERT_TRUE(store.ok()) << store.status().ToString();
+  EXPECT_EQ(*(*store)->LatestStep(), std::optional<int64_t>(7));
+  auto raw = (*store)->Load(7);
+  ASSERT_TRUE(raw.ok()) << raw.status().ToString();
+  EXPECT_EQ(raw->blobs.at("data.bin").size(), 48u + 20u);
+  auto manifest = nlohmann::json::parse(ReadFile(dir / "ckpt-000007/manifest.json"));
+  const auto& blob = manifest.at("blobs").at(0);
+  EXPECT_EQ(blob.at("name"), "data.bin");
+  EXPECT_EQ(blob.at("checksum"), "caller");
+  EXPECT_FALSE(blob.contains("crc32c"));
+  const auto& meta = manifest.at("metadata");
+  EXPECT_EQ(meta.at("magic"), kCheckpointMagic);
+  EXPECT_EQ(meta.at("step"), 7);
+  ASSERT_EQ(meta.at("tensors").size(), 2u);
+  EXPECT_EQ(meta.at("tensors").at(1).at("name"), "layers.0.bias");
+  EXPECT_EQ(meta.at("tensors").at(1).at("offset"), 48);
+  EXPECT_EQ(meta.at("tensors").at(1).at("crc32c").get<std::string>().size(), 8u);
+}
+
+TEST(CheckpointTest, SavingAStepAgainReplacesIt) {
+  TempDir dir;
+  Fixture f;
+  auto ck = OpenAt(dir.path(), 3);
+  ASSERT_TRUE(ck->Save(Meta(3), f.tensors()).ok());
+  for (int i = 0; i < 5; ++i) f.b.f32()[i] = 100.0f + float(i);
+  ASSERT_TRUE(ck->Save(Meta(3), f.tensors()).ok());
+  auto loaded = ck->ReadNewestValid();
+  ASSERT_TRUE(loaded.ok()) << loaded.status().ToString();
+  Fixture g;
+  ASSERT_TRUE(loaded->Restore(g.tensors()).ok());
+  EXPECT_EQ(g.b.f32()[4], 104.0f);
+  EXPECT_EQ(*ck->ListCommitted(), (std::vector<std::string>{"ckpt-000003"}));
+  EXPECT_EQ(ck->Read("latest").status().code(), StatusCode::kInvalidArgument);
 }
 
 TEST(CheckpointTest, EmptyStoreIsNotFound) {
