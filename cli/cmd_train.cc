@@ -51,14 +51,19 @@ int RunTrain(const TrainArgs& a) {
   if (!launch.ok()) return ReportError(launch.status());
   o.comm = launch->session.comm.get();
   auto trainer = train::Trainer::Create(*spec, o);
-  if (!trainer.ok()) return ReportError(trainer.status());
+  if (!trainer.ok()) {
+    if (o.comm != nullptr) o.comm->Abort(trainer.status());  // peers stop now, not at a timeout
+    return ReportError(trainer.status());
+  }
   const Status run = (*trainer)->Run();
   if (!run.ok() && o.comm != nullptr) o.comm->Abort(run);  // peers fail now, not at a timeout
   return run.ok() ? kExitOk : ReportError(run);
 }
 
 CommandRegistration kTrain(
-    "train", "Train a model from a job YAML on this process (resumes from its checkpoints)",
+    "train",
+    "Train a model from a job YAML: one process, or one rank of a job launched by the "
+    "coordinator, mpirun or RANK/WORLD_SIZE/MASTER_ADDR/MASTER_PORT (resumes from checkpoints)",
     [](CLI::App& app) -> CommandHandler {
       auto a = std::make_shared<TrainArgs>();
       app.add_option("job", a->job, "job spec YAML (kind: train)")->required();

@@ -153,7 +153,7 @@ Status ShardedOptimizer::AllgatherFlat(const Tensor& shard_src, Tensor& flat_dst
       if (first.ok()) first = s.Prepend("ZeRO-1 allgather of bucket " + std::to_string(i));
       continue;
     }
-    if (!first.ok()) continue;
+    if (!first.ok() || !flat_dst.defined() || flat_dst.raw() == nullptr) continue;
     Tensor dst = flat_dst.View(b.begin, {b.size()});
     first = kernels::Copy(gather_.View(b.staging, {b.size()}), dst);
   }
@@ -173,9 +173,15 @@ StatusOr<std::vector<std::pair<std::string, Tensor>>*> ShardedOptimizer::FullSta
 }
 
 StatusOr<std::vector<std::pair<std::string, Tensor>>*> ShardedOptimizer::GatherState() {
-  GANTRY_ASSIGN_OR_RETURN(auto* full, FullState());
+  // Only rank 0 (the checkpoint writer) keeps the full copy; the others just take part.
+  std::vector<std::pair<std::string, Tensor>>* full = nullptr;
+  if (comm_.rank() == 0) {
+    GANTRY_ASSIGN_OR_RETURN(full, FullState());
+  }
   for (size_t k = 0; k < state_.size(); ++k) {
-    GANTRY_RETURN_IF_ERROR(AllgatherFlat(state_[k].second, (*full)[k].second, false));
+    Tensor none;
+    GANTRY_RETURN_IF_ERROR(
+        AllgatherFlat(state_[k].second, full ? (*full)[k].second : none, false));
   }
   return full;
 }
@@ -191,6 +197,7 @@ Status ShardedOptimizer::ScatterState() {
       GANTRY_RETURN_IF_ERROR(kernels::Copy((*full)[k].second.View(b.OwnedBegin(r), {len}), dst));
     }
   }
+  if (r != 0) full_.clear();  // only rank 0 needs the full copy between checkpoints
   return OkStatus();
 }
 

@@ -37,8 +37,9 @@ class ShardedOptimizer {
   Status Step(int64_t step, float lr);
 
   // Full-size state tensors named like Optimizer::state() ("exp_avg", ...), allocated on first
-  // use. GatherState fills them from every rank (collective); ScatterState copies this rank's
-  // pieces out of them (local).
+  // use. GatherState fills rank 0's from every rank (collective; other ranks get nullptr and
+  // keep no full copy); ScatterState copies this rank's pieces out of FullState() (local;
+  // ranks other than 0 then release it).
   StatusOr<std::vector<std::pair<std::string, kernels::Tensor>>*> GatherState();
   Status ScatterState();
   StatusOr<std::vector<std::pair<std::string, kernels::Tensor>>*> FullState();

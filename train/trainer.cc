@@ -2,6 +2,7 @@
 #include "train/trainer.h"
 
 #include <cmath>
+#include <cstdlib>
 
 #include "base/logging.h"
 #include "kernels/runtime.h"
@@ -23,6 +24,21 @@ StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const JobSpec& spec,
   return t;
 }
 
+// Automatic threads with several ranks on this host: share the cores instead of each rank
+// taking all of them (oversubscribed GEMMs run several times slower). The local rank count
+// comes from LOCAL_WORLD_SIZE (gantry workers, torchrun) or Open MPI's local size.
+void Trainer::SplitThreadsAmongLocalRanks() {
+  if (std::getenv("GANTRY_NUM_THREADS") != nullptr) return;  // the operator decided
+  int local = 0;
+  for (const char* v : {"LOCAL_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_SIZE"}) {
+    if (const char* s = std::getenv(v); s != nullptr && std::atoi(s) > 0) {
+      local = std::atoi(s);
+      break;
+    }
+  }
+  if (local > 1) kernels::SetNumThreads(std::max(1, kernels::NumThreads() / local));
+}
+
 Status Trainer::Build() {
   if (spec_.kind != JobKind::kTrain) {
     return InvalidArgumentError(spec_.source + ": kind is " + JobKindName(spec_.kind) +
@@ -42,6 +58,7 @@ Status Trainer::Build() {
   checkpoint_uri_ = ts.checkpoint_uri;
   total_steps_ = ts.steps;
   if (ts.threads > 0) kernels::SetNumThreads(ts.threads);
+  if (ts.threads == 0 && opts_.world > 1) SplitThreadsAmongLocalRanks();
   GANTRY_ASSIGN_OR_RETURN(kernels::Device device, kernels::ParseDevice(ts.device));
   if (device.is_cuda() && ts.device == "cuda" && opts_.world > 1 &&
       kernels::CudaDeviceCount() > 0) {

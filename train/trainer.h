@@ -93,6 +93,7 @@ class Trainer {
  private:
   Trainer() = default;
   Status Build();
+  void SplitThreadsAmongLocalRanks();
   // Parameters then optimizer state (full-size: with ZeRO-1 the gathered state).
   StatusOr<std::vector<NamedTensor>> CheckpointTensors();
   std::vector<kernels::Tensor> FullStateTensors();

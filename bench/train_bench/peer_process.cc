@@ -43,6 +43,12 @@ Status PeerProcess::Start(const std::vector<std::string>& argv,
   std::vector<char*> envp;
   for (std::string& kv : env_strings) envp.push_back(kv.data());
   envp.push_back(nullptr);
+  std::string exec_error = "{\"error\": \"cannot execute ";
+  for (char ch : argv[0]) {
+    if (ch == '"' || ch == '\\') exec_error += '\\';
+    exec_error += ch;
+  }
+  exec_error += " (errno ";
   const pid_t pid = fork();
   if (pid < 0) {
     for (int fd : {in_pipe[0], in_pipe[1], out_pipe[0], out_pipe[1]}) close(fd);
@@ -52,8 +58,12 @@ Status PeerProcess::Start(const std::vector<std::string>& argv,
     dup2(in_pipe[0], STDIN_FILENO);
     dup2(out_pipe[1], STDOUT_FILENO);
     execve(args[0], args.data(), envp.data());
-    const char msg[] = "{\"error\": \"exec of the peer failed\"}\n";
-    (void)!write(STDOUT_FILENO, msg, sizeof(msg) - 1);
+    char code[24];  // errno in decimal, without snprintf (not async-signal-safe)
+    int len = 0;
+    for (int e = errno; len == 0 || e > 0; e /= 10) code[len++] = char('0' + e % 10);
+    (void)!write(STDOUT_FILENO, exec_error.data(), exec_error.size());
+    while (len > 0) (void)!write(STDOUT_FILENO, &code[--len], 1);
+    (void)!write(STDOUT_FILENO, ")\"}\n", 4);
     _exit(127);
   }
   close(in_pipe[0]);

@@ -235,8 +235,8 @@ StatusOr<Row> RunCase(const Options& o, const Workload& w, int threads) {
       if (std::string(v) == "pytorch-tcmalloc" && !std::filesystem::exists(kTcmalloc)) continue;
       auto p = std::make_unique<TorchPeer>(v);
       Status s = p->Start(o, w, threads);
-      if (!s.ok()) {
-        row.peer_error += s.message() + "; ";
+      if (!s.ok()) {  // report it in the table and go on without this variant
+        row.peer_error += s.message().substr(0, s.message().find('\n')) + "; ";
         continue;
       }
       row.peer_blas = p->blas();
@@ -323,6 +323,8 @@ void PrintJson(const std::vector<Row>& rows) {
       j["peer_value"] = best->value;
       j["ratio"] = r.ours / best->value;
       j["ratio_cpu"] = r.ours_cpu / best->cpu_value;
+      j["ours_per_cpu_s"] = r.ours_cpu;
+      j["peer_per_cpu_s"] = best->cpu_value;
     }
     j["target"] = kTargetRatio;
     if (!r.peer_blas.empty()) j["peer_blas"] = r.peer_blas;

@@ -16,22 +16,22 @@ Status ActivationForward(Activation act, const Tensor& x, Tensor& y) {
   const int threads = ThreadsFor(double(n), kElementsPerThread);
   switch (act) {
     case Activation::kRelu:
-      ParallelFor(n, threads, [&](int64_t i_begin, int64_t i_end) {
+      ParallelFor(n, threads, [=](int64_t i_begin, int64_t i_end) {
         for (int64_t i = i_begin; i < i_end; ++i) yp[i] = xp[i] > 0.0f ? xp[i] : 0.0f;
       });
       break;
     case Activation::kSigmoid:
-      ParallelFor(n, threads, [&](int64_t i_begin, int64_t i_end) {
+      ParallelFor(n, threads, [=](int64_t i_begin, int64_t i_end) {
         for (int64_t i = i_begin; i < i_end; ++i) yp[i] = FastSigmoid(xp[i]);
       });
       break;
     case Activation::kTanh:
-      ParallelFor(n, threads, [&](int64_t i_begin, int64_t i_end) {
+      ParallelFor(n, threads, [=](int64_t i_begin, int64_t i_end) {
         for (int64_t i = i_begin; i < i_end; ++i) yp[i] = FastTanh(xp[i]);
       });
       break;
     case Activation::kGelu:
-      ParallelFor(n, threads, [&](int64_t i_begin, int64_t i_end) {
+      ParallelFor(n, threads, [=](int64_t i_begin, int64_t i_end) {
         for (int64_t i = i_begin; i < i_end; ++i) {  // 0.5 v (1 + tanh u) = v * sigmoid(2u)
           const float v = xp[i];
           const float u2 = 2.0f * kGeluK0 * (v + kGeluK1 * v * v * v);
@@ -53,22 +53,25 @@ Status ActivationBackward(Activation act, const Tensor& x, const Tensor& y, cons
   const int threads = ThreadsFor(double(n), kElementsPerThread);
   switch (act) {
     case Activation::kRelu:
-      ParallelFor(n, threads, [&](int64_t i_begin, int64_t i_end) {
-        for (int64_t i = i_begin; i < i_end; ++i) dp[i] = xp[i] > 0.0f ? gp[i] : 0.0f;
+      ParallelFor(n, threads, [=](int64_t i_begin, int64_t i_end) {
+        for (int64_t i = i_begin; i < i_end; ++i) {
+          const float g = gp[i];  // loaded unconditionally so the select vectorises
+          dp[i] = xp[i] > 0.0f ? g : 0.0f;
+        }
       });
       break;
     case Activation::kSigmoid:
-      ParallelFor(n, threads, [&](int64_t i_begin, int64_t i_end) {
+      ParallelFor(n, threads, [=](int64_t i_begin, int64_t i_end) {
         for (int64_t i = i_begin; i < i_end; ++i) dp[i] = gp[i] * yp[i] * (1.0f - yp[i]);
       });
       break;
     case Activation::kTanh:
-      ParallelFor(n, threads, [&](int64_t i_begin, int64_t i_end) {
+      ParallelFor(n, threads, [=](int64_t i_begin, int64_t i_end) {
         for (int64_t i = i_begin; i < i_end; ++i) dp[i] = gp[i] * (1.0f - yp[i] * yp[i]);
       });
       break;
     case Activation::kGelu:
-      ParallelFor(n, threads, [&](int64_t i_begin, int64_t i_end) {
+      ParallelFor(n, threads, [=](int64_t i_begin, int64_t i_end) {
         for (int64_t i = i_begin; i < i_end;
              ++i) {  // s = sigmoid(2u): f' = s + 2 v s (1 - s) du/dv
           const float v = xp[i];

@@ -29,7 +29,7 @@ ConvGeom GeomOf(const Shape& x, const Shape& w, const Conv2dOptions& o) {
 void Im2Col(const ConvGeom& g, const float* x, float* col) {
   const int64_t rows = g.k();
   const int threads = ThreadsFor(double(rows) * g.pixels(), kElementsPerThread);
-  ParallelFor(rows, threads, [&](int64_t r_begin, int64_t r_end) {
+  ParallelFor(rows, threads, [=](int64_t r_begin, int64_t r_end) {
     for (int64_t r = r_begin; r < r_end; ++r) {
       const int64_t ci = r / (g.kh * g.kw), i = (r / g.kw) % g.kh, j = r % g.kw;
       const float* plane = x + ci * g.h * g.w;
@@ -55,7 +55,7 @@ void Im2Col(const ConvGeom& g, const float* x, float* col) {
 // each channel's rows write only that channel's plane.
 void Col2ImAdd(const ConvGeom& g, const float* col, float* dx) {
   const int threads = ThreadsFor(double(g.k()) * g.pixels(), kElementsPerThread);
-  ParallelFor(g.cin, threads, [&](int64_t ci_begin, int64_t ci_end) {
+  ParallelFor(g.cin, threads, [=](int64_t ci_begin, int64_t ci_end) {
     for (int64_t ci = ci_begin; ci < ci_end; ++ci) {
       float* plane = dx + ci * g.h * g.w;
       for (int64_t i = 0; i < g.kh; ++i) {
@@ -154,7 +154,7 @@ Status Pool2dForward(const Tensor& x, const Pool2dOptions& opts, Tensor& y, Tens
   const bool is_max = opts.kind == PoolKind::kMax;
   const float inv_area = 1.0f / static_cast<float>(opts.kernel * opts.kernel);
   const int threads = ThreadsFor(double(planes) * h * w, kElementsPerThread);
-  ParallelFor(planes, threads, [&](int64_t pl_begin, int64_t pl_end) {
+  ParallelFor(planes, threads, [=](int64_t pl_begin, int64_t pl_end) {
     for (int64_t pl = pl_begin; pl < pl_end; ++pl) {
       const float* src = x.f32() + pl * h * w;
       float* dst = y.f32() + pl * oh * ow;
@@ -191,7 +191,7 @@ Status Pool2dBackward(const Tensor& dy, const Tensor* indices, const Pool2dOptio
   const bool is_max = opts.kind == PoolKind::kMax;
   const float inv_area = 1.0f / static_cast<float>(opts.kernel * opts.kernel);
   const int threads = ThreadsFor(double(planes) * h * w, kElementsPerThread);
-  ParallelFor(planes, threads, [&](int64_t pl_begin, int64_t pl_end) {
+  ParallelFor(planes, threads, [=](int64_t pl_begin, int64_t pl_end) {
     for (int64_t pl = pl_begin; pl < pl_end; ++pl) {
       float* dst = dx.f32() + pl * h * w;
       const float* g = dy.f32() + pl * oh * ow;

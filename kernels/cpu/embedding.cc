@@ -35,7 +35,7 @@ Status EmbeddingForward(const Tensor& tokens, const Tensor& wte, const Tensor* w
   const float* pe = wpe != nullptr ? wpe->f32() : nullptr;
   float* op = out.f32();
   const int threads = ThreadsFor(double(n) * c, kElementsPerThread);
-  ParallelFor(n, threads, [&](int64_t i_begin, int64_t i_end) {
+  ParallelFor(n, threads, [=](int64_t i_begin, int64_t i_end) {
     for (int64_t i = i_begin; i < i_end; ++i) {
       const float* row = te + int64_t{tp[i]} * c;
       float* dst = op + i * c;

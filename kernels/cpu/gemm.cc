@@ -95,7 +95,7 @@ Status SgemmPortable(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float al
           pb[p * nb + j] = alpha * v;
         }
       }
-      ParallelFor(m, threads, [&](int64_t i_begin, int64_t i_end) {
+      ParallelFor(m, threads, [=](int64_t i_begin, int64_t i_end) {
         for (int64_t i = i_begin; i < i_end; ++i) {
           float* crow = c + i * ldc + j0;
           for (int64_t p = 0; p < kb; ++p) {

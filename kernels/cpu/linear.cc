@@ -63,7 +63,7 @@ Status LinearForward(const Tensor& x, const Tensor& w, const Tensor* b, Tensor& 
     const float* bias = b->f32();
     float* yp = y.f32();
     int threads = ThreadsFor(double(rows) * out, kElementsPerThread);
-    ParallelFor(rows, threads, [&](int64_t r0, int64_t r1) {
+    ParallelFor(rows, threads, [=](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; ++r) std::copy(bias, bias + out, yp + r * out);
     });
     beta = 1.0f;
@@ -90,7 +90,7 @@ Status BiasAddForward(Tensor& y, const Tensor& b) {
   float* yp = y.f32();
   const float* bp = b.f32();
   int threads = ThreadsFor(double(rows) * n, kElementsPerThread);
-  ParallelFor(rows, threads, [&](int64_t r0, int64_t r1) {
+  ParallelFor(rows, threads, [=](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       float* row = yp + r * n;
 #pragma omp simd
@@ -111,7 +111,7 @@ Status Add(const Tensor& a, const Tensor& b, Tensor& y) {
   const float* bp = b.f32();
   float* yp = y.f32();
   int threads = ThreadsFor(double(n), kElementsPerThread);
-  ParallelFor(n, threads, [&](int64_t begin, int64_t end) {
+  ParallelFor(n, threads, [=](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) yp[i] = ap[i] + bp[i];
   });
   return OkStatus();
@@ -123,11 +123,11 @@ Status AddInPlace(Tensor& y, const Tensor& x, float alpha) {
   float* yp = y.f32();
   int threads = ThreadsFor(double(n), kElementsPerThread);
   if (alpha == 1.0f) {
-    ParallelFor(n, threads, [&](int64_t begin, int64_t end) {
+    ParallelFor(n, threads, [=](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) yp[i] += xp[i];
     });
   } else {
-    ParallelFor(n, threads, [&](int64_t begin, int64_t end) {
+    ParallelFor(n, threads, [=](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) yp[i] += alpha * xp[i];
     });
   }
@@ -138,7 +138,7 @@ Status Scale(Tensor& t, float s) {
   const int64_t n = t.numel();
   float* p = t.f32();
   int threads = ThreadsFor(double(n), kElementsPerThread);
-  ParallelFor(n, threads, [&](int64_t begin, int64_t end) {
+  ParallelFor(n, threads, [=](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) p[i] *= s;
   });
   return OkStatus();

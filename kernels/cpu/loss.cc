@@ -79,7 +79,7 @@ Status CrossEntropyBackward(const Tensor& probs, const Tensor& targets, float sc
   float* dp = dlogits.f32();
   const float s = scale / static_cast<float>(rows);
   const int threads = ThreadsFor(double(rows) * v, kElementsPerThread);
-  ParallelFor(rows, threads, [&](int64_t r_begin, int64_t r_end) {
+  ParallelFor(rows, threads, [=](int64_t r_begin, int64_t r_end) {
     for (int64_t r = r_begin; r < r_end; ++r) {
       const float* p = pp + r * v;
       float* d = dp + r * v;
@@ -118,7 +118,7 @@ Status MseBackward(const Tensor& pred, const Tensor& target, float scale, Tensor
   float* d = dpred.f32();
   const float s = 2.0f * scale / static_cast<float>(n);
   const int threads = ThreadsFor(double(n), kElementsPerThread);
-  ParallelFor(n, threads, [&](int64_t i_begin, int64_t i_end) {
+  ParallelFor(n, threads, [=](int64_t i_begin, int64_t i_end) {
     for (int64_t i = i_begin; i < i_end; ++i) d[i] = (a[i] - b[i]) * s;
   });
   return OkStatus();

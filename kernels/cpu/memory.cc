@@ -22,7 +22,7 @@ int ThreadsFor(double work, double min_per_thread) {
 void FillZero(void* ptr, size_t bytes) {
   int threads = bytes >= kParallelCopyBytes ? ThreadsFor(static_cast<double>(bytes), 4e6) : 1;
   char* p = static_cast<char*>(ptr);
-  ParallelFor(static_cast<int64_t>(bytes), threads, [&](int64_t begin, int64_t end) {
+  ParallelFor(static_cast<int64_t>(bytes), threads, [=](int64_t begin, int64_t end) {
     std::memset(p + begin, 0, static_cast<size_t>(end - begin));
   });
 }
@@ -35,7 +35,7 @@ void CopyBytes(void* dst, const void* src, size_t bytes) {
     std::memmove(dst, src, bytes);  // small, or overlapping: must stay sequential
     return;
   }
-  ParallelFor(static_cast<int64_t>(bytes), threads, [&](int64_t begin, int64_t end) {
+  ParallelFor(static_cast<int64_t>(bytes), threads, [=](int64_t begin, int64_t end) {
     std::memcpy(d + begin, s + begin, static_cast<size_t>(end - begin));
   });
 }
@@ -47,7 +47,7 @@ Status Cast(const Tensor& src, Tensor& dst) {
     const float* in = src.f32();
     uint16_t* out = dst.data<uint16_t>();
     const bool bf16 = dst.dtype() == DType::kBF16;
-    ParallelFor(n, threads, [&](int64_t begin, int64_t end) {
+    ParallelFor(n, threads, [=](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) out[i] = bf16 ? FloatToBf16(in[i]) : FloatToHalf(in[i]);
     });
     return OkStatus();
@@ -55,7 +55,7 @@ Status Cast(const Tensor& src, Tensor& dst) {
   const uint16_t* in = src.data<uint16_t>();
   float* out = dst.f32();
   const bool bf16 = src.dtype() == DType::kBF16;
-  ParallelFor(n, threads, [&](int64_t begin, int64_t end) {
+  ParallelFor(n, threads, [=](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) out[i] = bf16 ? Bf16ToFloat(in[i]) : HalfToFloat(in[i]);
   });
   return OkStatus();

@@ -37,7 +37,7 @@ Status SoftmaxForward(const Tensor& x, Tensor& y) {
   const float* xp = x.f32();
   float* yp = y.f32();
   const int threads = ThreadsFor(double(rows) * n, kElementsPerThread);
-  ParallelFor(rows, threads, [&](int64_t r_begin, int64_t r_end) {
+  ParallelFor(rows, threads, [=](int64_t r_begin, int64_t r_end) {
     for (int64_t r = r_begin; r < r_end; ++r) SoftmaxRow(xp + r * n, yp + r * n, n);
   });
   return OkStatus();
@@ -49,7 +49,7 @@ Status SoftmaxBackward(const Tensor& y, const Tensor& dy, Tensor& dx) {
   const float* gp = dy.f32();
   float* dp = dx.f32();
   const int threads = ThreadsFor(double(rows) * n, kElementsPerThread);
-  ParallelFor(rows, threads, [&](int64_t r_begin, int64_t r_end) {
+  ParallelFor(rows, threads, [=](int64_t r_begin, int64_t r_end) {
     for (int64_t r = r_begin; r < r_end; ++r) {
       const float* yr = yp + r * n;
       const float* gr = gp + r * n;
@@ -75,7 +75,7 @@ Status LayerNormForward(const Tensor& x, const Tensor& gamma, const Tensor& beta
   float* rp = rstd.f32();
   const float inv_c = 1.0f / static_cast<float>(c);
   const int threads = ThreadsFor(double(rows) * c, kElementsPerThread);
-  ParallelFor(rows, threads, [&](int64_t r_begin, int64_t r_end) {
+  ParallelFor(rows, threads, [=](int64_t r_begin, int64_t r_end) {
     for (int64_t r = r_begin; r < r_end; ++r) {
       const float* xr = xp + r * c;
       float* yr = yp + r * c;

@@ -21,7 +21,7 @@ Status SgdUpdate(Tensor& param, const Tensor& grad, Tensor* momentum_buf, const 
   const float lr = opts.lr, wd = opts.weight_decay, mom = opts.momentum;
   const bool use_momentum = mom > 0.0f, nesterov = opts.nesterov;
   const int threads = ThreadsFor(double(n), kElementsPerThread);
-  ParallelFor(n, threads, [&](int64_t i_begin, int64_t i_end) {
+  ParallelFor(n, threads, [=](int64_t i_begin, int64_t i_end) {
     for (int64_t i = i_begin; i < i_end; ++i) {
       float d = g[i];
       if (wd != 0.0f) d = d + wd * p[i];
@@ -55,7 +55,7 @@ Status AdamUpdate(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v,
   const bool decoupled = opts.decoupled_weight_decay;
   const float decay_factor = static_cast<float>(1.0 - lr * double(opts.weight_decay));
   const int threads = ThreadsFor(double(n), kElementsPerThread);
-  ParallelFor(n, threads, [&](int64_t i_begin, int64_t i_end) {
+  ParallelFor(n, threads, [=](int64_t i_begin, int64_t i_end) {
     for (int64_t i = i_begin; i < i_end; ++i) {
       float pi = p[i];
       float gi = g[i];

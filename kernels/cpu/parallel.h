@@ -38,15 +38,20 @@ void ParallelChunks(int64_t chunks, int threads, Fn&& fn) {
 // little, few enough that claiming (one atomic add each) stays negligible.
 constexpr int64_t kChunksPerThread = 4;
 
-// fn(begin, end) over [0, n) in about threads * kChunksPerThread equal ranges.
+// fn(begin, end) over [0, n) in about threads * kChunksPerThread equal ranges. Pass a lambda
+// that captures by value ([=]) for loops that should vectorise.
 template <typename Fn>
 void ParallelFor(int64_t n, int threads, Fn&& fn) {
   if (n <= 0) return;
   const int64_t chunks = threads <= 1 ? 1 : std::min<int64_t>(n, threads * kChunksPerThread);
   const int64_t grain = (n + chunks - 1) / chunks;
   ParallelChunks((n + grain - 1) / grain, threads, [&](int64_t c) {
+    // A local copy of a by-value ([=]) body: its captured pointers and scalars then live in
+    // registers, where the loop's stores cannot alias them (through a reference they would
+    // be reloaded every iteration, and the loop would not vectorise).
+    std::remove_cvref_t<Fn> body = fn;
     const int64_t begin = c * grain;
-    fn(begin, std::min(n, begin + grain));
+    body(begin, std::min(n, begin + grain));
   });
 }
 

@@ -86,6 +86,18 @@ std::string CompareCheckpoints(const train::LoadedCheckpoint& a,
   return "";
 }
 
+// "data parallel ready" lines (one per rank and attempt) that report a world of `world`.
+int CountReadyRanks(const std::string& logs, int world) {
+  const std::string want = "\"world\":" + std::to_string(world) + ",";
+  int n = 0;
+  for (size_t p = logs.find("data parallel ready"); p != std::string::npos;
+       p = logs.find("data parallel ready", p + 1)) {
+    const size_t w = logs.find("\"world\":", p);
+    n += w != std::string::npos && logs.compare(w, want.size(), want) == 0;
+  }
+  return n;
+}
+
 class Recovery : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -157,6 +169,22 @@ class Recovery : public ::testing::Test {
     }
     return last;
   }
+  // Polls until rank 0 reported `step` (progress comes from its JSON step lines) or the job
+  // left PENDING/PLACED/RUNNING; returns the last info.
+  proto::JobInfo WaitForStep(coordinator::CoordinatorClient& c, const std::string& id,
+                             int64_t step) {
+    proto::JobInfo info;
+    const auto end = std::chrono::steady_clock::now() + seconds(60);
+    while (std::chrono::steady_clock::now() < end) {
+      auto i = c.GetJob(id);
+      if (i.ok()) info = *i;
+      const std::string& st = info.state();
+      if (st != "PENDING" && st != "PLACED" && st != "RUNNING") break;
+      if (st == "RUNNING" && info.progress().step() >= step) break;
+      std::this_thread::sleep_for(milliseconds(10));
+    }
+    return info;
+  }
   StatusOr<train::LoadedCheckpoint> FinalCheckpoint(const std::string& uri) {
     GANTRY_ASSIGN_OR_RETURN(auto ck, train::Checkpointer::Open(uri, 2));
     return ck->ReadNewestValid();
@@ -187,7 +215,7 @@ TEST_F(Recovery, KilledRankResumesToByteIdenticalParameters) {
   const std::string ref_ckpt = ceph_.Uri(prefix_ + "/ckpt-ref");
   auto ref_id = c->Submit(JobYaml("recovery-ref", data_uri, ref_ckpt), "ref.yaml", dir_.string());
   ASSERT_TRUE(ref_id.ok()) << ref_id.status().ToString();
-  proto::JobInfo ref = WaitDone(*c, *ref_id, seconds(120));
+  proto::JobInfo ref = WaitDone(*c, *ref_id, seconds(90));
   ASSERT_EQ(ref.state(), "SUCCEEDED") << ref.error() << "\n" << Logs(*c, *ref_id);
   auto want = FinalCheckpoint(ref_ckpt);
   ASSERT_TRUE(want.ok()) << want.status().ToString();
@@ -211,17 +239,7 @@ TEST_F(Recovery, KilledRankResumesToByteIdenticalParameters) {
     auto id = c->Submit(JobYaml("recovery-kill" + std::to_string(run), data_uri, ckpt),
                         "kill.yaml", dir_.string());
     ASSERT_TRUE(id.ok()) << id.status().ToString();
-    // Wait for rank 0 to report kill_step (progress comes from its JSON step lines).
-    proto::JobInfo info;
-    const auto end = std::chrono::steady_clock::now() + seconds(90);
-    while (std::chrono::steady_clock::now() < end) {
-      auto i = c->GetJob(*id);
-      if (i.ok()) info = *i;
-      if (info.state() != "PENDING" && info.state() != "PLACED" && info.state() != "RUNNING")
-        break;
-      if (info.state() == "RUNNING" && info.progress().step() >= kill_step) break;
-      std::this_thread::sleep_for(milliseconds(10));
-    }
+    proto::JobInfo info = WaitForStep(*c, *id, kill_step);
     ASSERT_EQ(info.state(), "RUNNING")
         << "job never reached step " << kill_step << " while running: " << info.error() << "\n"
         << Logs(*c, *id);
@@ -236,16 +254,12 @@ TEST_F(Recovery, KilledRankResumesToByteIdenticalParameters) {
     ASSERT_EQ(kill(pid, SIGKILL), 0) << "kill -9 " << pid;
     std::printf("[recovery] run %d: kill -9 rank %d (pid %d) at step %lld\n", run, kill_rank, pid,
                 static_cast<long long>(observed));
-    info = WaitDone(*c, *id, seconds(150));
+    info = WaitDone(*c, *id, seconds(90));
     const std::string logs = Logs(*c, *id);
     ASSERT_EQ(info.state(), "SUCCEEDED") << info.error() << "\n" << logs;
     EXPECT_GE(info.attempt(), 1) << "the gang was not restarted\n" << logs;
-    size_t dp_ready = 0;  // "data parallel ready" with world 4, per rank and attempt
-    for (size_t p = logs.find("data parallel ready"); p != std::string::npos;
-         p = logs.find("data parallel ready", p + 1))
-      dp_ready += logs.compare(logs.find("\"world\":", p), 10, "\"world\":4,") == 0;
-    EXPECT_GE(dp_ready, size_t(2 * kRanks)) << "expected 4 data-parallel ranks in both attempts\n"
-                                            << logs;
+    EXPECT_GE(CountReadyRanks(logs, kRanks), 2 * kRanks)
+        << "expected 4 data-parallel ranks in both attempts\n" << logs;
     EXPECT_NE(logs.find("resumed from checkpoint"), std::string::npos)
         << "the restarted gang did not resume from a checkpoint\n" << logs;
     if (std::getenv("GANTRY_RECOVERY_VERBOSE")) std::printf("%s\n", logs.c_str());
