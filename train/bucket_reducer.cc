@@ -82,7 +82,6 @@ Status BucketReducer::Allocate() {
 void BucketReducer::Arm() {
   next_ = 0;
   overlapped_ = 0;
-  in_backward_ = true;
   for (auto& w : work_) w.reset();
 }
 
@@ -137,7 +136,6 @@ Status BucketReducer::Complete(size_t i) {
 }
 
 Status BucketReducer::Finish() {
-  in_backward_ = false;
   OnGradReady(0);
   const auto t0 = Clock::now();
   Status first;

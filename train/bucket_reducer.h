@@ -84,7 +84,6 @@ class BucketReducer {
   std::vector<Bucket> buckets_;
   std::vector<comm::WorkPtr> work_;
   size_t next_ = 0;  // next bucket to issue
-  bool in_backward_ = false;
   int overlapped_ = 0;
   double last_wait_s_ = 0;
   kernels::Tensor staging_;        // bf16 [num_params] (allreduce) or padded f32/bf16 (shard)
