@@ -17,6 +17,7 @@ PACKAGES=(
   python3-torch python3-numpy                  # reference models and peer benchmarks
   fortunes                                     # a real text corpus for demos
   libtcmalloc-minimal4                         # peer benchmarks run PyTorch with tcmalloc
+  libopenblas0-pthread                         # PyTorch peer: OpenBLAS instead of the reference BLAS
   ceph-mon ceph-osd ceph-common librados-dev libradospp-dev python3-rados  # storage/ceph
   openmpi-bin libopenmpi-dev                   # comm/mpi, mpirun bootstrap
   libgloo-dev                                  # peer allreduce benchmark

@@ -86,9 +86,9 @@ class BucketReducer {
   size_t next_ = 0;  // next bucket to issue
   int overlapped_ = 0;
   double last_wait_s_ = 0;
-  kernels::Tensor staging_;        // bf16 [num_params] (allreduce) or padded f32/bf16 (shard)
-  kernels::Tensor shard_wire_;     // shard + bf16: the reduce-scatter output in bf16
-  kernels::Tensor shard_grads_;    // shard: f32 pieces
+  kernels::Tensor staging_;      // bf16 [num_params] (allreduce) or padded f32/bf16 (shard)
+  kernels::Tensor shard_wire_;   // shard + bf16: the reduce-scatter output in bf16
+  kernels::Tensor shard_grads_;  // shard: f32 pieces
 };
 
 }  // namespace gantry::train

@@ -36,7 +36,8 @@ Status HostCollectives::Broadcast(void* data, size_t words, int root) {
   GANTRY_ASSIGN_OR_RETURN(Tensor dev, Scratch(words));
   Tensor host = Tensor::Wrap(data, {int64_t(words)}, DType::kI32);
   GANTRY_RETURN_IF_ERROR(kernels::Copy(host, dev));
-  GANTRY_RETURN_IF_ERROR(comm_.Broadcast(dev.raw(), words, comm::DataType::kI32, root)->Wait(timeout_));
+  GANTRY_RETURN_IF_ERROR(
+      comm_.Broadcast(dev.raw(), words, comm::DataType::kI32, root)->Wait(timeout_));
   return kernels::Copy(dev, host);
 }
 

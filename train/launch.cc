@@ -16,10 +16,14 @@ bool EnvSet(const char* name) {
 
 const char* LaunchModeName(LaunchMode mode) {
   switch (mode) {
-    case LaunchMode::kCoordinator: return "coordinator";
-    case LaunchMode::kEnv: return "env";
-    case LaunchMode::kMpi: return "mpi";
-    case LaunchMode::kSingle: break;
+    case LaunchMode::kCoordinator:
+      return "coordinator";
+    case LaunchMode::kEnv:
+      return "env";
+    case LaunchMode::kMpi:
+      return "mpi";
+    case LaunchMode::kSingle:
+      break;
   }
   return "single";
 }
@@ -65,8 +69,8 @@ StatusOr<Launch> ConnectRanks(const JobSpec& spec, const LaunchOptions& options)
     Status s = c.status();
     return s.Prepend(std::string("launch mode ") + mode + ": rank " +
                      std::to_string(launch.session.bootstrap->rank()) + " of " +
-                     std::to_string(launch.session.bootstrap->size()) +
-                     " could not create the '" + co.backend + "' communicator");
+                     std::to_string(launch.session.bootstrap->size()) + " could not create the '" +
+                     co.backend + "' communicator");
   }
   launch.session.comm = std::move(c).value();
   GANTRY_LOG(INFO, "ranks connected")

@@ -29,9 +29,9 @@ LaunchMode DetectLaunchMode();
 using BootstrapFactory = std::function<StatusOr<std::unique_ptr<comm::Bootstrap>>()>;
 
 struct LaunchOptions {
-  std::string backend;             // overrides comm.backend when set
-  bool cuda = false;               // the model lives on a GPU (auto picks nccl)
-  BootstrapFactory coordinator;    // required for LaunchMode::kCoordinator
+  std::string backend;           // overrides comm.backend when set
+  bool cuda = false;             // the model lives on a GPU (auto picks nccl)
+  BootstrapFactory coordinator;  // required for LaunchMode::kCoordinator
 };
 
 // The connected ranks of this process (session.comm is null in single mode). Blocks until

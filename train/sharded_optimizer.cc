@@ -180,8 +180,7 @@ StatusOr<std::vector<std::pair<std::string, Tensor>>*> ShardedOptimizer::GatherS
   }
   for (size_t k = 0; k < state_.size(); ++k) {
     Tensor none;
-    GANTRY_RETURN_IF_ERROR(
-        AllgatherFlat(state_[k].second, full ? (*full)[k].second : none, false));
+    GANTRY_RETURN_IF_ERROR(AllgatherFlat(state_[k].second, full ? (*full)[k].second : none, false));
   }
   return full;
 }

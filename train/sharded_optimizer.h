@@ -25,8 +25,7 @@ namespace gantry::train {
 class ShardedOptimizer {
  public:
   // `reducer` must be in shard mode and outlive this optimizer (its shard_grads() are read).
-  static StatusOr<std::unique_ptr<ShardedOptimizer>> Create(const OptimizerSpec& spec,
-                                                            Model& model,
+  static StatusOr<std::unique_ptr<ShardedOptimizer>> Create(const OptimizerSpec& spec, Model& model,
                                                             comm::Communicator& comm,
                                                             BucketReducer& reducer);
 
@@ -47,15 +46,18 @@ class ShardedOptimizer {
   int64_t shard_elems() const { return reducer_.shard_elems(); }
 
  private:
-  struct Piece {     // a run of this rank's elements with one decay flag
-    int64_t flat;    // offset in the flat parameter buffer
-    int64_t local;   // offset in shard_grads() and the shard state
+  struct Piece {    // a run of this rank's elements with one decay flag
+    int64_t flat;   // offset in the flat parameter buffer
+    int64_t local;  // offset in shard_grads() and the shard state
     int64_t numel;
     bool decay;
   };
   ShardedOptimizer(const OptimizerSpec& spec, Model& model, comm::Communicator& comm,
                    BucketReducer& reducer)
-      : spec_(spec), model_(model), comm_(comm), reducer_(reducer),
+      : spec_(spec),
+        model_(model),
+        comm_(comm),
+        reducer_(reducer),
         small_(comm, model.device(), std::chrono::hours(1)) {}
   void PlanPieces();
   // Allgathers `src` pieces (flat layout `dst`) bucket by bucket through gather_.
@@ -69,7 +71,7 @@ class ShardedOptimizer {
   std::vector<Piece> pieces_;
   std::vector<std::pair<std::string, kernels::Tensor>> state_;  // shard-sized
   std::vector<std::pair<std::string, kernels::Tensor>> full_;   // full-size, lazily
-  kernels::Tensor gather_;  // padded f32 staging for allgathers
+  kernels::Tensor gather_;                                      // padded f32 staging for allgathers
 };
 
 }  // namespace gantry::train

@@ -8,9 +8,9 @@
 
 #include <cmath>
 #include <cstdlib>
-#include <thread>
 #include <map>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "tests/integration/comm_launcher.h"
@@ -34,17 +34,18 @@ std::string ModelYaml(const std::string& model) {
 // A job with `batch` records per rank; `comm` is extra fields of the comm section.
 std::string WriteJob(const TempDir& dir, const std::string& name, const std::string& model,
                      int batch, const std::string& comm = "", const std::string& data = "") {
-  const std::string optimizer = model == "mlp"
-      ? "optimizer: {type: momentum, lr: 0.05, momentum: 0.9, weight_decay: 0.001}\n"
-      : "optimizer: {type: adamw, lr: 0.003, weight_decay: 0.01, warmup_steps: 5, "
-        "schedule: cosine, grad_clip: 1.0}\n";
-  const std::string yaml =
-      "name: " + name + "\nkind: train\n" + ModelYaml(model) + "data: {uri: " +
-      (data.empty() ? std::string("synthetic") : data) + ", batch_per_rank: " +
-      std::to_string(batch) + ", seed: 3, synthetic_samples: 4096}\n" + optimizer +
-      "train: {steps: " + std::to_string(kSteps) +
-      ", log_every: 10, checkpoint_every: 10, keep_last: 2, threads: 1}\n"
-      "comm: {bucket_mb: 0.01, timeout_s: 60" + comm + "}\n";
+  const std::string optimizer =
+      model == "mlp" ? "optimizer: {type: momentum, lr: 0.05, momentum: 0.9, weight_decay: 0.001}\n"
+                     : "optimizer: {type: adamw, lr: 0.003, weight_decay: 0.01, warmup_steps: 5, "
+                       "schedule: cosine, grad_clip: 1.0}\n";
+  const std::string yaml = "name: " + name + "\nkind: train\n" + ModelYaml(model) +
+                           "data: {uri: " + (data.empty() ? std::string("synthetic") : data) +
+                           ", batch_per_rank: " + std::to_string(batch) +
+                           ", seed: 3, synthetic_samples: 4096}\n" + optimizer +
+                           "train: {steps: " + std::to_string(kSteps) +
+                           ", log_every: 10, checkpoint_every: 10, keep_last: 2, threads: 1}\n"
+                           "comm: {bucket_mb: 0.01, timeout_s: 60" +
+                           comm + "}\n";
   const std::string path = dir / (name + ".yaml");
   WriteFile(path, yaml);
   return path;
@@ -127,8 +128,8 @@ class DpTrain : public ::testing::Test {
     std::vector<float> p = FinalParams(d / "ck");
     const double rel = RelativeDifference(p, Reference(model));
     EXPECT_LE(rel, tolerance) << model << " comm {" << comm << "}";
-    std::printf("[ dp ] %s comm {%s} %s: relative difference %.3g\n", model.c_str(),
-                comm.c_str(), extra.empty() ? "" : extra.back().c_str(), rel);
+    std::printf("[ dp ] %s comm {%s} %s: relative difference %.3g\n", model.c_str(), comm.c_str(),
+                extra.empty() ? "" : extra.back().c_str(), rel);
     return p;
   }
 };
@@ -216,11 +217,11 @@ TEST_F(DpTrain, UnderTheCoordinatorLikeAnyOtherLaunch) {
     rc = Shell(gantry + " workers" + flags + " >/dev/null 2>&1");
   }
   ASSERT_EQ(rc, 0) << up.Output(0);
-  ASSERT_EQ(Shell(gantry + " submit " + job + " --wait" + flags + " >" + (d / "submit.txt") +
-                  " 2>&1"),
-            0)
+  ASSERT_EQ(
+      Shell(gantry + " submit " + job + " --wait" + flags + " >" + (d / "submit.txt") + " 2>&1"), 0)
       << ReadFile(d / "submit.txt") << up.Output(0);
-  const std::string id = ReadFile(d / "submit.txt").substr(0, ReadFile(d / "submit.txt").find('\n'));
+  const std::string id =
+      ReadFile(d / "submit.txt").substr(0, ReadFile(d / "submit.txt").find('\n'));
   ASSERT_EQ(Shell(gantry + " logs " + id + flags + " >" + (d / "logs.txt") + " 2>&1"), 0);
   const std::string logs = ReadFile(d / "logs.txt");
   EXPECT_NE(logs.find("\"mode\":\"coordinator\""), std::string::npos) << logs;
@@ -262,13 +263,16 @@ TEST_F(DpTrain, DatasetFromGantryDatasetPutResumesExactly) {
                   (d / "ds") + " --window 17 --chunk-kb 4 >/dev/null 2>&1"),
             0);
   const std::string job = d / "ds.yaml";
-  WriteFile(job, "name: ds\nkind: train\n"
-                 "model: {type: gpt, vocab: 256, context: 16, d_model: 32, layers: 1, heads: 2, "
-                 "mlp: 64}\n"
-                 "data: {uri: \"file://" + (d / "ds") + "\", batch_per_rank: 4, seed: 5}\n"
-                 "optimizer: {type: adamw, lr: 0.003}\n"
-                 "train: {steps: 50, checkpoint_every: 10, threads: 1}\n"
-                 "comm: {bucket_mb: 0.01, timeout_s: 60}\n");
+  WriteFile(job,
+            "name: ds\nkind: train\n"
+            "model: {type: gpt, vocab: 256, context: 16, d_model: 32, layers: 1, heads: 2, "
+            "mlp: 64}\n"
+            "data: {uri: \"file://" +
+                (d / "ds") +
+                "\", batch_per_rank: 4, seed: 5}\n"
+                "optimizer: {type: adamw, lr: 0.003}\n"
+                "train: {steps: 50, checkpoint_every: 10, threads: 1}\n"
+                "comm: {bucket_mb: 0.01, timeout_s: 60}\n");
   ExpectExactResume(d, job);
 }
 

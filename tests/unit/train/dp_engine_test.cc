@@ -126,8 +126,7 @@ TEST_P(Backends, BucketsSumWhileBackwardReportsThem) {
         const float* s = (*red)->shard_grads().f32();
         for (const Bucket& b : (*red)->buckets()) {
           for (int64_t i = b.OwnedBegin(c.rank()); i < b.OwnedEnd(c.rank()); ++i) {
-            ASSERT_NEAR(s[b.shard + i - b.OwnedBegin(c.rank())], 6.0f * float(i % 97) / 97.0f,
-                        tol);
+            ASSERT_NEAR(s[b.shard + i - b.OwnedBegin(c.rank())], 6.0f * float(i % 97) / 97.0f, tol);
           }
         }
       }
