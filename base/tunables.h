@@ -20,7 +20,13 @@ struct TunableDoc {
 // The documented table (keep in sync with the defaults passed at the call sites).
 inline constexpr TunableDoc kTunables[] = {
     {"LOG_LEVEL", "info", "minimum log level: debug | info | warning | error | off"},
-    {"NUM_THREADS", "0", "CPU threads for kernels (OpenMP, oneDNN); 0 = all usable cores"},
+    {"NUM_THREADS", "0", "CPU threads for kernels (the kernel thread pool); 0 = all usable cores"},
+    {"POOL_SPIN_US", "200", "kernel thread pool: idle helpers spin this long before sleeping"},
+    {"GEMM_MIN_FLOPS_PER_THREAD", "30000000", "CPU GEMMs smaller than this are not split"},
+    {"DP_FIRST_BUCKET_KB", "1024", "data parallel: size of the first (last-layer) gradient bucket"},
+    {"DP_CHECK_EVERY", "100", "data parallel: compare parameter checksums every N steps"},
+    {"DP_STRAGGLER_EVERY", "50", "data parallel: gather per-rank step times every N steps"},
+    {"DP_STRAGGLER_RATIO", "1.5", "data parallel: a rank slower than this x median is named"},
     {"PROGRESS", "auto", "progress display: auto (bar on a TTY, else JSON lines) | bar | json | off"},
     {"PROGRESS_JSON_EVERY_S", "30", "JSON progress: emit at least every this many seconds"},
     {"PROGRESS_JSON_EVERY_PERCENT", "10", "JSON progress: emit at every this many percent"},

@@ -1,5 +1,6 @@
 // Process-wide kernel runtime settings: CPU thread count, CUDA device discovery, sync.
-// CPU ops run on OpenMP with NumThreads() threads; CUDA ops run on the calling thread's
+// CPU ops run on Gantry's own thread pool (kernels/cpu/parallel.h; oneDNN is called
+// single-threaded per tile) with NumThreads() threads; CUDA ops run on the calling thread's
 // current stream (default stream unless SetCurrentStream was called on that thread).
 #pragma once
 
@@ -8,7 +9,7 @@
 
 namespace gantry::kernels {
 
-// Threads used by CPU ops (OpenMP and oneDNN). Default: GANTRY_NUM_THREADS or all cores.
+// Threads used by CPU ops (the kernel thread pool). Default: GANTRY_NUM_THREADS or all cores.
 void SetNumThreads(int threads);
 int NumThreads();
 
