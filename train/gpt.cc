@@ -22,6 +22,27 @@ bool EndsWith(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() &&
          s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
+
+// Cross-entropy backward folded into the tied lm_head's GEMMs: dlogits = s (P - onehot(t)) with
+// s = loss_scale / rows, so dx = s P W - s W[t] and dw += s P^T x - s onehot(t)^T x. This skips
+// a full read+write pass over the [rows, vocab] probabilities (64 MiB for gpt-tiny). tmp: [rows, C].
+Status LmHeadBackward(const Tensor& x, const Tensor& w, const Tensor& probs, const Tensor& targets,
+                      float loss_scale, Tensor& dx, Tensor& dw, Tensor& tmp) {
+  const float s = loss_scale / float(targets.numel());
+  kernels::GemmOptions dx_opts;
+  dx_opts.alpha = s;
+  GANTRY_RETURN_IF_ERROR(kernels::Matmul(probs, w, dx, dx_opts));  // s P W
+  kernels::GemmOptions dw_opts;
+  dw_opts.trans_a = true;
+  dw_opts.alpha = s;
+  dw_opts.beta = 1.0f;
+  GANTRY_RETURN_IF_ERROR(kernels::Matmul(probs, x, dw, dw_opts));  // += s P^T x
+  GANTRY_RETURN_IF_ERROR(kernels::EmbeddingForward(targets, w, nullptr, tmp));  // W[t]
+  GANTRY_RETURN_IF_ERROR(kernels::AddInPlace(dx, tmp, -s));
+  GANTRY_RETURN_IF_ERROR(kernels::Zero(tmp));
+  GANTRY_RETURN_IF_ERROR(kernels::AddInPlace(tmp, x, -s));
+  return kernels::EmbeddingBackward(targets, tmp, dw, nullptr);  // dw[t] -= s x
+}
 }  // namespace
 
 StatusOr<std::unique_ptr<Model>> GptModel::Create(const ModelSpec& spec, int batch,
@@ -196,10 +217,10 @@ Status GptModel::Backward(const Batch& batch, float loss_scale) {
     return InvalidArgumentError("gpt: Backward needs a batch with targets");
   }
   GANTRY_RETURN_IF_ERROR(kernels::Zero(flat_grads_));
-  // loss -> logits (dlogits overwrite probs) -> tied lm_head -> ln_f
-  GANTRY_RETURN_IF_ERROR(kernels::CrossEntropyBackward(probs_, batch.targets, loss_scale, probs_));
+  // loss -> tied lm_head -> ln_f
   Tensor dwte = G(wte_), dwpe = G(wpe_), dlnfw = G(lnf_w_), dlnfb = G(lnf_b_);
-  GANTRY_RETURN_IF_ERROR(kernels::LinearBackward(lnf_, P(wte_), probs_, &dln_, dwte, nullptr));
+  GANTRY_RETURN_IF_ERROR(
+      LmHeadBackward(lnf_, P(wte_), probs_, batch.targets, loss_scale, dln_, dwte, dtmp_));
   const int L = int(blocks_.size());
   const Tensor& last = acts_[L - 1].res3;
   GANTRY_RETURN_IF_ERROR(

@@ -8,6 +8,7 @@
 // (../shared/notes/workloads.md).
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -58,19 +59,27 @@ struct BackendNames {
 Samples Measure(const Options& o, const Workload& w, BackendNames* names) {
   Samples s;
   int run = 0;
+  int round = 0;
+  // Sample i of every case is round i (NaN when that run failed or did not run), so the
+  // report can pair figures measured minutes apart under the same background load.
+  auto put = [&](const std::string& key, double v) {
+    auto& vec = s[key];
+    vec.resize(size_t(round), std::nan(""));
+    vec.push_back(v);
+  };
   auto record = [&](const std::string& key, const std::string& what,
                     const StatusOr<Measurement>& m) {
     Note(w.name + " " + what, m);
-    if (m.ok()) s[key].push_back(m->items_per_s);
+    put(key, m.ok() ? m->items_per_s : std::nan(""));
   };
-  for (int round = 0; round < o.rounds; ++round) {
+  for (; round < o.rounds; ++round) {
     std::fprintf(stderr, "ddp_bench: %s round %d/%d\n", w.name.c_str(), round + 1, o.rounds);
     for (const auto& b : o.backends) {
       auto m = RunOurs(o.env, w, OursMode::kDdp, kRanks, b, run++);
       record("ours-ddp-" + b, "ours 2 ranks " + b, m);
       if (m.ok() && !m->backend.empty()) names->resolved[b] = m->backend;
       if (m.ok() && m->engine_comm_wait_share >= 0)
-        s["engine-comm-" + b].push_back(m->engine_comm_wait_share);
+        put("engine-comm-" + b, m->engine_comm_wait_share);
     }
     if (o.peers) {
       for (bool tc : {false, true}) {

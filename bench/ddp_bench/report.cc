@@ -1,8 +1,12 @@
 // Rows of bench/ddp_bench (report.h): ratio = ours / peer (higher is better), scaling =
 // 2-rank / (2 x 1-rank), exposed comm = 1 - DDP / (the same ranks computing without comm).
+// Throughputs are medians over rounds; every derived figure is the median over rounds of that
+// round's own figure (both sides measured under the same background load), so a ratio need
+// not equal ours / peer_value exactly.
 #include "bench/ddp_bench/report.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
@@ -15,11 +19,33 @@ using Opt = std::optional<double>;
 constexpr double kTargetRatio = 1.5;
 constexpr double kTargetExposed = 0.10;
 
-Opt Div(Opt x, Opt y) { return x && y && *y > 0 ? Opt(*x / *y) : std::nullopt; }
-Opt Scaling(Opt two, Opt one, int ranks) { return one ? Div(two, *one * ranks) : std::nullopt; }
-Opt Exposed(Opt ddp, Opt nocomm) {
-  const Opt r = Div(ddp, nocomm);
-  return r ? Opt(1.0 - *r) : std::nullopt;
+Opt MedianOf(std::vector<double> v) {
+  v.erase(std::remove_if(v.begin(), v.end(), [](double x) { return !std::isfinite(x); }),
+          v.end());
+  if (v.empty()) return std::nullopt;
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+// Median over rounds of f(a[i], b[i]): both figures of a pair share the round's load.
+template <typename F>
+Opt Paired(const Samples& s, const std::string& a, const std::string& b, F f) {
+  auto x = s.find(a), y = s.find(b);
+  if (x == s.end() || y == s.end()) return std::nullopt;
+  std::vector<double> v;
+  for (size_t i = 0; i < std::min(x->second.size(), y->second.size()); ++i)
+    if (y->second[i] > 0) v.push_back(f(x->second[i], y->second[i]));
+  return MedianOf(v);
+}
+Opt Ratio(const Samples& s, const std::string& a, const std::string& b) {
+  return Paired(s, a, b, [](double x, double y) { return x / y; });
+}
+Opt Scaling(const Samples& s, const std::string& two, const std::string& one, int ranks) {
+  return Paired(s, two, one, [ranks](double x, double y) { return x / (y * ranks); });
+}
+Opt Exposed(const Samples& s, const std::string& ddp, const std::string& nocomm) {
+  return Paired(s, ddp, nocomm, [](double x, double y) { return 1.0 - x / y; });
 }
 
 std::string Fmt(Opt v, const char* f = "%.0f") {
@@ -40,11 +66,11 @@ json Row(const std::string& workload, const std::string& metric, Opt ours) {
           {"ours", ours ? json(*ours) : json(nullptr)}};
 }
 
-void AddPeer(json& r, const std::string& peer, Opt value, Opt ours, bool ratio) {
+void AddPeer(json& r, const std::string& peer, Opt value, Opt ratio) {
   if (!value) return;
   r["peer"] = peer;
   r["peer_value"] = *value;
-  if (auto x = Div(ours, value); ratio && x) r["ratio"] = *x;
+  if (ratio) r["ratio"] = *ratio;
 }
 
 // Throughput, scaling and exposed communication of one backend of ours.
@@ -52,13 +78,14 @@ void AddBackend(const ReportInput& in, const std::string& b, Rows* out) {
   const Samples& s = *in.samples;
   const std::string& w = in.workload->name;
   const std::string a = BetterPeer(s), peer = "pytorch-ddp-" + a;
-  const Opt ours = Median(s, "ours-ddp-" + b), peer_ddp = Median(s, "peer-ddp-" + a);
-  const Opt ours_1 = Median(s, "ours-1"), peer_1 = Median(s, "peer-single-" + a);
+  const std::string ours_key = "ours-ddp-" + b, peer_key = "peer-ddp-" + a;
+  const Opt ours = Median(s, ours_key), peer_ddp = Median(s, peer_key);
+  const Opt ratio = Ratio(s, ours_key, peer_key);
   auto it = in.resolved.find(b);
   json r = Row(w, in.workload->metric, ours);
   r.update({{"backend", b}, {"ranks", in.ranks}});
   if (it != in.resolved.end()) r["backend_used"] = it->second;
-  AddPeer(r, peer, peer_ddp, ours, true);
+  AddPeer(r, peer, peer_ddp, ratio);
   r["target"] = kTargetRatio;
   for (const char* alloc : {"glibc", "tcmalloc"})
     if (Opt v = Median(s, std::string("peer-ddp-") + alloc)) r[std::string("peer_") + alloc] = *v;
@@ -66,21 +93,22 @@ void AddBackend(const ReportInput& in, const std::string& b, Rows* out) {
   const std::string shown =
       b + (it != in.resolved.end() && it->second != b ? " (" + it->second + ")" : "");
   out->table.push_back({std::to_string(in.ranks) + " ranks, " + shown, Fmt(ours),
-                        Fmt(peer_ddp) + " " + peer, Fmt(Div(ours, peer_ddp), "%.2f"), ">= 1.5"});
+                        Fmt(peer_ddp) + " " + peer, Fmt(ratio, "%.2f"), ">= 1.5"});
 
-  const Opt sc = Scaling(ours, ours_1, in.ranks), peer_sc = Scaling(peer_ddp, peer_1, in.ranks);
+  const Opt sc = Scaling(s, ours_key, "ours-1", in.ranks);
+  const Opt peer_sc = Scaling(s, peer_key, "peer-single-" + a, in.ranks);
   json srow = Row(w, "scaling_efficiency", sc);
   srow["backend"] = b;
-  AddPeer(srow, peer, peer_sc, sc, true);
+  AddPeer(srow, peer, peer_sc, sc && peer_sc && *peer_sc > 0 ? Opt(*sc / *peer_sc) : Opt());
   out->json_rows.push_back(srow);
   out->table.push_back({"  scaling 1 -> 2 ranks", Pct(sc), Pct(peer_sc), "", ""});
 
-  const Opt ex = Exposed(ours, Median(s, "ours-indep"));
-  const Opt peer_ex = Exposed(peer_ddp, Median(s, "peer-nosync-" + a));
+  const Opt ex = Exposed(s, ours_key, "ours-indep");
+  const Opt peer_ex = Exposed(s, peer_key, "peer-nosync-" + a);
   const Opt engine = Median(s, "engine-comm-" + b);
   json erow = Row(w, "exposed_comm_share", ex);
   erow["backend"] = b;
-  AddPeer(erow, peer, peer_ex, ex, false);  // lower is better: judged by the target
+  AddPeer(erow, peer, peer_ex, std::nullopt);  // lower is better: judged by the target
   erow["target"] = kTargetExposed;
   if (engine) erow["engine_comm_wait_share"] = *engine;
   out->json_rows.push_back(erow);
@@ -93,12 +121,13 @@ void AddSingle(const ReportInput& in, Rows* out) {
   const Samples& s = *in.samples;
   const std::string a = BetterPeer(s);
   const Opt ours_1 = Median(s, "ours-1"), peer_1 = Median(s, "peer-single-" + a);
+  const Opt ratio = Ratio(s, "ours-1", "peer-single-" + a);
   json r = Row(in.workload->name, in.workload->metric, ours_1);
   r["ranks"] = 1;
-  AddPeer(r, "pytorch-" + a, peer_1, ours_1, true);
+  AddPeer(r, "pytorch-" + a, peer_1, ratio);
   out->json_rows.push_back(r);
   out->table.push_back({"1 rank", Fmt(ours_1), Fmt(peer_1) + " pytorch-" + a,
-                        Fmt(Div(ours_1, peer_1), "%.2f"), ""});
+                        Fmt(ratio, "%.2f"), ""});
   out->table.push_back({"2 x 1 rank, no comm", Fmt(Median(s, "ours-indep")),
                         Fmt(Median(s, "peer-nosync-" + a)) + " ddp no_sync", "", ""});
 }
@@ -107,11 +136,7 @@ void AddSingle(const ReportInput& in, Rows* out) {
 
 std::optional<double> Median(const Samples& s, const std::string& key) {
   auto it = s.find(key);
-  if (it == s.end() || it->second.empty()) return std::nullopt;
-  std::vector<double> v = it->second;
-  std::sort(v.begin(), v.end());
-  const size_t n = v.size();
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+  return it == s.end() ? std::nullopt : MedianOf(it->second);
 }
 
 std::string BetterPeer(const Samples& s) {

@@ -14,6 +14,7 @@
 
 namespace gantry::bench {
 
+// Sample i of each case is round i; NaN when that run failed or was not run that round.
 using Samples = std::map<std::string, std::vector<double>>;
 
 std::optional<double> Median(const Samples& s, const std::string& key);
