@@ -81,7 +81,9 @@ echo "==== gantry test summary ===="
 echo "labels:   ${labels[*]:-all}"
 echo "ceph:     $([[ -n $ceph_dir ]] && echo "started ($ceph_dir)" || echo "not started")"
 echo "result:   ${summary:-no tests ran}"
-grep -E "^\s+[0-9]+ - " "$build_dir/ctest.log" | sed 's/^/failed:  /' || true
+skipped=$(grep -cE "^\s+[0-9]+ - .*\(Skipped\)" "$build_dir/ctest.log" || true)
+echo "skipped:  ${skipped:-0} (GPU tests skip without a GPU; see ctest.log)"
+grep -E "^\s+[0-9]+ - " "$build_dir/ctest.log" | grep -v "(Skipped)" | sed 's/^/failed:  /' || true
 echo "junit:    $build_dir/test-results.xml"
 echo "time:     $(( $(date +%s) - t0 )) s"
 exit "$rc"

@@ -147,7 +147,8 @@ Status Trainer::ApplyMeta(const CheckpointMeta& meta, const std::string& name) {
   step_ = meta.step;
   last_saved_step_ = step_;
   GANTRY_LOG(INFO, "resumed from checkpoint")
-      .Field("checkpoint", checkpoint_uri_ + "/" + name)
+      .Field("checkpoint", name)
+      .Field("store", checkpoint_uri_)
       .Field("step", step_)
       .Field("epoch", meta.data.epoch);
   return OkStatus();
@@ -218,7 +219,8 @@ Status Trainer::SaveCheckpoint() {
     saved = tensors.ok() ? checkpointer_->Save(meta, *tensors) : tensors.status();
     if (saved.ok()) {
       GANTRY_LOG(INFO, "checkpoint saved")
-          .Field("checkpoint", checkpoint_uri_ + "/" + CheckpointName(step_))
+          .Field("checkpoint", CheckpointName(step_))
+          .Field("store", checkpoint_uri_)
           .Field("step", step_);
     }
   }

@@ -56,7 +56,12 @@ INSTANTIATE_TEST_SUITE_P(
                       GemmCase{true, true, 7, 129, 40, -2.0f, 1.0f},
                       GemmCase{false, false, 300, 257, 129, 1.0f, 0.0f},
                       GemmCase{false, true, 1, 1, 1, 1.0f, 0.0f},
-                      GemmCase{true, false, 5, 4, 0, 1.0f, 0.5f}));
+                      GemmCase{true, false, 5, 4, 0, 1.0f, 0.5f},
+                      // Tall weight-gradient shapes (m >= 2n, aT*b): the transposed-scratch path.
+                      GemmCase{true, false, 300, 70, 600, 0.5f, 0.0f},
+                      GemmCase{true, false, 300, 70, 600, 0.5f, 0.25f},
+                      GemmCase{true, false, 1030, 64, 900, -1.0f, 1.0f},
+                      GemmCase{true, false, 4096, 100, 513, 2.0f, 0.0f}));
 
 TEST(MatmulTest, FoldsLeadingDimsAndChecksInner) {
   Tensor a = Random({2, 3, 4}, 1), b = Random({4, 5}, 2), c = MustEmpty({2, 3, 5});
