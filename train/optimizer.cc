@@ -59,37 +59,42 @@ StatusOr<float> Optimizer::ClipGradients() {
   return kernels::L2Norm(g);
 }
 
+Status ApplyUpdate(const OptimizerSpec& spec, int64_t step, float lr, bool decay, Tensor& p,
+                   const Tensor& g, const OptimizerState& state, int64_t state_offset) {
+  const std::string& t = spec.type;
+  const int64_t n = p.numel();
+  const float wd = decay ? float(spec.weight_decay) : 0.0f;
+  if (t == "sgd" || t == "momentum") {
+    kernels::SgdOptions o;
+    o.lr = lr;
+    o.weight_decay = wd;
+    Tensor buf;
+    if (t == "momentum") {
+      o.momentum = float(spec.momentum);
+      buf = state[0].second.View(state_offset, {n});
+    }
+    return kernels::SgdUpdate(p, g, t == "momentum" ? &buf : nullptr, o);
+  }
+  kernels::AdamOptions o;
+  o.lr = lr;
+  o.beta1 = float(spec.beta1);
+  o.beta2 = float(spec.beta2);
+  o.eps = float(spec.eps);
+  o.weight_decay = wd;
+  o.decoupled_weight_decay = t == "adamw";
+  o.step = step + 1;
+  Tensor m = state[0].second.View(state_offset, {n});
+  Tensor v = state[1].second.View(state_offset, {n});
+  return kernels::AdamUpdate(p, g, m, v, o);
+}
+
 Status Optimizer::Step(int64_t step, float lr) {
   Tensor& params = model_.flat_params();
   Tensor& grads = model_.flat_grads();
-  const std::string& t = spec_.type;
   for (const Segment& s : segments_) {
     Tensor p = params.View(s.offset, {s.numel});
     Tensor g = grads.View(s.offset, {s.numel});
-    const float wd = s.decay ? float(spec_.weight_decay) : 0.0f;
-    if (t == "sgd" || t == "momentum") {
-      kernels::SgdOptions o;
-      o.lr = lr;
-      o.weight_decay = wd;
-      Tensor buf;
-      if (t == "momentum") {
-        o.momentum = float(spec_.momentum);
-        buf = state_[0].second.View(s.offset, {s.numel});
-      }
-      GANTRY_RETURN_IF_ERROR(kernels::SgdUpdate(p, g, t == "momentum" ? &buf : nullptr, o));
-    } else {
-      kernels::AdamOptions o;
-      o.lr = lr;
-      o.beta1 = float(spec_.beta1);
-      o.beta2 = float(spec_.beta2);
-      o.eps = float(spec_.eps);
-      o.weight_decay = wd;
-      o.decoupled_weight_decay = t == "adamw";
-      o.step = step + 1;
-      Tensor m = state_[0].second.View(s.offset, {s.numel});
-      Tensor v = state_[1].second.View(s.offset, {s.numel});
-      GANTRY_RETURN_IF_ERROR(kernels::AdamUpdate(p, g, m, v, o));
-    }
+    GANTRY_RETURN_IF_ERROR(ApplyUpdate(spec_, step, lr, s.decay, p, g, state_, s.offset));
   }
   return OkStatus();
 }

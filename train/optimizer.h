@@ -23,6 +23,16 @@ namespace gantry::train {
 // min = min_lr_ratio * lr.
 double ScheduledLearningRate(const OptimizerSpec& spec, int64_t step, int64_t total_steps);
 
+// Flat state tensors by name ("momentum_buffer", or "exp_avg" then "exp_avg_sq").
+using OptimizerState = std::vector<std::pair<std::string, kernels::Tensor>>;
+
+// One fused update of `p` (a run of parameters sharing the decay flag) with gradient `g`;
+// the state slice starts `state_offset` elements into each state tensor. Shared by the
+// replicated Optimizer and the ZeRO-1 ShardedOptimizer.
+Status ApplyUpdate(const OptimizerSpec& spec, int64_t step, float lr, bool decay,
+                   kernels::Tensor& p, const kernels::Tensor& g, const OptimizerState& state,
+                   int64_t state_offset);
+
 class Optimizer {
  public:
   // kInvalidArgument for an unknown type or bad hyper-parameters. Allocates the state on the
@@ -35,7 +45,7 @@ class Optimizer {
   // Applies update number `step` (0-based; Adam bias correction uses step + 1) at rate `lr`.
   Status Step(int64_t step, float lr);
   // Flat state tensors by name ("momentum_buffer", "exp_avg", "exp_avg_sq"); empty for sgd.
-  const std::vector<std::pair<std::string, kernels::Tensor>>& state() const { return state_; }
+  const OptimizerState& state() const { return state_; }
 
  private:
   struct Segment {  // a run of adjacent params sharing the decay flag
@@ -47,7 +57,7 @@ class Optimizer {
   OptimizerSpec spec_;
   Model& model_;
   std::vector<Segment> segments_;
-  std::vector<std::pair<std::string, kernels::Tensor>> state_;
+  OptimizerState state_;
 };
 
 }  // namespace gantry::train

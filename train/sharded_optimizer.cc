@@ -96,34 +96,10 @@ StatusOr<float> ShardedOptimizer::ClipGradients() {
 Status ShardedOptimizer::Step(int64_t step, float lr) {
   Tensor& params = model_.flat_params();
   Tensor& grads = reducer_.shard_grads();
-  const std::string& t = spec_.type;
   for (const Piece& s : pieces_) {
     Tensor p = params.View(s.flat, {s.numel});
     Tensor g = grads.View(s.local, {s.numel});
-    const float wd = s.decay ? float(spec_.weight_decay) : 0.0f;
-    if (t == "sgd" || t == "momentum") {
-      kernels::SgdOptions o;
-      o.lr = lr;
-      o.weight_decay = wd;
-      Tensor buf;
-      if (t == "momentum") {
-        o.momentum = float(spec_.momentum);
-        buf = state_[0].second.View(s.local, {s.numel});
-      }
-      GANTRY_RETURN_IF_ERROR(kernels::SgdUpdate(p, g, t == "momentum" ? &buf : nullptr, o));
-    } else {
-      kernels::AdamOptions o;
-      o.lr = lr;
-      o.beta1 = float(spec_.beta1);
-      o.beta2 = float(spec_.beta2);
-      o.eps = float(spec_.eps);
-      o.weight_decay = wd;
-      o.decoupled_weight_decay = t == "adamw";
-      o.step = step + 1;
-      Tensor m = state_[0].second.View(s.local, {s.numel});
-      Tensor v = state_[1].second.View(s.local, {s.numel});
-      GANTRY_RETURN_IF_ERROR(kernels::AdamUpdate(p, g, m, v, o));
-    }
+    GANTRY_RETURN_IF_ERROR(ApplyUpdate(spec_, step, lr, s.decay, p, g, state_, s.local));
   }
   return AllgatherFlat(Tensor(), params, /*from_flat=*/true);
 }

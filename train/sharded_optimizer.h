@@ -18,6 +18,7 @@
 #include "kernels/tensor.h"
 #include "train/bucket_reducer.h"
 #include "train/host_collectives.h"
+#include "train/optimizer.h"
 #include "train/model.h"
 
 namespace gantry::train {
@@ -69,7 +70,7 @@ class ShardedOptimizer {
   BucketReducer& reducer_;
   HostCollectives small_;  // the norm's partial sums
   std::vector<Piece> pieces_;
-  std::vector<std::pair<std::string, kernels::Tensor>> state_;  // shard-sized
+  OptimizerState state_;  // shard-sized
   std::vector<std::pair<std::string, kernels::Tensor>> full_;   // full-size, lazily
   kernels::Tensor gather_;                                      // padded f32 staging for allgathers
 };
