@@ -65,6 +65,15 @@ nlohmann::json CollectInfo() {
 #if GANTRY_CLI_HAS_KERNELS
   j["threads"] = kernels::NumThreads();
   j["cuda"] = {{"built", kernels::BuiltWithCuda()}, {"devices", kernels::CudaDeviceCount()}};
+  nlohmann::json gpus = nlohmann::json::array();
+  for (int i = 0; i < kernels::CudaDeviceCount(); ++i) {
+    if (auto p = kernels::GetCudaDeviceProperties(i); p.ok()) {
+      gpus.push_back({{"index", i}, {"name", p->name}, {"memory_bytes", p->memory_bytes},
+                      {"compute", std::to_string(p->compute_major) + "." +
+                                      std::to_string(p->compute_minor)}});
+    }
+  }
+  j["cuda"]["gpus"] = gpus;
 #else
   j["threads"] = UsableCpus();
   j["cuda"] = {{"built", bool(GANTRY_WITH_CUDA)}, {"devices", 0},

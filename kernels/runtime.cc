@@ -212,6 +212,15 @@ int CudaDeviceCount() {
 #endif
 }
 
+StatusOr<CudaDeviceProperties> GetCudaDeviceProperties(int index) {
+#if GANTRY_KERNELS_WITH_CUDA
+  return cuda::DeviceProperties(index);
+#else
+  (void)index;
+  return UnimplementedError("GetCudaDeviceProperties: this build has no CUDA support");
+#endif
+}
+
 bool BuiltWithCuda() { return GANTRY_KERNELS_WITH_CUDA != 0; }
 
 Status Synchronize(Device device) {

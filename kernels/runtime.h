@@ -4,6 +4,9 @@
 // current stream (default stream unless SetCurrentStream was called on that thread).
 #pragma once
 
+#include <cstdint>
+#include <string>
+
 #include "base/status.h"
 #include "kernels/tensor.h"
 
@@ -15,6 +18,15 @@ int NumThreads();
 
 // Number of usable CUDA devices: 0 when built without CUDA or when no GPU/driver is present.
 int CudaDeviceCount();
+struct CudaDeviceProperties {
+  std::string name;           // "NVIDIA H200"
+  uint64_t memory_bytes = 0;  // total device memory
+  int compute_major = 0;      // compute capability, e.g. 9.0
+  int compute_minor = 0;
+};
+// Properties of CUDA device `index`; kInvalidArgument for an index >= CudaDeviceCount(),
+// kUnimplemented when built without CUDA.
+StatusOr<CudaDeviceProperties> GetCudaDeviceProperties(int index);
 // True when built with CUDA support (whether or not a GPU is present).
 bool BuiltWithCuda();
 

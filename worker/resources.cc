@@ -48,6 +48,12 @@ proto::WorkerResources DetectResources(int cpu_slots, int gpus,
     proto::GpuInfo* g = r.add_gpus();
     g->set_index(i);
     g->set_name("cuda:" + std::to_string(i));
+#if GANTRY_WORKER_HAS_KERNELS
+    if (auto props = kernels::GetCudaDeviceProperties(i); props.ok()) {
+      g->set_name(props->name);
+      g->set_memory_bytes(props->memory_bytes);
+    }
+#endif
   }
 #if GANTRY_WORKER_HAS_VERBS
   auto ports = comm::verbs::ListDevices();

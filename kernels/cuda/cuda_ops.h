@@ -19,6 +19,7 @@
 #include "kernels/linear.h"
 #include "kernels/loss.h"
 #include "kernels/norm.h"
+#include "kernels/runtime.h"
 #include "kernels/optim.h"
 #include "kernels/tensor.h"
 
@@ -27,6 +28,7 @@ namespace gantry::kernels::cuda {
 // ---- runtime and memory ------------------------------------------------------------------
 // Usable devices; 0 when there is no driver or GPU (never aborts).
 int DeviceCount();
+StatusOr<CudaDeviceProperties> DeviceProperties(int device);
 // Device memory; zero bytes gives nullptr. Free ignores nullptr and errors (it runs in dtors).
 Status Malloc(void** ptr, size_t bytes, int device);
 void Free(void* ptr, int device);

@@ -66,6 +66,28 @@ int DeviceCount() {
   return count;
 }
 
+StatusOr<CudaDeviceProperties> DeviceProperties(int device) {
+  if (device < 0 || device >= DeviceCount()) {
+    return InvalidArgumentError("DeviceProperties: cuda:" + std::to_string(device) +
+                                " does not exist (" + std::to_string(DeviceCount()) +
+                                " devices)");
+  }
+  cudaDeviceProp prop{};
+  cudaError_t err = cudaGetDeviceProperties(&prop, device);
+  if (err != cudaSuccess) {
+    (void)cudaGetLastError();
+    return Status(StatusCode::kDeviceError, std::string("cudaGetDeviceProperties(cuda:") +
+                                                std::to_string(device) + "): " +
+                                                cudaGetErrorString(err));
+  }
+  CudaDeviceProperties p;
+  p.name = prop.name;
+  p.memory_bytes = prop.totalGlobalMem;
+  p.compute_major = prop.major;
+  p.compute_minor = prop.minor;
+  return p;
+}
+
 Status Malloc(void** ptr, size_t bytes, int device) {
   *ptr = nullptr;
   if (bytes == 0) return OkStatus();
