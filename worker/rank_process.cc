@@ -3,6 +3,7 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -45,10 +46,15 @@ StatusOr<std::unique_ptr<RankProcess>> RankProcess::Start(const LaunchSpec& spec
     close(out[1]);
     return ErrnoError("pipe for rank stderr", errno);
   }
+  const pid_t agent = getpid();
   const pid_t pid = fork();
   if (pid < 0) return ErrnoError("fork for " + spec.argv[0], errno);
   if (pid == 0) {
     setpgid(0, 0);
+    // A rank must not outlive its agent (kill -9 of the worker): nobody would read its output
+    // or report its exit, and it would hold the host's GPUs until it ended on its own.
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != agent) _exit(125);  // the agent died before prctl took effect
     dup2(out[1], 1);
     dup2(err[1], 2);
     int devnull = open("/dev/null", O_RDONLY);
@@ -147,7 +153,11 @@ bool RankProcess::Poll() {
 }
 
 std::string RankProcess::exit_description() const {
-  if (signal_ != 0) return std::string("killed by signal ") + strsignal(signal_);
+  if (signal_ != 0) {
+    const char* abbrev = sigabbrev_np(signal_);  // "KILL"
+    return abbrev ? std::string("killed by SIG") + abbrev
+                  : "killed by signal " + std::to_string(signal_);
+  }
   return "exit " + std::to_string(exit_code_);
 }
 

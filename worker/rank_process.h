@@ -31,7 +31,9 @@ class RankProcess {
  public:
   static constexpr size_t kMaxLineBytes = 16384;
   // Forks and execs. Errors: kInvalidArgument (empty argv, missing workdir), kSystemError.
-  // A program that cannot be exec'd exits with 127 and says why on stderr.
+  // A program that cannot be exec'd exits with 127 and says why on stderr. The child runs in
+  // its own process group and gets SIGKILL when the agent dies (PR_SET_PDEATHSIG); call Start
+  // from a thread that lives as long as the agent (the signal follows the forking thread).
   static StatusOr<std::unique_ptr<RankProcess>> Start(const LaunchSpec& spec);
   ~RankProcess();  // kills the group if still running
 

@@ -1,0 +1,108 @@
+// RankProcess: output relay, exit codes, stop, and that a rank dies with its agent.
+#include "worker/rank_process.h"
+
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <thread>
+
+namespace gantry::worker {
+namespace {
+
+using namespace std::chrono_literals;
+
+// Polls until the process exits or `limit` passes; returns its exit line ("" while running).
+std::string WaitExit(RankProcess& p, std::vector<OutputLine>& lines, std::chrono::seconds limit) {
+  const auto until = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < until) {
+    p.ReadOutput(lines);
+    if (p.Poll()) {
+      p.ReadOutput(lines);
+      return p.exit_description();
+    }
+    std::this_thread::sleep_for(10ms);
+  }
+  return "";
+}
+
+TEST(RankProcess, RelaysOutputAndExitCode) {
+  auto p = RankProcess::Start({{"/bin/sh", "-c", "echo out; echo err >&2; exit 3"}, {}, ""});
+  ASSERT_TRUE(p.ok()) << p.status().ToString();
+  std::vector<OutputLine> lines;
+  EXPECT_EQ(WaitExit(**p, lines, 10s), "exit 3");
+  EXPECT_EQ((*p)->exit_code(), 3);
+  ASSERT_EQ(lines.size(), 2u);
+  for (const auto& l : lines) EXPECT_EQ(l.text, l.stream == "stdout" ? "out" : "err");
+}
+
+TEST(RankProcess, EnvironmentAndMissingProgram) {
+  auto p = RankProcess::Start({{"/bin/sh", "-c", "echo $GANTRY_T"}, {{"GANTRY_T", "v1"}}, ""});
+  ASSERT_TRUE(p.ok()) << p.status().ToString();
+  std::vector<OutputLine> lines;
+  EXPECT_EQ(WaitExit(**p, lines, 10s), "exit 0");
+  ASSERT_EQ(lines.size(), 1u);
+  EXPECT_EQ(lines[0].text, "v1");
+  auto q = RankProcess::Start({{"/nonexistent/prog"}, {}, ""});
+  ASSERT_TRUE(q.ok()) << q.status().ToString();
+  lines.clear();
+  EXPECT_EQ(WaitExit(**q, lines, 10s), "exit 127");
+  ASSERT_FALSE(lines.empty());
+  EXPECT_NE(lines[0].text.find("/nonexistent/prog"), std::string::npos) << lines[0].text;
+  EXPECT_FALSE(RankProcess::Start({{}, {}, ""}).ok());
+}
+
+TEST(RankProcess, StopEscalatesToSigkill) {
+  auto p = RankProcess::Start({{"/bin/sh", "-c", "trap '' TERM; echo ready; sleep 30"}, {}, ""});
+  ASSERT_TRUE(p.ok()) << p.status().ToString();
+  std::vector<OutputLine> lines;
+  for (int i = 0; i < 500 && lines.empty(); ++i) {
+    (*p)->ReadOutput(lines);
+    std::this_thread::sleep_for(10ms);
+  }
+  ASSERT_FALSE(lines.empty()) << "the shell never started";
+  (*p)->Stop(200ms);
+  EXPECT_EQ(WaitExit(**p, lines, 10s), "killed by SIGKILL");
+}
+
+// kill -9 of the agent must take its ranks with it. The test process becomes a child
+// subreaper, so the orphaned rank is re-parented to it and can be reaped here.
+TEST(RankProcess, DiesWithItsAgent) {
+  ASSERT_EQ(prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
+  int fds[2];
+  ASSERT_EQ(pipe(fds), 0);
+  const pid_t agent = fork();
+  ASSERT_GE(agent, 0);
+  if (agent == 0) {  // the "agent": start a long rank, report its pid, wait to be killed
+    auto p = RankProcess::Start({{"/bin/sleep", "60"}, {}, ""});
+    pid_t pid = p.ok() ? (*p)->pid() : -1;
+    (void)!write(fds[1], &pid, sizeof pid);
+    for (;;) pause();
+  }
+  close(fds[1]);
+  pid_t rank = -1;
+  ASSERT_EQ(read(fds[0], &rank, sizeof rank), static_cast<ssize_t>(sizeof rank));
+  close(fds[0]);
+  ASSERT_GT(rank, 0) << "the agent could not start its rank";
+  ASSERT_EQ(kill(agent, SIGKILL), 0);
+  int st = 0;
+  ASSERT_EQ(waitpid(agent, &st, 0), agent);
+  pid_t got = 0;
+  for (int i = 0; i < 1000 && got == 0; ++i) {  // up to 10 s
+    got = waitpid(rank, &st, WNOHANG);
+    if (got == 0) std::this_thread::sleep_for(10ms);
+  }
+  if (got == 0) {
+    kill(rank, SIGKILL);
+    waitpid(rank, &st, 0);
+    FAIL() << "rank " << rank << " outlived its agent by 10 s";
+  }
+  ASSERT_EQ(got, rank);
+  EXPECT_TRUE(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL) << "status " << st;
+}
+
+}  // namespace
+}  // namespace gantry::worker
