@@ -23,6 +23,8 @@ namespace gantry::bench {
 namespace {
 
 constexpr int kReps = 3;
+// Gloo gives up on a silent peer after this (its default is 30 s); ours use GANTRY_COMM_TIMEOUT_S.
+constexpr int kPeerTimeoutS = 60;
 using Clock = std::chrono::steady_clock;
 
 // Median over kReps repetitions of (time for `iters` ops) / iters; `sync` aligns the ranks.
@@ -93,8 +95,15 @@ int RunGlooRank(const std::vector<size_t>& sizes) {
   auto device = gloo::transport::tcp::CreateDevice(attr);
   auto context = std::make_shared<gloo::rendezvous::Context>(rank, size);
   gloo::rendezvous::FileStore store(std::getenv("GANTRY_BENCH_GLOO_DIR"));
+  context->setTimeout(std::chrono::seconds(kPeerTimeoutS));
   context->connectFullMesh(store, device);
   auto buf = WarmBuffer(sizes.back());
+  // Gloo's tcp pair calls setsockopt(SO_SNDBUF, 2 x message) whenever a message is bigger than
+  // the buffer it set last; that pins the buffer and switches off the kernel's autotuning. If
+  // the first message is 4 KiB the socket is pinned at 4.6 KB and 16 KiB allreduces stall for
+  // ~12-25 ms each (delayed ACKs): minutes per run. Running the largest allreduce first sizes
+  // the buffer once at its cap (net.core.wmem_max), which is Gloo at its best.
+  gloo::AllreduceRingChunked<float>(context, {buf.data()}, static_cast<int>(buf.size())).run();
   gloo::BarrierAllToAll barrier(context);
   for (size_t bytes : sizes) {
     const int n = static_cast<int>(bytes / sizeof(float));

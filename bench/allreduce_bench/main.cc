@@ -1,15 +1,12 @@
 // allreduce_bench: nccl-tests-style table (size, time, algbw, busbw) for 2 ranks on this host:
 // our tcp and shm backends, Open MPI's MPI_Allreduce over shared memory and over TCP (at its
 // best setting: glibc keeps big blocks, MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=64 GiB),
-// Gloo's chunked ring, plus the single-thread memcpy and loopback TCP stream ceilings.
-//   allreduce_bench [--json] [--ranks N] [--max-mib M] [--rounds R]
-//                   [--only tcp,shm,mpi-shm,mpi-tcp,gloo]
+// Gloo's chunked ring, plus the single-thread memcpy and loopback TCP (one-way and duplex)
+// stream ceilings.  allreduce_bench [--json] [--ranks N] [--max-mib M] [--rounds R]
+//                   [--launch-timeout-s S] [--no-pin] [--only tcp,shm,mpi-shm,mpi-tcp,gloo]
 // Each implementation runs as N processes launched here, round-robin with the others for R
-// rounds (default 3) so load changes hit all of them; each figure is the median over rounds
-// of in-process medians.
-#include <poll.h>
-#include <signal.h>
-#include <sys/wait.h>
+// rounds (default 3); each figure is the median over rounds of in-process medians. A launch
+// that fails or passes its deadline is stopped and reported as FAILED (never a hang).
 #include <unistd.h>
 
 #include <chrono>
@@ -19,80 +16,15 @@
 #include <cstring>
 #include <filesystem>
 #include <map>
-#include <sstream>
 #include <string>
 #include <vector>
 
 #include "bench/allreduce_bench/bench_rank.h"
 #include "bench/allreduce_bench/ceilings.h"
+#include "bench/allreduce_bench/launch.h"
 
 namespace gantry::bench {
 namespace {
-
-struct Impl {
-  std::string name;      // column name
-  std::string peer_id;   // id in --json rows
-  std::vector<std::string> argv;
-  std::map<std::string, std::string> env;
-};
-
-// Runs `ranks` copies (or one mpirun) and parses rank 0's RESULT lines: bytes -> seconds.
-std::map<size_t, double> Launch(const Impl& impl, int ranks, int port, double timeout_s) {
-  std::map<size_t, double> out;
-  const bool mpi = impl.argv[0] == "mpirun";
-  const int procs = mpi ? 1 : ranks;
-  std::vector<pid_t> pids;
-  int fds[2];
-  if (pipe(fds) != 0) return out;
-  for (int r = 0; r < procs; ++r) {
-    pid_t pid = fork();
-    if (pid == 0) {
-      dup2(fds[1], 1);
-      close(fds[0]);
-      setenv("RANK", std::to_string(r).c_str(), 1);
-      setenv("WORLD_SIZE", std::to_string(ranks).c_str(), 1);
-      setenv("MASTER_ADDR", "127.0.0.1", 1);
-      setenv("MASTER_PORT", std::to_string(port).c_str(), 1);
-      for (auto& [k, v] : impl.env) setenv(k.c_str(), v.c_str(), 1);
-      std::vector<char*> argv;
-      for (auto& a : impl.argv) argv.push_back(const_cast<char*>(a.c_str()));
-      argv.push_back(nullptr);
-      execvp(argv[0], argv.data());
-      _exit(127);
-    }
-    pids.push_back(pid);
-  }
-  close(fds[1]);
-  std::string text;
-  char buf[4096];
-  const auto start = std::chrono::steady_clock::now();
-  for (;;) {
-    pollfd p{fds[0], POLLIN, 0};
-    if (poll(&p, 1, 1000) > 0) {
-      ssize_t n = read(fds[0], buf, sizeof(buf));
-      if (n <= 0) break;
-      text.append(buf, n);
-    }
-    if (std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() > timeout_s) {
-      std::fprintf(stderr, "%s: timed out after %.0f s; killing it\n", impl.name.c_str(), timeout_s);
-      for (pid_t pid : pids) kill(pid, SIGKILL);
-      break;
-    }
-  }
-  close(fds[0]);
-  for (pid_t pid : pids) waitpid(pid, nullptr, 0);
-  std::istringstream in(text);
-  std::string word;
-  while (in >> word) {
-    if (word != "RESULT") continue;
-    size_t bytes;
-    double s;
-    in >> bytes >> s;
-    out[bytes] = s;
-  }
-  if (out.empty()) std::fprintf(stderr, "%s: produced no results:\n%s\n", impl.name.c_str(), text.c_str());
-  return out;
-}
 
 std::string SizeName(size_t b) {
   if (b >= (1u << 20)) return std::to_string(b >> 20) + " MiB";
@@ -116,8 +48,9 @@ void JsonRow(const std::string& workload, const std::string& metric, double ours
 
 int main(int argc, char** argv) {
   using namespace gantry::bench;
-  bool json = false;
+  bool json = false, pin = true;
   int ranks = 2, rounds = 3;
+  double launch_timeout_s = 240;
   size_t max_bytes = 256u << 20;
   std::string only = "tcp,shm,mpi-shm,mpi-tcp,gloo", rank_of;
   for (int i = 1; i < argc; ++i) {
@@ -127,9 +60,12 @@ int main(int argc, char** argv) {
     else if (a == "--max-mib" && i + 1 < argc) max_bytes = std::strtoull(argv[++i], nullptr, 10) << 20;
     else if (a == "--only" && i + 1 < argc) only = argv[++i];
     else if (a == "--rounds" && i + 1 < argc) rounds = std::max(1, std::atoi(argv[++i]));
+    else if (a == "--no-pin") pin = false;
+    else if (a == "--launch-timeout-s" && i + 1 < argc) launch_timeout_s = std::atof(argv[++i]);
     else if (a.rfind("--rank-of=", 0) == 0) rank_of = a.substr(10);
     else {
-      std::fprintf(stderr, "usage: %s [--json] [--ranks N] [--max-mib M] [--only list]\n", argv[0]);
+      std::fprintf(stderr, "usage: %s [--json] [--ranks N] [--max-mib M] [--rounds R] "
+                   "[--launch-timeout-s S] [--no-pin] [--only tcp,shm,mpi-shm,mpi-tcp,gloo]\n", argv[0]);
       return 2;
     }
   }
@@ -146,7 +82,10 @@ int main(int argc, char** argv) {
   if (readlink("/proc/self/exe", self, sizeof(self) - 1) <= 0) return 1;
   const std::string max_mib = std::to_string(max_bytes >> 20), n = std::to_string(ranks);
   char gloo_dir[] = "/tmp/gantry-gloo-XXXXXX";
-  mkdtemp(gloo_dir);
+  if (!mkdtemp(gloo_dir)) {
+    std::perror("mkdtemp /tmp/gantry-gloo-XXXXXX");
+    return 1;
+  }
   auto mpirun = [&](const std::string& btl) {
     return std::vector<std::string>{"mpirun", "-np", n, "--allow-run-as-root", "--oversubscribe",
                                     "--mca", "pml", "ob1", "--mca", "btl", btl,
@@ -155,77 +94,115 @@ int main(int argc, char** argv) {
                                     "MALLOC_TRIM_THRESHOLD_=68719476736",
                                     self, "--rank-of=mpi", "--max-mib", max_mib};
   };
+  const std::map<std::string, std::string> ours_env = {{"GANTRY_COMM_TIMEOUT_S", "60"}};
+  auto with = [&](std::map<std::string, std::string> e, const char* k, const char* v) {
+    e[k] = v;
+    return e;
+  };
+  // Every implementation runs one rank per core: mpirun binds by default, the others are
+  // pinned the same way by Launch (--no-pin leaves ours and Gloo's ranks unbound).
   std::vector<Impl> impls = {
-      {"ours tcp", "gantry-tcp", {self, "--rank-of=ours", "--max-mib", max_mib}, {{"GANTRY_COMM_BACKEND", "tcp"}}},
-      {"ours shm", "gantry-shm", {self, "--rank-of=ours", "--max-mib", max_mib}, {{"GANTRY_COMM_BACKEND", "shm"}}},
+      {"ours tcp", "gantry-tcp", {self, "--rank-of=ours", "--max-mib", max_mib}, with(ours_env, "GANTRY_COMM_BACKEND", "tcp"), pin},
+      {"ours shm", "gantry-shm", {self, "--rank-of=ours", "--max-mib", max_mib}, with(ours_env, "GANTRY_COMM_BACKEND", "shm"), pin},
       {"ompi shm", "openmpi-shm-kept", mpirun("self,vader"), {}},
       {"ompi tcp", "openmpi-tcp-kept", mpirun("self,tcp"), {}},
-      {"gloo", "gloo-tcp-ring-chunked", {self, "--rank-of=gloo", "--max-mib", max_mib}, {{"GANTRY_BENCH_GLOO_DIR", gloo_dir}}},
+      {"gloo", "gloo-tcp-ring-chunked", {self, "--rank-of=gloo", "--max-mib", max_mib}, {{"GANTRY_BENCH_GLOO_DIR", gloo_dir}}, pin},
   };
   const char* keys[] = {"tcp", "shm", "mpi-shm", "mpi-tcp", "gloo"};
   std::vector<std::map<size_t, std::vector<double>>> runs(impls.size());
-  std::vector<double> streams;
+  std::vector<std::string> errors(impls.size());
+  std::vector<double> streams, duplexes;
   int port = 29500 + getpid() % 10000;
+  const auto bench_start = std::chrono::steady_clock::now();
   for (int round = 0; round < rounds; ++round) {
     for (size_t i = 0; i < impls.size(); ++i) {
       if (("," + only + ",").find(std::string(",") + keys[i] + ",") == std::string::npos) continue;
-      std::fprintf(stderr, "round %d: %s ...\n", round + 1, impls[i].name.c_str());
       // Gloo's FileStore refuses existing keys: give every launch a fresh directory.
       std::filesystem::remove_all(gloo_dir);
       std::filesystem::create_directory(gloo_dir);
-      for (auto& [bytes, s] : Launch(impls[i], ranks, port++, 900)) runs[i][bytes].push_back(s);
+      const bool mpi = impls[i].argv[0] == "mpirun";
+      LaunchResult r = Launch(impls[i], mpi ? 1 : ranks, ranks, port++, launch_timeout_s);
+      std::fprintf(stderr, "round %d: %-9s %5.1f s%s\n", round + 1, impls[i].name.c_str(),
+                   r.wall_s, r.error.empty() ? "" : " FAILED");
+      if (!r.error.empty() && errors[i].empty()) errors[i] = "round " + std::to_string(round + 1) + ": " + r.error;
+      for (auto& [bytes, s] : r.seconds) runs[i][bytes].push_back(s);
     }
     streams.push_back(LoopbackTcpStreamGBps());
+    duplexes.push_back(DuplexTcpStreamGBps());
   }
   std::filesystem::remove_all(gloo_dir);
+  const double total_s =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - bench_start).count();
   auto median = [](std::vector<double> v) {
     std::sort(v.begin(), v.end());
-    return v[v.size() / 2];
+    return v.empty() ? 0.0 : v[v.size() / 2];
   };
   std::vector<std::map<size_t, double>> res(impls.size());
   for (size_t i = 0; i < impls.size(); ++i) {
     for (auto& [bytes, v] : runs[i]) res[i][bytes] = median(v);
   }
-  const double stream = median(streams);
+  const double stream = median(streams), duplex = median(duplexes);
   const double bus = 2.0 * (ranks - 1) / ranks;
   auto busbw = [&](size_t i, size_t bytes) {
     auto it = res[i].find(bytes);
     return it == res[i].end() ? 0.0 : bytes / it->second / 1e9 * bus;
   };
+  std::vector<double> memcpy_gbps;
+  for (size_t b : sizes) memcpy_gbps.push_back(MemcpyGBps(b));
 
   if (!json) {
     std::printf("allreduce f32 sum, %d ranks on this host; time per op, busbw = algbw*2(n-1)/n in GB/s\n", ranks);
     std::printf("%-8s", "size");
     for (auto& im : impls) std::printf(" | %-10s %8s", im.name.c_str(), "busbw");
     std::printf(" | memcpy GB/s\n");
-    for (size_t b : sizes) {
+    for (size_t k = 0; k < sizes.size(); ++k) {
+      const size_t b = sizes[k];
       std::printf("%-8s", SizeName(b).c_str());
       for (size_t i = 0; i < impls.size(); ++i) {
         auto it = res[i].find(b);
-        if (it == res[i].end()) std::printf(" | %-10s %8s", "-", "-");
+        if (it == res[i].end()) std::printf(" | %-10s %8s", errors[i].empty() ? "-" : "FAILED", "-");
         else if (it->second < 1e-3) std::printf(" | %7.1f us %8.2f", it->second * 1e6, busbw(i, b));
         else std::printf(" | %7.2f ms %8.2f", it->second * 1e3, busbw(i, b));
       }
-      std::printf(" | %6.1f\n", MemcpyGBps(b));
+      std::printf(" | %6.1f\n", memcpy_gbps[k]);
     }
-    std::printf("loopback TCP stream (2 processes, median of %d): %.2f GB/s\n", rounds, stream);
-    std::printf("ratios (>1 = we win): size | shm/ompi-shm (target 1.2) | tcp/ompi-tcp (1.0) | tcp/gloo (2.0) | tcp/stream (0.9 from 16 MiB)\n");
-    for (size_t b : sizes) {
+    std::printf("loopback TCP (2 processes, median of %d): one-way stream %.2f GB/s; duplex stream "
+                "%.2f GB/s per direction\n", rounds, stream, duplex);
+    std::printf("ratios (>1 = we win): size | shm/ompi-shm (target 1.2) | shm/memcpy (0.5 at 64 MiB) "
+                "| tcp/ompi-tcp (1.0) | tcp/gloo (2.0) | tcp/stream (0.9 from 16 MiB) | tcp/duplex\n");
+    for (size_t k = 0; k < sizes.size(); ++k) {
+      const size_t b = sizes[k];
       auto r = [&](double a, double p) { return p > 0 && a > 0 ? a / p : 0.0; };
-      std::printf("%-8s | %5.2f | %5.2f | %5.2f | %5.2f\n", SizeName(b).c_str(),
-                  r(busbw(1, b), busbw(2, b)), r(busbw(0, b), busbw(3, b)),
-                  r(busbw(0, b), busbw(4, b)), r(busbw(0, b), stream));
+      std::printf("%-8s | %5.2f | %5.2f | %5.2f | %5.2f | %5.2f | %5.2f\n", SizeName(b).c_str(),
+                  r(busbw(1, b), busbw(2, b)), r(busbw(1, b), memcpy_gbps[k]),
+                  r(busbw(0, b), busbw(3, b)), r(busbw(0, b), busbw(4, b)),
+                  r(busbw(0, b), stream), r(busbw(0, b), duplex));
     }
+    for (size_t i = 0; i < impls.size(); ++i) {
+      if (!errors[i].empty()) std::printf("%s FAILED: %s\n", impls[i].name.c_str(), errors[i].c_str());
+    }
+    std::printf("total run time %.0f s\n", total_s);
     return 0;
   }
-  for (size_t b : sizes) {
+  for (size_t i = 0; i < impls.size(); ++i) {
+    if (errors[i].empty()) continue;
+    std::string e;
+    for (char ch : errors[i]) e += (ch == '"' || ch == '\\') ? ' ' : ch;
+    std::printf("{\"bench\": \"allreduce\", \"workload\": \"%s\", \"metric\": \"error\", "
+                "\"error\": \"%s\"}\n", impls[i].peer_id.c_str(), e.c_str());
+  }
+  for (size_t k = 0; k < sizes.size(); ++k) {
+    const size_t b = sizes[k];
     const std::string w = "f32-sum-" + std::to_string(ranks) + "ranks-" + std::to_string(b) + "B";
     const double best = std::max(busbw(0, b), busbw(1, b));
     if (b >= (1u << 20)) JsonRow(w, "busbw_GBps", best, impls[2].peer_id, busbw(2, b), true, 1.2);
     JsonRow(w, "tcp_busbw_GBps", busbw(0, b), impls[3].peer_id, busbw(3, b), true, 1.0);
     JsonRow(w, "tcp_busbw_GBps", busbw(0, b), impls[4].peer_id, busbw(4, b), true, 2.0);
-    if (b >= (16u << 20)) JsonRow(w, "tcp_busbw_GBps", busbw(0, b), "loopback-tcp-stream", stream, true, 0.9);
-    if (b == (64u << 20)) JsonRow(w, "busbw_GBps", best, "memcpy-1-thread", MemcpyGBps(b), true, 0.5);
+    if (b >= (16u << 20)) {
+      JsonRow(w, "tcp_busbw_GBps", busbw(0, b), "loopback-tcp-stream", stream, true, 0.9);
+      JsonRow(w, "tcp_busbw_GBps", busbw(0, b), "loopback-tcp-duplex-stream", duplex, true, 0.9);
+    }
+    if (b == (64u << 20)) JsonRow(w, "busbw_GBps", busbw(1, b), "memcpy-1-thread", memcpy_gbps[k], true, 0.5);
     if (b == 4096 && res[0].count(b)) JsonRow(w, "tcp_time_us", res[0][b] * 1e6, "", 0, false, 100);
   }
   return 0;

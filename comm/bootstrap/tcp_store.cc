@@ -31,7 +31,7 @@ StatusOr<std::unique_ptr<TcpStoreServer>> TcpStoreServer::Start(const std::strin
 TcpStoreServer::~TcpStoreServer() {
   stop_ = true;
   listener_.Shutdown();
-  accept_thread_.join();
+  if (accept_thread_.joinable()) accept_thread_.join();  // not started when Listen failed
   table_.Close();
   {
     std::lock_guard<std::mutex> lock(mu_);

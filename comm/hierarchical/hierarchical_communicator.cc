@@ -1,9 +1,11 @@
-// HierarchicalCommunicator: host grouping at Create, and each collective as three sub-steps
-// (inside host, across leaders, inside host) run in order on one lane.
+// HierarchicalCommunicator: host grouping at Create, and each collective as sub-steps (inside
+// host over shm, across leaders over tcp, inside host) run in order on one lane.
 #include "comm/hierarchical/hierarchical_communicator.h"
 
+#include <algorithm>
 #include <cstring>
 #include <map>
+#include <regex>
 
 #include "comm/reduce.h"
 #include "comm/shm/shm_communicator.h"
@@ -23,7 +25,10 @@ StatusOr<std::unique_ptr<HierarchicalCommunicator>> HierarchicalCommunicator::Cr
   std::map<std::string, int> index;
   for (int r = 0; r < c->size_; ++r) {
     auto [it, added] = index.emplace(hosts[r], static_cast<int>(index.size()));
-    if (added) c->members_.emplace_back();
+    if (added) {
+      c->members_.emplace_back();
+      c->host_names_.push_back(hosts[r]);
+    }
     c->host_of_.push_back(it->second);
     c->local_index_.push_back(static_cast<int>(c->members_[it->second].size()));
     c->members_[it->second].push_back(r);
@@ -32,7 +37,9 @@ StatusOr<std::unique_ptr<HierarchicalCommunicator>> HierarchicalCommunicator::Cr
   c->local_boot_ = bootstrap.Sub("host" + std::to_string(h), li, c->members_[h].size());
   c->leader_boot_ = bootstrap.Sub("leaders", h, c->members_.size());
   GANTRY_ASSIGN_OR_RETURN(c->global_, TcpCommunicator::Create(bootstrap, options));
-  GANTRY_ASSIGN_OR_RETURN(c->local_, ShmCommunicator::Create(*c->local_boot_, options));
+  GANTRY_ASSIGN_OR_RETURN(auto local, ShmCommunicator::Create(*c->local_boot_, options));
+  local->NameRanks(c->members_[h]);  // shm errors name host-mates by their global rank
+  c->local_ = std::move(local);
   if (li == 0) {
     GANTRY_ASSIGN_OR_RETURN(c->leaders_, TcpCommunicator::Create(*c->leader_boot_, options));
   }
@@ -59,12 +66,82 @@ Status HierarchicalCommunicator::AsyncError() const {
   return OkStatus();
 }
 
+Status HierarchicalCommunicator::Local(WorkPtr w) {
+  Status s = w->Wait(options_.timeout + std::chrono::seconds(5));
+  if (s.ok()) return s;
+  const int h = host_of_[rank_];
+  return s.Prepend("inside host " + host_names_[h] + " (shm, global ranks)");
+}
+
+Status HierarchicalCommunicator::Leaders(WorkPtr w) {
+  Status s = w->Wait(options_.timeout + std::chrono::seconds(5));
+  if (s.ok()) return s;
+  // The leader ring numbers its ranks by host; say which global rank each one is.
+  static const std::regex kRank(R"(\brank (\d+))");
+  const std::string& m = s.message();
+  std::string out;
+  auto last = m.cbegin();
+  for (std::sregex_iterator it(m.begin(), m.end(), kRank), end; it != end; ++it) {
+    out.append(last, (*it)[0].first);
+    const size_t host = std::stoul((*it)[1].str());
+    out += host < members_.size() ? "rank " + std::to_string(members_[host][0]) + " (leader of host " +
+                                        host_names_[host] + ")"
+                                  : (*it)[0].str();
+    last = (*it)[0].second;
+  }
+  out.append(last, m.cend());
+  return Status(s.code(), "across hosts (tcp ring of host leaders, global ranks): " + out);
+}
+
+WorkPtr HierarchicalCommunicator::Submit(OpLabel label, std::function<Status()> run) {
+  label.seq = ++seq_;
+  return lane_->Submit([name = label.ToString(), run = std::move(run)] {
+    Status s = run();
+    if (!s.ok()) s.Prepend(name);
+    return s;
+  });
+}
+
 Status HierarchicalCommunicator::RunAllreduce(const void* send, void* recv, size_t count,
                                               DataType dtype, ReduceOp op) {
   const ReduceOp step_op = op == ReduceOp::kAvg ? ReduceOp::kSum : op;
-  GANTRY_RETURN_IF_ERROR(Finish(local_->Allreduce(send, recv, count, dtype, step_op)));
-  if (leaders_) GANTRY_RETURN_IF_ERROR(Finish(leaders_->Allreduce(recv, recv, count, dtype, step_op)));
-  GANTRY_RETURN_IF_ERROR(Finish(local_->Broadcast(recv, count, dtype, 0)));
+  GANTRY_RETURN_IF_ERROR(Local(local_->Allreduce(send, recv, count, dtype, step_op)));
+  if (leaders_) GANTRY_RETURN_IF_ERROR(Leaders(leaders_->Allreduce(recv, recv, count, dtype, step_op)));
+  GANTRY_RETURN_IF_ERROR(Local(local_->Broadcast(recv, count, dtype, 0)));
+  if (op == ReduceOp::kAvg) FinishAverage(recv, count, dtype, size_);
+  return OkStatus();
+}
+
+// Host-major layout: host h's members' blocks are contiguous and padded to `max_local` blocks,
+// so the leaders' reduce-scatter hands each leader exactly its host's blocks (each byte
+// crosses the network once, against twice for an allreduce), and the final broadcast inside
+// a host carries 1/hosts of the data.
+Status HierarchicalCommunicator::RunReduceScatter(const void* send, void* recv, size_t count,
+                                                  DataType dtype, ReduceOp op) {
+  const size_t es = DataTypeSize(dtype), block = count * es, hosts = members_.size();
+  size_t max_local = 0;
+  for (const auto& m : members_) max_local = std::max(max_local, m.size());
+  const size_t group = max_local * block;  // one host's part, bytes
+  if (scratch_.size() < hosts * group) scratch_.resize(hosts * group);
+  if (scratch2_.size() < group) scratch2_.resize(group);
+  const char* in = static_cast<const char*>(send);
+  for (size_t h = 0; h < hosts; ++h) {
+    char* part = scratch_.data() + h * group;
+    for (size_t i = 0; i < members_[h].size(); ++i) {
+      std::memcpy(part + i * block, in + members_[h][i] * block, block);
+    }
+    // Padding of smaller hosts: zeros, so it reduces to finite values that are then dropped.
+    std::memset(part + members_[h].size() * block, 0, (max_local - members_[h].size()) * block);
+  }
+  const ReduceOp step_op = op == ReduceOp::kAvg ? ReduceOp::kSum : op;
+  const size_t n = hosts * max_local * count;
+  GANTRY_RETURN_IF_ERROR(Local(local_->Allreduce(scratch_.data(), scratch_.data(), n, dtype, step_op)));
+  if (leaders_) {
+    GANTRY_RETURN_IF_ERROR(Leaders(leaders_->ReduceScatter(
+        scratch_.data(), scratch2_.data(), max_local * count, dtype, step_op)));
+  }
+  GANTRY_RETURN_IF_ERROR(Local(local_->Broadcast(scratch2_.data(), max_local * count, dtype, 0)));
+  std::memcpy(recv, scratch2_.data() + local_index_[rank_] * block, block);
   if (op == ReduceOp::kAvg) FinishAverage(recv, count, dtype, size_);
   return OkStatus();
 }
@@ -73,10 +150,10 @@ Status HierarchicalCommunicator::RunBroadcast(void* data, size_t count, DataType
   const int root_host = host_of_[root];
   const bool on_root_host = host_of_[rank_] == root_host;
   if (on_root_host) {
-    GANTRY_RETURN_IF_ERROR(Finish(local_->Broadcast(data, count, dtype, local_index_[root])));
+    GANTRY_RETURN_IF_ERROR(Local(local_->Broadcast(data, count, dtype, local_index_[root])));
   }
-  if (leaders_) GANTRY_RETURN_IF_ERROR(Finish(leaders_->Broadcast(data, count, dtype, root_host)));
-  if (!on_root_host) GANTRY_RETURN_IF_ERROR(Finish(local_->Broadcast(data, count, dtype, 0)));
+  if (leaders_) GANTRY_RETURN_IF_ERROR(Leaders(leaders_->Broadcast(data, count, dtype, root_host)));
+  if (!on_root_host) GANTRY_RETURN_IF_ERROR(Local(local_->Broadcast(data, count, dtype, 0)));
   return OkStatus();
 }
 
@@ -85,16 +162,15 @@ Status HierarchicalCommunicator::RunAllgather(const void* send, void* recv, size
   const size_t es = DataTypeSize(dtype), block = count * es;
   size_t max_local = 0;
   for (const auto& m : members_) max_local = std::max(max_local, m.size());
-  const int h = host_of_[rank_];
   // Local gather into a host block padded to max_local ranks, then gather blocks across hosts.
   if (scratch_.size() < max_local * block) scratch_.resize(max_local * block);
-  GANTRY_RETURN_IF_ERROR(Finish(local_->Allgather(send, scratch_.data(), count, dtype)));
+  GANTRY_RETURN_IF_ERROR(Local(local_->Allgather(send, scratch_.data(), count, dtype)));
   if (leaders_) {
     if (scratch2_.size() < members_.size() * max_local * block) {
       scratch2_.resize(members_.size() * max_local * block);
     }
-    GANTRY_RETURN_IF_ERROR(
-        Finish(leaders_->Allgather(scratch_.data(), scratch2_.data(), max_local * count, dtype)));
+    GANTRY_RETURN_IF_ERROR(Leaders(
+        leaders_->Allgather(scratch_.data(), scratch2_.data(), max_local * count, dtype)));
     char* out = static_cast<char*>(recv);
     for (size_t host = 0; host < members_.size(); ++host) {
       for (size_t i = 0; i < members_[host].size(); ++i) {
@@ -103,13 +179,13 @@ Status HierarchicalCommunicator::RunAllgather(const void* send, void* recv, size
       }
     }
   }
-  (void)h;
-  return Finish(local_->Broadcast(recv, size_ * count, dtype, 0));
+  return Local(local_->Broadcast(recv, size_ * count, dtype, 0));
 }
 
 WorkPtr HierarchicalCommunicator::Allreduce(const void* send, void* recv, size_t count,
                                             DataType dtype, ReduceOp op) {
-  return lane_->Submit([=, this] { return RunAllreduce(send, recv, count, dtype, op); });
+  return Submit({"allreduce", 0, count, dtype, std::string(ReduceOpName(op))},
+                [=, this] { return RunAllreduce(send, recv, count, dtype, op); });
 }
 
 WorkPtr HierarchicalCommunicator::Broadcast(void* data, size_t count, DataType dtype, int root) {
@@ -117,30 +193,27 @@ WorkPtr HierarchicalCommunicator::Broadcast(void* data, size_t count, DataType d
     return MakeDoneWork(InvalidArgumentError("broadcast: root " + std::to_string(root) +
                                              " is outside 0.." + std::to_string(size_ - 1)));
   }
-  return lane_->Submit([=, this] { return RunBroadcast(data, count, dtype, root); });
+  return Submit({"broadcast", 0, count, dtype, "root " + std::to_string(root)},
+                [=, this] { return RunBroadcast(data, count, dtype, root); });
 }
 
 WorkPtr HierarchicalCommunicator::Allgather(const void* send, void* recv, size_t count,
                                             DataType dtype) {
-  return lane_->Submit([=, this] { return RunAllgather(send, recv, count, dtype); });
+  return Submit({"allgather", 0, count, dtype, ""},
+                [=, this] { return RunAllgather(send, recv, count, dtype); });
 }
 
 WorkPtr HierarchicalCommunicator::ReduceScatter(const void* send, void* recv, size_t count,
                                                 DataType dtype, ReduceOp op) {
-  return lane_->Submit([=, this] {
-    const size_t bytes = count * DataTypeSize(dtype);
-    if (scratch_.size() < bytes * size_) scratch_.resize(bytes * size_);
-    GANTRY_RETURN_IF_ERROR(RunAllreduce(send, scratch_.data(), count * size_, dtype, op));
-    std::memmove(recv, scratch_.data() + rank_ * bytes, bytes);
-    return OkStatus();
-  });
+  return Submit({"reduce_scatter", 0, count, dtype, std::string(ReduceOpName(op))},
+                [=, this] { return RunReduceScatter(send, recv, count, dtype, op); });
 }
 
 WorkPtr HierarchicalCommunicator::Barrier() {
-  return lane_->Submit([this] {
-    GANTRY_RETURN_IF_ERROR(Finish(local_->Barrier()));
-    if (leaders_) GANTRY_RETURN_IF_ERROR(Finish(leaders_->Barrier()));
-    return Finish(local_->Barrier());
+  return Submit({"barrier", 0, 0, DataType::kI32, ""}, [this] {
+    GANTRY_RETURN_IF_ERROR(Local(local_->Barrier()));
+    if (leaders_) GANTRY_RETURN_IF_ERROR(Leaders(leaders_->Barrier()));
+    return Local(local_->Barrier());
   });
 }
 

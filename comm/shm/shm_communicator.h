@@ -6,6 +6,7 @@
 #pragma once
 
 #include <memory>
+#include <vector>
 
 #include "comm/bootstrap/bootstrap.h"
 #include "comm/communicator.h"
@@ -21,6 +22,9 @@ class ShmCommunicator : public Communicator {
   static StatusOr<std::unique_ptr<ShmCommunicator>> Create(Bootstrap& bootstrap,
                                                            const CommOptions& options);
   ~ShmCommunicator() override;
+  // Errors name rank r as "rank names[r]" (the hierarchical backend passes global ranks).
+  // Call right after Create, before the first operation.
+  void NameRanks(std::vector<int> names) { group_->SetRankNames(std::move(names)); }
 
   int rank() const override { return rank_; }
   int size() const override { return size_; }

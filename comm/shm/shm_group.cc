@@ -48,11 +48,16 @@ ShmGroup::~ShmGroup() {
   }
 }
 
+std::string ShmGroup::RankName(int r) const {
+  const bool named = r >= 0 && static_cast<size_t>(r) < names_.size();
+  return "rank " + std::to_string(named ? names_[r] : r);
+}
+
 Status ShmGroup::CheckPeer(const Op& op, int peer) {
   ShmHeader* h = segment_->header();
   int failed = h->failed_rank.load(std::memory_order_acquire);
   if (failed >= 0) {
-    return UnavailableError(op.label + ": rank " + std::to_string(failed) +
+    return UnavailableError(op.label + ": " + RankName(failed) +
                             " failed and broke the group: " + std::string(h->failure) +
                             " (waited " + SecondsSince(op.start) + ")");
   }
@@ -67,7 +72,7 @@ Status ShmGroup::CheckPeer(const Op& op, int peer) {
     dead = kill(pid, 0) != 0 && errno == ESRCH;
   }
   if (dead) {
-    return UnavailableError(op.label + ": peer rank " + std::to_string(peer) + " (pid " +
+    return UnavailableError(op.label + ": peer " + RankName(peer) + " (pid " +
                             std::to_string(pid) + ") exited while this rank waited for it " +
                             SecondsSince(op.start) +
                             "; it was killed or crashed: check its log");
@@ -91,7 +96,7 @@ Status ShmGroup::WaitFor(const Op& op, int peer, const std::atomic<uint64_t>& co
       GANTRY_RETURN_IF_ERROR(CheckPeer(op, peer));
       if (now >= op.deadline) {
         return DeadlineExceededError(op.label + ": timed out after " + SecondsSince(op.start) +
-                                     " waiting for peer rank " + std::to_string(peer) + " to " +
+                                     " waiting for peer " + RankName(peer) + " to " +
                                      what + "; that rank is stuck or slow: check it, or raise "
                                      "comm timeout_s");
       }
@@ -125,7 +130,7 @@ Status ShmGroup::WaitPosted(const Op& op, int peer, uint64_t q) {
   const ShmOpMeta& m = *segment_->meta(peer, q);
   if (!(m == op.meta)) {
     return FailedPreconditionError(
-        op.label + ": rank " + std::to_string(peer) + " issued a different collective (seq " +
+        op.label + ": " + RankName(peer) + " issued a different collective (seq " +
         std::to_string(m.seq) + ", kind " + std::to_string(m.kind) + ", count " +
         std::to_string(m.count) + ", dtype " + std::to_string(m.dtype) + ", op " +
         std::to_string(m.op) + ", root " + std::to_string(m.root) +

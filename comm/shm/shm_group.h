@@ -53,6 +53,12 @@ class ShmGroup {
   Status MailboxWrite(const Op& op, int to, const void* data, size_t bytes);
   Status MailboxRead(const Op& op, int from, void* data, size_t bytes);
 
+  // Errors call rank r "rank names[r]" (e.g. its global rank when this group is one host of
+  // a larger job). Call before the first operation.
+  void SetRankNames(std::vector<int> names) { names_ = std::move(names); }
+  // "rank N" for group rank r, in the numbering chosen by SetRankNames.
+  std::string RankName(int r) const;
+
   // Marks the group failed so every peer's waits end at once with `reason`.
   void Poison(const Status& reason);
   // Local abort: this rank's waits end at once.
@@ -67,7 +73,8 @@ class ShmGroup {
   int rank_, size_;
   uint64_t next_stage_ = 0;
   std::atomic<bool> aborted_{false};
-  std::vector<int> pidfds_;  // -1 where pidfd_open is unavailable (then kill(pid, 0))
+  std::vector<int> pidfds_;
+  std::vector<int> names_;  // empty: ranks are named by their index in the group  // -1 where pidfd_open is unavailable (then kill(pid, 0))
 };
 
 }  // namespace gantry::comm

@@ -39,7 +39,7 @@ struct ShmRankControl {
 struct ShmHeader {
   uint64_t magic;
   std::atomic<int32_t> failed_rank;  // -1 healthy; else the rank that broke the group
-  char failure[256];                 // its reason (written before failed_rank is set)
+  char failure[1024];                // its reason (written before failed_rank is set)
 };
 
 struct ShmMailbox {

@@ -21,3 +21,9 @@ foreach(t comm_netns_test comm_mpirun_test)
   target_compile_definitions(${t} PRIVATE ${comm_worker_def})
   add_dependencies(${t} comm_test_worker)
 endforeach()
+
+# hierarchical backend (owned with comm/hierarchical): uneven fake hosts, kill -9 naming.
+gantry_add_test(comm_hier_test SOURCES comm_hier_test.cc LIBS gantry_comm LABELS integration
+                TIMEOUT 300)
+target_compile_definitions(comm_hier_test PRIVATE ${comm_worker_def})
+add_dependencies(comm_hier_test comm_test_worker)

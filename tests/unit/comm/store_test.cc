@@ -61,6 +61,17 @@ TEST(Store, ServerShutdownEndsWaitingGet) {
   EXPECT_FALSE(v.ok());
 }
 
+// A taken MASTER_PORT (e.g. a previous job still in TIME_WAIT or running) is an error naming
+// the port, not a crash of rank 0.
+TEST(Store, ServerOnATakenPortFailsCleanly) {
+  auto first = TcpStoreServer::Start("127.0.0.1", 0);
+  ASSERT_TRUE(first.ok()) << first.status().ToString();
+  auto second = TcpStoreServer::Start("127.0.0.1", (*first)->port());
+  ASSERT_FALSE(second.ok());
+  EXPECT_NE(second.status().message().find(std::to_string((*first)->port())), std::string::npos)
+      << second.status().ToString();
+}
+
 TEST(Store, ConnectToNothingTimesOutWithAdvice) {
   auto c = TcpStore::Connect("127.0.0.1", 1, milliseconds(200));
   ASSERT_FALSE(c.ok());

@@ -76,9 +76,15 @@ TEST(RankProcess, DiesWithItsAgent) {
   ASSERT_EQ(pipe(fds), 0);
   const pid_t agent = fork();
   ASSERT_GE(agent, 0);
-  if (agent == 0) {  // the "agent": start a long rank, report its pid, wait to be killed
-    auto p = RankProcess::Start({{"/bin/sleep", "60"}, {}, ""});
+  if (agent == 0) {  // the "agent": start a long rank, report its pid once it runs, then wait
+    auto p = RankProcess::Start({{"/bin/sh", "-c", "echo up; exec sleep 60"}, {}, ""});
     pid_t pid = p.ok() ? (*p)->pid() : -1;
+    std::vector<OutputLine> lines;  // past exec: PR_SET_PDEATHSIG is in force
+    for (int i = 0; p.ok() && i < 1000 && lines.empty(); ++i) {
+      (*p)->ReadOutput(lines);
+      std::this_thread::sleep_for(10ms);
+    }
+    if (lines.empty()) pid = -1;
     (void)!write(fds[1], &pid, sizeof pid);
     for (;;) pause();
   }
