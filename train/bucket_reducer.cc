@@ -10,8 +10,23 @@ using kernels::DType;
 using kernels::Tensor;
 using Clock = std::chrono::steady_clock;
 
+namespace {
+// Splits [begin, end) into ceil(size / max) chunks of equal size (multiples of 16 elements,
+// so vector loops stay aligned), highest offsets first.
+void AppendChunks(int64_t begin, int64_t end, int64_t max_elems, std::vector<Bucket>* out) {
+  const int64_t size = end - begin;
+  const int64_t n = max_elems > 0 ? (size + max_elems - 1) / max_elems : 1;
+  const int64_t chunk = n > 1 ? ((size + n - 1) / n + 15) / 16 * 16 : size;
+  for (int64_t hi = end; hi > begin;) {
+    const int64_t lo = std::max(begin, hi - chunk);
+    out->push_back(Bucket{lo, hi});
+    hi = lo;
+  }
+}
+}  // namespace
+
 std::vector<Bucket> PlanBuckets(const std::vector<ParamInfo>& params, int64_t bucket_elems,
-                                int64_t first_bucket_elems, int world) {
+                                int64_t first_bucket_elems, int world, int64_t max_bucket_elems) {
   std::vector<Bucket> out;
   if (params.empty()) return out;
   bucket_elems = std::max<int64_t>(1, bucket_elems);
@@ -21,7 +36,7 @@ std::vector<Bucket> PlanBuckets(const std::vector<ParamInfo>& params, int64_t bu
     const int64_t cap = out.empty() ? first_bucket_elems : bucket_elems;
     const int64_t begin = params[k].offset;
     if (end - begin >= cap || k == 0) {
-      out.push_back(Bucket{begin, end});
+      AppendChunks(begin, end, max_bucket_elems, &out);
       end = begin;
     }
   }
@@ -49,7 +64,8 @@ StatusOr<std::unique_ptr<BucketReducer>> BucketReducer::Create(comm::Communicato
   std::unique_ptr<BucketReducer> r(new BucketReducer(comm, model, options));
   const int64_t es = int64_t(sizeof(float));
   r->buckets_ = PlanBuckets(model.params(), int64_t(options.bucket_bytes) / es,
-                            int64_t(options.first_bucket_bytes) / es, comm.size());
+                            int64_t(options.first_bucket_bytes) / es, comm.size(),
+                            int64_t(options.max_bucket_bytes) / es);
   r->work_.resize(r->buckets_.size());
   GANTRY_RETURN_IF_ERROR(r->Allocate());
   return r;
@@ -65,13 +81,18 @@ Status BucketReducer::Allocate() {
     return OkStatus();
   }
   int64_t padded = 0, pieces = 0;
-  for (const Bucket& b : buckets_) {
-    padded += b.piece * world;
+  stage_.assign(buckets_.size(), -1);
+  for (size_t i = 0; i < buckets_.size(); ++i) {
+    const Bucket& b = buckets_[i];
     pieces += b.piece;
+    if (options_.bf16 || !Divisible(i)) {
+      stage_[i] = padded;
+      padded += b.piece * world;
+    }
   }
   const DType wire = options_.bf16 ? DType::kBF16 : DType::kF32;
   // Zero-filled once; padding slots are never written, so they stay zero.
-  GANTRY_ASSIGN_OR_RETURN(staging_, Tensor::Empty({padded}, wire, dev));
+  GANTRY_ASSIGN_OR_RETURN(staging_, Tensor::Empty({std::max<int64_t>(1, padded)}, wire, dev));
   GANTRY_ASSIGN_OR_RETURN(shard_grads_, Tensor::Empty({pieces}, DType::kF32, dev));
   if (options_.bf16) {
     GANTRY_ASSIGN_OR_RETURN(shard_wire_, Tensor::Empty({pieces}, DType::kBF16, dev));
@@ -82,6 +103,7 @@ Status BucketReducer::Allocate() {
 void BucketReducer::Arm() {
   next_ = 0;
   overlapped_ = 0;
+  last_wait_s_ = 0;
   for (auto& w : work_) w.reset();
 }
 
@@ -109,18 +131,26 @@ void BucketReducer::Launch(size_t i) {
         comm_.Allreduce(stage.raw(), stage.raw(), size_t(b.size()), wire, comm::ReduceOp::kSum);
     return;
   }
-  Tensor stage = staging_.View(b.staging, {b.size()});
-  Status s = options_.bf16 ? kernels::Cast(grads, stage) : kernels::Copy(grads, stage);
-  (void)s;
   Tensor out =
       options_.bf16 ? shard_wire_.View(b.shard, {b.piece}) : shard_grads_.View(b.shard, {b.piece});
-  work_[i] = comm_.ReduceScatter(staging_.View(b.staging, {b.piece}).raw(), out.raw(),
+  if (stage_[i] < 0) {  // f32 and divisible: no copy
+    work_[i] = comm_.ReduceScatter(grads.raw(), out.raw(), size_t(b.piece), wire,
+                                   comm::ReduceOp::kSum);
+    return;
+  }
+  Tensor stage = staging_.View(stage_[i], {b.size()});
+  Status s = options_.bf16 ? kernels::Cast(grads, stage) : kernels::Copy(grads, stage);
+  (void)s;
+  work_[i] = comm_.ReduceScatter(staging_.View(stage_[i], {b.piece}).raw(), out.raw(),
                                  size_t(b.piece), wire, comm::ReduceOp::kSum);
 }
 
-Status BucketReducer::Complete(size_t i) {
+Status BucketReducer::Wait(size_t i) {
   const Bucket& b = buckets_[i];
-  Status s = work_[i]->Wait(options_.timeout);
+  const auto t0 = Clock::now();
+  Status s = work_[i] ? work_[i]->Wait(options_.timeout)
+                      : FailedPreconditionError("bucket was never issued (call IssueRemaining)");
+  last_wait_s_ += std::chrono::duration<double>(Clock::now() - t0).count();
   if (!s.ok()) {
     return s.Prepend("gradient bucket " + std::to_string(i) + " of " +
                      std::to_string(buckets_.size()) + " (elements [" + std::to_string(b.begin) +
@@ -136,14 +166,12 @@ Status BucketReducer::Complete(size_t i) {
 }
 
 Status BucketReducer::Finish() {
-  OnGradReady(0);
-  const auto t0 = Clock::now();
+  IssueRemaining();
   Status first;
   for (size_t i = 0; i < buckets_.size(); ++i) {
-    Status s = Complete(i);
+    Status s = Wait(i);
     if (!s.ok() && first.ok()) first = s;
   }
-  last_wait_s_ = std::chrono::duration<double>(Clock::now() - t0).count();
   return first;
 }
 

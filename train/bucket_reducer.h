@@ -5,8 +5,10 @@
 // says it is final and runs on the communicator's progress thread while backward continues.
 // Modes: allreduce in place (f32), or bf16 on the wire (cast into preallocated bf16 staging,
 // summed in f32 per hop by the backend, cast back); ZeRO-1 (`shard`): reduce-scatter instead,
-// each bucket split into `world` equal pieces (zero padded), rank r keeping piece r in
-// shard_grads(). Every buffer is allocated once in Create. Threading: the training thread
+// each bucket split into `world` equal pieces, rank r keeping piece r in shard_grads(); a
+// bucket whose size world divides is reduce-scattered straight from the gradient buffer, the
+// others (and bf16) through zero-padded staging sized for them only. Every buffer is
+// allocated once in Create. Threading: the training thread
 // calls everything (the communicator's single issuing thread); not thread-safe.
 #pragma once
 
@@ -35,13 +37,19 @@ struct Bucket {
 
 // Cuts params (forward order) into buckets from the end: the first (launched first) holds at
 // least first_bucket_elems, the others at least bucket_elems (or what is left), each ending
-// at a parameter boundary. Pieces and staging offsets are filled for `world` ranks.
+// at a parameter boundary. Then, when max_bucket_elems > 0, any bucket larger than that is
+// split into equal chunks (multiples of 16 elements, highest offsets first): chunks of one
+// bucket are final together, but their sums arrive one by one, so the optimizer can update
+// the first while the next is still on the wire. Pieces and staging offsets are filled for
+// `world` ranks.
 std::vector<Bucket> PlanBuckets(const std::vector<ParamInfo>& params, int64_t bucket_elems,
-                                int64_t first_bucket_elems, int world);
+                                int64_t first_bucket_elems, int world,
+                                int64_t max_bucket_elems = 0);
 
 struct BucketOptions {
   size_t bucket_bytes = 25u << 20;       // comm.bucket_mb
   size_t first_bucket_bytes = 1u << 20;  // small first bucket starts communication early
+  size_t max_bucket_bytes = 0;           // split bigger buckets into chunks (0 = never)
   bool bf16 = false;                     // comm.bf16_reduce
   bool shard = false;                    // comm.zero1: reduce-scatter, keep this rank's piece
   std::chrono::milliseconds timeout = std::chrono::seconds(300);
@@ -57,16 +65,26 @@ class BucketReducer {
   void Arm();
   // The model's grad-ready callback: issues every pending bucket lying in [begin, end).
   void OnGradReady(int64_t begin);
-  // Issues what is still pending, waits for all buckets in order (bounded by the timeout) and
-  // finishes them (bf16: cast back). Afterwards the gradient buffer (or, in shard mode,
+  // After Backward: issues every bucket still pending.
+  void IssueRemaining() { OnGradReady(0); }
+  // Waits for bucket i (bounded by the timeout; its wait time is added to
+  // last_wait_seconds()) and finishes it (bf16: cast back). Buckets may be waited one by one
+  // in order; afterwards its range of the gradient buffer (shard mode: its piece of
   // shard_grads()) holds the sum over ranks. Errors name the bucket and the comm failure.
+  Status Wait(size_t i);
+  // IssueRemaining, then Wait for every bucket in order (all are waited even after an error;
+  // the first error is returned).
   Status Finish();
 
   const std::vector<Bucket>& buckets() const { return buckets_; }
+  // Shard mode: true when bucket i's size is a multiple of world (no padding needed).
+  bool Divisible(size_t i) const {
+    return buckets_[i].piece * comm_.size() == buckets_[i].size();
+  }
   // Shard mode: this rank's reduced pieces, bucket after bucket (Bucket::shard offsets).
   kernels::Tensor& shard_grads() { return shard_grads_; }
   int64_t shard_elems() const { return shard_grads_.numel(); }
-  // Seconds the last Finish() blocked waiting for communication (exposed comm time).
+  // Seconds Wait/Finish blocked since Arm() (exposed communication time of the step).
   double last_wait_seconds() const { return last_wait_s_; }
   // How many buckets were issued from inside backward (overlapped) in the last step.
   int last_overlapped() const { return overlapped_; }
@@ -76,7 +94,6 @@ class BucketReducer {
       : comm_(comm), model_(model), options_(options) {}
   Status Allocate();
   void Launch(size_t i);
-  Status Complete(size_t i);
 
   comm::Communicator& comm_;
   Model& model_;
@@ -87,6 +104,7 @@ class BucketReducer {
   int overlapped_ = 0;
   double last_wait_s_ = 0;
   kernels::Tensor staging_;      // bf16 [num_params] (allreduce) or padded f32/bf16 (shard)
+  std::vector<int64_t> stage_;   // shard: bucket i's slot in staging_ (-1: straight from grads)
   kernels::Tensor shard_wire_;   // shard + bf16: the reduce-scatter output in bf16
   kernels::Tensor shard_grads_;  // shard: f32 pieces
 };

@@ -3,12 +3,14 @@
 #include "train/data_parallel.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <map>
 
 #include "base/logging.h"
 #include "base/metrics.h"
 #include "base/tunables.h"
+#include "kernels/optim.h"
 #include "storage/checksum.h"
 
 namespace gantry::train {
@@ -22,7 +24,10 @@ DataParallelOptions DataParallelOptions::FromSpec(const CommSpec& spec) {
   o.zero1 = spec.zero1;
   o.timeout = std::chrono::seconds(std::max(1, spec.timeout_s));
   o.first_bucket_bytes = size_t(std::max<int64_t>(1, TunableInt("DP_FIRST_BUCKET_KB", 1024))) << 10;
-  o.first_bucket_bytes = std::min(o.first_bucket_bytes, o.bucket_bytes);
+  o.max_bucket_bytes = size_t(std::max<int64_t>(
+                           0, TunableInt("DP_MAX_BUCKET_KB", int64_t(o.max_bucket_bytes >> 10))))
+                       << 10;
+  o.overlap_update = TunableInt("DP_OVERLAP_UPDATE", 1) != 0;
   o.check_every = std::max<int64_t>(0, TunableInt("DP_CHECK_EVERY", o.check_every));
   o.straggler_every = std::max<int64_t>(0, TunableInt("DP_STRAGGLER_EVERY", o.straggler_every));
   o.straggler_ratio = TunableDouble("DP_STRAGGLER_RATIO", o.straggler_ratio);
@@ -36,22 +41,28 @@ StatusOr<std::unique_ptr<DataParallel>> DataParallel::Create(comm::Communicator&
   dp->small_ = std::make_unique<HostCollectives>(comm, model.device(), options.timeout);
   BucketOptions bo;
   bo.bucket_bytes = options.bucket_bytes;
-  bo.first_bucket_bytes = options.first_bucket_bytes;
+  // The cap is for host memory, where the comm thread shares the cores with compute and small
+  // buckets overlap best; NCCL keeps comm.bucket_mb as given (big buckets, fewer launches).
+  bo.max_bucket_bytes = model.device().is_cpu() ? options.max_bucket_bytes : 0;
+  if (bo.max_bucket_bytes > 0) bo.bucket_bytes = std::min(bo.bucket_bytes, bo.max_bucket_bytes);
+  bo.first_bucket_bytes = std::min(options.first_bucket_bytes, bo.bucket_bytes);
   bo.bf16 = options.bf16_reduce;
   bo.shard = options.zero1;
   bo.timeout = options.timeout;
   GANTRY_ASSIGN_OR_RETURN(dp->reducer_, BucketReducer::Create(comm, model, bo));
+  dp->sharded_spec_ = optimizer;
   if (options.zero1) {
     GANTRY_ASSIGN_OR_RETURN(dp->sharded_,
                             ShardedOptimizer::Create(optimizer, model, comm, *dp->reducer_));
   }
+  dp->PlanSegments();
   BucketReducer* reducer = dp->reducer_.get();
   model.SetGradReadyCallback([reducer](int64_t begin) { reducer->OnGradReady(begin); });
   GANTRY_LOG(INFO, "data parallel ready")
       .Field("world", comm.size())
       .Field("backend", std::string(comm.backend()))
       .Field("buckets", int64_t(dp->buckets().size()))
-      .Field("bucket_mb", double(options.bucket_bytes) / double(1 << 20))
+      .Field("bucket_mb", double(bo.bucket_bytes) / double(1 << 20))
       .Field("bf16_reduce", options.bf16_reduce)
       .Field("zero1", options.zero1);
   return dp;
@@ -81,6 +92,56 @@ Status DataParallel::BroadcastBlob(std::string* blob) {
   GANTRY_RETURN_IF_ERROR(small_->Broadcast(words.data(), words.size(), 0));
   blob->assign(reinterpret_cast<const char*>(words.data()), size_t(n));
   return OkStatus();
+}
+
+void DataParallel::PlanSegments() {
+  const std::vector<ParamInfo>& params = model_.params();
+  for (const Bucket& b : reducer_->buckets()) {
+    std::vector<Segment> segs;
+    for (const ParamInfo& p : params) {
+      const int64_t lo = std::max(b.begin, p.offset), hi = std::min(b.end, p.offset + p.numel);
+      if (lo >= hi) continue;
+      if (!segs.empty() && segs.back().decay == p.decay &&
+          segs.back().offset + segs.back().numel == lo) {
+        segs.back().numel += hi - lo;
+      } else {
+        segs.push_back({lo, hi - lo, p.decay});
+      }
+    }
+    segments_.push_back(std::move(segs));
+  }
+}
+
+StatusOr<float> DataParallel::ReduceAndUpdate(Optimizer* optimizer, int64_t step, float lr) {
+  const OptimizerSpec& spec = sharded_ ? sharded_spec_ : optimizer->spec();
+  if (spec.grad_clip > 0 || !options_.overlap_update) {
+    GANTRY_RETURN_IF_ERROR(ReduceGradients());
+    GANTRY_ASSIGN_OR_RETURN(float norm, ClipGradients(optimizer));
+    GANTRY_RETURN_IF_ERROR(Update(optimizer, step, lr));
+    return norm;
+  }
+  if (sharded_) return sharded_->ReduceAndStep(step, lr);
+  reducer_->IssueRemaining();
+  Tensor& params = model_.flat_params();
+  Tensor& grads = model_.flat_grads();
+  double sum_sq = 0;
+  Status first;
+  for (size_t i = 0; i < segments_.size(); ++i) {
+    Status s = reducer_->Wait(i);  // every bucket is waited, even after an error
+    if (!s.ok() && first.ok()) first = s;
+    if (!first.ok()) continue;
+    const Bucket& b = reducer_->buckets()[i];
+    GANTRY_ASSIGN_OR_RETURN(float norm, kernels::L2Norm(grads.View(b.begin, {b.size()})));
+    sum_sq += double(norm) * double(norm);
+    for (const Segment& seg : segments_[i]) {
+      Tensor p = params.View(seg.offset, {seg.numel});
+      Tensor g = grads.View(seg.offset, {seg.numel});
+      GANTRY_RETURN_IF_ERROR(ApplyUpdate(optimizer->spec(), step, lr, seg.decay, p, g,
+                                         optimizer->state(), seg.offset));
+    }
+  }
+  if (!first.ok()) return first;
+  return float(std::sqrt(sum_sq));
 }
 
 StatusOr<float> DataParallel::ClipGradients(Optimizer* optimizer) {

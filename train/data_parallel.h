@@ -32,8 +32,13 @@ namespace gantry::train {
 struct DataParallelOptions {
   size_t bucket_bytes = 25u << 20;       // comm.bucket_mb
   size_t first_bucket_bytes = 1u << 20;  // GANTRY_DP_FIRST_BUCKET_KB (as PyTorch DDP: 1 MiB)
+  // GANTRY_DP_MAX_BUCKET_KB: on CPU no bucket is larger (comm.bucket_mb is capped to it, bigger
+  // parameter runs are split into chunks), so sums arrive early and in small pieces. Not
+  // applied to CUDA models (NCCL): there comm.bucket_mb is the bucket size.
+  size_t max_bucket_bytes = 1u << 20;
   bool bf16_reduce = false;              // comm.bf16_reduce
   bool zero1 = false;                    // comm.zero1
+  bool overlap_update = true;            // GANTRY_DP_OVERLAP_UPDATE: update bucket by bucket
   int64_t check_every = 100;             // GANTRY_DP_CHECK_EVERY: parameter checksum (0 = off)
   int64_t straggler_every = 50;          // GANTRY_DP_STRAGGLER_EVERY (0 = off)
   double straggler_ratio = 1.5;          // GANTRY_DP_STRAGGLER_RATIO
@@ -65,17 +70,25 @@ class DataParallel {
   ShardedOptimizer* sharded() { return sharded_.get(); }
 
   // Collective: parameters (and `state` tensors, full-size, e.g. restored optimizer state)
-  // become rank 0's on every rank; with ZeRO-1 each rank then keeps its shard of the state.
+  // become rank 0's on every rank (ZeRO-1 state moves with sharded()->ScatterStateFromRank0).
   Status BroadcastFromRank0(const std::vector<kernels::Tensor>& state);
   // Collective: rank 0's `blob` (small) on every rank.
   Status BroadcastBlob(std::string* blob);
 
-  // The step, in the order the Trainer calls it.
+  // The step, in the order the Trainer calls it: BeginBackward, Backward, then either
+  // ReduceAndUpdate, or ReduceGradients + ClipGradients + Update (when something must see
+  // the whole reduced gradient first).
   void BeginBackward() { reducer_->Arm(); }
+  // Reduce, clip and update overlapped: waits for the buckets in order and updates each
+  // bucket's parameters (replicated optimizer) as soon as its sum arrived, while later
+  // buckets are still being reduced; returns the global gradient norm. With grad_clip > 0
+  // (the norm must be known before any update) or ZeRO-1 it runs the three steps in turn.
+  // Same parameters bit for bit as the three steps (the update is elementwise).
+  StatusOr<float> ReduceAndUpdate(Optimizer* optimizer, int64_t step, float lr);
   Status ReduceGradients() { return reducer_->Finish(); }
   StatusOr<float> ClipGradients(Optimizer* optimizer);
   Status Update(Optimizer* optimizer, int64_t step, float lr);
-  // Seconds the last ReduceGradients blocked (communication not hidden behind backward).
+  // Seconds the step blocked on communication so far (not hidden behind backward/update).
   double last_comm_wait() const { return reducer_->last_wait_seconds(); }
 
   // Collective every check_every steps (and when `force`): kDataLoss naming diverged ranks.
@@ -94,6 +107,12 @@ class DataParallel {
   DataParallel(comm::Communicator& comm, Model& model, const DataParallelOptions& options)
       : comm_(comm), model_(model), options_(options) {}
   StatusOr<uint32_t> ParamChecksum();
+  // Runs of one decay flag inside each bucket (the replicated optimizer's per-bucket update).
+  struct Segment {
+    int64_t offset, numel;
+    bool decay;
+  };
+  void PlanSegments();
 
   comm::Communicator& comm_;
   Model& model_;
@@ -101,9 +120,11 @@ class DataParallel {
   std::unique_ptr<HostCollectives> small_;  // checksums, step times, blobs
   std::unique_ptr<BucketReducer> reducer_;
   std::unique_ptr<ShardedOptimizer> sharded_;
+  OptimizerSpec sharded_spec_;  // the optimizer spec (ZeRO-1 has no Optimizer to ask)
   StepTimes window_;
   int64_t window_steps_ = 0;
   std::vector<int> stragglers_;
+  std::vector<std::vector<Segment>> segments_;  // per bucket
   kernels::Tensor host_params_;  // CUDA models: host copy for the checksum (allocated lazily)
 };
 

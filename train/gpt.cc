@@ -1,8 +1,10 @@
 // GptModel: parameters, preallocated activations, and forward/backward as named steps.
 #include "train/gpt.h"
 
+#include <algorithm>
 #include <cmath>
 
+#include "base/logging.h"
 #include "kernels/activation.h"
 #include "kernels/attention.h"
 #include "kernels/embedding.h"
@@ -24,7 +26,7 @@ bool EndsWith(const std::string& s, const std::string& suffix) {
 }
 
 // Cross-entropy backward folded into the tied lm_head's GEMMs: dlogits = s (P - onehot(t)) with
-// s = loss_scale / rows, so dx = s P W - s W[t] and dw += s P^T x - s onehot(t)^T x. This skips
+// s = loss_scale / rows, so dx = s P W - s W[t] and dw = s P^T x - s onehot(t)^T x. This skips
 // a full read+write pass over the [rows, vocab] probabilities (64 MiB for gpt-tiny). tmp: [rows, C].
 Status LmHeadBackward(const Tensor& x, const Tensor& w, const Tensor& probs, const Tensor& targets,
                       float loss_scale, Tensor& dx, Tensor& dw, Tensor& tmp) {
@@ -35,13 +37,23 @@ Status LmHeadBackward(const Tensor& x, const Tensor& w, const Tensor& probs, con
   kernels::GemmOptions dw_opts;
   dw_opts.trans_a = true;
   dw_opts.alpha = s;
-  dw_opts.beta = 1.0f;
-  GANTRY_RETURN_IF_ERROR(kernels::Matmul(probs, x, dw, dw_opts));  // += s P^T x
+  GANTRY_RETURN_IF_ERROR(kernels::Matmul(probs, x, dw, dw_opts));  // = s P^T x (first write)
   GANTRY_RETURN_IF_ERROR(kernels::EmbeddingForward(targets, w, nullptr, tmp));  // W[t]
   GANTRY_RETURN_IF_ERROR(kernels::AddInPlace(dx, tmp, -s));
   GANTRY_RETURN_IF_ERROR(kernels::Zero(tmp));
   GANTRY_RETURN_IF_ERROR(kernels::AddInPlace(tmp, x, -s));
   return kernels::EmbeddingBackward(targets, tmp, dw, nullptr);  // dw[t] -= s x
+}
+// LinearBackward that OVERWRITES dw (db still accumulates): the weight gradients' first write
+// is this GEMM, so Backward zeroes only the small gradients, not the whole 21 MB buffer
+// (same GEMMs, same bits as accumulating onto zeros).
+Status LinearBackwardOverwrite(const Tensor& x, const Tensor& w, const Tensor& dy, Tensor& dx,
+                               Tensor& dw, Tensor& db) {
+  GANTRY_RETURN_IF_ERROR(kernels::Matmul(dy, w, dx));  // dy * w
+  kernels::GemmOptions dw_opts;
+  dw_opts.trans_a = true;
+  GANTRY_RETURN_IF_ERROR(kernels::Matmul(dy, x, dw, dw_opts));  // dy^T * x
+  return kernels::BiasAddBackward(dy, db);
 }
 }  // namespace
 
@@ -94,6 +106,14 @@ Status GptModel::Build() {
   }
   lnf_w_ = add("ln_f.weight", {C}, false);
   lnf_b_ = add("ln_f.bias", {C}, false);
+  std::vector<bool> overwritten(params_.size(), false);  // by a GEMM in Backward
+  overwritten[wte_] = true;
+  for (const BlockParams& b : blocks_) {
+    for (int i : {b.attn_w, b.attn_proj_w, b.fc_w, b.mlp_proj_w}) overwritten[i] = true;
+  }
+  for (int i = 0; i < int(params_.size()); ++i) {
+    if (!overwritten[i]) accumulated_params_.push_back(i);
+  }
   GANTRY_RETURN_IF_ERROR(AllocateFlatBuffers());
   return AllocateActivations();
 }
@@ -129,6 +149,9 @@ Status GptModel::AllocateActivations() {
   GANTRY_RETURN_IF_ERROR(f32(logits_, {B, T, V}));
   GANTRY_RETURN_IF_ERROR(f32(probs_, {B, T, V}));
   GANTRY_RETURN_IF_ERROR(f32(loss_, {1}));
+  GANTRY_RETURN_IF_ERROR(f32(loss_part_, {1}));
+  GANTRY_RETURN_IF_ERROR(f32(lm_block_, {std::min(kLmBlockRows, B * T), V}));
+  GANTRY_RETURN_IF_ERROR(f32(wte_used_, {V, C}));
   GANTRY_RETURN_IF_ERROR(f32(dqkv_, {B, T, 3 * C}));
   GANTRY_RETURN_IF_ERROR(f32(dfch_, {B, T, M}));
   return f32(datt_, {B, NH, T, T});
@@ -181,9 +204,41 @@ Status GptModel::Forward(const Batch& batch) {
   }
   GANTRY_RETURN_IF_ERROR(kernels::LayerNormForward(x, P(lnf_w_), P(lnf_b_), kLayerNormEps, lnf_,
                                                    lnf_mean_, lnf_rstd_));
-  GANTRY_RETURN_IF_ERROR(kernels::LinearForward(lnf_, P(wte_), nullptr, logits_));  // tied head
-  if (batch.targets.raw() == nullptr) return OkStatus();
-  return kernels::CrossEntropyForward(logits_, batch.targets, probs_, loss_);
+  if (batch.targets.raw() != nullptr) return LmHeadForward(batch);
+  logits_stale_ = false;
+  return kernels::LinearForward(lnf_, P(wte_), nullptr, logits_);  // tied head
+}
+
+Status GptModel::LmHeadForward(const Batch& batch) {
+  const int64_t rows = lnf_.numel() / spec_.d_model, V = spec_.vocab, C = spec_.d_model;
+  GANTRY_RETURN_IF_ERROR(kernels::Zero(loss_));
+  for (int64_t r0 = 0; r0 < rows; r0 += kLmBlockRows) {
+    const int64_t n = std::min(kLmBlockRows, rows - r0);
+    Tensor logits = lm_block_.View(0, {n, V});
+    Tensor probs = probs_.View(r0 * V, {n, V});
+    GANTRY_RETURN_IF_ERROR(  // tied head
+        kernels::LinearForward(lnf_.View(r0 * C, {n, C}), P(wte_), nullptr, logits));
+    GANTRY_RETURN_IF_ERROR(kernels::CrossEntropyForward(logits, batch.targets.View(r0, {n}), probs,
+                                                        loss_part_));
+    // loss = sum over blocks of (block mean) * n / rows
+    GANTRY_RETURN_IF_ERROR(kernels::AddInPlace(loss_, loss_part_, float(n) / float(rows)));
+  }
+  // Logits() may come after an optimizer step: keep the wte this Forward used (8 MiB, far
+  // cheaper than writing the 64 MiB of logits nobody reads during training).
+  GANTRY_RETURN_IF_ERROR(kernels::Copy(P(wte_), wte_used_));
+  logits_stale_ = true;
+  return OkStatus();
+}
+
+const Tensor& GptModel::Logits() const {
+  if (logits_stale_) {
+    Tensor out = logits_;  // shares the buffer
+    const Status st = kernels::LinearForward(lnf_, wte_used_, nullptr, out);
+    // Every shape was checked when the model was built: only a device failure lands here.
+    if (!st.ok()) GANTRY_LOG(ERROR, "gpt: computing the logits failed").Field("status", st);
+    logits_stale_ = false;
+  }
+  return logits_;
 }
 
 Status GptModel::BlockBackward(int l, const Tensor& x) {
@@ -194,19 +249,19 @@ Status GptModel::BlockBackward(int l, const Tensor& x) {
   Tensor dln2w = G(p.ln2_w), dln2b = G(p.ln2_b), dln1w = G(p.ln1_w), dln1b = G(p.ln1_b);
   // MLP sub-block; dres_ = d(res3) and becomes d(res2).
   GANTRY_RETURN_IF_ERROR(
-      kernels::LinearBackward(a.fch_gelu, P(p.mlp_proj_w), dres_, &dfch_, dmpw, &mpb));
+      LinearBackwardOverwrite(a.fch_gelu, P(p.mlp_proj_w), dres_, dfch_, dmpw, mpb));
   GANTRY_RETURN_IF_ERROR(
       kernels::ActivationBackward(Activation::kGelu, a.fch, a.fch_gelu, dfch_, dfch_));
-  GANTRY_RETURN_IF_ERROR(kernels::LinearBackward(a.ln2, P(p.fc_w), dfch_, &dln_, dfw, &fb));
+  GANTRY_RETURN_IF_ERROR(LinearBackwardOverwrite(a.ln2, P(p.fc_w), dfch_, dln_, dfw, fb));
   GANTRY_RETURN_IF_ERROR(kernels::LayerNormBackward(a.res2, P(p.ln2_w), a.ln2_mean, a.ln2_rstd,
                                                     dln_, dtmp_, dln2w, dln2b));
   GANTRY_RETURN_IF_ERROR(kernels::AddInPlace(dres_, dtmp_));
   // attention sub-block; dres_ becomes d(x).
   GANTRY_RETURN_IF_ERROR(
-      kernels::LinearBackward(a.atty, P(p.attn_proj_w), dres_, &datty_, dapw, &apb));
+      LinearBackwardOverwrite(a.atty, P(p.attn_proj_w), dres_, datty_, dapw, apb));
   GANTRY_RETURN_IF_ERROR(
       kernels::CausalSelfAttentionBackward(a.qkv, a.att, datty_, spec_.heads, dqkv_, datt_));
-  GANTRY_RETURN_IF_ERROR(kernels::LinearBackward(a.ln1, P(p.attn_w), dqkv_, &dln_, daw, &ab));
+  GANTRY_RETURN_IF_ERROR(LinearBackwardOverwrite(a.ln1, P(p.attn_w), dqkv_, dln_, daw, ab));
   GANTRY_RETURN_IF_ERROR(
       kernels::LayerNormBackward(x, P(p.ln1_w), a.ln1_mean, a.ln1_rstd, dln_, dtmp_, dln1w, dln1b));
   return kernels::AddInPlace(dres_, dtmp_);
@@ -216,7 +271,11 @@ Status GptModel::Backward(const Batch& batch, float loss_scale) {
   if (batch.targets.raw() == nullptr) {
     return InvalidArgumentError("gpt: Backward needs a batch with targets");
   }
-  GANTRY_RETURN_IF_ERROR(kernels::Zero(flat_grads_));
+  // The big weight gradients are overwritten by their first GEMM; zero only the rest.
+  for (int i : accumulated_params_) {
+    Tensor g = G(i);
+    GANTRY_RETURN_IF_ERROR(kernels::Zero(g));
+  }
   // loss -> tied lm_head -> ln_f
   Tensor dwte = G(wte_), dwpe = G(wpe_), dlnfw = G(lnf_w_), dlnfb = G(lnf_b_);
   GANTRY_RETURN_IF_ERROR(

@@ -14,6 +14,7 @@ namespace gantry::train {
 class GptModel : public Model {
  public:
   static constexpr float kLayerNormEps = 1e-5f;
+  static constexpr int64_t kLmBlockRows = 256;  // rows per lm_head block (256 x 8192 f32 = 8 MiB)
 
   static StatusOr<std::unique_ptr<Model>> Create(const ModelSpec& spec, int batch,
                                                  kernels::Device device);
@@ -22,7 +23,9 @@ class GptModel : public Model {
   Status Forward(const Batch& batch) override;
   Status Backward(const Batch& batch, float loss_scale = 1.0f) override;
   StatusOr<float> Loss() const override { return ReadScalar(loss_); }
-  const kernels::Tensor& Logits() const override { return logits_; }
+  // A Forward with targets leaves the logits uncomputed (training never reads them); they are
+  // computed here on the first call, from that Forward's ln_f output and wte.
+  const kernels::Tensor& Logits() const override;
   int64_t ItemsPerBatch() const override { return int64_t(batch_) * spec_.context; }
 
  private:
@@ -47,17 +50,24 @@ class GptModel : public Model {
   Status AllocateActivations();
   Status BlockForward(int l, const kernels::Tensor& x);
   Status BlockBackward(int l, const kernels::Tensor& x);  // dres_ holds d(block output)
+  // Tied lm_head + softmax cross-entropy in row blocks: each block's logits stay in cache
+  // (lm_block_) instead of a 64 MiB round trip through memory; writes probs_ and loss_.
+  Status LmHeadForward(const Batch& batch);
 
   kernels::Tensor P(int i) const { return Param(params_[i]); }
   kernels::Tensor G(int i) const { return Grad(params_[i]); }
 
   int wte_ = 0, wpe_ = 1, lnf_w_ = 0, lnf_b_ = 0;
   std::vector<BlockParams> blocks_;
+  std::vector<int> accumulated_params_;  // gradients Backward must zero before accumulating
   std::vector<BlockActs> acts_;
   kernels::Tensor encoded_;  // [B,T,C] embeddings (block 0 input)
   kernels::Tensor proj_;     // [B,T,C] scratch for c_proj outputs
   kernels::Tensor lnf_, lnf_mean_, lnf_rstd_;
   kernels::Tensor logits_, probs_, loss_;      // [B,T,V], [B,T,V] (dlogits in backward), [1]
+  kernels::Tensor loss_part_, lm_block_;       // [1] one block's mean loss, [kLmBlockRows,V]
+  kernels::Tensor wte_used_;                   // [V,C] wte of the last Forward with targets
+  mutable bool logits_stale_ = false;          // logits_ not computed for the last Forward
   kernels::Tensor dres_, dtmp_, dln_, datty_;  // [B,T,C] backward scratch
   kernels::Tensor dqkv_, dfch_, datt_;         // [B,T,3C], [B,T,M], [B,NH,T,T]
 };

@@ -11,6 +11,20 @@ namespace gantry::train {
 using kernels::DType;
 using kernels::Tensor;
 
+namespace {
+// LinearBackward that OVERWRITES dw and db instead of accumulating, so the step needs no
+// memset of the gradient buffer first (same GEMMs, same bits as accumulating onto zeros).
+Status LinearBackwardOverwrite(const Tensor& x, const Tensor& w, const Tensor& dy, Tensor* dx,
+                               Tensor& dw, Tensor& db) {
+  if (dx != nullptr) GANTRY_RETURN_IF_ERROR(kernels::Matmul(dy, w, *dx));  // dy * w
+  kernels::GemmOptions dw_opts;
+  dw_opts.trans_a = true;
+  GANTRY_RETURN_IF_ERROR(kernels::Matmul(dy, x, dw, dw_opts));  // dy^T * x
+  GANTRY_RETURN_IF_ERROR(kernels::Zero(db));
+  return kernels::BiasAddBackward(dy, db);
+}
+}  // namespace
+
 StatusOr<std::unique_ptr<Model>> MlpModel::Create(const ModelSpec& spec, int batch,
                                                   kernels::Device device) {
   std::unique_ptr<MlpModel> m(new MlpModel());
@@ -85,8 +99,7 @@ Status MlpModel::Backward(const Batch& batch, float loss_scale) {
   if (batch.targets.raw() == nullptr) {
     return InvalidArgumentError("mlp: Backward needs a batch with targets");
   }
-  GANTRY_RETURN_IF_ERROR(kernels::Zero(flat_grads_));
-  const int layers = int(z_.size());
+  const int layers = int(z_.size());  // every gradient is overwritten: no Zero(flat_grads_)
   const int64_t b = batch_;
   const std::vector<int>& w = spec_.widths;
   Tensor dz = dz_buf_.View(0, {b, w.back()});
@@ -96,7 +109,7 @@ Status MlpModel::Backward(const Batch& batch, float loss_scale) {
     Tensor x = i == 0 ? batch.inputs.Reshape({b, w[0]}) : a_[i - 1];
     Tensor wt = Param(pw), dw = Grad(pw), db = Grad(params_[2 * i + 1]);
     Tensor da = da_buf_.View(0, {b, w[i]});
-    GANTRY_RETURN_IF_ERROR(kernels::LinearBackward(x, wt, dz, i == 0 ? nullptr : &da, dw, &db));
+    GANTRY_RETURN_IF_ERROR(LinearBackwardOverwrite(x, wt, dz, i == 0 ? nullptr : &da, dw, db));
     GradReady(pw.offset);
     if (i > 0) {
       dz = dz_buf_.View(0, {b, w[i]});

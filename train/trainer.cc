@@ -115,8 +115,6 @@ std::vector<kernels::Tensor> Trainer::FullStateTensors() {
   std::vector<kernels::Tensor> out;
   if (optimizer_) {
     for (const auto& [name, t] : optimizer_->state()) out.push_back(t);
-  } else if (auto full = dp_->sharded()->FullState(); full.ok()) {
-    for (const auto& [name, t] : **full) out.push_back(t);
   }
   return out;
 }
@@ -195,8 +193,12 @@ StatusOr<bool> Trainer::RestoreDistributed() {
   uint64_t bytes = 0;
   GANTRY_RETURN_IF_ERROR(
       DecodeManifest(manifest, "checkpoint manifest from rank 0", &meta, &records, &bytes));
-  GANTRY_RETURN_IF_ERROR(dp_->BroadcastFromRank0(FullStateTensors()));
-  if (dp_->sharded()) GANTRY_RETURN_IF_ERROR(dp_->sharded()->ScatterState());
+  if (dp_->sharded()) {  // parameters to all; each rank receives only its state pieces
+    GANTRY_RETURN_IF_ERROR(dp_->BroadcastFromRank0({}));
+    GANTRY_RETURN_IF_ERROR(dp_->sharded()->ScatterStateFromRank0());
+  } else {
+    GANTRY_RETURN_IF_ERROR(dp_->BroadcastFromRank0(FullStateTensors()));
+  }
   GANTRY_RETURN_IF_ERROR(ApplyMeta(meta, name));
   return true;
 }
@@ -204,6 +206,7 @@ StatusOr<bool> Trainer::RestoreDistributed() {
 Status Trainer::SaveCheckpoint() {
   // Ranks step in lockstep with identical parameters, optimizer state, data position and RNG,
   // so rank 0's checkpoint is everyone's (with ZeRO-1 the state is gathered first).
+  // With ZeRO-1 the state pieces are sent to rank 0 for the save and released after it.
   if (dp_ && dp_->sharded()) GANTRY_RETURN_IF_ERROR(dp_->sharded()->GatherState().status());
   Status saved;
   if (opts_.rank == 0) {
@@ -217,6 +220,7 @@ Status Trainer::SaveCheckpoint() {
     meta.job = spec_.name;
     StatusOr<std::vector<NamedTensor>> tensors = CheckpointTensors();
     saved = tensors.ok() ? checkpointer_->Save(meta, *tensors) : tensors.status();
+    if (dp_ && dp_->sharded()) dp_->sharded()->ReleaseFullState();
     if (saved.ok()) {
       GANTRY_LOG(INFO, "checkpoint saved")
           .Field("checkpoint", CheckpointName(step_))
@@ -245,6 +249,28 @@ Status Trainer::CheckLoss(float loss) const {
                       "). Lower optimizer.lr, set optimizer.grad_clip, or check the data");
 }
 
+// Data parallel without a gradient hook: reduce and update overlapped, bucket by bucket.
+// Otherwise: all gradients reduced, then the hook, clipping and the update.
+StatusOr<float> Trainer::ReduceClipAndUpdate(float lr) {
+  float grad_norm = 0;
+  if (dp_ && !reduce_) {
+    GANTRY_ASSIGN_OR_RETURN(grad_norm, dp_->ReduceAndUpdate(optimizer_.get(), step_, lr));
+  } else {
+    if (dp_) GANTRY_RETURN_IF_ERROR(dp_->ReduceGradients());
+    if (reduce_) GANTRY_RETURN_IF_ERROR(reduce_(*model_));
+    GANTRY_ASSIGN_OR_RETURN(grad_norm, dp_ ? dp_->ClipGradients(optimizer_.get())
+                                           : optimizer_->ClipGradients());
+  }
+  if (!std::isfinite(grad_norm)) {
+    return AbortedError("gradient norm is not finite at step " + std::to_string(step_ + 1) +
+                        "; stopped without saving. Lower optimizer.lr or set grad_clip");
+  }
+  if (dp_ && !reduce_) return grad_norm;  // already updated
+  GANTRY_RETURN_IF_ERROR(dp_ ? dp_->Update(optimizer_.get(), step_, lr)
+                             : optimizer_->Step(step_, lr));
+  return grad_norm;
+}
+
 Status Trainer::TrainStep(StepMetrics* m) {
   const auto t0 = Clock::now();
   const float lr = float(ScheduledLearningRate(spec_.optimizer, step_, total_steps_));
@@ -256,19 +282,8 @@ Status Trainer::TrainStep(StepMetrics* m) {
   if (dp_) dp_->BeginBackward();
   GANTRY_RETURN_IF_ERROR(model_->Backward(device_batch_, dp_ ? dp_->loss_scale() : 1.0f));
   double comm_wait = 0;
-  if (dp_) {
-    GANTRY_RETURN_IF_ERROR(dp_->ReduceGradients());
-    comm_wait = dp_->last_comm_wait();
-  }
-  if (reduce_) GANTRY_RETURN_IF_ERROR(reduce_(*model_));
-  GANTRY_ASSIGN_OR_RETURN(float grad_norm,
-                          dp_ ? dp_->ClipGradients(optimizer_.get()) : optimizer_->ClipGradients());
-  if (!std::isfinite(grad_norm)) {
-    return AbortedError("gradient norm is not finite at step " + std::to_string(step_ + 1) +
-                        "; stopped without saving. Lower optimizer.lr or set grad_clip");
-  }
-  GANTRY_RETURN_IF_ERROR(dp_ ? dp_->Update(optimizer_.get(), step_, lr)
-                             : optimizer_->Step(step_, lr));
+  GANTRY_ASSIGN_OR_RETURN(float grad_norm, ReduceClipAndUpdate(lr));
+  if (dp_) comm_wait = dp_->last_comm_wait();
   ++step_;
   const double total = std::chrono::duration<double>(Clock::now() - t1).count();
   const StepTimes times{std::max(0.0, total - comm_wait),

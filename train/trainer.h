@@ -106,6 +106,8 @@ class Trainer {
   // Loop steps.
   Status LoadBatch();
   Status CheckLoss(float loss) const;
+  // Reduce (data parallel), clip and update; returns the gradient norm.
+  StatusOr<float> ReduceClipAndUpdate(float lr);
   void LogStep(const StepMetrics& m, double seconds, int64_t steps, const StepTimes& sum,
                Progress* bar);
 

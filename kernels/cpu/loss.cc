@@ -30,7 +30,7 @@ Status CheckTargets(const char* op, const Tensor& targets, int64_t classes) {
 }
 
 // p = softmax(x) over one row of v logits (p may alias x); returns -log p[target] in double.
-double CrossEntropyRow(const float* x, int32_t target, int64_t v, float* p) {
+GANTRY_AVX512_CLONES double CrossEntropyRow(const float* x, int32_t target, int64_t v, float* p) {
   const float xt = x[target];  // read before p is written
   float mx = -INFINITY;
 #pragma omp simd reduction(max : mx)

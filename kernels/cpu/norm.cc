@@ -64,6 +64,60 @@ Status SoftmaxBackward(const Tensor& y, const Tensor& dy, Tensor& dx) {
   return OkStatus();
 }
 
+namespace {
+GANTRY_AVX512_CLONES void LayerNormRows(const float* xp, const float* g, const float* b, float eps,
+                                        int64_t c, float* yp, float* mp, float* rp,
+                                        int64_t r_begin, int64_t r_end) {
+  const float inv_c = 1.0f / static_cast<float>(c);
+  for (int64_t r = r_begin; r < r_end; ++r) {
+    const float* xr = xp + r * c;
+    float* yr = yp + r * c;
+    float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+    for (int64_t j = 0; j < c; ++j) sum += xr[j];
+    const float mu = sum * inv_c;
+    float var = 0.0f;
+#pragma omp simd reduction(+ : var)
+    for (int64_t j = 0; j < c; ++j) var += (xr[j] - mu) * (xr[j] - mu);
+    const float rs = 1.0f / std::sqrt(var * inv_c + eps);
+#pragma omp simd
+    for (int64_t j = 0; j < c; ++j) yr[j] = (xr[j] - mu) * rs * g[j] + b[j];
+    mp[r] = mu;
+    rp[r] = rs;
+  }
+}
+
+// dx rows [r_begin, r_end) and this chunk's dgamma / dbeta partials (pg, pb).
+GANTRY_AVX512_CLONES void LayerNormBackwardRows(const float* xp, const float* g, const float* mp,
+                                                const float* rp, const float* gp, int64_t c,
+                                                float* dp, float* pg, float* pb, int64_t r_begin,
+                                                int64_t r_end) {
+  const float inv_c = 1.0f / static_cast<float>(c);
+  for (int64_t r = r_begin; r < r_end; ++r) {
+    const float* xr = xp + r * c;
+    const float* gr = gp + r * c;
+    float* dr = dp + r * c;
+    const float mu = mp[r], rs = rp[r];
+    float sum_g = 0.0f, sum_gx = 0.0f;
+#pragma omp simd reduction(+ : sum_g, sum_gx)
+    for (int64_t j = 0; j < c; ++j) {
+      const float xhat = (xr[j] - mu) * rs;
+      const float gj = gr[j] * g[j];
+      sum_g += gj;
+      sum_gx += gj * xhat;
+      pg[j] += gr[j] * xhat;
+      pb[j] += gr[j];
+    }
+    const float mean_g = sum_g * inv_c, mean_gx = sum_gx * inv_c;
+#pragma omp simd
+    for (int64_t j = 0; j < c; ++j) {
+      const float xhat = (xr[j] - mu) * rs;
+      dr[j] = rs * (gr[j] * g[j] - mean_g - xhat * mean_gx);
+    }
+  }
+}
+}  // namespace
+
 Status LayerNormForward(const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps,
                         Tensor& y, Tensor& mean, Tensor& rstd) {
   const int64_t c = x.dim(-1), rows = x.numel() / c;
@@ -73,25 +127,9 @@ Status LayerNormForward(const Tensor& x, const Tensor& gamma, const Tensor& beta
   float* yp = y.f32();
   float* mp = mean.f32();
   float* rp = rstd.f32();
-  const float inv_c = 1.0f / static_cast<float>(c);
   const int threads = ThreadsFor(double(rows) * c, kElementsPerThread);
   ParallelFor(rows, threads, [=](int64_t r_begin, int64_t r_end) {
-    for (int64_t r = r_begin; r < r_end; ++r) {
-      const float* xr = xp + r * c;
-      float* yr = yp + r * c;
-      float sum = 0.0f;
-#pragma omp simd reduction(+ : sum)
-      for (int64_t j = 0; j < c; ++j) sum += xr[j];
-      const float mu = sum * inv_c;
-      float var = 0.0f;
-#pragma omp simd reduction(+ : var)
-      for (int64_t j = 0; j < c; ++j) var += (xr[j] - mu) * (xr[j] - mu);
-      const float rs = 1.0f / std::sqrt(var * inv_c + eps);
-#pragma omp simd
-      for (int64_t j = 0; j < c; ++j) yr[j] = (xr[j] - mu) * rs * g[j] + b[j];
-      mp[r] = mu;
-      rp[r] = rs;
-    }
+    LayerNormRows(xp, g, b, eps, c, yp, mp, rp, r_begin, r_end);
   });
   return OkStatus();
 }
@@ -108,7 +146,6 @@ Status LayerNormBackward(const Tensor& x, const Tensor& gamma, const Tensor& mea
   float* dp = dx.f32();
   float* dg = dgamma.f32();
   float* db = dbeta.f32();
-  const float inv_c = 1.0f / static_cast<float>(c);
   const int threads = ThreadsFor(double(rows) * c, kElementsPerThread);
   // One [dgamma | dbeta] partial per chunk of rows, merged in chunk order: reproducible.
   const int64_t chunks = (rows + kLayerNormRowsPerChunk - 1) / kLayerNormRowsPerChunk;
@@ -117,30 +154,9 @@ Status LayerNormBackward(const Tensor& x, const Tensor& gamma, const Tensor& mea
   float* pp = partials.data();
   ParallelChunks(chunks, threads, [&](int64_t chunk) {
     float* pg = pp + chunk * 2 * c;
-    float* pb = pg + c;
     const int64_t r_end = std::min(rows, (chunk + 1) * kLayerNormRowsPerChunk);
-    for (int64_t r = chunk * kLayerNormRowsPerChunk; r < r_end; ++r) {
-      const float* xr = xp + r * c;
-      const float* gr = gp + r * c;
-      float* dr = dp + r * c;
-      const float mu = mp[r], rs = rp[r];
-      float sum_g = 0.0f, sum_gx = 0.0f;
-#pragma omp simd reduction(+ : sum_g, sum_gx)
-      for (int64_t j = 0; j < c; ++j) {
-        const float xhat = (xr[j] - mu) * rs;
-        const float gj = gr[j] * g[j];
-        sum_g += gj;
-        sum_gx += gj * xhat;
-        pg[j] += gr[j] * xhat;
-        pb[j] += gr[j];
-      }
-      const float mean_g = sum_g * inv_c, mean_gx = sum_gx * inv_c;
-#pragma omp simd
-      for (int64_t j = 0; j < c; ++j) {
-        const float xhat = (xr[j] - mu) * rs;
-        dr[j] = rs * (gr[j] * g[j] - mean_g - xhat * mean_gx);
-      }
-    }
+    LayerNormBackwardRows(xp, g, mp, rp, gp, c, dp, pg, pg + c, chunk * kLayerNormRowsPerChunk,
+                          r_end);
   });
   for (int64_t chunk = 0; chunk < chunks; ++chunk) {
     const float* pg = pp + chunk * 2 * c;

@@ -5,12 +5,62 @@
 
 #include "kernels/cpu/cpu_ops.h"
 #include "kernels/cpu/parallel.h"
+#include "kernels/cpu/vec_math.h"
 
 namespace gantry::kernels::cpu {
 
 namespace {
 constexpr double kElementsPerThread = 1 << 16;
 constexpr int64_t kReduceBlock = 4096;  // elements per vectorised partial sum
+
+struct SgdScalars {
+  float lr, wd, mom;
+  bool use_momentum, nesterov;
+};
+
+GANTRY_AVX512_CLONES void SgdRange(SgdScalars k, float* p, const float* g, float* buf,
+                                   int64_t begin, int64_t end) {
+  const float lr = k.lr, wd = k.wd, mom = k.mom;
+  for (int64_t i = begin; i < end; ++i) {
+    float d = g[i];
+    if (wd != 0.0f) d = d + wd * p[i];
+    if (k.use_momentum) {
+      const float b = buf[i] * mom + d;
+      buf[i] = b;
+      d = k.nesterov ? d + mom * b : b;
+    }
+    p[i] = p[i] + (-lr) * d;
+  }
+}
+
+struct AdamScalars {
+  float b1, b2, one_minus_b1, one_minus_b2, neg_step_size, bc2_sqrt, eps, wd, decay_factor;
+  bool decoupled;
+};
+
+GANTRY_AVX512_CLONES void AdamRange(AdamScalars k, float* p, const float* g, float* mp, float* vp,
+                                    int64_t begin, int64_t end) {
+  const float b1 = k.b1, b2 = k.b2, one_minus_b1 = k.one_minus_b1, one_minus_b2 = k.one_minus_b2;
+  const float neg_step_size = k.neg_step_size, bc2_sqrt = k.bc2_sqrt, eps = k.eps, wd = k.wd;
+  const float decay_factor = k.decay_factor;
+  for (int64_t i = begin; i < end; ++i) {
+    float pi = p[i];
+    float gi = g[i];
+    if (wd != 0.0f) {
+      if (k.decoupled) {
+        pi = pi * decay_factor;
+      } else {
+        gi = gi + wd * pi;
+      }
+    }
+    const float mi = mp[i] * b1 + one_minus_b1 * gi;
+    const float vi = vp[i] * b2 + one_minus_b2 * gi * gi;
+    mp[i] = mi;
+    vp[i] = vi;
+    const float denom = std::sqrt(vi) / bc2_sqrt + eps;
+    p[i] = pi + neg_step_size * mi / denom;
+  }
+}
 }  // namespace
 
 Status SgdUpdate(Tensor& param, const Tensor& grad, Tensor* momentum_buf, const SgdOptions& opts) {
@@ -21,17 +71,9 @@ Status SgdUpdate(Tensor& param, const Tensor& grad, Tensor* momentum_buf, const 
   const float lr = opts.lr, wd = opts.weight_decay, mom = opts.momentum;
   const bool use_momentum = mom > 0.0f, nesterov = opts.nesterov;
   const int threads = ThreadsFor(double(n), kElementsPerThread);
+  const SgdScalars k{lr, wd, mom, use_momentum, nesterov};
   ParallelFor(n, threads, [=](int64_t i_begin, int64_t i_end) {
-    for (int64_t i = i_begin; i < i_end; ++i) {
-      float d = g[i];
-      if (wd != 0.0f) d = d + wd * p[i];
-      if (use_momentum) {
-        const float b = buf[i] * mom + d;
-        buf[i] = b;
-        d = nesterov ? d + mom * b : b;
-      }
-      p[i] = p[i] + (-lr) * d;
-    }
+    SgdRange(k, p, g, buf, i_begin, i_end);
   });
   return OkStatus();
 }
@@ -55,24 +97,10 @@ Status AdamUpdate(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v,
   const bool decoupled = opts.decoupled_weight_decay;
   const float decay_factor = static_cast<float>(1.0 - lr * double(opts.weight_decay));
   const int threads = ThreadsFor(double(n), kElementsPerThread);
+  const AdamScalars k{b1, b2, one_minus_b1, one_minus_b2, neg_step_size,
+                      bc2_sqrt, eps, wd, decay_factor, decoupled};
   ParallelFor(n, threads, [=](int64_t i_begin, int64_t i_end) {
-    for (int64_t i = i_begin; i < i_end; ++i) {
-      float pi = p[i];
-      float gi = g[i];
-      if (wd != 0.0f) {
-        if (decoupled) {
-          pi = pi * decay_factor;
-        } else {
-          gi = gi + wd * pi;
-        }
-      }
-      const float mi = mp[i] * b1 + one_minus_b1 * gi;
-      const float vi = vp[i] * b2 + one_minus_b2 * gi * gi;
-      mp[i] = mi;
-      vp[i] = vi;
-      const float denom = std::sqrt(vi) / bc2_sqrt + eps;
-      p[i] = pi + neg_step_size * mi / denom;
-    }
+    AdamRange(k, p, g, mp, vp, i_begin, i_end);
   });
   return OkStatus();
 }

@@ -6,6 +6,15 @@
 #include <bit>
 #include <cstdint>
 
+// Hot loops that gain from AVX-512 where the CPU has it while the build targets x86-64-v3:
+// GCC compiles the function twice and picks the clone at load time (ifunc). The choice
+// depends on the CPU only, so results stay the same for every thread count.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define GANTRY_AVX512_CLONES __attribute__((target_clones("arch=x86-64-v4", "default")))
+#else
+#define GANTRY_AVX512_CLONES
+#endif
+
 namespace gantry::kernels::cpu {
 
 // exp(x), Cephes-style: x = n ln2 + r, |r| <= ln2/2, degree-6 polynomial, scale by 2^n.

@@ -178,5 +178,25 @@ TEST(ModelTest, ForwardWithoutTargetsGivesLogitsOnly) {
   EXPECT_FALSE(m->Backward(no_targets).ok());
 }
 
+// gpt computes the training logits lazily (lm_head in row blocks fused with the loss): Logits()
+// after Backward and a parameter update must still be the logits of that Forward's parameters.
+TEST(ModelTest, TrainingLogitsSurviveAParameterUpdate) {
+  ModelSpec s = testing::TinyGpt();
+  auto m = MakeModel(s, 1);
+  auto b = AllocateBatch(*BatchLayoutFor(s, 1), Device::Cpu());
+  FillBatch(s, *b, 7);
+  float* p = m->flat_params().f32();
+  std::vector<float> before(p, p + m->num_params());
+  ASSERT_TRUE(m->Forward(*b).ok());
+  ASSERT_TRUE(m->Backward(*b).ok());
+  for (int64_t i = 0; i < m->num_params(); ++i) p[i] += 0.05f;  // an "optimizer step"
+  std::vector<float> lazy(m->Logits().f32(), m->Logits().f32() + m->Logits().numel());
+  std::memcpy(p, before.data(), before.size() * 4);
+  Batch no_targets{b->inputs, kernels::Tensor()};
+  ASSERT_TRUE(m->Forward(no_targets).ok());
+  ASSERT_EQ(lazy.size(), size_t(m->Logits().numel()));
+  EXPECT_EQ(0, std::memcmp(lazy.data(), m->Logits().f32(), lazy.size() * 4));
+}
+
 }  // namespace
 }  // namespace gantry::train
