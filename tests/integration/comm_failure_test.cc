@@ -20,12 +20,8 @@ TEST_P(CommFailure, KillOneRankMidAllreduceFailsSurvivorsFast) {
   RankGroup group(GANTRY_COMM_TEST_WORKER, world, {"loop"},
                   {{"GANTRY_COMM_BACKEND", backend}, {"GANTRY_COMM_TIMEOUT_S", "60"}});
   // Wait until every rank is inside the allreduce loop, then let a few ops run.
-  for (int i = 0; i < 3000; ++i) {
-    int ready = 0;
-    for (int r = 0; r < world; ++r) ready += group.Output(r).find("READY") != std::string::npos;
-    if (ready == world) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
+  ASSERT_TRUE(group.WaitForAll("READY", std::chrono::seconds(60)))
+      << "not every rank reached its allreduce loop";
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
   const double killed_at = group.Seconds();
   group.Kill(victim);

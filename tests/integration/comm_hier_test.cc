@@ -40,12 +40,8 @@ TEST(CommHier, KillNonLeaderErrorsNameGlobalRanks) {
   RankGroup group(GANTRY_COMM_TEST_WORKER, 4, {"loop"},
                   {{"GANTRY_COMM_BACKEND", "auto"}, {"GANTRY_COMM_TIMEOUT_S", "60"}}, {},
                   Hosts({"h0", "h0", "h1", "h1"}));
-  for (int i = 0; i < 3000; ++i) {
-    int ready = 0;
-    for (int r = 0; r < 4; ++r) ready += group.Output(r).find("READY") != std::string::npos;
-    if (ready == 4) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
+  ASSERT_TRUE(group.WaitForAll("READY", std::chrono::seconds(60)))
+      << "not every rank reached its allreduce loop";
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
   const double killed_at = group.Seconds();
   group.Kill(victim);

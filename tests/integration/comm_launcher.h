@@ -139,6 +139,18 @@ class RankGroup {
     for (int r = 0; r < world_; ++r) results_[r].output = Output(r);
     return results_;
   }
+  // Polls the ranks' output until every one has printed `marker` (false after `limit`).
+  bool WaitForAll(const std::string& marker, std::chrono::seconds limit) const {
+    const auto until = std::chrono::steady_clock::now() + limit;
+    while (std::chrono::steady_clock::now() < until) {
+      int ready = 0;
+      for (int r = 0; r < world_; ++r) ready += Output(r).find(marker) != std::string::npos;
+      if (ready == world_) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return false;
+  }
+
   double Seconds() const {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
   }
