@@ -147,8 +147,12 @@ void JobManager::OnRankStarted(const std::string& worker_id, const proto::RankSt
   r.state = "RUNNING";
   r.pid = s.pid();
   SaveRank(*job, s.rank());
-  const bool all_running = std::all_of(job->ranks.begin(), job->ranks.end(),
-                                       [](const RankRecord& x) { return x.state == "RUNNING"; });
+  // A short rank may already have exited (its start came before its exit): it counts as
+  // started, or a fast job would go PLACED -> SUCCEEDED without ever being RUNNING.
+  const bool all_running =
+      std::all_of(job->ranks.begin(), job->ranks.end(), [](const RankRecord& x) {
+        return x.state == "RUNNING" || (x.state == "EXITED" && x.exit_code == 0);
+      });
   if (all_running && job->rec.state == JobState::kPlaced) {
     if (job->rec.started_ms == 0) job->rec.started_ms = wire::NowUnixMs();
     Transition(*job, JobState::kRunning,
