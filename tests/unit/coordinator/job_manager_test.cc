@@ -106,6 +106,28 @@ TEST_F(JobManagerTest, LifecycleToSucceeded) {
   EXPECT_EQ(states, (std::vector<std::string>{"PENDING", "PLACED", "RUNNING", "SUCCEEDED"}));
 }
 
+// A rank can finish before another rank of its gang has started: the job still goes through
+// RUNNING when the last rank starts.
+TEST_F(JobManagerTest, FastRankExitingBeforeTheLastStartStillGivesRunning) {
+  AddWorker("w0", 4);
+  proto::SubmitJob req;
+  req.set_spec_yaml(Spec(2, 0));
+  auto id = manager_->Submit(req, "");
+  ASSERT_TRUE(id.ok()) << id.status().ToString();
+  ASSERT_EQ(Drain().size(), 2u);
+  manager_->OnRankStarted("w0", Status(*id, 0, 0));
+  manager_->OnRankExited("w0", Status(*id, 0, 0, true, 0));
+  EXPECT_EQ(State(*id), "PLACED");
+  manager_->OnRankStarted("w0", Status(*id, 0, 1));
+  EXPECT_EQ(State(*id), "RUNNING");
+  manager_->OnRankExited("w0", Status(*id, 0, 1, true, 0));
+  auto info = manager_->Info(*id, true);
+  ASSERT_TRUE(info.ok());
+  std::vector<std::string> states;
+  for (const auto& e : info->events()) states.push_back(e.state());
+  EXPECT_EQ(states, (std::vector<std::string>{"PENDING", "PLACED", "RUNNING", "SUCCEEDED"}));
+}
+
 TEST_F(JobManagerTest, FailingRankRestartsWholeGangThenFails) {
   AddWorker("w0", 4);
   proto::SubmitJob req;
