@@ -19,4 +19,13 @@ Status ActivationForward(Activation act, const Tensor& x, Tensor& y);
 Status ActivationBackward(Activation act, const Tensor& x, const Tensor& y, const Tensor& dy,
                           Tensor& dx);
 
+// Bias + activation in one pass (a transformer MLP's c_fc): z[.., n] += b[n] in place (z is
+// the bias-free GEMM output; backward needs z) and y = f(z). Same bits as BiasAddForward +
+// ActivationForward. y must not alias z.
+Status BiasActivationForward(Activation act, Tensor& z, const Tensor& b, Tensor& y);
+// dx = dy * f'(z) (as ActivationBackward, dx may alias dy) and db[n] += sum over rows of dx,
+// in one pass. Same bits as ActivationBackward + BiasAddBackward.
+Status ActivationBiasBackward(Activation act, const Tensor& z, const Tensor& y, const Tensor& dy,
+                              Tensor& dx, Tensor& db);
+
 }  // namespace gantry::kernels

@@ -31,6 +31,9 @@ Status SgdUpdate(Tensor& param, const Tensor& grad, Tensor* momentum_buf, const 
   } else if (opts.nesterov) {
     return InvalidArgumentError("SgdUpdate: nesterov needs momentum > 0");
   }
+  if (opts.grad_sq_sum != nullptr && param.device().is_cuda()) {
+    return InvalidArgumentError("SgdUpdate: grad_sq_sum is CPU only; use L2Norm on CUDA");
+  }
   GANTRY_KERNELS_DISPATCH(kOp, param.device(), SgdUpdate(param, grad, momentum_buf, opts));
 }
 
@@ -52,6 +55,9 @@ Status AdamUpdate(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v,
         " beta1=" + std::to_string(opts.beta1) + " beta2=" + std::to_string(opts.beta2) +
         " eps=" + std::to_string(opts.eps) + " weight_decay=" +
         std::to_string(opts.weight_decay) + ")");
+  }
+  if (opts.grad_sq_sum != nullptr && param.device().is_cuda()) {
+    return InvalidArgumentError("AdamUpdate: grad_sq_sum is CPU only; use L2Norm on CUDA");
   }
   GANTRY_KERNELS_DISPATCH(kOp, param.device(), AdamUpdate(param, grad, m, v, opts));
 }

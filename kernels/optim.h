@@ -12,6 +12,9 @@ struct SgdOptions {
   float momentum = 0.0f;      // 0 = plain SGD; buffer required when > 0
   float weight_decay = 0.0f;  // L2, added to the gradient (torch semantics)
   bool nesterov = false;
+  // CPU only: when set, sum(grad^2) (in double) is added to it in the same pass (the update in
+  // backward computes the gradient norm while the gradients are in cache).
+  double* grad_sq_sum = nullptr;
 };
 // torch.optim.SGD with dampening 0: g += wd*p; buf = momentum*buf + g; p -= lr*(nesterov ?
 // g + momentum*buf : buf). `momentum_buf` starts at zero (equivalent to torch's first step).
@@ -25,6 +28,7 @@ struct AdamOptions {
   float weight_decay = 0.0f;
   bool decoupled_weight_decay = false;  // true = AdamW
   int64_t step = 1;                     // 1-based step count for bias correction
+  double* grad_sq_sum = nullptr;        // as SgdOptions::grad_sq_sum
 };
 // torch.optim.Adam / AdamW: (AdamW: p *= 1 - lr*wd; Adam: g += wd*p); m = b1*m + (1-b1)*g;
 // v = b2*v + (1-b2)*g*g; p -= (lr / (1-b1^t)) * m / (sqrt(v) / sqrt(1-b2^t) + eps).

@@ -48,12 +48,12 @@ Status LmHeadBackward(const Tensor& x, const Tensor& w, const Tensor& probs, con
 // is this GEMM, so Backward zeroes only the small gradients, not the whole 21 MB buffer
 // (same GEMMs, same bits as accumulating onto zeros).
 Status LinearBackwardOverwrite(const Tensor& x, const Tensor& w, const Tensor& dy, Tensor& dx,
-                               Tensor& dw, Tensor& db) {
+                               Tensor& dw, Tensor* db) {
   GANTRY_RETURN_IF_ERROR(kernels::Matmul(dy, w, dx));  // dy * w
   kernels::GemmOptions dw_opts;
   dw_opts.trans_a = true;
   GANTRY_RETURN_IF_ERROR(kernels::Matmul(dy, x, dw, dw_opts));  // dy^T * x
-  return kernels::BiasAddBackward(dy, db);
+  return db != nullptr ? kernels::BiasAddBackward(dy, *db) : OkStatus();
 }
 }  // namespace
 
@@ -188,8 +188,9 @@ Status GptModel::BlockForward(int l, const Tensor& x) {
   // MLP sub-block: res3 = res2 + c_proj(gelu(c_fc(ln_2(res2))))
   GANTRY_RETURN_IF_ERROR(kernels::LayerNormForward(a.res2, P(p.ln2_w), P(p.ln2_b), kLayerNormEps,
                                                    a.ln2, a.ln2_mean, a.ln2_rstd));
-  GANTRY_RETURN_IF_ERROR(kernels::LinearForward(a.ln2, P(p.fc_w), &fb, a.fch));
-  GANTRY_RETURN_IF_ERROR(kernels::ActivationForward(Activation::kGelu, a.fch, a.fch_gelu));
+  // c_fc's bias add and GELU in one pass over the [B*T, mlp] activations
+  GANTRY_RETURN_IF_ERROR(kernels::LinearForward(a.ln2, P(p.fc_w), nullptr, a.fch));
+  GANTRY_RETURN_IF_ERROR(kernels::BiasActivationForward(Activation::kGelu, a.fch, fb, a.fch_gelu));
   GANTRY_RETURN_IF_ERROR(kernels::LinearForward(a.fch_gelu, P(p.mlp_proj_w), &mpb, proj_));
   return kernels::Add(a.res2, proj_, a.res3);
 }
@@ -249,19 +250,20 @@ Status GptModel::BlockBackward(int l, const Tensor& x) {
   Tensor dln2w = G(p.ln2_w), dln2b = G(p.ln2_b), dln1w = G(p.ln1_w), dln1b = G(p.ln1_b);
   // MLP sub-block; dres_ = d(res3) and becomes d(res2).
   GANTRY_RETURN_IF_ERROR(
-      LinearBackwardOverwrite(a.fch_gelu, P(p.mlp_proj_w), dres_, dfch_, dmpw, mpb));
+      LinearBackwardOverwrite(a.fch_gelu, P(p.mlp_proj_w), dres_, dfch_, dmpw, &mpb));
+  // GELU derivative and c_fc's bias gradient in one pass
   GANTRY_RETURN_IF_ERROR(
-      kernels::ActivationBackward(Activation::kGelu, a.fch, a.fch_gelu, dfch_, dfch_));
-  GANTRY_RETURN_IF_ERROR(LinearBackwardOverwrite(a.ln2, P(p.fc_w), dfch_, dln_, dfw, fb));
+      kernels::ActivationBiasBackward(Activation::kGelu, a.fch, a.fch_gelu, dfch_, dfch_, fb));
+  GANTRY_RETURN_IF_ERROR(LinearBackwardOverwrite(a.ln2, P(p.fc_w), dfch_, dln_, dfw, nullptr));
   GANTRY_RETURN_IF_ERROR(kernels::LayerNormBackward(a.res2, P(p.ln2_w), a.ln2_mean, a.ln2_rstd,
                                                     dln_, dtmp_, dln2w, dln2b));
   GANTRY_RETURN_IF_ERROR(kernels::AddInPlace(dres_, dtmp_));
   // attention sub-block; dres_ becomes d(x).
   GANTRY_RETURN_IF_ERROR(
-      LinearBackwardOverwrite(a.atty, P(p.attn_proj_w), dres_, datty_, dapw, apb));
+      LinearBackwardOverwrite(a.atty, P(p.attn_proj_w), dres_, datty_, dapw, &apb));
   GANTRY_RETURN_IF_ERROR(
       kernels::CausalSelfAttentionBackward(a.qkv, a.att, datty_, spec_.heads, dqkv_, datt_));
-  GANTRY_RETURN_IF_ERROR(LinearBackwardOverwrite(a.ln1, P(p.attn_w), dqkv_, dln_, daw, ab));
+  GANTRY_RETURN_IF_ERROR(LinearBackwardOverwrite(a.ln1, P(p.attn_w), dqkv_, dln_, daw, &ab));
   GANTRY_RETURN_IF_ERROR(
       kernels::LayerNormBackward(x, P(p.ln1_w), a.ln1_mean, a.ln1_rstd, dln_, dtmp_, dln1w, dln1b));
   return kernels::AddInPlace(dres_, dtmp_);

@@ -60,7 +60,8 @@ StatusOr<float> Optimizer::ClipGradients() {
 }
 
 Status ApplyUpdate(const OptimizerSpec& spec, int64_t step, float lr, bool decay, Tensor& p,
-                   const Tensor& g, const OptimizerState& state, int64_t state_offset) {
+                   const Tensor& g, const OptimizerState& state, int64_t state_offset,
+                   double* grad_sq_sum) {
   const std::string& t = spec.type;
   const int64_t n = p.numel();
   const float wd = decay ? float(spec.weight_decay) : 0.0f;
@@ -68,6 +69,7 @@ Status ApplyUpdate(const OptimizerSpec& spec, int64_t step, float lr, bool decay
     kernels::SgdOptions o;
     o.lr = lr;
     o.weight_decay = wd;
+    o.grad_sq_sum = grad_sq_sum;
     Tensor buf;
     if (t == "momentum") {
       o.momentum = float(spec.momentum);
@@ -83,20 +85,54 @@ Status ApplyUpdate(const OptimizerSpec& spec, int64_t step, float lr, bool decay
   o.weight_decay = wd;
   o.decoupled_weight_decay = t == "adamw";
   o.step = step + 1;
+  o.grad_sq_sum = grad_sq_sum;
   Tensor m = state[0].second.View(state_offset, {n});
   Tensor v = state[1].second.View(state_offset, {n});
   return kernels::AdamUpdate(p, g, m, v, o);
 }
 
 Status Optimizer::Step(int64_t step, float lr) {
+  return StepRange(step, lr, 0, model_.num_params());
+}
+
+Status Optimizer::StepRange(int64_t step, float lr, int64_t begin, int64_t end,
+                            double* grad_sq_sum) {
   Tensor& params = model_.flat_params();
   Tensor& grads = model_.flat_grads();
   for (const Segment& s : segments_) {
-    Tensor p = params.View(s.offset, {s.numel});
-    Tensor g = grads.View(s.offset, {s.numel});
-    GANTRY_RETURN_IF_ERROR(ApplyUpdate(spec_, step, lr, s.decay, p, g, state_, s.offset));
+    const int64_t b = std::max(begin, s.offset), e = std::min(end, s.offset + s.numel);
+    if (b >= e) continue;
+    Tensor p = params.View(b, {e - b});
+    Tensor g = grads.View(b, {e - b});
+    GANTRY_RETURN_IF_ERROR(ApplyUpdate(spec_, step, lr, s.decay, p, g, state_, b, grad_sq_sum));
   }
   return OkStatus();
+}
+
+Status Optimizer::BeginStepInBackward(int64_t step, float lr) {
+  if (spec_.grad_clip > 0) {
+    return FailedPreconditionError(
+        "optimizer: update in backward needs grad_clip = 0 (clipping needs the global norm "
+        "before any update); use ClipGradients + Step");
+  }
+  in_backward_ = InBackward{step, model_.num_params(), lr, 0.0, OkStatus()};
+  model_.SetGradReadyCallback([this](int64_t begin) { OnGradReady(begin); });
+  return OkStatus();
+}
+
+// [begin, end) just became final: update it (and add its squared norm) while it is in cache.
+void Optimizer::OnGradReady(int64_t begin) {
+  InBackward& s = in_backward_;
+  if (!s.status.ok() || begin >= s.end) return;
+  s.status = StepRange(s.step, s.lr, begin, s.end, &s.grad_sq_sum);
+  s.end = begin;
+}
+
+StatusOr<float> Optimizer::EndStepInBackward() {
+  OnGradReady(0);  // whatever backward did not report
+  model_.SetGradReadyCallback(nullptr);
+  GANTRY_RETURN_IF_ERROR(in_backward_.status);
+  return static_cast<float>(std::sqrt(in_backward_.grad_sq_sum));
 }
 
 }  // namespace gantry::train

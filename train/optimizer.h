@@ -28,10 +28,11 @@ using OptimizerState = std::vector<std::pair<std::string, kernels::Tensor>>;
 
 // One fused update of `p` (a run of parameters sharing the decay flag) with gradient `g`;
 // the state slice starts `state_offset` elements into each state tensor. Shared by the
-// replicated Optimizer and the ZeRO-1 ShardedOptimizer.
+// replicated Optimizer and the ZeRO-1 ShardedOptimizer. With `grad_sq_sum` (CPU), sum(g^2)
+// is added to it in the same pass.
 Status ApplyUpdate(const OptimizerSpec& spec, int64_t step, float lr, bool decay,
                    kernels::Tensor& p, const kernels::Tensor& g, const OptimizerState& state,
-                   int64_t state_offset);
+                   int64_t state_offset, double* grad_sq_sum = nullptr);
 
 class Optimizer {
  public:
@@ -44,6 +45,17 @@ class Optimizer {
   StatusOr<float> ClipGradients();
   // Applies update number `step` (0-based; Adam bias correction uses step + 1) at rate `lr`.
   Status Step(int64_t step, float lr);
+  // Update of parameters [begin, end) only; Step == StepRange over [0, num_params) and any
+  // split of it gives the same bits (the kernels are elementwise with fixed roundings).
+  Status StepRange(int64_t step, float lr, int64_t begin, int64_t end,
+                   double* grad_sq_sum = nullptr);
+  // Update in backward (one process, no clipping): Begin installs the model's grad-ready
+  // callback, which updates each range as soon as backward reports it final (its gradients
+  // still in cache); End removes it, updates what was not reported, and returns the global
+  // gradient norm (or the first update error). Same parameters, bit for bit, as Backward +
+  // ClipGradients + Step. kFailedPrecondition when grad_clip > 0 (needs the norm first).
+  Status BeginStepInBackward(int64_t step, float lr);
+  StatusOr<float> EndStepInBackward();
   // Flat state tensors by name ("momentum_buffer", "exp_avg", "exp_avg_sq"); empty for sgd.
   const OptimizerState& state() const { return state_; }
 
@@ -56,8 +68,16 @@ class Optimizer {
 
   OptimizerSpec spec_;
   Model& model_;
+  void OnGradReady(int64_t begin);
+
   std::vector<Segment> segments_;
   OptimizerState state_;
+  struct InBackward {  // the step being applied inside backward
+    int64_t step = 0, end = 0;  // [end, num_params) is updated
+    float lr = 0;
+    double grad_sq_sum = 0;
+    Status status;
+  } in_backward_;
 };
 
 }  // namespace gantry::train

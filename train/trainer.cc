@@ -5,6 +5,7 @@
 #include <cstdlib>
 
 #include "base/logging.h"
+#include "base/tunables.h"
 #include "kernels/runtime.h"
 
 namespace gantry::train {
@@ -279,10 +280,27 @@ Status Trainer::TrainStep(StepMetrics* m) {
   GANTRY_RETURN_IF_ERROR(model_->Forward(device_batch_));
   GANTRY_ASSIGN_OR_RETURN(float loss, model_->Loss());
   GANTRY_RETURN_IF_ERROR(CheckLoss(loss));
+  // One process, no clipping, CPU: the optimizer updates each range of parameters inside
+  // backward as soon as its gradients are final (GANTRY_FUSED_UPDATE=0 turns it off).
+  const bool fused = !dp_ && !reduce_ && spec_.optimizer.grad_clip <= 0 &&
+                     !model_->device().is_cuda() && TunableBool("FUSED_UPDATE", true);
+  if (fused) GANTRY_RETURN_IF_ERROR(optimizer_->BeginStepInBackward(step_, lr));
   if (dp_) dp_->BeginBackward();
-  GANTRY_RETURN_IF_ERROR(model_->Backward(device_batch_, dp_ ? dp_->loss_scale() : 1.0f));
+  if (Status st = model_->Backward(device_batch_, dp_ ? dp_->loss_scale() : 1.0f); !st.ok()) {
+    if (fused) model_->SetGradReadyCallback(nullptr);
+    return st;
+  }
   double comm_wait = 0;
-  GANTRY_ASSIGN_OR_RETURN(float grad_norm, ReduceClipAndUpdate(lr));
+  float grad_norm = 0;
+  if (fused) {
+    GANTRY_ASSIGN_OR_RETURN(grad_norm, optimizer_->EndStepInBackward());
+    if (!std::isfinite(grad_norm)) {
+      return AbortedError("gradient norm is not finite at step " + std::to_string(step_ + 1) +
+                          "; stopped without saving. Lower optimizer.lr or set grad_clip");
+    }
+  } else {
+    GANTRY_ASSIGN_OR_RETURN(grad_norm, ReduceClipAndUpdate(lr));
+  }
   if (dp_) comm_wait = dp_->last_comm_wait();
   ++step_;
   const double total = std::chrono::duration<double>(Clock::now() - t1).count();

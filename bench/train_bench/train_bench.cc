@@ -137,8 +137,11 @@ class OurRunner {
     const Clock::time_point t0 = Clock::now();
     for (int i = 0; i < steps; ++i) {
       GANTRY_RETURN_IF_ERROR(model_->Forward(batch_));
+      // As `gantry train` does on one process without clipping (train/trainer.cc): the update
+      // runs inside backward, range by range, and yields the gradient norm the trainer logs.
+      GANTRY_RETURN_IF_ERROR(opt_->BeginStepInBackward(step_++, lr_));
       GANTRY_RETURN_IF_ERROR(model_->Backward(batch_));
-      GANTRY_RETURN_IF_ERROR(opt_->Step(step_++, lr_));
+      GANTRY_RETURN_IF_ERROR(opt_->EndStepInBackward().status());
     }
     return Timing{std::chrono::duration<double>(Clock::now() - t0).count(),
                   ProcessCpuSeconds() - cpu0};

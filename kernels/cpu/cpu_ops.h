@@ -53,6 +53,9 @@ Status Scale(Tensor& t, float s);
 Status ActivationForward(Activation act, const Tensor& x, Tensor& y);
 Status ActivationBackward(Activation act, const Tensor& x, const Tensor& y, const Tensor& dy,
                           Tensor& dx);
+Status BiasActivationForward(Activation act, Tensor& z, const Tensor& b, Tensor& y);
+Status ActivationBiasBackward(Activation act, const Tensor& z, const Tensor& y, const Tensor& dy,
+                              Tensor& dx, Tensor& db);
 
 // ---- norm.h ----
 Status SoftmaxForward(const Tensor& x, Tensor& y);

@@ -13,6 +13,30 @@ namespace {
 constexpr double kElementsPerThread = 1 << 16;
 constexpr int64_t kReduceBlock = 4096;  // elements per vectorised partial sum
 
+GANTRY_AVX512_CLONES double SumSquares(const float* x, int64_t begin, int64_t end) {
+  double part = 0.0;
+#pragma omp simd reduction(+ : part)
+  for (int64_t i = begin; i < end; ++i) part += double(x[i]) * double(x[i]);
+  return part;
+}
+
+// Runs body(begin, end) over [0, n) on the pool; with `sq`, also adds sum(g^2) to it, each
+// block of kReduceBlock squared right after its update (still in L1).
+template <typename Body>
+void UpdateLoop(int64_t n, const float* g, double* sq, Body body) {
+  const int threads = ThreadsFor(double(n), kElementsPerThread);
+  if (sq == nullptr) {
+    ParallelFor(n, threads, body);
+    return;
+  }
+  const int64_t blocks = (n + kReduceBlock - 1) / kReduceBlock;
+  *sq += ParallelSum(blocks, threads, [=](int64_t blk) {
+    const int64_t begin = blk * kReduceBlock, end = std::min(n, begin + kReduceBlock);
+    body(begin, end);
+    return SumSquares(g, begin, end);
+  });
+}
+
 struct SgdScalars {
   float lr, wd, mom;
   bool use_momentum, nesterov;
@@ -70,9 +94,8 @@ Status SgdUpdate(Tensor& param, const Tensor& grad, Tensor* momentum_buf, const 
   float* buf = momentum_buf != nullptr ? momentum_buf->f32() : nullptr;
   const float lr = opts.lr, wd = opts.weight_decay, mom = opts.momentum;
   const bool use_momentum = mom > 0.0f, nesterov = opts.nesterov;
-  const int threads = ThreadsFor(double(n), kElementsPerThread);
   const SgdScalars k{lr, wd, mom, use_momentum, nesterov};
-  ParallelFor(n, threads, [=](int64_t i_begin, int64_t i_end) {
+  UpdateLoop(n, g, opts.grad_sq_sum, [=](int64_t i_begin, int64_t i_end) {
     SgdRange(k, p, g, buf, i_begin, i_end);
   });
   return OkStatus();
@@ -96,10 +119,9 @@ Status AdamUpdate(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v,
   const float wd = opts.weight_decay;
   const bool decoupled = opts.decoupled_weight_decay;
   const float decay_factor = static_cast<float>(1.0 - lr * double(opts.weight_decay));
-  const int threads = ThreadsFor(double(n), kElementsPerThread);
   const AdamScalars k{b1, b2, one_minus_b1, one_minus_b2, neg_step_size,
                       bc2_sqrt, eps, wd, decay_factor, decoupled};
-  ParallelFor(n, threads, [=](int64_t i_begin, int64_t i_end) {
+  UpdateLoop(n, g, opts.grad_sq_sum, [=](int64_t i_begin, int64_t i_end) {
     AdamRange(k, p, g, mp, vp, i_begin, i_end);
   });
   return OkStatus();
@@ -111,11 +133,7 @@ StatusOr<float> L2Norm(const Tensor& t) {
   const int64_t blocks = (n + kReduceBlock - 1) / kReduceBlock;
   const int threads = ThreadsFor(double(n), kElementsPerThread);
   const double sum = ParallelSum(blocks, threads, [&](int64_t blk) {
-    const int64_t end = std::min(n, (blk + 1) * kReduceBlock);
-    double part = 0.0;
-#pragma omp simd reduction(+ : part)
-    for (int64_t i = blk * kReduceBlock; i < end; ++i) part += double(x[i]) * double(x[i]);
-    return part;
+    return SumSquares(x, blk * kReduceBlock, std::min(n, (blk + 1) * kReduceBlock));
   });
   return static_cast<float>(std::sqrt(sum));
 }
