@@ -2,6 +2,7 @@
 #include "comm/tcp/ring_engine.h"
 
 #include <poll.h>
+#include <sched.h>
 #include <sys/socket.h>
 
 #include <cerrno>
@@ -11,21 +12,21 @@
 
 namespace gantry::comm {
 
-Status RingEngine::PeerError(const std::string& label, int peer, bool receiving, int err,
+Status RingEngine::PeerError(const OpLabel& label, int peer, bool receiving, int err,
                              Clock::time_point start) const {
   std::string moved = receiving ? "received " + std::to_string(recv_bytes_) + " of " +
                                       std::to_string(total_recv_) + " bytes from it"
                                 : "sent " + std::to_string(sent_bytes_) + " of " +
                                       std::to_string(total_send_) + " bytes to it";
   std::string what = err == 0 ? "closed the connection" : std::string("failed: ") + std::strerror(err);
-  return UnavailableError(label + ": peer rank " + std::to_string(peer) + " " + what + " after " +
-                          SecondsSince(start) + " (" + moved +
+  return UnavailableError(label.ToString() + ": peer rank " + std::to_string(peer) + " " + what +
+                          " after " + SecondsSince(start) + " (" + moved +
                           "); that rank probably exited or crashed: check its log");
 }
 
 Status RingEngine::Run(const RingPlan& plan, std::vector<Socket>& to_next,
                        std::vector<Socket>& from_prev, const RingPeers& peers,
-                       const std::string& label, Clock::time_point start, Deadline deadline,
+                       const OpLabel& label, Clock::time_point start, Deadline deadline,
                        const std::function<Status()>& on_first_recv) {
   const size_t k_socks = to_next.size(), S = plan.sends.size(), R = plan.recvs.size();
   const size_t es = DataTypeSize(plan.dtype);
@@ -43,6 +44,9 @@ Status RingEngine::Run(const RingPlan& plan, std::vector<Socket>& to_next,
   for (size_t k = 0; k < k_socks; ++k) send_cur_[k].index = recv_cur_[k].index = k;
   size_t sends_left = S, recvs_left = R;
   std::vector<pollfd> fds;
+  // A poll() sleep costs a 5-20 us wake-up; a peer's next chunk usually arrives sooner. So
+  // retry the non-blocking calls for up to kSpin after the last progress before sleeping.
+  Clock::time_point last_progress = Clock::now();
   while (sends_left > 0 || recvs_left > 0) {
     bool progress = false;
     fds.clear();
@@ -52,8 +56,15 @@ Status RingEngine::Run(const RingPlan& plan, std::vector<Socket>& to_next,
         const SendChunk& c = plan.sends[cur.index];
         if (c.dep >= 0 && !done_[c.dep]) break;
         if (cur.offset < c.bytes) {
+          // A small send followed by ready, non-empty data for this socket (the op header +
+          // first chunk): MSG_MORE lets the kernel coalesce them into one segment. The next
+          // send is then attempted at once and ends the chain (an empty one would not, and
+          // the corked bytes would wait ~200 ms for the kernel's cork timer).
+          const size_t nx = cur.index + k_socks;
+          const bool more = c.bytes <= 4096 && nx < S && plan.sends[nx].bytes > 0 &&
+                            (plan.sends[nx].dep < 0 || done_[plan.sends[nx].dep]);
           ssize_t n = ::send(to_next[k].fd(), c.src + cur.offset, c.bytes - cur.offset,
-                             MSG_NOSIGNAL | MSG_DONTWAIT);
+                             MSG_NOSIGNAL | MSG_DONTWAIT | (more ? MSG_MORE : 0));
           if (n < 0) {
             if (errno == EINTR) continue;
             if (errno != EAGAIN && errno != EWOULDBLOCK) {
@@ -103,16 +114,25 @@ Status RingEngine::Run(const RingPlan& plan, std::vector<Socket>& to_next,
         progress = true;
       }
     }
-    if (progress || (sends_left == 0 && recvs_left == 0)) continue;
-    if (fds.empty()) return InternalError(label + ": ring plan stalled (dependency cycle)");
+    if (progress || (sends_left == 0 && recvs_left == 0)) {
+      last_progress = Clock::now();
+      continue;
+    }
+    if (fds.empty()) {
+      return InternalError(label.ToString() + ": ring plan stalled (dependency cycle)");
+    }
+    if (Clock::now() - last_progress < kSpin) {
+      sched_yield();  // a peer rank or our caller may need this core (oversubscribed hosts)
+      continue;
+    }
     int rc = ::poll(fds.data(), fds.size(), MillisLeft(deadline));
-    if (rc < 0 && errno != EINTR) return ErrnoError(label + ": poll", errno);
+    if (rc < 0 && errno != EINTR) return ErrnoError(label.ToString() + ": poll", errno);
     if (rc == 0) {
       bool waiting_recv = false;
       for (const auto& p : fds) waiting_recv |= (p.events & POLLIN) != 0;
       int peer = waiting_recv ? peers.prev : peers.next;
       return DeadlineExceededError(
-          label + ": timed out after " + SecondsSince(start) + " waiting for peer rank " +
+          label.ToString() + ": timed out after " + SecondsSince(start) + " waiting for peer rank " +
           std::to_string(peer) + (waiting_recv ? " to send" : " to read") + " (received " +
           std::to_string(recv_bytes_) + " of " + std::to_string(total_recv_) + " bytes, sent " +
           std::to_string(sent_bytes_) + " of " + std::to_string(total_send_) +

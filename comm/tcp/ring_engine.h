@@ -21,9 +21,9 @@ class RingEngine {
  public:
   // Runs `plan` to completion or the first error. `on_first_recv` runs when receive 0 (the op
   // header) completed, to validate it before any data moves. Errors name `label`, the peer
-  // rank, bytes moved and the time since `start`.
+  // rank, bytes moved and the time since `start` (the label is formatted only on error).
   Status Run(const RingPlan& plan, std::vector<Socket>& to_next, std::vector<Socket>& from_prev,
-             const RingPeers& peers, const std::string& label, Clock::time_point start,
+             const RingPeers& peers, const OpLabel& label, Clock::time_point start,
              Deadline deadline, const std::function<Status()>& on_first_recv);
 
  private:
@@ -31,7 +31,8 @@ class RingEngine {
     size_t index;
     size_t offset;
   };
-  Status PeerError(const std::string& label, int peer, bool receiving, int err,
+  static constexpr std::chrono::microseconds kSpin{50};
+  Status PeerError(const OpLabel& label, int peer, bool receiving, int err,
                    Clock::time_point start) const;
 
   std::vector<std::vector<char>> staging_;

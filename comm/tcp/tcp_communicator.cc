@@ -47,6 +47,8 @@ StatusOr<std::unique_ptr<TcpCommunicator>> TcpCommunicator::Create(Bootstrap& bo
   c->recv_lane_ = std::make_unique<Lane>("tcp receives", c->state_);
   for (Lane* l : {c->coll_lane_.get(), c->send_lane_.get(), c->recv_lane_.get()}) {
     l->set_on_failure([p = c.get()](const Status&) { p->CloseAll(); });
+    // A Wait at least as long as the op's own timeout may run the op itself: no handoffs.
+    l->set_inline_waits(options.timeout);
   }
   return c;
 }
@@ -171,8 +173,7 @@ Status TcpCommunicator::RunCollective(const OpLabel& label, const OpHeader& mine
   plan_.recvs.push_back({reinterpret_cast<char*>(&their_header_), sizeof(OpHeader), nullptr, false});
   GANTRY_RETURN_IF_ERROR(build(&plan_));
   const RingPeers peers{(rank_ + size_ - 1) % size_, (rank_ + 1) % size_};
-  const std::string name = label.ToString();
-  return engine_.Run(plan_, to_next_, from_prev_, peers, name, start, start + options_.timeout,
+  return engine_.Run(plan_, to_next_, from_prev_, peers, label, start, start + options_.timeout,
                      [&] { return CheckHeader(label, mine); });
 }
 

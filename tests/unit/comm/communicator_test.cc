@@ -47,6 +47,26 @@ TEST_P(HostBackend, AllreduceSpanSumAndMax) {
   });
 }
 
+// Queued collectives run in submission order whichever handle is waited on first (tcp may run
+// the next op on the waiting thread itself); sizes differ per op, so a reordering on one rank
+// is a mismatched collective, not a silent wrong sum.
+TEST_P(HostBackend, QueuedOpsCompleteInOrderWhateverTheWaitOrder) {
+  RunRanks(GetParam(), 2, milliseconds(20000), [](Communicator& c) {
+    constexpr int kOps = 6;
+    std::vector<std::vector<float>> bufs;
+    for (int i = 0; i < kOps; ++i) bufs.emplace_back(size_t(7 + 300 * i), float(c.rank() + i));
+    std::vector<WorkPtr> work;
+    for (auto& b : bufs) work.push_back(c.Allreduce(std::span<float>(b)));
+    for (int i : {0, 5, 2, 1, 4, 3}) {
+      Status st = i == 2 ? work[i]->Wait(milliseconds(19000)) : work[i]->Wait();  // 2: not inline
+      ASSERT_TRUE(st.ok()) << "op " << i << ": " << st.ToString();
+    }
+    for (int i = 0; i < kOps; ++i)
+      for (float x : bufs[i]) ASSERT_EQ(x, float(1 + 2 * i)) << "op " << i;
+    EXPECT_TRUE(c.AsyncError().ok());
+  });
+}
+
 TEST_P(HostBackend, MismatchedCollectivesAreReported) {
   RunRanks(GetParam(), 2, milliseconds(3000), [](Communicator& c) {
     std::vector<float> v(100 + c.rank());
