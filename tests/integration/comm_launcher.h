@@ -9,10 +9,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <gtest/gtest.h>
+
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
 #include <map>
+#include <regex>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -162,5 +165,32 @@ class RankGroup {
   std::vector<std::string> logs_;
   std::vector<RankResult> results_;
 };
+
+// For a group started with {"loop"} and GANTRY_COMM_TIMEOUT_S = timeout_s: waits until every
+// rank is in its allreduce loop, lets a few ops run, kill -9s `victim`, and checks that every
+// survivor exits with a comm error naming the 64 MiB allreduce, a rank and the time waited,
+// well before the timeout (the closed socket / exited pid is noticed directly). Returns the
+// results for backend-specific checks (empty when the ranks never got going).
+inline std::vector<RankResult> KillMidAllreduceAndCheckSurvivors(RankGroup& group, int world,
+                                                                 int victim, double timeout_s) {
+  if (!group.WaitForAll("READY", std::chrono::seconds(60))) {
+    ADD_FAILURE() << "not every rank reached its allreduce loop";
+    return {};
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  const double killed_at = group.Seconds();
+  group.Kill(victim);
+  auto results = group.Wait(timeout_s + 30);
+  const std::regex named(R"(allreduce #\d+ \(f32 x 16777216, sum\).*rank \d+.*\d+\.\d+ s)");
+  for (int r = 0; r < world; ++r) {
+    if (r == victim) continue;
+    SCOPED_TRACE("rank " + std::to_string(r) + " output:\n" + results[r].output);
+    EXPECT_EQ(results[r].exit_code, 3);
+    EXPECT_NE(results[r].output.find("COMM ERROR"), std::string::npos);
+    EXPECT_TRUE(std::regex_search(results[r].output, named));
+    EXPECT_LT(results[r].exit_after_s - killed_at, timeout_s / 2);
+  }
+  return results;
+}
 
 }  // namespace gantry::comm::testing
