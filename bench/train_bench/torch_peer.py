@@ -63,8 +63,24 @@ def blas_library():
     for name, marker in (("openblas", "openblas"), ("mkl", "libmkl"), ("blis", "libblis"),
                          ("reference", "/blas/libblas.so")):
         if marker in maps:
-            return name
+            return name + openblas_core(maps) if name == "openblas" else name
     return "unknown"
+
+
+def openblas_core(maps):
+    """'/SkylakeX', '/Haswell', ...: the kernels OpenBLAS chose (OPENBLAS_CORETYPE overrides its
+    detection; on AVX-512 machines Haswell's AVX2 kernels are ~35% slower)."""
+    import ctypes
+    for line in maps.splitlines():
+        path = line.split()[-1] if line.split() else ""
+        if "openblas" in path and ".so" in path:
+            try:
+                lib = ctypes.CDLL(path)
+                lib.openblas_get_corename.restype = ctypes.c_char_p
+                return "/" + lib.openblas_get_corename().decode()
+            except (OSError, AttributeError):
+                return ""
+    return ""
 
 
 def main():

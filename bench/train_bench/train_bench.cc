@@ -308,6 +308,12 @@ void PrintTable(const std::vector<Row>& rows) {
   std::printf("ours/pytorch: tokens or samples per second, median of the timed windows.\n"
               "ratio = ours / best peer (> 1: we win). ratio(cpu) = the same per second of\n"
               "process CPU time (all threads, spin-waits included): steadier on a loaded machine.\n");
+  if (!rows.empty() && !rows.front().peer_blas.empty()) {
+    std::printf("peer BLAS: %s%s\n", rows.front().peer_blas.c_str(),
+                std::getenv("OPENBLAS_CORETYPE") ? " (OPENBLAS_CORETYPE is set: the peer may not be"
+                                                   " at its best)"
+                                                 : "");
+  }
   for (const Row& r : rows) {
     if (r.peer_blas == "reference") {
       std::printf("WARNING: PyTorch runs on the reference (netlib) BLAS here, ~20x slower than\n"
