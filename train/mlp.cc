@@ -3,6 +3,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <functional>
 
 #include "kernels/linear.h"
 
@@ -12,6 +14,9 @@ using kernels::DType;
 using kernels::Tensor;
 
 namespace {
+constexpr int kFirstLayerBlocks = 4;  // first-layer dW row blocks (see below)
+constexpr int64_t kFirstLayerBlockMinRows = 64;  // smaller blocks cost more than they hide
+
 // LinearBackward that OVERWRITES dw and db instead of accumulating, so the step needs no
 // memset of the gradient buffer first (same GEMMs, same bits as accumulating onto zeros).
 Status LinearBackwardOverwrite(const Tensor& x, const Tensor& w, const Tensor& dy, Tensor* dx,
@@ -22,6 +27,34 @@ Status LinearBackwardOverwrite(const Tensor& x, const Tensor& w, const Tensor& d
   GANTRY_RETURN_IF_ERROR(kernels::Matmul(dy, x, dw, dw_opts));  // dy^T * x
   GANTRY_RETURN_IF_ERROR(kernels::Zero(db));
   return kernels::BiasAddBackward(dy, db);
+}
+
+// The first layer's gradients (no dx) are the last of backward: nothing is left to overlap
+// their reduction with. On CPU, with a grad-ready listener (data parallel, update in
+// backward), dW is computed in `blocks` row blocks from the last one, each announced as soon as
+// it is final, so the reduction of the upper rows runs while the lower rows are computed.
+// dY's column block is packed into `scratch` (b x rows) so each block is a plain GEMM.
+Status FirstLayerBackwardInBlocks(const Tensor& x, const Tensor& dy, Tensor& dw, Tensor& db,
+                                  Tensor& scratch, int blocks,
+                                  const std::function<void(int64_t row)>& ready) {
+  const int64_t b = dy.shape()[0], out = dy.shape()[1];
+  GANTRY_RETURN_IF_ERROR(kernels::Zero(db));
+  GANTRY_RETURN_IF_ERROR(kernels::BiasAddBackward(dy, db));  // the bias lies after W: first
+  const int64_t rows = (out + blocks - 1) / blocks;
+  kernels::GemmOptions dw_opts;
+  dw_opts.trans_a = true;
+  for (int64_t o1 = out; o1 > 0;) {
+    const int64_t o0 = std::max<int64_t>(0, o1 - rows), n = o1 - o0;
+    Tensor packed = scratch.View(0, {b, n});
+    const float* src = dy.f32();
+    float* dst = packed.f32();
+    for (int64_t r = 0; r < b; ++r) std::memcpy(dst + r * n, src + r * out + o0, n * 4);
+    Tensor dw_rows = dw.Slice(o0, o1);
+    GANTRY_RETURN_IF_ERROR(kernels::Matmul(packed, x, dw_rows, dw_opts));  // packed^T * x
+    ready(o0);
+    o1 = o0;
+  }
+  return OkStatus();
 }
 }  // namespace
 
@@ -109,6 +142,15 @@ Status MlpModel::Backward(const Batch& batch, float loss_scale) {
     Tensor x = i == 0 ? batch.inputs.Reshape({b, w[0]}) : a_[i - 1];
     Tensor wt = Param(pw), dw = Grad(pw), db = Grad(params_[2 * i + 1]);
     Tensor da = da_buf_.View(0, {b, w[i]});
+    const bool blocked = i == 0 && device_.is_cpu() && has_grad_ready() &&
+                         w[1] >= kFirstLayerBlocks * kFirstLayerBlockMinRows;
+    if (blocked) {
+      const int64_t in = w[0];
+      GANTRY_RETURN_IF_ERROR(FirstLayerBackwardInBlocks(
+          x, dz, dw, db, da_buf_, kFirstLayerBlocks,
+          [&](int64_t row) { GradReady(pw.offset + row * in); }));
+      continue;
+    }
     GANTRY_RETURN_IF_ERROR(LinearBackwardOverwrite(x, wt, dz, i == 0 ? nullptr : &da, dw, db));
     GradReady(pw.offset);
     if (i > 0) {

@@ -106,6 +106,7 @@ class Model {
   void GradReady(int64_t begin) {
     if (grad_ready_) grad_ready_(begin);
   }
+  bool has_grad_ready() const { return static_cast<bool>(grad_ready_); }
 
   ModelSpec spec_;
   int batch_ = 0;

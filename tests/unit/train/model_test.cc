@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <vector>
@@ -140,8 +141,16 @@ TEST(ModelTest, BackwardZeroesGradsSoRepeatedCallsAgree) {
   EXPECT_EQ(0, std::memcmp(g1.data(), m->flat_grads().f32(), g1.size() * 4));
 }
 
+// An mlp whose first layer is wide enough for its weight gradient to be announced in row blocks.
+ModelSpec WideMlp() {
+  ModelSpec s = testing::TinyMlp("relu");
+  s.widths = {24, 256, 16, 5};
+  return s;
+}
+
 TEST(ModelTest, GradReadyRangesShrinkTowardsZeroAndAreFinal) {
-  for (const ModelSpec& s : {testing::TinyGpt(), testing::TinyMlp(), testing::TinyCnn("max")}) {
+  for (const ModelSpec& s :
+       {testing::TinyGpt(), testing::TinyMlp(), testing::TinyCnn("max"), WideMlp()}) {
     auto m = MakeModel(s, 2);
     auto b = AllocateBatch(*BatchLayoutFor(s, 2), Device::Cpu());
     FillBatch(s, *b, 5);
@@ -162,6 +171,10 @@ TEST(ModelTest, GradReadyRangesShrinkTowardsZeroAndAreFinal) {
     EXPECT_FALSE(stale) << s.type;
     EXPECT_EQ(begins.back(), 0) << s.type;
     for (size_t i = 1; i < begins.size(); ++i) EXPECT_LT(begins[i], begins[i - 1]) << s.type;
+    if (s.widths.size() == 4 && s.widths[1] == 256) {  // WideMlp: layer 0's W in 4 row blocks
+      const int64_t w0 = int64_t(s.widths[0]) * s.widths[1];
+      EXPECT_EQ(std::count_if(begins.begin(), begins.end(), [&](int64_t x) { return x < w0; }), 4);
+    }
   }
 }
 
