@@ -11,9 +11,9 @@
 #include <cerrno>
 #include <cstring>
 
+#include "base/exec_image.h"
 #include "proto/wire.h"
 
-extern char** environ;
 
 namespace gantry::worker {
 
@@ -24,21 +24,7 @@ StatusOr<std::unique_ptr<RankProcess>> RankProcess::Start(const LaunchSpec& spec
   if (!spec.workdir.empty() && (stat(spec.workdir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)))
     return InvalidArgumentError("working directory " + spec.workdir +
                                 " does not exist on this worker");
-  // Build argv and envp before fork: the child may only call async-signal-safe functions.
-  std::map<std::string, std::string> env;
-  for (char** e = environ; *e; ++e) {
-    const char* eq = std::strchr(*e, '=');
-    if (eq) env[std::string(*e, eq - *e)] = eq + 1;
-  }
-  for (const auto& [k, v] : spec.env) env[k] = v;
-  std::vector<std::string> env_strings;
-  for (const auto& [k, v] : env) env_strings.push_back(k + "=" + v);
-  std::vector<char*> envp, argv;
-  for (auto& s : env_strings) envp.push_back(s.data());
-  envp.push_back(nullptr);
-  std::vector<std::string> args = spec.argv;
-  for (auto& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
+  const ExecImage image(spec.argv, spec.env);  // built before fork
   int out[2], err[2];
   if (pipe2(out, O_CLOEXEC) != 0) return ErrnoError("pipe for rank stdout", errno);
   if (pipe2(err, O_CLOEXEC) != 0) {
@@ -64,10 +50,10 @@ StatusOr<std::unique_ptr<RankProcess>> RankProcess::Start(const LaunchSpec& spec
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, nullptr);
     if (!spec.workdir.empty() && chdir(spec.workdir.c_str()) != 0) _exit(126);
-    execvpe(argv[0], argv.data(), envp.data());
+    execvpe(image.program(), image.argv(), image.envp());
     const char* msg = "gantry worker: cannot execute ";
     (void)!write(2, msg, strlen(msg));
-    (void)!write(2, argv[0], strlen(argv[0]));
+    (void)!write(2, image.program(), strlen(image.program()));
     (void)!write(2, ": ", 2);
     const char* why = strerror(errno);
     (void)!write(2, why, strlen(why));

@@ -13,7 +13,8 @@
 #include <cstring>
 #include <thread>
 
-extern char** environ;
+#include "base/exec_image.h"
+
 
 namespace gantry::bench {
 namespace {
@@ -28,26 +29,9 @@ std::string Describe(int wstatus) {
 
 Status ProcessGroup::Start(const ChildSpec& spec) {
   if (spec.argv.empty()) return InvalidArgumentError("ProcessGroup::Start: empty argv");
-  // Build argv/envp before fork: the child only calls async-signal-safe functions.
-  std::map<std::string, std::string> env;
-  for (char** e = environ; *e; ++e) {
-    const char* eq = std::strchr(*e, '=');
-    if (eq) env[std::string(*e, eq - *e)] = eq + 1;
-  }
-  for (const auto& k : spec.unset_env) env.erase(k);
-  for (const auto& [k, v] : spec.env) env[k] = v;
-  std::vector<std::string> env_strings;
-  for (const auto& [k, v] : env) env_strings.push_back(k + "=" + v);
-  std::vector<char*> envp, argv;
-  for (auto& s : env_strings) envp.push_back(s.data());
-  envp.push_back(nullptr);
-  std::vector<std::string> args = spec.argv;
+  const ExecImage image(spec.argv, spec.env, spec.unset_env);  // built before fork
   std::string name;
-  for (auto& a : args) {
-    argv.push_back(a.data());
-    name += (name.empty() ? "" : " ") + a;
-  }
-  argv.push_back(nullptr);
+  for (const auto& a : spec.argv) name += (name.empty() ? "" : " ") + a;
   const int fd = ::open(spec.log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) return ErrnoError("open log file " + spec.log_path, errno);
   const pid_t pid = ::fork();
@@ -60,9 +44,9 @@ Status ProcessGroup::Start(const ChildSpec& spec) {
     ::dup2(fd, 2);
     const int devnull = ::open("/dev/null", O_RDONLY);
     if (devnull >= 0) ::dup2(devnull, 0);
-    ::execvpe(argv[0], argv.data(), envp.data());
+    ::execvpe(image.program(), image.argv(), image.envp());
     (void)!::write(2, "exec failed: ", 13);
-    (void)!::write(2, argv[0], std::strlen(argv[0]));
+    (void)!::write(2, image.program(), std::strlen(image.program()));
     ::_exit(127);
   }
   ::close(fd);

@@ -12,7 +12,8 @@
 #include <cstring>
 #include <thread>
 
-extern char** environ;
+#include "base/exec_image.h"
+
 
 namespace gantry::bench {
 
@@ -29,20 +30,7 @@ Status PeerProcess::Start(const std::vector<std::string>& argv,
     close(in_pipe[1]);
     return ErrnoError("pipe for peer stdout", errno);
   }
-  std::vector<char*> args;
-  for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-  args.push_back(nullptr);
-  // The environment is built before fork: the child of a multi-threaded parent may only make
-  // async-signal-safe calls, so no setenv there.
-  std::vector<std::string> env_strings;
-  for (char** e = environ; *e != nullptr; ++e) {
-    const std::string kv = *e;
-    if (env.count(kv.substr(0, kv.find('='))) == 0) env_strings.push_back(kv);
-  }
-  for (const auto& [k, v] : env) env_strings.push_back(k + "=" + v);
-  std::vector<char*> envp;
-  for (std::string& kv : env_strings) envp.push_back(kv.data());
-  envp.push_back(nullptr);
+  const ExecImage image(argv, env);  // built before fork: the child only reads it
   std::string exec_error = "{\"error\": \"cannot execute ";
   for (char ch : argv[0]) {
     if (ch == '"' || ch == '\\') exec_error += '\\';
@@ -57,7 +45,7 @@ Status PeerProcess::Start(const std::vector<std::string>& argv,
   if (pid == 0) {  // child
     dup2(in_pipe[0], STDIN_FILENO);
     dup2(out_pipe[1], STDOUT_FILENO);
-    execve(args[0], args.data(), envp.data());
+    execve(image.program(), image.argv(), image.envp());
     char code[24];  // errno in decimal, without snprintf (not async-signal-safe)
     int len = 0;
     for (int e = errno; len == 0 || e > 0; e /= 10) code[len++] = char('0' + e % 10);
