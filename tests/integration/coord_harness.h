@@ -36,6 +36,26 @@ inline int FreeLoopbackPort() {
   return ntohs(a.sin_port);
 }
 
+// Polls the coordinator every `poll` until the job's state is one of `states` or `timeout`
+// passes; returns the last info it got.
+inline proto::JobInfo WaitJobState(coordinator::CoordinatorClient& c, const std::string& id,
+                                   const std::vector<std::string>& states,
+                                   std::chrono::milliseconds timeout,
+                                   std::chrono::milliseconds poll) {
+  proto::JobInfo last;
+  const auto end = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < end) {
+    auto info = c.GetJob(id, true);
+    if (info.ok()) {
+      last = *info;
+      for (const auto& s : states)
+        if (last.state() == s) return last;
+    }
+    std::this_thread::sleep_for(poll);
+  }
+  return last;
+}
+
 class Cluster {
  public:
   explicit Cluster(const std::string& name) {
@@ -152,19 +172,7 @@ class Cluster {
   proto::JobInfo WaitState(coordinator::CoordinatorClient& c, const std::string& id,
                            std::vector<std::string> states,
                            std::chrono::seconds timeout = std::chrono::seconds(30)) {
-    proto::JobInfo last;
-    const auto end = std::chrono::steady_clock::now() + timeout;
-    while (std::chrono::steady_clock::now() < end) {
-      auto info = c.GetJob(id, true);
-      if (info.ok()) {
-        last = *info;
-        for (const auto& s : states)
-          if (last.state() == s) return last;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-    ADD_FAILURE() << "job " << id << " stayed " << last.state() << "; logs in " << dir_;
-    return last;
+    return WaitJobState(c, id, states, timeout, std::chrono::milliseconds(50));
   }
   std::string Logs(coordinator::CoordinatorClient& c, const std::string& id) {
     auto b = c.Logs(id, -1, 0, 10000);

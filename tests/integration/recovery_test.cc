@@ -18,6 +18,7 @@
 #include <thread>
 
 #include "coordinator/client.h"
+#include "tests/integration/coord_harness.h"
 #include "tests/integration/recovery_harness.h"
 #include "storage/object_store.h"
 #include "train/checkpoint.h"
@@ -155,19 +156,7 @@ class Recovery : public ::testing::Test {
   }
   proto::JobInfo WaitDone(coordinator::CoordinatorClient& c, const std::string& id,
                           seconds timeout) {
-    proto::JobInfo last;
-    const auto end = std::chrono::steady_clock::now() + timeout;
-    while (std::chrono::steady_clock::now() < end) {
-      auto info = c.GetJob(id, true);
-      if (info.ok()) {
-        last = *info;
-        if (last.state() == "SUCCEEDED" || last.state() == "FAILED" ||
-            last.state() == "CANCELLED")
-          return last;
-      }
-      std::this_thread::sleep_for(milliseconds(100));
-    }
-    return last;
+    return WaitJobState(c, id, {"SUCCEEDED", "FAILED", "CANCELLED"}, timeout, milliseconds(100));
   }
   // Polls until rank 0 reported `step` (progress comes from its JSON step lines) or the job
   // left PENDING/PLACED/RUNNING; returns the last info.
