@@ -56,6 +56,8 @@ class Optimizer {
   // ClipGradients + Step. kFailedPrecondition when grad_clip > 0 (needs the norm first).
   Status BeginStepInBackward(int64_t step, float lr);
   StatusOr<float> EndStepInBackward();
+  // After a failed Backward: removes the callback without updating the rest.
+  void CancelStepInBackward() { model_.SetGradReadyCallback(nullptr); }
   // Flat state tensors by name ("momentum_buffer", "exp_avg", "exp_avg_sq"); empty for sgd.
   const OptimizerState& state() const { return state_; }
 

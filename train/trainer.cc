@@ -287,7 +287,7 @@ Status Trainer::TrainStep(StepMetrics* m) {
   if (fused) GANTRY_RETURN_IF_ERROR(optimizer_->BeginStepInBackward(step_, lr));
   if (dp_) dp_->BeginBackward();
   if (Status st = model_->Backward(device_batch_, dp_ ? dp_->loss_scale() : 1.0f); !st.ok()) {
-    if (fused) model_->SetGradReadyCallback(nullptr);
+    if (fused) optimizer_->CancelStepInBackward();
     return st;
   }
   double comm_wait = 0;
