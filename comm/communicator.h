@@ -67,6 +67,18 @@ class Communicator {
   // Completes on every rank once all ranks have entered it.
   virtual WorkPtr Barrier() = 0;
 
+  // Symmetric memory (optional; collective and blocking: every rank calls it with the same
+  // bytes, in the same order among the collectives, from the issuing thread). Returns this
+  // rank's part of a zero-filled allocation that the backend can also reach on its peers, so
+  // collectives on buffers inside it, at the same offset on every rank, skip staging copies
+  // (shm: the peers read it directly). A null pointer means "not supported here" (the
+  // default, and the shm backend when /dev/shm is too small): use ordinary memory. The memory
+  // stays valid while the returned pointer or the communicator holds it.
+  virtual StatusOr<std::shared_ptr<void>> AllocateSymmetric(size_t bytes) {
+    (void)bytes;
+    return std::shared_ptr<void>();
+  }
+
   // Tears the communicator down from any thread: pending and future operations fail with
   // kAborted carrying `reason`; peers see this rank's connections close.
   virtual void Abort(const Status& reason) = 0;

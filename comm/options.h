@@ -38,6 +38,9 @@ struct CommOptions {
   int shm_stages = 4;
   // shm: bytes of each point-to-point mailbox (one per ordered pair of ranks).
   size_t shm_mailbox_bytes = 256 << 10;
+  // shm: in-place allreduces of at least this many bytes on symmetric memory take the
+  // copy-free window path (smaller ones are faster staged; both give the same bits).
+  size_t shm_window_min_bytes = 512 << 10;
 
   // Applies GANTRY_COMM_* overrides; kInvalidArgument names a malformed variable.
   Status ApplyEnv();

@@ -77,6 +77,10 @@ class BucketReducer {
   Status Finish();
 
   const std::vector<Bucket>& buckets() const { return buckets_; }
+  // Buckets issued since Arm() (they are issued in order: 0 .. issued() - 1).
+  size_t issued() const { return next_; }
+  // True once bucket i's collective finished (never blocks; Wait(i) still finishes it).
+  bool Done(size_t i) const { return i < next_ && work_[i] && work_[i]->Done(); }
   // Shard mode: true when bucket i's size is a multiple of world (no padding needed).
   bool Divisible(size_t i) const {
     return buckets_[i].piece * comm_.size() == buckets_[i].size();

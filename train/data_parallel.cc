@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstring>
 #include <map>
+#include <utility>
 
 #include "base/logging.h"
 #include "base/metrics.h"
@@ -28,6 +29,8 @@ DataParallelOptions DataParallelOptions::FromSpec(const CommSpec& spec) {
                            0, TunableInt("DP_MAX_BUCKET_KB", int64_t(o.max_bucket_bytes >> 10))))
                        << 10;
   o.overlap_update = TunableInt("DP_OVERLAP_UPDATE", 1) != 0;
+  o.symmetric_grads = TunableInt("DP_SYMMETRIC_GRADS", 1) != 0;
+  o.inline_reduce = TunableInt("DP_INLINE_REDUCE", 0) != 0;
   o.check_every = std::max<int64_t>(0, TunableInt("DP_CHECK_EVERY", o.check_every));
   o.straggler_every = std::max<int64_t>(0, TunableInt("DP_STRAGGLER_EVERY", o.straggler_every));
   o.straggler_ratio = TunableDouble("DP_STRAGGLER_RATIO", o.straggler_ratio);
@@ -39,6 +42,18 @@ StatusOr<std::unique_ptr<DataParallel>> DataParallel::Create(comm::Communicator&
                                                              const DataParallelOptions& options) {
   std::unique_ptr<DataParallel> dp(new DataParallel(comm, model, options));
   dp->small_ = std::make_unique<HostCollectives>(comm, model.device(), options.timeout);
+  // Gradients in the backend's symmetric memory when it has some (shm: peers reduce straight
+  // from each other's gradient buffers, no staging copies). Only the plain f32 allreduce uses it.
+  bool symmetric = false;
+  if (model.device().is_cpu() && !options.bf16_reduce && !options.zero1 &&
+      options.symmetric_grads) {
+    GANTRY_ASSIGN_OR_RETURN(auto mem,
+                            comm.AllocateSymmetric(size_t(model.num_params()) * sizeof(float)));
+    if (mem) {
+      GANTRY_RETURN_IF_ERROR(model.AdoptGradientMemory(std::move(mem)));
+      symmetric = true;
+    }
+  }
   BucketOptions bo;
   bo.bucket_bytes = options.bucket_bytes;
   // The cap is for host memory, where the comm thread shares the cores with compute and small
@@ -50,20 +65,20 @@ StatusOr<std::unique_ptr<DataParallel>> DataParallel::Create(comm::Communicator&
   bo.shard = options.zero1;
   bo.timeout = options.timeout;
   GANTRY_ASSIGN_OR_RETURN(dp->reducer_, BucketReducer::Create(comm, model, bo));
+  dp->symmetric_grads_ = symmetric;
   dp->sharded_spec_ = optimizer;
   if (options.zero1) {
     GANTRY_ASSIGN_OR_RETURN(dp->sharded_,
                             ShardedOptimizer::Create(optimizer, model, comm, *dp->reducer_));
   }
-  dp->PlanSegments();
-  BucketReducer* reducer = dp->reducer_.get();
-  model.SetGradReadyCallback([reducer](int64_t begin) { reducer->OnGradReady(begin); });
+  model.SetGradReadyCallback([d = dp.get()](int64_t begin) { d->OnGradReady(begin); });
   GANTRY_LOG(INFO, "data parallel ready")
       .Field("world", comm.size())
       .Field("backend", std::string(comm.backend()))
       .Field("buckets", int64_t(dp->buckets().size()))
       .Field("bucket_mb", double(bo.bucket_bytes) / double(1 << 20))
       .Field("bf16_reduce", options.bf16_reduce)
+      .Field("symmetric_grads", symmetric)
       .Field("zero1", options.zero1);
   return dp;
 }
@@ -94,24 +109,6 @@ Status DataParallel::BroadcastBlob(std::string* blob) {
   return OkStatus();
 }
 
-void DataParallel::PlanSegments() {
-  const std::vector<ParamInfo>& params = model_.params();
-  for (const Bucket& b : reducer_->buckets()) {
-    std::vector<Segment> segs;
-    for (const ParamInfo& p : params) {
-      const int64_t lo = std::max(b.begin, p.offset), hi = std::min(b.end, p.offset + p.numel);
-      if (lo >= hi) continue;
-      if (!segs.empty() && segs.back().decay == p.decay &&
-          segs.back().offset + segs.back().numel == lo) {
-        segs.back().numel += hi - lo;
-      } else {
-        segs.push_back({lo, hi - lo, p.decay});
-      }
-    }
-    segments_.push_back(std::move(segs));
-  }
-}
-
 StatusOr<float> DataParallel::ReduceAndUpdate(Optimizer* optimizer, int64_t step, float lr) {
   const OptimizerSpec& spec = sharded_ ? sharded_spec_ : optimizer->spec();
   if (spec.grad_clip > 0 || !options_.overlap_update) {
@@ -122,26 +119,40 @@ StatusOr<float> DataParallel::ReduceAndUpdate(Optimizer* optimizer, int64_t step
   }
   if (sharded_) return sharded_->ReduceAndStep(step, lr);
   reducer_->IssueRemaining();
-  Tensor& params = model_.flat_params();
-  Tensor& grads = model_.flat_grads();
-  double sum_sq = 0;
-  Status first;
-  for (size_t i = 0; i < segments_.size(); ++i) {
+  if (updating_.optimizer != optimizer) updating_ = {optimizer, step, lr};
+  UpdateFinishedBuckets(/*block=*/true);
+  const Updating done = std::exchange(updating_, {});
+  if (!done.status.ok()) return done.status;
+  return float(std::sqrt(done.sum_sq));
+}
+
+void DataParallel::BeginBackward(Optimizer* optimizer, int64_t step, float lr) {
+  BeginBackward();
+  if (optimizer != nullptr && !sharded_ && options_.overlap_update &&
+      optimizer->spec().grad_clip <= 0) {
+    updating_ = {optimizer, step, lr};
+  }
+}
+
+void DataParallel::OnGradReady(int64_t begin) {
+  reducer_->OnGradReady(begin);
+  if (updating_.optimizer != nullptr) UpdateFinishedBuckets(/*block=*/options_.inline_reduce);
+}
+
+void DataParallel::UpdateFinishedBuckets(bool block) {
+  Updating& u = updating_;
+  while (u.next < reducer_->issued()) {
+    if (!block && !reducer_->Done(u.next)) return;
+    const size_t i = u.next++;
     Status s = reducer_->Wait(i);  // every bucket is waited, even after an error
-    if (!s.ok() && first.ok()) first = s;
-    if (!first.ok()) continue;
+    if (!s.ok() && u.status.ok()) u.status = s;
+    if (!u.status.ok()) continue;
+    // One pass per bucket: the update and its squared gradient norm, while the sum is in cache.
     const Bucket& b = reducer_->buckets()[i];
-    GANTRY_ASSIGN_OR_RETURN(float norm, kernels::L2Norm(grads.View(b.begin, {b.size()})));
-    sum_sq += double(norm) * double(norm);
-    for (const Segment& seg : segments_[i]) {
-      Tensor p = params.View(seg.offset, {seg.numel});
-      Tensor g = grads.View(seg.offset, {seg.numel});
-      GANTRY_RETURN_IF_ERROR(ApplyUpdate(optimizer->spec(), step, lr, seg.decay, p, g,
-                                         optimizer->state(), seg.offset));
+    if (Status st = u.optimizer->StepRange(u.step, u.lr, b.begin, b.end, &u.sum_sq); !st.ok()) {
+      u.status = st;
     }
   }
-  if (!first.ok()) return first;
-  return float(std::sqrt(sum_sq));
 }
 
 StatusOr<float> DataParallel::ClipGradients(Optimizer* optimizer) {

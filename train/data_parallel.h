@@ -39,6 +39,11 @@ struct DataParallelOptions {
   bool bf16_reduce = false;              // comm.bf16_reduce
   bool zero1 = false;                    // comm.zero1
   bool overlap_update = true;            // GANTRY_DP_OVERLAP_UPDATE: update bucket by bucket
+  bool symmetric_grads = true;           // GANTRY_DP_SYMMETRIC_GRADS: grads in comm memory
+  // GANTRY_DP_INLINE_REDUCE: finish each bucket's collective (and its update) from the
+  // grad-ready callback, on the training thread (lanes run an op inline when idle): for hosts
+  // with no core to spare for the progress thread. Off: the callback only polls.
+  bool inline_reduce = false;
   int64_t check_every = 100;             // GANTRY_DP_CHECK_EVERY: parameter checksum (0 = off)
   int64_t straggler_every = 50;          // GANTRY_DP_STRAGGLER_EVERY (0 = off)
   double straggler_ratio = 1.5;          // GANTRY_DP_STRAGGLER_RATIO
@@ -64,6 +69,8 @@ class DataParallel {
   int world() const { return comm_.size(); }
   const DataParallelOptions& options() const { return options_; }
   const std::vector<Bucket>& buckets() const { return reducer_->buckets(); }
+  // True when the model's gradients live in the communicator's symmetric memory.
+  bool symmetric_grads() const { return symmetric_grads_; }
   // Backward's loss_scale: 1/world, so the summed gradients are the global mean.
   float loss_scale() const { return 1.0f / float(world()); }
   // ZeRO-1: the sharded optimizer (else nullptr; the Trainer's Optimizer is used).
@@ -78,7 +85,14 @@ class DataParallel {
   // The step, in the order the Trainer calls it: BeginBackward, Backward, then either
   // ReduceAndUpdate, or ReduceGradients + ClipGradients + Update (when something must see
   // the whole reduced gradient first).
-  void BeginBackward() { reducer_->Arm(); }
+  void BeginBackward() {
+    reducer_->Arm();
+    updating_ = {};
+  }
+  // Same, and updates each bucket whose sum arrives while backward still runs right away,
+  // from the grad-ready callback (the replicated optimizer without clipping; otherwise this is
+  // BeginBackward()). ReduceAndUpdate with the same arguments finishes the step.
+  void BeginBackward(Optimizer* optimizer, int64_t step, float lr);
   // Reduce, clip and update overlapped: waits for the buckets in order and updates each
   // bucket's parameters (replicated optimizer) as soon as its sum arrived, while later
   // buckets are still being reduced; returns the global gradient norm. With grad_clip > 0
@@ -107,12 +121,20 @@ class DataParallel {
   DataParallel(comm::Communicator& comm, Model& model, const DataParallelOptions& options)
       : comm_(comm), model_(model), options_(options) {}
   StatusOr<uint32_t> ParamChecksum();
-  // Runs of one decay flag inside each bucket (the replicated optimizer's per-bucket update).
-  struct Segment {
-    int64_t offset, numel;
-    bool decay;
+  // The model's grad-ready callback: issue buckets, then update those already summed.
+  void OnGradReady(int64_t begin);
+  // Updates issued buckets in order while their sums are there (block: waits for each).
+  void UpdateFinishedBuckets(bool block);
+  struct Updating {  // the step being applied bucket by bucket
+    Optimizer* optimizer = nullptr;
+    int64_t step = 0;
+    float lr = 0;
+    size_t next = 0;  // next bucket to update
+    double sum_sq = 0;
+    Status status;  // first reduction or update error
   };
-  void PlanSegments();
+  Updating updating_;
+  bool symmetric_grads_ = false;
 
   comm::Communicator& comm_;
   Model& model_;
@@ -124,7 +146,6 @@ class DataParallel {
   StepTimes window_;
   int64_t window_steps_ = 0;
   std::vector<int> stragglers_;
-  std::vector<std::vector<Segment>> segments_;  // per bucket
   kernels::Tensor host_params_;  // CUDA models: host copy for the checksum (allocated lazily)
 };
 

@@ -1,6 +1,8 @@
 // Model base: parameter registration, flat buffers, batch layouts and the Create factory.
 #include "train/model.h"
 
+#include <cstring>
+
 #include "train/cnn.h"
 #include "train/gpt.h"
 #include "train/mlp.h"
@@ -25,6 +27,18 @@ Status Model::AllocateFlatBuffers() {
   const int64_t n = params_.empty() ? 0 : params_.back().offset + params_.back().numel;
   GANTRY_ASSIGN_OR_RETURN(flat_params_, Tensor::Empty({n}, DType::kF32, device_));
   GANTRY_ASSIGN_OR_RETURN(flat_grads_, Tensor::Empty({n}, DType::kF32, device_));
+  return OkStatus();
+}
+
+Status Model::AdoptGradientMemory(std::shared_ptr<void> memory) {
+  if (!device_.is_cpu()) {
+    return InvalidArgumentError("gradient memory can only be adopted by a host (cpu) model");
+  }
+  if (memory == nullptr) return InvalidArgumentError("AdoptGradientMemory: null memory");
+  Tensor moved = Tensor::Wrap(memory.get(), flat_grads_.shape(), DType::kF32, device_);
+  std::memcpy(moved.raw(), flat_grads_.raw(), flat_grads_.nbytes());
+  flat_grads_ = moved;
+  grad_memory_ = std::move(memory);
   return OkStatus();
 }
 

@@ -82,6 +82,11 @@ class Model {
   // Training tokens (gpt) or samples (mlp/cnn) per batch, for throughput figures.
   virtual int64_t ItemsPerBatch() const = 0;
 
+  // Moves the gradient buffer into `memory` (host memory of at least num_params floats, e.g.
+  // a communicator's symmetric memory, see Communicator::AllocateSymmetric); the model keeps
+  // `memory` alive. Call before anything holds views of flat_grads (optimizers, reducers).
+  Status AdoptGradientMemory(std::shared_ptr<void> memory);
+
   // `begin` is the element offset from which the gradient buffer is now final (up to the end).
   using GradReadyFn = std::function<void(int64_t begin)>;
   void SetGradReadyCallback(GradReadyFn fn) { grad_ready_ = std::move(fn); }
@@ -114,6 +119,7 @@ class Model {
   std::vector<ParamInfo> params_;
   kernels::Tensor flat_params_;
   kernels::Tensor flat_grads_;
+  std::shared_ptr<void> grad_memory_;  // set by AdoptGradientMemory
   GradReadyFn grad_ready_;
 };
 

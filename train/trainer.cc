@@ -285,7 +285,7 @@ Status Trainer::TrainStep(StepMetrics* m) {
   const bool fused = !dp_ && !reduce_ && spec_.optimizer.grad_clip <= 0 &&
                      !model_->device().is_cuda() && TunableBool("FUSED_UPDATE", true);
   if (fused) GANTRY_RETURN_IF_ERROR(optimizer_->BeginStepInBackward(step_, lr));
-  if (dp_) dp_->BeginBackward();
+  if (dp_) dp_->BeginBackward(reduce_ ? nullptr : optimizer_.get(), step_, lr);
   if (Status st = model_->Backward(device_batch_, dp_ ? dp_->loss_scale() : 1.0f); !st.ok()) {
     if (fused) optimizer_->CancelStepInBackward();
     return st;

@@ -72,12 +72,27 @@ int RunOursRank(const std::vector<size_t>& sizes) {
   }
   comm::Communicator& c = *session->comm;
   auto send = WarmBuffer(sizes.back()), recv = WarmBuffer(sizes.back());
+  // GANTRY_BENCH_SYMMETRIC=1: in place on the backend's symmetric memory (as the data-parallel
+  // engine keeps its gradients), else out of place on ordinary memory.
+  float* in = send.data();
+  float* out = recv.data();
+  std::shared_ptr<void> symmetric;
+  if (const char* v = std::getenv("GANTRY_BENCH_SYMMETRIC"); v && std::string(v) == "1") {
+    auto mem = c.AllocateSymmetric(sizes.back());
+    if (!mem.ok() || *mem == nullptr) {
+      std::fprintf(stderr, "ours: no symmetric memory: %s\n",
+                   mem.ok() ? "the backend has none" : mem.status().ToString().c_str());
+      return 1;
+    }
+    symmetric = *mem;
+    in = out = static_cast<float*>(symmetric.get());
+    std::fill(in, in + sizes.back() / sizeof(float), 1.0f);
+  }
   for (size_t bytes : sizes) {
     const size_t n = bytes / sizeof(float);
     Status err;
     double s = TimeOp(ItersFor(bytes), [&] {
-      Status st = c.Allreduce(send.data(), recv.data(), n, comm::DataType::kF32,
-                              comm::ReduceOp::kSum)->Wait();
+      Status st = c.Allreduce(in, out, n, comm::DataType::kF32, comm::ReduceOp::kSum)->Wait();
       if (!st.ok()) err = st;
     }, [&] { c.Barrier()->Wait().IgnoreError(); });
     if (!err.ok()) {

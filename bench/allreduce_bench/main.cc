@@ -3,7 +3,7 @@
 // best setting: glibc keeps big blocks, MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=64 GiB),
 // Gloo's chunked ring, plus the single-thread memcpy and loopback TCP (one-way and duplex)
 // stream ceilings.  allreduce_bench [--json] [--ranks N] [--max-mib M] [--rounds R]
-//                   [--launch-timeout-s S] [--no-pin] [--only tcp,shm,mpi-shm,mpi-tcp,gloo]
+//                   [--launch-timeout-s S] [--no-pin] [--only tcp,shm,mpi-shm,mpi-tcp,gloo,shm-sym]
 // Each implementation runs as N processes launched here, round-robin with the others for R
 // rounds (default 3); each figure is the median over rounds of in-process medians. A launch
 // that fails or passes its deadline is stopped and reported as FAILED (never a hang).
@@ -52,7 +52,7 @@ int main(int argc, char** argv) {
   int ranks = 2, rounds = 3;
   double launch_timeout_s = 240;
   size_t max_bytes = 256u << 20;
-  std::string only = "tcp,shm,mpi-shm,mpi-tcp,gloo", rank_of;
+  std::string only = "tcp,shm,mpi-shm,mpi-tcp,gloo,shm-sym", rank_of;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--json") json = true;
@@ -65,7 +65,7 @@ int main(int argc, char** argv) {
     else if (a.rfind("--rank-of=", 0) == 0) rank_of = a.substr(10);
     else {
       std::fprintf(stderr, "usage: %s [--json] [--ranks N] [--max-mib M] [--rounds R] "
-                   "[--launch-timeout-s S] [--no-pin] [--only tcp,shm,mpi-shm,mpi-tcp,gloo]\n", argv[0]);
+                   "[--launch-timeout-s S] [--no-pin] [--only tcp,shm,mpi-shm,mpi-tcp,gloo,shm-sym]\n", argv[0]);
       return 2;
     }
   }
@@ -107,8 +107,9 @@ int main(int argc, char** argv) {
       {"ompi shm", "openmpi-shm-kept", mpirun("self,vader"), {}},
       {"ompi tcp", "openmpi-tcp-kept", mpirun("self,tcp"), {}},
       {"gloo", "gloo-tcp-ring-chunked", {self, "--rank-of=gloo", "--max-mib", max_mib}, {{"GANTRY_BENCH_GLOO_DIR", gloo_dir}}, pin},
+      {"ours shm-sym", "gantry-shm-symmetric", {self, "--rank-of=ours", "--max-mib", max_mib}, with(with(ours_env, "GANTRY_COMM_BACKEND", "shm"), "GANTRY_BENCH_SYMMETRIC", "1"), pin},
   };
-  const char* keys[] = {"tcp", "shm", "mpi-shm", "mpi-tcp", "gloo"};
+  const char* keys[] = {"tcp", "shm", "mpi-shm", "mpi-tcp", "gloo", "shm-sym"};
   std::vector<std::map<size_t, std::vector<double>>> runs(impls.size());
   std::vector<std::string> errors(impls.size());
   std::vector<double> streams, duplexes;
@@ -169,14 +170,16 @@ int main(int argc, char** argv) {
     std::printf("loopback TCP (2 processes, median of %d): one-way stream %.2f GB/s; duplex stream "
                 "%.2f GB/s per direction\n", rounds, stream, duplex);
     std::printf("ratios (>1 = we win): size | shm/ompi-shm (target 1.2) | shm/memcpy (0.5 at 64 MiB) "
-                "| tcp/ompi-tcp (1.0) | tcp/gloo (2.0) | tcp/stream (0.9 from 16 MiB) | tcp/duplex\n");
+                "| tcp/ompi-tcp (1.0) | tcp/gloo (2.0) | tcp/stream (0.9 from 16 MiB) | tcp/duplex "
+                "| shm-sym/ompi-shm\n");
     for (size_t k = 0; k < sizes.size(); ++k) {
       const size_t b = sizes[k];
       auto r = [&](double a, double p) { return p > 0 && a > 0 ? a / p : 0.0; };
-      std::printf("%-8s | %5.2f | %5.2f | %5.2f | %5.2f | %5.2f | %5.2f\n", SizeName(b).c_str(),
-                  r(busbw(1, b), busbw(2, b)), r(busbw(1, b), memcpy_gbps[k]),
-                  r(busbw(0, b), busbw(3, b)), r(busbw(0, b), busbw(4, b)),
-                  r(busbw(0, b), stream), r(busbw(0, b), duplex));
+      std::printf("%-8s | %5.2f | %5.2f | %5.2f | %5.2f | %5.2f | %5.2f | %5.2f\n",
+                  SizeName(b).c_str(), r(busbw(1, b), busbw(2, b)),
+                  r(busbw(1, b), memcpy_gbps[k]), r(busbw(0, b), busbw(3, b)),
+                  r(busbw(0, b), busbw(4, b)), r(busbw(0, b), stream), r(busbw(0, b), duplex),
+                  r(busbw(5, b), busbw(2, b)));
     }
     for (size_t i = 0; i < impls.size(); ++i) {
       if (!errors[i].empty()) std::printf("%s FAILED: %s\n", impls[i].name.c_str(), errors[i].c_str());
@@ -196,6 +199,9 @@ int main(int argc, char** argv) {
     const std::string w = "f32-sum-" + std::to_string(ranks) + "ranks-" + std::to_string(b) + "B";
     const double best = std::max(busbw(0, b), busbw(1, b));
     if (b >= (1u << 20)) JsonRow(w, "busbw_GBps", best, impls[2].peer_id, busbw(2, b), true, 1.2);
+    if (b >= (1u << 20) && res[5].count(b)) {
+      JsonRow(w, "shm_symmetric_busbw_GBps", busbw(5, b), impls[2].peer_id, busbw(2, b), true, 1.2);
+    }
     JsonRow(w, "tcp_busbw_GBps", busbw(0, b), impls[3].peer_id, busbw(3, b), true, 1.0);
     JsonRow(w, "tcp_busbw_GBps", busbw(0, b), impls[4].peer_id, busbw(4, b), true, 2.0);
     if (b >= (16u << 20)) {

@@ -10,6 +10,12 @@
 
 namespace gantry::comm {
 
+class ShmWindows;
+
+// In place on symmetric memory: the buffer lies at byte `offset` of window `w` on every rank;
+// each rank reduces its slice straight from its peers' windows and copies theirs back.
+Status ShmAllreduceWindow(ShmGroup& g, const ShmGroup::Op& op, const ShmWindows& windows, int w,
+                          size_t offset, size_t count, DataType dtype, ReduceOp rop);
 Status ShmAllreduce(ShmGroup& g, const ShmGroup::Op& op, const void* send, void* recv,
                     size_t count, DataType dtype, ReduceOp rop);
 Status ShmReduceScatter(ShmGroup& g, const ShmGroup::Op& op, const void* send, void* recv,

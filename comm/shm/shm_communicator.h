@@ -13,6 +13,7 @@
 #include "comm/lane.h"
 #include "comm/options.h"
 #include "comm/shm/shm_group.h"
+#include "comm/shm/shm_window.h"
 
 namespace gantry::comm {
 
@@ -40,19 +41,25 @@ class ShmCommunicator : public Communicator {
   WorkPtr Send(const void* data, size_t count, DataType dtype, int peer, uint32_t tag) override;
   WorkPtr Recv(void* data, size_t count, DataType dtype, int peer, uint32_t tag) override;
   WorkPtr Barrier() override;
+  // Windows of POSIX shared memory mapped by every rank (shm_window.h); an Allreduce in place
+  // on a buffer inside one runs without staging copies (shm_allreduce_window.cc).
+  StatusOr<std::shared_ptr<void>> AllocateSymmetric(size_t bytes) override;
   void Abort(const Status& reason) override;
   Status AsyncError() const override;
 
  private:
   ShmCommunicator(int rank, int size, const CommOptions& options);
+  // `where`: the window and offset of a symmetric-memory collective (checked across ranks).
   WorkPtr SubmitCollective(OpLabel label, uint8_t kind, uint8_t op, int root,
-                           std::function<Status(const ShmGroup::Op&)> run);
+                           std::function<Status(const ShmGroup::Op&)> run,
+                           std::optional<ShmWindows::Where> where = std::nullopt);
   WorkPtr SubmitP2p(Lane* lane, OpLabel label, std::function<Status(const ShmGroup::Op&)> run);
   Status CheckRank(const char* what, int r, bool allow_self) const;
 
   int rank_, size_;
   CommOptions options_;
   std::unique_ptr<ShmGroup> group_;
+  ShmWindows windows_;
   std::shared_ptr<CommState> state_;
   std::unique_ptr<Lane> coll_lane_, send_lane_, recv_lane_;
   uint64_t seq_ = 0, send_seq_ = 0, recv_seq_ = 0;

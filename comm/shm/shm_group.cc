@@ -134,6 +134,9 @@ Status ShmGroup::WaitPosted(const Op& op, int peer, uint64_t q) {
         std::to_string(m.seq) + ", kind " + std::to_string(m.kind) + ", count " +
         std::to_string(m.count) + ", dtype " + std::to_string(m.dtype) + ", op " +
         std::to_string(m.op) + ", root " + std::to_string(m.root) +
+        (m.window >= 0 ? ", symmetric window " + std::to_string(m.window) + " at byte " +
+                             std::to_string(m.offset)
+                       : std::string()) +
         "); every rank must call the same collectives in the same order with the same arguments");
   }
   return OkStatus();
@@ -149,6 +152,10 @@ Status ShmGroup::WaitReduced(const Op& op, int peer, uint64_t q) {
 
 void ShmGroup::MarkDone(uint64_t q) {
   segment_->control(rank_)->done.value.store(q + 1, std::memory_order_release);
+}
+
+Status ShmGroup::WaitDone(const Op& op, int peer, uint64_t q) {
+  return WaitFor(op, peer, segment_->control(peer)->done.value, q + 1, "finish reading");
 }
 
 Status ShmGroup::MailboxWrite(const Op& op, int to, const void* data, size_t bytes) {

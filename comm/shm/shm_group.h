@@ -48,6 +48,8 @@ class ShmGroup {
   void MarkReduced(uint64_t q);
   Status WaitReduced(const Op& op, int peer, uint64_t q);
   void MarkDone(uint64_t q);
+  // Waits until `peer` marked stage q done (it no longer reads this rank's data of stage q).
+  Status WaitDone(const Op& op, int peer, uint64_t q);
 
   // Point-to-point byte streams through the (from -> to) mailbox.
   Status MailboxWrite(const Op& op, int to, const void* data, size_t bytes);

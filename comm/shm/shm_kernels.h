@@ -56,12 +56,13 @@ __attribute__((target("avx512f"))) inline __m512 SumVec512(float* shared, const 
   __m512 acc = _mm512_maskz_loadu_ps(m, mine + k);
   for (int p = 0; p < np; ++p) acc = _mm512_add_ps(acc, _mm512_maskz_loadu_ps(m, peers[p] + k));
   if (scale_it) acc = _mm512_mul_ps(acc, _mm512_set1_ps(scale));
-  _mm512_mask_storeu_ps(shared + k, m, acc);
+  if (shared != nullptr) _mm512_mask_storeu_ps(shared + k, m, acc);
   return acc;
 }
 
 // out[i] = shared[i] = scale * (mine[i] + peers[0][i] + ... + peers[np-1][i]) (left to right,
 // as ReduceInto chains them). `stream` writes `out` with streaming stores where aligned.
+// shared == nullptr: out only (out may equal mine: the in-place sum on symmetric memory).
 __attribute__((target("avx512f"))) inline void SumF32Dual512(float* out, float* shared,
                                                             const float* mine,
                                                             const float* const* peers, int np,
@@ -86,7 +87,9 @@ __attribute__((target("avx512f"))) inline void SumF32Dual512(float* out, float* 
       for (int u = 0; u < 4; ++u) {
         v[u] = _mm512_add_ps(_mm512_loadu_ps(mine + i + 16 * u), _mm512_loadu_ps(peer + i + 16 * u));
       }
-      for (int u = 0; u < 4; ++u) _mm512_storeu_ps(shared + i + 16 * u, v[u]);
+      if (shared != nullptr) {
+        for (int u = 0; u < 4; ++u) _mm512_storeu_ps(shared + i + 16 * u, v[u]);
+      }
       for (int u = 0; u < 4; ++u) {
         if (stream) _mm512_stream_ps(out + i + 16 * u, v[u]);
         else _mm512_store_ps(out + i + 16 * u, v[u]);
@@ -115,7 +118,8 @@ inline void SumF32Dual(float* out, float* shared, const float* mine, const float
     float acc = mine[i];
     for (int p = 0; p < np; ++p) acc += peers[p][i];
     if (scale_it) acc *= scale;
-    out[i] = shared[i] = acc;
+    if (shared != nullptr) shared[i] = acc;
+    out[i] = acc;
   }
 }
 

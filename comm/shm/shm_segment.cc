@@ -14,6 +14,7 @@ namespace {
 
 constexpr uint64_t kShmMagic = 0x47414e5452595348ull;  // "GANTRYSH"
 constexpr size_t kMetaBytes = 64;
+static_assert(sizeof(ShmOpMeta) <= kMetaBytes);
 
 size_t AlignUp(size_t v, size_t a) { return (v + a - 1) / a * a; }
 
@@ -66,6 +67,7 @@ StatusOr<std::unique_ptr<ShmSegment>> ShmSegment::Create(Bootstrap& bootstrap, c
   if (bootstrap.rank() == 0) {
     seg->header()->magic = kShmMagic;
     seg->header()->failed_rank.store(-1);
+    std::strncpy(seg->header()->name, name.c_str(), sizeof(ShmHeader::name) - 1);
   }
   seg->control(bootstrap.rank())->pid.store(getpid());
   // Everyone mapped it: the name can go (the mapping lives until the last munmap).

@@ -26,6 +26,10 @@ struct ShmOpMeta {
   uint64_t count;
   uint8_t kind, dtype, op, pad;
   int32_t root;
+  // Collectives on symmetric memory (shm_window.h): the window and the byte offset in it,
+  // which must be the same on every rank (-1 / 0 otherwise).
+  int32_t window = -1;
+  uint64_t offset = 0;
   bool operator==(const ShmOpMeta&) const = default;
 };
 
@@ -40,6 +44,7 @@ struct ShmHeader {
   uint64_t magic;
   std::atomic<int32_t> failed_rank;  // -1 healthy; else the rank that broke the group
   char failure[1024];                // its reason (written before failed_rank is set)
+  char name[64];                     // the segment's shm name (symmetric windows derive theirs)
 };
 
 struct ShmMailbox {
@@ -63,6 +68,8 @@ class ShmSegment {
   ~ShmSegment();
 
   const Layout& layout() const { return layout_; }
+  // The name rank 0 created the segment under (unlinked once every rank mapped it).
+  std::string name() const { return header()->name; }
   ShmHeader* header() const { return reinterpret_cast<ShmHeader*>(base_); }
   ShmRankControl* control(int rank) const;
   // Stage q of `rank`: metadata, input area, result area.

@@ -22,7 +22,8 @@ namespace {
 using std::chrono::milliseconds;
 
 void RunRanks(const std::string& backend, int world,
-              const std::function<void(comm::Communicator&)>& fn) {
+              const std::function<void(comm::Communicator&)>& fn,
+              size_t shm_window_min_bytes = comm::CommOptions().shm_window_min_bytes) {
   auto store = std::make_shared<comm::MemoryStore>();
   std::vector<std::thread> threads;
   for (int r = 0; r < world; ++r) {
@@ -31,6 +32,7 @@ void RunRanks(const std::string& backend, int world,
       comm::CommOptions o;
       o.backend = backend;
       o.timeout = milliseconds(20000);
+      o.shm_window_min_bytes = shm_window_min_bytes;
       auto c = comm::CreateCommunicator(o, boot);
       ASSERT_TRUE(c.ok()) << c.status().ToString();
       fn(**c);
@@ -305,6 +307,60 @@ TEST_P(Backends, OverlappedUpdateAndZeroOneMatchTheReplicatedStep) {
       EXPECT_EQ(sh->state_bytes(), shard_bytes);
     }
   });
+}
+
+// The production step: gradients in symmetric memory (shm: reduced without staging copies,
+// every bucket size taking that path here) and each bucket updated from inside backward as
+// soon as its sum is there, against gradients in ordinary memory updated after backward. Real
+// Forward/Backward, so backward keeps reading parameters while earlier buckets are updated.
+// Parameters must match bit for bit, and so must the gradient norms.
+// With inline_reduce every bucket finished during backward is updated there (deterministic);
+// without it, whatever the progress thread finished in time.
+TEST_P(Backends, InBackwardUpdatesOnSymmetricGradientsMatchThePlainStep) {
+  for (bool inline_reduce : {true, false}) {
+  RunRanks(GetParam(), 3, [&](comm::Communicator& c) {
+    OptimizerSpec os;
+    os.weight_decay = 0.1;
+    Replica plain, fast;
+    for (Replica* r : {&plain, &fast}) {
+      r->model = TinyGptModel();
+      DataParallelOptions o;
+      o.bucket_bytes = 2400;
+      o.first_bucket_bytes = 400;
+      o.max_bucket_bytes = 640;
+      o.symmetric_grads = r == &fast;
+      o.inline_reduce = r == &fast && inline_reduce;
+      auto dp = DataParallel::Create(c, *r->model, os, o);
+      ASSERT_TRUE(dp.ok()) << dp.status().ToString();
+      r->dp = std::move(dp).value();
+      r->optimizer = std::move(Optimizer::Create(os, *r->model)).value();
+    }
+    EXPECT_EQ(fast.dp->symmetric_grads(), GetParam() == "shm");
+    EXPECT_FALSE(plain.dp->symmetric_grads());
+    auto layout = BatchLayoutFor(testing::TinyGpt(), 2);
+    ASSERT_TRUE(layout.ok());
+    auto batch = AllocateBatch(*layout, kernels::Device::Cpu());
+    ASSERT_TRUE(batch.ok());
+    for (int step = 0; step < 3; ++step) {
+      testing::FillBatch(testing::TinyGpt(), *batch, 100 + 10 * step + c.rank());
+      std::vector<float> norms;
+      for (Replica* r : {&plain, &fast}) {
+        const float lr = 1e-2f;
+        if (r == &fast) r->dp->BeginBackward(r->optimizer.get(), step, lr);
+        else r->dp->BeginBackward();
+        ASSERT_TRUE(r->model->Forward(*batch).ok());
+        ASSERT_TRUE(r->model->Backward(*batch, r->dp->loss_scale()).ok());
+        auto norm = r->dp->ReduceAndUpdate(r->optimizer.get(), step, lr);
+        ASSERT_TRUE(norm.ok()) << norm.status().ToString();
+        norms.push_back(*norm);
+      }
+      EXPECT_EQ(norms[0], norms[1]) << "step " << step;
+      const kernels::Tensor& a = plain.model->flat_params();
+      ASSERT_EQ(std::memcmp(a.raw(), fast.model->flat_params().raw(), a.nbytes()), 0)
+          << "step " << step << (inline_reduce ? " (inline)" : "");
+    }
+  }, /*shm_window_min_bytes=*/0);
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Host, Backends, ::testing::Values("tcp", "shm"));

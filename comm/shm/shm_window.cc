@@ -1,0 +1,114 @@
+// ShmWindows: create, agree on, map and unlink the per-rank objects of a symmetric window.
+#include "comm/shm/shm_window.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+
+#include "base/logging.h"
+#include "comm/shm/shm_algorithms.h"
+
+namespace gantry::comm {
+namespace {
+
+std::string ObjectName(const ShmGroup& g, size_t window, int rank) {
+  return g.segment().name() + "-w" + std::to_string(window) + "-r" + std::to_string(rank);
+}
+
+// Maps an existing object of exactly `bytes`; `created` objects are sized first.
+StatusOr<char*> MapObject(const std::string& name, size_t bytes, bool create) {
+  const int fd = create ? shm_open(name.c_str(), O_CREAT | O_EXCL | O_RDWR, 0600)
+                        : shm_open(name.c_str(), O_RDWR, 0600);
+  if (fd < 0) return ErrnoError("shm_open(" + name + ")", errno);
+  if (create) {
+    if (int rc = posix_fallocate(fd, 0, static_cast<off_t>(bytes)); rc != 0) {
+      close(fd);
+      return ErrnoError("reserving " + std::to_string(bytes >> 10) + " KiB in /dev/shm for " +
+                        name + " (docker: --shm-size)", rc);
+    }
+  } else {
+    struct stat st {};
+    if (fstat(fd, &st) != 0 || static_cast<size_t>(st.st_size) != bytes) {
+      close(fd);
+      return InternalError("symmetric window " + name + " has " + std::to_string(st.st_size) +
+                           " bytes, expected " + std::to_string(bytes));
+    }
+  }
+  void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  const int err = errno;
+  close(fd);
+  if (p == MAP_FAILED) return ErrnoError("mmap(" + name + ")", err);
+  return static_cast<char*>(p);
+}
+
+}  // namespace
+
+ShmWindows::~ShmWindows() {
+  for (const Window& w : windows_) {
+    for (size_t r = 0; r < w.bases.size(); ++r) {
+      if (w.bases[r] != nullptr && w.bases[r] != w.own.get()) munmap(w.bases[r], w.bytes);
+    }
+  }
+}
+
+StatusOr<std::shared_ptr<void>> ShmWindows::Allocate(ShmGroup& g, const ShmGroup::Op& op,
+                                                     size_t bytes) {
+  std::lock_guard<std::mutex> lock(mu_);
+  const size_t k = windows_.size();
+  Window w;
+  w.bytes = std::max<size_t>(4096, (bytes + 4095) / 4096 * 4096);
+  w.bases.assign(g.size(), nullptr);
+  const std::string mine = ObjectName(g, k, g.rank());
+  auto own = MapObject(mine, w.bytes, /*create=*/true);
+  if (own.ok()) {
+    const size_t len = w.bytes;
+    w.own = std::shared_ptr<void>(*own, [len](void* p) { munmap(p, len); });
+    w.bases[g.rank()] = *own;
+  } else {
+    shm_unlink(mine.c_str());
+    GANTRY_LOG(WARNING, "symmetric window unavailable; collectives use staging copies")
+        .Field("error", own.status().ToString());
+  }
+  // Every rank must take the same path: min over ranks of "created mine".
+  int32_t all_ok = own.ok() ? 1 : 0;
+  GANTRY_RETURN_IF_ERROR(ShmAllreduce(g, op, &all_ok, &all_ok, 1, DataType::kI32, ReduceOp::kMin));
+  if (!all_ok) {
+    if (own.ok()) shm_unlink(mine.c_str());
+    return std::shared_ptr<void>();
+  }
+  Status mapped = OkStatus();
+  for (int r = 0; r < g.size() && mapped.ok(); ++r) {
+    if (r == g.rank()) continue;
+    auto peer = MapObject(ObjectName(g, k, r), w.bytes, /*create=*/false);
+    if (peer.ok()) w.bases[r] = *peer;
+    else mapped = peer.status();
+  }
+  // Unlink only once every rank mapped every object (barrier), so no open can miss.
+  Status barrier = mapped.ok() ? ShmBarrier(g, op) : mapped;
+  shm_unlink(mine.c_str());
+  if (!barrier.ok()) {
+    for (int r = 0; r < g.size(); ++r) {
+      if (r != g.rank() && w.bases[r] != nullptr) munmap(w.bases[r], w.bytes);
+    }
+    return barrier;
+  }
+  windows_.push_back(std::move(w));
+  return windows_.back().own;
+}
+
+std::optional<ShmWindows::Where> ShmWindows::Find(const void* p, size_t bytes) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  const char* c = static_cast<const char*>(p);
+  for (size_t k = 0; k < windows_.size(); ++k) {
+    const Window& w = windows_[k];
+    if (!w.own) continue;
+    const char* b = static_cast<const char*>(w.own.get());
+    if (c >= b && c + bytes <= b + w.bytes) return Where{int(k), size_t(c - b)};
+  }
+  return std::nullopt;
+}
+
+}  // namespace gantry::comm
