@@ -5,12 +5,20 @@
 #pragma once
 
 #include <cstddef>
+#include <vector>
 
 #include "comm/shm/shm_group.h"
 
 namespace gantry::comm {
 
 class ShmWindows;
+
+// dst[i] (and shared[i] unless null) = op over the ranks' values srcs[0][i], srcs[1][i], ...
+// taken in rank order, so the bits depend neither on which rank reduces an element nor on how
+// the message is sliced (the staged and window paths agree). dst may alias any of srcs.
+// `scratch` is reused storage. Needs srcs.size() >= 2.
+void ReduceRanks(char* dst, char* shared, const std::vector<const char*>& srcs, size_t count,
+                 DataType dtype, ReduceOp rop, bool stream, std::vector<const float*>& scratch);
 
 // In place on symmetric memory: the buffer lies at byte `offset` of window `w` on every rank;
 // each rank reduces its slice straight from its peers' windows and copies theirs back.

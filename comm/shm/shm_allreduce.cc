@@ -16,39 +16,50 @@
 namespace gantry::comm {
 namespace {
 
-// Reduces this rank's slice [b, e) of stage q into dst (its output) and its result slot.
+// Reduces this rank's slice [b, e) of stage q into dst (its output) and its result slot:
+// the ranks' values in rank order (own value from its private input, the others' from their
+// slots), so every slicing gives the same bits (ReduceRanks).
 Status ReduceSlice(ShmGroup& g, const ShmGroup::Op& op, uint64_t q, const char* mine, char* dst,
                    size_t b, size_t e, DataType dtype, ReduceOp rop, bool stream,
-                   std::vector<const float*>& peers) {
+                   std::vector<const char*>& srcs, std::vector<const float*>& scratch) {
   const int n = g.size(), r = g.rank();
   const size_t es = DataTypeSize(dtype);
-  char* shared = g.segment().result(r, q);
-  if (shm_kernels::CanFuse(dtype, rop)) {
-    peers.clear();
-    for (int j = 0; j < n; ++j) {
-      if (j == r) continue;
-      GANTRY_RETURN_IF_ERROR(g.WaitPosted(op, j, q));
-      peers.push_back(reinterpret_cast<const float*>(g.segment().input(j, q) + b * es));
-    }
-    shm_kernels::SumF32Dual(reinterpret_cast<float*>(dst), reinterpret_cast<float*>(shared),
-                            reinterpret_cast<const float*>(mine), peers.data(),
-                            static_cast<int>(peers.size()), e - b, rop == ReduceOp::kAvg,
-                            1.0f / static_cast<float>(n), stream);
-    return OkStatus();
-  }
-  const char* acc = mine;
+  srcs.clear();
   for (int j = 0; j < n; ++j) {
-    if (j == r) continue;
-    GANTRY_RETURN_IF_ERROR(g.WaitPosted(op, j, q));
-    ReduceInto(dst, acc, g.segment().input(j, q) + b * es, e - b, dtype, rop);
-    acc = dst;
+    if (j != r) GANTRY_RETURN_IF_ERROR(g.WaitPosted(op, j, q));
+    srcs.push_back(j == r ? mine : g.segment().input(j, q) + b * es);
   }
-  if (rop == ReduceOp::kAvg) FinishAverage(dst, e - b, dtype, n);
-  std::memcpy(shared, dst, (e - b) * es);
+  ReduceRanks(dst, g.segment().result(r, q), srcs, e - b, dtype, rop, stream, scratch);
   return OkStatus();
 }
 
 }  // namespace
+
+void ReduceRanks(char* dst, char* shared, const std::vector<const char*>& srcs, size_t count,
+                 DataType dtype, ReduceOp rop, bool stream, std::vector<const float*>& scratch) {
+  const int n = static_cast<int>(srcs.size());
+  if (shm_kernels::CanFuse(dtype, rop)) {
+    scratch.clear();
+    for (const char* s : srcs) scratch.push_back(reinterpret_cast<const float*>(s));
+    shm_kernels::SumF32Dual(reinterpret_cast<float*>(dst), reinterpret_cast<float*>(shared),
+                            scratch[0], scratch.data() + 1, n - 1, count, rop == ReduceOp::kAvg,
+                            1.0f / static_cast<float>(n), stream);
+    return;
+  }
+  // Other dtypes/ops: blocks through a small buffer, as dst may alias any of srcs.
+  const size_t es = DataTypeSize(dtype);
+  alignas(64) char block[16384];
+  const size_t per_block = sizeof(block) / es;
+  for (size_t i = 0; i < count; i += per_block) {
+    const size_t len = std::min(per_block, count - i), at = i * es;
+    ReduceInto(block, srcs[0] + at, srcs[1] + at, len, dtype, rop);
+    for (int j = 2; j < n; ++j) ReduceInto(block, block, srcs[j] + at, len, dtype, rop);
+    if (rop == ReduceOp::kAvg) FinishAverage(block, len, dtype, n);
+    std::memcpy(dst + at, block, len * es);
+    if (shared != nullptr) std::memcpy(shared + at, block, len * es);
+  }
+}
+
 
 Status ShmAllreduce(ShmGroup& g, const ShmGroup::Op& op, const void* send, void* recv,
                     size_t count, DataType dtype, ReduceOp rop) {
@@ -60,8 +71,10 @@ Status ShmAllreduce(ShmGroup& g, const ShmGroup::Op& op, const void* send, void*
   const bool stream = count * es >= shm_kernels::kStreamingBytes;
   const char* in = static_cast<const char*>(send);
   char* out = static_cast<char*>(recv);
-  std::vector<const float*> peers;
-  peers.reserve(n);
+  std::vector<const char*> srcs;
+  std::vector<const float*> scratch;
+  srcs.reserve(n);
+  scratch.reserve(n);
   auto len_of = [&](uint64_t k) { return std::min(group, count - k * group); };
   auto copy_in = [&](uint64_t k) -> Status {
     GANTRY_RETURN_IF_ERROR(g.Acquire(op, q0 + k));
@@ -81,7 +94,7 @@ Status ShmAllreduce(ShmGroup& g, const ShmGroup::Op& op, const void* send, void*
     const size_t base = k * group, len = len_of(k);
     const size_t b = SegmentBegin(len, n, r), e = SegmentBegin(len, n, r + 1);
     GANTRY_RETURN_IF_ERROR(ReduceSlice(g, op, q, in + (base + b) * es, out + (base + b) * es, b,
-                                       e, dtype, rop, stream, peers));
+                                       e, dtype, rop, stream, srcs, scratch));
     g.MarkReduced(q);
     if (k + 1 < stages) GANTRY_RETURN_IF_ERROR(copy_in(k + 1));
     for (int j = 0; j < n; ++j) {

@@ -1,10 +1,10 @@
 // Shared-memory allreduce on symmetric memory (every rank's buffer is at the same offset of a
-// window every rank has mapped): no staging. Per stage rank r reduces slice r in place, reading
-// the peers' slices straight from their windows, publishes it, then copies the peers' reduced
-// slices from their windows into its own (one stage per message). Per rank and byte that is 1.5 reads + 1 write (the
-// staged path, shm_allreduce.cc: 2 + 2). Sums are taken in the staged path's order (own value,
-// then the peers by rank), so both paths give the same bits. Before returning, a rank waits
-// until every peer is done reading its window: the caller may then overwrite the buffer.
+// window every rank has mapped): no staging. In one stage per message rank r reduces slice r
+// in place, reading the peers' slices straight from their windows, publishes it, then copies
+// the peers' reduced slices from their windows into its own. Per rank and byte that is 1.5
+// reads + 1 write (the staged path, shm_allreduce.cc: 2 + 2). Values are combined in rank
+// order (ReduceRanks), so both paths give the same bits. Before returning, a rank waits until
+// every peer is done reading its window: the caller may then overwrite the buffer.
 #include <algorithm>
 #include <cstring>
 #include <vector>
@@ -18,31 +18,19 @@
 namespace gantry::comm {
 namespace {
 
-// Reduces elements [b, e) of slice data `at` (byte offset of the stage in every window) in
-// place in this rank's window: own value first, then the peers in rank order.
+// Reduces elements [b, e) of the stage (byte offset in every window: base[]) in place in this
+// rank's window, from every rank's values in rank order (ReduceRanks: the staged path's bits).
 Status ReduceOwnSlice(ShmGroup& g, const ShmGroup::Op& op, const std::vector<char*>& base,
                       uint64_t q, size_t b, size_t e, DataType dtype, ReduceOp rop,
-                      std::vector<const float*>& peers) {
+                      std::vector<const char*>& srcs, std::vector<const float*>& scratch) {
   const int n = g.size(), r = g.rank();
   const size_t es = DataTypeSize(dtype);
-  char* dst = base[r] + b * es;
+  srcs.clear();
   for (int j = 0; j < n; ++j) {
     if (j != r) GANTRY_RETURN_IF_ERROR(g.WaitPosted(op, j, q));
+    srcs.push_back(base[j] + b * es);
   }
-  if (shm_kernels::CanFuse(dtype, rop)) {
-    peers.clear();
-    for (int j = 0; j < n; ++j) {
-      if (j != r) peers.push_back(reinterpret_cast<const float*>(base[j] + b * es));
-    }
-    float* out = reinterpret_cast<float*>(dst);
-    shm_kernels::SumF32Dual(out, nullptr, out, peers.data(), int(peers.size()), e - b,
-                            rop == ReduceOp::kAvg, 1.0f / float(n), /*stream=*/false);
-    return OkStatus();
-  }
-  for (int j = 0; j < n; ++j) {
-    if (j != r) ReduceInto(dst, dst, base[j] + b * es, e - b, dtype, rop);
-  }
-  if (rop == ReduceOp::kAvg) FinishAverage(dst, e - b, dtype, n);
+  ReduceRanks(base[r] + b * es, nullptr, srcs, e - b, dtype, rop, /*stream=*/false, scratch);
   return OkStatus();
 }
 
@@ -58,8 +46,10 @@ Status ShmAllreduceWindow(ShmGroup& g, const ShmGroup::Op& op, const ShmWindows&
   const uint64_t stages = count > 0 ? 1 : 0;
   const uint64_t q0 = g.TakeStages(stages);
   std::vector<char*> base(n);
-  std::vector<const float*> peers;
-  peers.reserve(n);
+  std::vector<const char*> srcs;
+  std::vector<const float*> scratch;
+  srcs.reserve(n);
+  scratch.reserve(n);
   for (uint64_t k = 0; k < stages; ++k) {
     const uint64_t q = q0 + k;
     const size_t first = k * group, len = std::min(group, count - first);
@@ -67,7 +57,7 @@ Status ShmAllreduceWindow(ShmGroup& g, const ShmGroup::Op& op, const ShmWindows&
     GANTRY_RETURN_IF_ERROR(g.Acquire(op, q));
     g.Post(op, q);  // the data is in place already
     const size_t b = SegmentBegin(len, n, r), e = SegmentBegin(len, n, r + 1);
-    GANTRY_RETURN_IF_ERROR(ReduceOwnSlice(g, op, base, q, b, e, dtype, rop, peers));
+    GANTRY_RETURN_IF_ERROR(ReduceOwnSlice(g, op, base, q, b, e, dtype, rop, srcs, scratch));
     g.MarkReduced(q);
     for (int j = 0; j < n; ++j) {
       if (j == r) continue;
