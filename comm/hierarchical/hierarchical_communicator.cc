@@ -217,6 +217,18 @@ WorkPtr HierarchicalCommunicator::Barrier() {
   });
 }
 
+StatusOr<std::shared_ptr<void>> HierarchicalCommunicator::AllocateSymmetric(size_t bytes) {
+  // On the lane, so local_ keeps a single issuing thread and the call is ordered with the
+  // collectives; every host allocates among its own ranks.
+  std::shared_ptr<void> out;
+  WorkPtr w = Submit({"allocate_symmetric", 0, bytes, DataType::kI32, ""}, [&, bytes]() -> Status {
+    GANTRY_ASSIGN_OR_RETURN(out, local_->AllocateSymmetric(bytes));
+    return OkStatus();
+  });
+  GANTRY_RETURN_IF_ERROR(w->Wait());
+  return out;
+}
+
 WorkPtr HierarchicalCommunicator::Send(const void* data, size_t count, DataType dtype, int peer,
                                        uint32_t tag) {
   return global_->Send(data, count, dtype, peer, tag);

@@ -39,6 +39,9 @@ class HierarchicalCommunicator : public Communicator {
   WorkPtr Send(const void* data, size_t count, DataType dtype, int peer, uint32_t tag) override;
   WorkPtr Recv(void* data, size_t count, DataType dtype, int peer, uint32_t tag) override;
   WorkPtr Barrier() override;
+  // This host's shm symmetric memory (null on a host with one rank): the in-host step of an
+  // in-place allreduce on it runs without staging copies.
+  StatusOr<std::shared_ptr<void>> AllocateSymmetric(size_t bytes) override;
   void Abort(const Status& reason) override;
   Status AsyncError() const override;
 

@@ -1,6 +1,7 @@
 // Every backend through one conformance suite, with real rank processes on loopback:
 // allreduce (every dtype x op, counts 0, 1, 7, 1023, 1Mi+3; 64 MiB for 2-4 ranks), reduce-
-// scatter, allgather, broadcast from every root, send/recv and barrier, for 2, 3, 4 and 8 ranks.
+// scatter, allgather, broadcast from every root, send/recv and barrier, for 2, 3, 4 and 8 ranks;
+// then in-place allreduces on symmetric memory (shm's window path) where the backend has it.
 #include <gtest/gtest.h>
 
 #include "tests/integration/comm_launcher.h"
@@ -26,6 +27,10 @@ TEST_P(CommConformance, AllCollectivesMatchReference) {
   for (int r = 0; r < c.world; ++r) {
     EXPECT_EQ(results[r].exit_code, 0) << "rank " << r << " output:\n" << results[r].output;
     EXPECT_NE(results[r].output.find("PASS"), std::string::npos) << results[r].output;
+    // shm with peers has symmetric memory (in-place allreduces were checked on it); tcp none.
+    const bool symmetric = c.backend == "shm" && c.world > 1;
+    EXPECT_EQ(results[r].output.find("SYMMETRIC") != std::string::npos, symmetric)
+        << results[r].output;
   }
 }
 

@@ -22,6 +22,16 @@ TEST_P(CommFailure, KillOneRankMidAllreduceFailsSurvivorsFast) {
   KillMidAllreduceAndCheckSurvivors(group, world, victim, kTimeoutS);
 }
 
+// The same on shm's symmetric memory, where survivors read the dead rank's window directly.
+TEST(CommFailureSymmetric, KillOneRankMidWindowAllreduceFailsSurvivorsFast) {
+  constexpr double kTimeoutS = 60;
+  for (int world : {2, 3}) {
+    RankGroup group(GANTRY_COMM_TEST_WORKER, world, {"loop-symmetric"},
+                    {{"GANTRY_COMM_BACKEND", "shm"}, {"GANTRY_COMM_TIMEOUT_S", "60"}});
+    KillMidAllreduceAndCheckSurvivors(group, world, world - 1, kTimeoutS);
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Backends, CommFailure,
                          ::testing::Combine(::testing::Values("tcp", "shm"), ::testing::Values(2, 4)),
                          [](const auto& info) {

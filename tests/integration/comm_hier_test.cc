@@ -29,6 +29,8 @@ TEST(CommHier, ConformanceOnUnevenHosts) {
     EXPECT_EQ(results[r].exit_code, 0);
     EXPECT_NE(results[r].output.find("PASS"), std::string::npos);
     EXPECT_NE(results[r].output.find("(hier)"), std::string::npos);
+    // Hosts a and b have two ranks: their in-host step used shm symmetric memory; c is alone.
+    EXPECT_EQ(results[r].output.find("SYMMETRIC") != std::string::npos, r != 3);
   }
 }
 

@@ -2,10 +2,15 @@
 // RANK/WORLD_SIZE/MASTER_ADDR/MASTER_PORT and GANTRY_COMM_BACKEND set.
 //   comm_test_worker conformance [--big]  every collective x dtype x op x count vs a reference
 //   comm_test_worker loop                 64 MiB allreduces until an error (kill -9 test)
+//   comm_test_worker loop-symmetric       the same, in place on symmetric memory
+// Conformance also checks in-place allreduces on symmetric memory where the backend has it
+// (printing "SYMMETRIC <checks>"), ordinary memory on ranks whose backend has none.
 // Prints "PASS <checks>" and exits 0, or prints the failure and exits 1 (3: comm error in loop).
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -59,6 +64,7 @@ double Expected(DataType d, ReduceOp op, int n, size_t i, int offset_rank_block 
 struct Ctx {
   Communicator* comm;
   std::vector<char> a, b;  // preallocated once, reused (fresh pages are slow)
+  char* sym = nullptr;     // symmetric memory: in-place allreduces use it instead of `a`
   long checks = 0;
   int Fail(const std::string& what) {
     std::fprintf(stderr, "FAIL rank %d: %s\n", comm->rank(), what.c_str());
@@ -73,9 +79,10 @@ std::string Name(const char* op, DataType d, ReduceOp o, size_t count) {
 
 int CheckAllreduce(Ctx& c, DataType d, ReduceOp op, size_t count, bool in_place) {
   const int n = c.comm->size(), r = c.comm->rank();
-  for (size_t i = 0; i < count; ++i) Put(d, c.a.data(), i, Val(r, i));
-  void* out = in_place ? c.a.data() : c.b.data();
-  Status s = c.comm->Allreduce(c.a.data(), out, count, d, op)->Wait();
+  char* in = in_place && c.sym != nullptr ? c.sym : c.a.data();
+  for (size_t i = 0; i < count; ++i) Put(d, in, i, Val(r, i));
+  void* out = in_place ? in : c.b.data();
+  Status s = c.comm->Allreduce(in, out, count, d, op)->Wait();
   if (!s.ok()) return c.Fail(Name("allreduce", d, op, count) + ": " + s.ToString());
   for (size_t i = 0; i < count; ++i) {
     double want = Expected(d, op, n, i), got = Get(d, out, i);
@@ -177,17 +184,48 @@ int Conformance(Communicator* comm, bool big) {
   for (int root = 0; root < n; ++root) {
     if (CheckBroadcast(c, DataType::kF32, 1000, root)) return 1;
   }
+  // In place on symmetric memory (1 Mi + 3 f32 elements are above shm's window threshold).
+  auto sym = comm->AllocateSymmetric(((1u << 20) + 3) * sizeof(float));
+  if (!sym.ok()) return c.Fail("allocate_symmetric: " + sym.status().ToString());
+  c.sym = static_cast<char*>(sym->get());
+  const long before = c.checks;
+  for (size_t count : {size_t(7), size_t(200000), size_t(1u << 20) + 3}) {
+    for (DataType d : dtypes) {
+      for (ReduceOp op : ops) {
+        if (CheckAllreduce(c, d, op, count, /*in_place=*/true)) return 1;
+      }
+    }
+  }
+  if (c.sym != nullptr) std::printf("SYMMETRIC %ld checks\n", c.checks - before);
+  c.sym = nullptr;
   std::printf("PASS %ld checks on rank %d of %d (%s)\n", c.checks, comm->rank(), n,
               std::string(comm->backend()).c_str());
   return 0;
 }
 
-int Loop(Communicator* comm) {
-  std::vector<float> buf(16u << 20, 1.0f);
+int Loop(Communicator* comm, bool symmetric) {
+  constexpr size_t kCount = 16u << 20;
+  std::vector<float> own;
+  std::shared_ptr<void> sym;
+  float* buf = nullptr;
+  if (symmetric) {
+    auto m = comm->AllocateSymmetric(kCount * sizeof(float));
+    if (!m.ok() || *m == nullptr) {
+      std::fprintf(stderr, "FAIL no symmetric memory: %s\n",
+                   m.ok() ? "backend has none" : m.status().ToString().c_str());
+      return 1;
+    }
+    sym = *m;
+    buf = static_cast<float*>(sym.get());
+  } else {
+    own.resize(kCount);
+    buf = own.data();
+  }
+  std::fill(buf, buf + kCount, 1.0f);
   std::printf("READY rank %d\n", comm->rank());
   std::fflush(stdout);
   for (int i = 0; i < 100000; ++i) {
-    Status s = comm->Allreduce(std::span<float>(buf))->Wait();
+    Status s = comm->Allreduce(buf, buf, kCount, DataType::kF32, ReduceOp::kSum)->Wait();
     if (!s.ok()) {
       std::fprintf(stderr, "COMM ERROR: %s\n", s.ToString().c_str());
       return 3;
@@ -208,7 +246,9 @@ int main(int argc, char** argv) {
     return 1;
   }
   Communicator* comm = session->comm.get();
-  int rc = scenario == "loop" ? Loop(comm) : Conformance(comm, big);
+  int rc = scenario == "loop"             ? Loop(comm, false)
+           : scenario == "loop-symmetric" ? Loop(comm, true)
+                                          : Conformance(comm, big);
   std::fflush(stdout);
   return rc;
 }
