@@ -7,6 +7,7 @@
 #include "base/logging.h"
 #include "base/tunables.h"
 #include "kernels/runtime.h"
+#include "train/data_prefetch.h"
 
 namespace gantry::train {
 
@@ -85,6 +86,10 @@ Status Trainer::Build() {
   DataOptions dopts{batch, spec_.data.seed, opts_.rank, opts_.world};
   GANTRY_ASSIGN_OR_RETURN(data_, OpenDataSource(spec_.data, spec_.model, dopts));
   GANTRY_ASSIGN_OR_RETURN(BatchLayout layout, BatchLayoutFor(spec_.model, batch));
+  // The next batch is read on a background thread while this step computes.
+  if (TunableBool("DATA_PREFETCH", true)) {
+    GANTRY_ASSIGN_OR_RETURN(data_, PrefetchingDataSource::Wrap(std::move(data_), layout));
+  }
   GANTRY_ASSIGN_OR_RETURN(host_batch_, AllocateBatch(layout, kernels::Device::Cpu()));
   device_batch_ = host_batch_;
   if (!device.is_cpu()) {
