@@ -4,12 +4,21 @@
 // say so with a null pointer. Multi-process use is covered by the data-parallel tests.
 #include <gtest/gtest.h>
 
+#include <sched.h>
+#include <sys/mount.h>
+#include <sys/statvfs.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
 #include <cstring>
 #include <functional>
 #include <thread>
 
 #include "comm/factory.h"
 #include "comm/reduce.h"
+
+#include <atomic>
 
 namespace gantry::comm {
 namespace {
@@ -118,6 +127,54 @@ TEST(ShmSymmetric, SeveralWindowsAndOrdinaryMemoryMix) {
     for (float x : ordinary) ASSERT_EQ(x, 3.0f);
     for (int i = 0; i < 25; ++i) ASSERT_EQ(pb[i], 2.0f);
   });
+}
+
+// In a child with its own small /dev/shm (a tmpfs in a private mount namespace): a window that
+// fits for one rank but not for both makes EVERY rank fall back to ordinary memory (a null
+// pointer, no error), the rank that did get its part frees it, and a window that fits works.
+// Returns 0 when all held, else a code naming the failed check (assertions cannot cross fork).
+int FallbackInSmallDevShm() {
+  if (unshare(CLONE_NEWNS) != 0) return 100;
+  if (mount("none", "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) return 101;
+  if (mount("tmpfs", "/dev/shm", "tmpfs", 0, "size=8m") != 0) return 102;
+  std::atomic<int> failed{0};
+  RunRanks("shm", 2, 0, [&](Communicator& c) {
+    auto fail = [&](int code, const std::string& why) {
+      std::fprintf(stderr, "rank %d: %s\n", c.rank(), why.c_str());
+      failed = code;
+    };
+    if (!c.Barrier()->Wait().ok()) return fail(1, "barrier");
+    struct statvfs st {};
+    statvfs("/dev/shm", &st);
+    // The same size on both ranks: 60% of what is free fits once, not twice.
+    int32_t kib = int32_t(double(st.f_bavail) * double(st.f_frsize) * 0.6 / 1024);
+    if (!c.Allreduce(&kib, &kib, 1, DataType::kI32, ReduceOp::kMin)->Wait().ok()) return fail(2, "min");
+    // Rank 0 takes its part first, so exactly one rank fails to create its part.
+    if (c.rank() == 1) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    auto big = c.AllocateSymmetric(size_t(kib) << 10);
+    if (!big.ok()) return fail(3, big.status().ToString());
+    if (*big != nullptr) return fail(4, "got a window that cannot fit twice");
+    auto half = c.AllocateSymmetric(size_t(kib / 2) << 10);  // the failed part was freed
+    if (!half.ok() || *half == nullptr) return fail(5, "no window after the fallback");
+    float* p = static_cast<float*>(half->get());
+    std::fill(p, p + (size_t(kib / 2) << 8), 1.0f);
+    if (!c.Allreduce(p, p, size_t(kib / 2) << 8, DataType::kF32, ReduceOp::kSum)->Wait().ok())
+      return fail(6, "window allreduce");
+    if (p[0] != 2.0f) return fail(7, "window allreduce result");
+  });
+  return failed;
+}
+
+TEST(ShmSymmetric, TooSmallDevShmFallsBackOnEveryRank) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root for a private /dev/shm mount";
+  const pid_t pid = fork();
+  if (pid == 0) _exit(FallbackInSmallDevShm());
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status)) << "child died";
+  const int code = WEXITSTATUS(status);
+  if (code >= 100) GTEST_SKIP() << "cannot mount a private /dev/shm here (step " << code << ")";
+  EXPECT_EQ(code, 0) << "failed check " << code << " (the child's stderr says which rank)";
 }
 
 TEST(ShmSymmetric, BackendsWithoutSymmetricMemoryReturnNull) {
