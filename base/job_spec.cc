@@ -293,7 +293,8 @@ Status ReadTrain(Reader& r, const Value& v, TrainSpec* s) {
                    GANTRY_FIELD("checkpoint_uri", String, &s->checkpoint_uri),
                    GANTRY_FIELD("log_every", Int, &s->log_every),
                    GANTRY_FIELD("device", String, &s->device),
-                   GANTRY_FIELD("threads", Int, &s->threads)});
+                   GANTRY_FIELD("threads", Int, &s->threads),
+                   GANTRY_FIELD("precision", String, &s->precision)});
 }
 
 Status ReadComm(Reader& r, const Value& v, CommSpec* s) {

@@ -82,6 +82,7 @@ struct TrainSpec {
   int64_t log_every = 10;
   std::string device = "cpu";    // cpu | cuda | cuda:N
   int threads = 0;               // CPU threads per rank; 0 = automatic
+  std::string precision = "f32";  // f32 | bf16 (matmuls in bf16, f32 accumulation; CPU)
   friend bool operator==(const TrainSpec&, const TrainSpec&) = default;
 };
 

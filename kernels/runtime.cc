@@ -3,6 +3,8 @@
 // CUDA discovery and synchronisation through kernels/cuda, per-thread stream.
 #include "kernels/runtime.h"
 
+#include "gantry_config.h"
+
 #include <linux/futex.h>
 #include <omp.h>
 #include <pthread.h>
@@ -203,6 +205,35 @@ void SetNumThreads(int threads) {
 }
 
 int NumThreads() { return ThreadsSetting().load(std::memory_order_relaxed); }
+
+namespace {
+std::atomic<int>& PrecisionSetting() {
+  static std::atomic<int> value{static_cast<int>(MatmulPrecision::kF32)};
+  return value;
+}
+}  // namespace
+
+Status SetCpuMatmulPrecision(MatmulPrecision precision) {
+#if !GANTRY_WITH_DNNL
+  if (precision == MatmulPrecision::kBf16) {
+    return UnimplementedError("bf16 matmuls on CPU need oneDNN (libdnnl-dev); rebuild with it");
+  }
+#endif
+  PrecisionSetting().store(static_cast<int>(precision));
+  return OkStatus();
+}
+
+MatmulPrecision CpuMatmulPrecision() {
+  return static_cast<MatmulPrecision>(PrecisionSetting().load(std::memory_order_relaxed));
+}
+
+std::string CpuBf16Support() {
+#if defined(__x86_64__)
+  if (__builtin_cpu_supports("amx-bf16")) return "amx_bf16";
+  if (__builtin_cpu_supports("avx512bf16")) return "avx512_bf16";
+#endif
+  return "emulated";
+}
 
 int CudaDeviceCount() {
 #if GANTRY_KERNELS_WITH_CUDA

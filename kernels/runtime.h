@@ -16,6 +16,17 @@ namespace gantry::kernels {
 void SetNumThreads(int threads);
 int NumThreads();
 
+// Precision of CPU matrix products (every GEMM of the CPU ops: linear layers, attention).
+// kBf16 is mixed precision as torch.autocast(bfloat16) does it: inputs rounded to bf16,
+// products accumulated and stored in f32 (oneDNN's AMX / AVX512-BF16 kernels); parameters,
+// gradients and everything else stay f32. Process-wide; set it before training starts.
+enum class MatmulPrecision { kF32, kBf16 };
+// kUnimplemented for kBf16 in a build without oneDNN.
+Status SetCpuMatmulPrecision(MatmulPrecision precision);
+MatmulPrecision CpuMatmulPrecision();
+// A short description of the CPU's bf16 support ("amx_bf16", "avx512_bf16" or "emulated").
+std::string CpuBf16Support();
+
 // Number of usable CUDA devices: 0 when built without CUDA or when no GPU/driver is present.
 int CudaDeviceCount();
 struct CudaDeviceProperties {

@@ -74,6 +74,17 @@ Status Trainer::Build() {
   }
   SetLogContext("job", spec_.name);
   SetLogContext("rank", int64_t(opts_.rank));
+  const bool bf16 = ts.precision == "bf16";
+  if (bf16 && device.is_cuda()) {
+    return InvalidArgumentError("train.precision bf16 is implemented for cpu only; use f32 on " +
+                                ts.device);
+  }
+  GANTRY_RETURN_IF_ERROR(kernels::SetCpuMatmulPrecision(bf16 ? kernels::MatmulPrecision::kBf16
+                                                             : kernels::MatmulPrecision::kF32));
+  if (bf16) {
+    GANTRY_LOG(INFO, "mixed precision: matmuls on bf16 inputs, f32 accumulation")
+        .Field("cpu_bf16", kernels::CpuBf16Support());
+  }
   const int batch = spec_.data.batch_per_rank;
   GANTRY_ASSIGN_OR_RETURN(model_, Model::Create(spec_.model, batch, device));
   if (opts_.comm != nullptr && opts_.world > 1) {

@@ -33,6 +33,11 @@ int ThreadsFor(double work, double min_per_thread);
 Status Sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
            const float* a, int64_t lda, const float* b, int64_t ldb, float beta, float* c,
            int64_t ldc);
+// Sgemm with op(A), op(B) rounded to bf16 and f32 accumulation (oneDNN matmul: AMX /
+// AVX512-BF16); Sgemm calls it while CpuMatmulPrecision() is kBf16. oneDNN builds only.
+Status SgemmBf16(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+                 const float* a, int64_t lda, const float* b, int64_t ldb, float beta, float* c,
+                 int64_t ldc, int threads);
 Status SgemmPortable(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
                      const float* a, int64_t lda, const float* b, int64_t ldb, float beta,
                      float* c, int64_t ldc);

@@ -13,6 +13,7 @@
 #include "gantry_config.h"
 #include "kernels/cpu/cpu_ops.h"
 #include "kernels/cpu/parallel.h"
+#include "kernels/runtime.h"
 #if GANTRY_WITH_DNNL
 #include <dnnl.h>
 #endif
@@ -220,6 +221,9 @@ Status Sgemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, con
   }
   const GemmArgs args{ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc};
   const int threads = ThreadsFor(2.0 * m * n * k, GemmMinFlopsPerThread());
+  if (CpuMatmulPrecision() == MatmulPrecision::kBf16) {
+    return SgemmBf16(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, threads);
+  }
   dnnl_status_t st = dnnl_success;
   if (threads <= 1) {
     st = SgemmTile(args, 0, m, 0, n);

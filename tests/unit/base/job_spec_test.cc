@@ -208,6 +208,10 @@ TEST(JobSpecTest, CrossFieldRules) {
               "needs resources.gpus_per_rank >= 1");
   ExpectError(Replace(kGptTiny, "backend: auto", "backend: nccl"), 8, "comm.backend",
               "'nccl' needs train.device cuda");
+  ExpectError(Replace(kGptTiny, "keep_last: 3", "keep_last: 3, precision: fp8"), 7,
+              "train.precision", "fp8");
+  ExpectError(Replace(kGptTiny, "keep_last: 3", "keep_last: 3, device: cuda, precision: bf16"),
+              7, "train.precision", "cpu only");
   ExpectError(Replace(kGptTiny, "heads: 4", "heads: 4, widths: [1, 2]"), 4, "model.widths",
               "not used by model type 'gpt'");
   ExpectError(Replace(kCnn, "input: [1, 28, 28]", "input: [1, 2, 2]"), 3, "model.channels",

@@ -48,6 +48,32 @@ TEST_P(SgemmTest, BothBackendsMatchDoubleReference) {
   }
 }
 
+// Mixed precision: the product of the bf16-rounded inputs, accumulated in f32, into f32 C
+// (alpha, beta, leading dims and padding as in f32).
+TEST_P(SgemmTest, Bf16IsTheProductOfBf16RoundedInputs) {
+  const GemmCase g = GetParam();
+  const int64_t lda = (g.ta ? g.m : g.k) + 3, ldb = (g.tb ? g.k : g.n) + 1, ldc = g.n + 2;
+  Tensor a = Random({(g.ta ? g.k : g.m) * lda}, 21);
+  Tensor b = Random({(g.tb ? g.n : g.k) * ldb}, 22);
+  Tensor c0 = Random({g.m * ldc}, 23);
+  Tensor a16 = Clone(a), b16 = Clone(b), ref = Clone(c0), got = Clone(c0);
+  for (Tensor* t : {&a16, &b16}) {
+    for (int64_t i = 0; i < t->numel(); ++i) t->f32()[i] = Bf16ToFloat(FloatToBf16(t->f32()[i]));
+  }
+  testing::ReferenceGemm(g.ta, g.tb, g.m, g.n, g.k, g.alpha, a16.f32(), lda, b16.f32(), ldb,
+                         g.beta, ref.f32(), ldc);
+  struct Restore {
+    ~Restore() { (void)SetCpuMatmulPrecision(MatmulPrecision::kF32); }
+  } restore;
+  ASSERT_OK(SetCpuMatmulPrecision(MatmulPrecision::kBf16));
+  ASSERT_OK(cpu::Sgemm(g.ta, g.tb, g.m, g.n, g.k, g.alpha, a.f32(), lda, b.f32(), ldb, g.beta,
+                       got.f32(), ldc));
+  EXPECT_LT(RelError(got, ref), 1e-5) << "bf16 support: " << CpuBf16Support();
+  for (int64_t i = 0; i < g.m; ++i) {
+    for (int64_t j = g.n; j < ldc; ++j) EXPECT_EQ(got.f32()[i * ldc + j], c0.f32()[i * ldc + j]);
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(
     Shapes, SgemmTest,
     ::testing::Values(GemmCase{false, false, 33, 17, 9, 1.0f, 0.0f},

@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include "kernels/runtime.h"
+
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -154,6 +156,34 @@ TEST(TrainerTest, ResumeIsBitwiseIdenticalToAnUninterruptedRun) {
   RunResult again = Train(job, dir / "split");
   ASSERT_TRUE(again.status.ok());
   EXPECT_TRUE(again.losses.empty());
+}
+
+// train.precision bf16: the loss curve of the text task stays close to f32's (matmuls on
+// bf16-rounded inputs, f32 accumulation; everything else f32), it still learns, and a resumed
+// bf16 run is byte-identical to an uninterrupted one (the bf16 kernels are deterministic).
+TEST(TrainerTest, Bf16PrecisionTracksF32AndResumesExactly) {
+  TempDir dir;
+  JobSpec f32 = TextJob(dir, 30), bf16 = f32;
+  bf16.train.precision = "bf16";
+  RunResult a = Train(f32, dir / "f32");
+  RunResult b = Train(bf16, dir / "bf16");
+  ASSERT_TRUE(a.status.ok() && b.status.ok()) << a.status.ToString() << b.status.ToString();
+  ASSERT_EQ(a.losses.size(), b.losses.size());
+  EXPECT_NE(0, std::memcmp(a.losses.data(), b.losses.data(), a.losses.size() * 4))
+      << "bf16 gave the f32 bits: were the matmuls run in bf16 at all?";
+  for (size_t i = 0; i < a.losses.size(); ++i) {
+    EXPECT_NEAR(b.losses[i], a.losses[i], 0.03f * a.losses[i]) << "step " << i + 1;
+  }
+  EXPECT_LT(b.losses.back(), 0.6f * b.losses.front());
+  TrainerOptions stop;
+  stop.stop_after = 13;
+  ASSERT_TRUE(Train(bf16, dir / "split", stop).status.ok());
+  ASSERT_TRUE(Train(bf16, dir / "split").status.ok());
+  EXPECT_TRUE(ReadFile(dir / "bf16/ckpt-000030/data.bin") ==
+              ReadFile(dir / "split/ckpt-000030/data.bin"));
+  // Later jobs in this process are f32 again unless they ask.
+  ASSERT_TRUE(Train(f32, dir / "f32-again").status.ok());
+  EXPECT_EQ(kernels::CpuMatmulPrecision(), kernels::MatmulPrecision::kF32);
 }
 
 TEST(TrainerTest, NanLossStopsWithTheStepAndSavesNothingNew) {

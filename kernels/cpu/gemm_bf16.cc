@@ -1,0 +1,128 @@
+// Mixed-precision CPU GEMM (MatmulPrecision::kBf16): op(A) and op(B) are rounded to bf16
+// (nearest even) into per-thread scratch, multiplied by oneDNN's matmul primitive -- AMX or
+// AVX512-BF16 kernels where the CPU has them -- with f32 accumulation, and C is written in
+// f32 (alpha as an output scale, beta as a sum post-op). The same contract as Sgemm; what
+// torch.autocast(bfloat16) does for matmuls. Primitives are created once per shape and kept.
+#include <omp.h>
+
+#include <cstring>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "gantry_config.h"
+#include "kernels/cpu/cpu_ops.h"
+#include "kernels/cpu/parallel.h"
+#if GANTRY_WITH_DNNL
+#include <dnnl.hpp>
+#endif
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+namespace gantry::kernels::cpu {
+
+#if GANTRY_WITH_DNNL
+namespace {
+
+// rows x cols floats (leading dim ld) -> contiguous bf16, rounded to nearest even.
+#if defined(__x86_64__)
+__attribute__((target("avx512f,avx512bf16"))) void ToBf16Avx512(const float* src, int64_t rows,
+                                                                int64_t cols, int64_t ld,
+                                                                uint16_t* dst) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* s = src + r * ld;
+    uint16_t* d = dst + r * cols;
+    int64_t j = 0;
+    for (; j + 16 <= cols; j += 16) {
+      const __m256bh v = _mm512_cvtneps_pbh(_mm512_loadu_ps(s + j));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(d + j), reinterpret_cast<const __m256i&>(v));
+    }
+    for (; j < cols; ++j) d[j] = FloatToBf16(s[j]);
+  }
+}
+#endif
+
+void ToBf16(const float* src, int64_t rows, int64_t cols, int64_t ld, uint16_t* dst) {
+#if defined(__x86_64__)
+  static const bool fast = __builtin_cpu_supports("avx512bf16");
+  if (fast) return ToBf16Avx512(src, rows, cols, ld, dst);
+#endif
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t j = 0; j < cols; ++j) dst[r * cols + j] = FloatToBf16(src[r * ld + j]);
+  }
+}
+
+using Key = std::tuple<bool, bool, int64_t, int64_t, int64_t, int64_t, float, float>;
+
+struct Prim {
+  dnnl::memory::desc a, b, c;
+  dnnl::matmul matmul;
+};
+
+dnnl::engine& Engine() {
+  static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
+  return engine;
+}
+
+// The matmul for this shape (created on first use; thread-safe).
+const Prim& PrimitiveFor(const Key& key) {
+  static std::mutex mu;
+  static std::map<Key, std::unique_ptr<Prim>> cache;
+  std::lock_guard<std::mutex> lock(mu);
+  auto& slot = cache[key];
+  if (!slot) {
+    const auto [ta, tb, m, n, k, ldc, alpha, beta] = key;
+    using dt = dnnl::memory::data_type;
+    auto p = std::make_unique<Prim>();
+    // Operands are contiguous as stored: A is [m,k] (or [k,m] when transposed), B [k,n] (or
+    // [n,k]); the strides present op(A) [m,k] and op(B) [k,n] to oneDNN.
+    p->a = dnnl::memory::desc({m, k}, dt::bf16, ta ? dnnl::memory::dims{1, m} : dnnl::memory::dims{k, 1});
+    p->b = dnnl::memory::desc({k, n}, dt::bf16, tb ? dnnl::memory::dims{1, k} : dnnl::memory::dims{n, 1});
+    p->c = dnnl::memory::desc({m, n}, dt::f32, dnnl::memory::dims{ldc, 1});
+    dnnl::primitive_attr attr;
+    if (alpha != 1.0f) attr.set_output_scales(0, {alpha});
+    if (beta != 0.0f) {
+      dnnl::post_ops ops;
+      ops.append_sum(beta);
+      attr.set_post_ops(ops);
+    }
+    dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(p->a, p->b, p->c), attr, Engine());
+    p->matmul = dnnl::matmul(pd);
+    slot = std::move(p);
+  }
+  return *slot;
+}
+
+}  // namespace
+
+Status SgemmBf16(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
+                 int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc,
+                 int threads) {
+  thread_local std::vector<uint16_t> a16, b16;  // grow to the largest operands, then reused
+  if (a16.size() < size_t(m * k)) a16.resize(size_t(m * k));
+  if (b16.size() < size_t(k * n)) b16.resize(size_t(k * n));
+  ToBf16(a, ta ? k : m, ta ? m : k, lda, a16.data());
+  ToBf16(b, tb ? n : k, tb ? k : n, ldb, b16.data());
+  try {
+    const Prim& p = PrimitiveFor(Key{ta, tb, m, n, k, ldc, alpha, beta});
+    thread_local dnnl::stream stream(Engine());
+    dnnl::memory ma(p.a, Engine(), a16.data()), mb(p.b, Engine(), b16.data()), mc(p.c, Engine(), c);
+    const int prev = omp_get_max_threads();
+    const int want = InParallelRegion() ? 1 : std::max(1, threads);
+    if (want != prev) omp_set_num_threads(want);
+    p.matmul.execute(stream, {{DNNL_ARG_SRC, ma}, {DNNL_ARG_WEIGHTS, mb}, {DNNL_ARG_DST, mc}});
+    stream.wait();
+    if (want != prev) omp_set_num_threads(prev);
+  } catch (const dnnl::error& e) {
+    return InternalError(std::string("bf16 matmul (oneDNN) failed for m=") + std::to_string(m) +
+                         " n=" + std::to_string(n) + " k=" + std::to_string(k) + ": " + e.what());
+  }
+  return OkStatus();
+}
+#endif
+
+}  // namespace gantry::kernels::cpu
