@@ -223,6 +223,35 @@ Status SetCpuMatmulPrecision(MatmulPrecision precision) {
   return OkStatus();
 }
 
+namespace {
+struct WeightsRange {
+  std::atomic<const char*> begin{nullptr};
+  std::atomic<size_t> bytes{0};
+  std::atomic<uint64_t> epoch{1};
+};
+WeightsRange& Weights() {
+  static WeightsRange w;
+  return w;
+}
+}  // namespace
+
+void SetMatmulWeights(const void* begin, size_t bytes) {
+  Weights().begin.store(static_cast<const char*>(begin));
+  Weights().bytes.store(bytes);
+  NewMatmulWeightsEpoch();
+}
+
+void NewMatmulWeightsEpoch() { Weights().epoch.fetch_add(1); }
+
+namespace cpu {
+uint64_t MatmulWeightsEpochOf(const void* p, size_t bytes) {
+  const char* b = Weights().begin.load();
+  const char* c = static_cast<const char*>(p);
+  if (b == nullptr || c < b || c + bytes > b + Weights().bytes.load()) return 0;
+  return Weights().epoch.load();
+}
+}  // namespace cpu
+
 MatmulPrecision CpuMatmulPrecision() {
   return static_cast<MatmulPrecision>(PrecisionSetting().load(std::memory_order_relaxed));
 }

@@ -24,6 +24,13 @@ enum class MatmulPrecision { kF32, kBf16 };
 // kUnimplemented for kBf16 in a build without oneDNN.
 Status SetCpuMatmulPrecision(MatmulPrecision precision);
 MatmulPrecision CpuMatmulPrecision();
+// kBf16: matrices inside [begin, begin + bytes) are parameters; their bf16 copies are made
+// once per weights epoch and reused by every product that reads them (a gpt's tied lm_head
+// weight is read by 8 row blocks forward and twice in backward). Start a new epoch whenever
+// parameters may have changed (the trainer does at every step; a parameter range updated
+// inside backward is never read again in that step). bytes = 0 clears the range.
+void SetMatmulWeights(const void* begin, size_t bytes);
+void NewMatmulWeightsEpoch();
 // A short description of the CPU's bf16 support ("amx_bf16", "avx512_bf16" or "emulated").
 std::string CpuBf16Support();
 

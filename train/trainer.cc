@@ -85,8 +85,11 @@ Status Trainer::Build() {
     GANTRY_LOG(INFO, "mixed precision: matmuls on bf16 inputs, f32 accumulation")
         .Field("cpu_bf16", kernels::CpuBf16Support());
   }
+  kernels::SetMatmulWeights(nullptr, 0);
   const int batch = spec_.data.batch_per_rank;
   GANTRY_ASSIGN_OR_RETURN(model_, Model::Create(spec_.model, batch, device));
+  // bf16: parameter matrices are cast once per step (TrainStep starts a new weights epoch).
+  if (bf16) kernels::SetMatmulWeights(model_->flat_params().raw(), model_->flat_params().nbytes());
   if (opts_.comm != nullptr && opts_.world > 1) {
     GANTRY_ASSIGN_OR_RETURN(dp_, DataParallel::Create(*opts_.comm, *model_, spec_.optimizer,
                                                       DataParallelOptions::FromSpec(spec_.comm)));
@@ -293,6 +296,7 @@ Status Trainer::TrainStep(StepMetrics* m) {
   const float lr = float(ScheduledLearningRate(spec_.optimizer, step_, total_steps_));
   GANTRY_RETURN_IF_ERROR(LoadBatch());
   const auto t1 = Clock::now();
+  kernels::NewMatmulWeightsEpoch();  // parameters changed since the last step's products
   GANTRY_RETURN_IF_ERROR(model_->Forward(device_batch_));
   GANTRY_ASSIGN_OR_RETURN(float loss, model_->Loss());
   GANTRY_RETURN_IF_ERROR(CheckLoss(loss));

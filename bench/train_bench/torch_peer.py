@@ -88,6 +88,8 @@ def main():
     ap.add_argument("--workload", required=True, choices=["gpt-tiny", "mlp-mnist"])
     ap.add_argument("--threads", type=int, required=True)
     ap.add_argument("--batch", type=int, required=True)
+    ap.add_argument("--precision", default="f32", choices=["f32", "bf16"],
+                    help="bf16: forward and loss under torch.autocast('cpu', torch.bfloat16)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     try:
@@ -98,8 +100,9 @@ def main():
 
     def train_step():
         opt.zero_grad(set_to_none=True)
-        logits = model(x)
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.precision == "bf16"):
+            logits = model(x)
+            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
         loss.backward()
         opt.step()
         return loss

@@ -65,6 +65,9 @@ struct Options {
   int rounds = 5;  // timed windows per side
   std::vector<std::string> workloads = {"gpt-tiny", "mlp-mnist"};
   std::vector<int> threads = {1, 2};
+  // f32: the targets' configuration. bf16: mixed precision on both sides (our
+  // train.precision bf16 against torch.autocast("cpu", torch.bfloat16)).
+  std::vector<std::string> precisions = {"f32", "bf16"};
   std::string python = "/usr/bin/python3";
   std::string peer_script = TRAIN_BENCH_PEER_SCRIPT;
 };
@@ -129,6 +132,8 @@ class OurRunner {
       batch_.targets.i32()[i] = int32_t(rng.Below(classes));
     }
     lr_ = float(w.optimizer.lr);
+    // As the trainer does (bf16: parameter matrices cast once per step; f32: no effect).
+    kernels::SetMatmulWeights(model_->flat_params().raw(), model_->flat_params().nbytes());
     return OkStatus();
   }
   // Time of `steps` full train steps.
@@ -136,6 +141,7 @@ class OurRunner {
     const double cpu0 = ProcessCpuSeconds();
     const Clock::time_point t0 = Clock::now();
     for (int i = 0; i < steps; ++i) {
+      kernels::NewMatmulWeightsEpoch();
       GANTRY_RETURN_IF_ERROR(model_->Forward(batch_));
       // As `gantry train` does on one process without clipping (train/trainer.cc): the update
       // runs inside backward, range by range, and yields the gradient norm the trainer logs.
@@ -163,14 +169,14 @@ class TorchPeer {
   explicit TorchPeer(std::string variant) : variant_(std::move(variant)) {}
   const std::string& variant() const { return variant_; }
 
-  Status Start(const Options& o, const Workload& w, int threads) {
+  Status Start(const Options& o, const Workload& w, int threads, const std::string& precision) {
     const std::string n = std::to_string(threads);
     std::map<std::string, std::string> env = {{"OMP_NUM_THREADS", n},
                                               {"OPENBLAS_NUM_THREADS", n}};
     if (variant_ == "pytorch-tcmalloc") env["LD_PRELOAD"] = kTcmalloc;
     GANTRY_RETURN_IF_ERROR(proc_.Start({o.python, o.peer_script, "--workload", w.name, "--threads",
                                         std::to_string(threads), "--batch",
-                                        std::to_string(w.batch)},
+                                        std::to_string(w.batch), "--precision", precision},
                                        env));
     GANTRY_ASSIGN_OR_RETURN(json reply, Read(kPeerStartTimeout));
     if (!reply.value("ready", false)) {
@@ -219,6 +225,7 @@ struct PeerResult {
 struct Row {
   std::string workload, metric;
   int threads = 0;
+  std::string precision;  // f32 | bf16 (both sides)
   double ours = 0;      // items per wall second (median window)
   double ours_cpu = 0;  // items per CPU second (median window)
   std::vector<PeerResult> peers;
@@ -227,9 +234,12 @@ struct Row {
 };
 
 // Runs one (workload, threads) case: warm-up, then `rounds` interleaved windows per side.
-StatusOr<Row> RunCase(const Options& o, const Workload& w, int threads) {
+StatusOr<Row> RunCase(const Options& o, const Workload& w, int threads,
+                      const std::string& precision) {
   kernels::SetNumThreads(threads);
-  Row row{w.name, w.metric, threads};
+  GANTRY_RETURN_IF_ERROR(kernels::SetCpuMatmulPrecision(
+      precision == "bf16" ? kernels::MatmulPrecision::kBf16 : kernels::MatmulPrecision::kF32));
+  Row row{w.name, w.metric, threads, precision};
   OurRunner ours;
   GANTRY_RETURN_IF_ERROR(ours.Init(w));
   std::vector<std::unique_ptr<TorchPeer>> peers;
@@ -237,7 +247,7 @@ StatusOr<Row> RunCase(const Options& o, const Workload& w, int threads) {
     for (const char* v : {"pytorch", "pytorch-tcmalloc"}) {
       if (std::string(v) == "pytorch-tcmalloc" && !std::filesystem::exists(kTcmalloc)) continue;
       auto p = std::make_unique<TorchPeer>(v);
-      Status s = p->Start(o, w, threads);
+      Status s = p->Start(o, w, threads, precision);
       if (!s.ok()) {  // report it in the table and go on without this variant
         row.peer_error += s.message().substr(0, s.message().find('\n')) + "; ";
         continue;
@@ -293,18 +303,22 @@ double PeerValue(const Row& r, const std::string& variant) {
 }
 
 void PrintTable(const std::vector<Row>& rows) {
-  std::printf("%-10s %7s %-14s %10s %10s %12s %-17s %6s %6s %10s\n", "workload", "threads",
-              "metric", "ours", "pytorch", "pytorch+tcm", "peer (best)", "ratio", "target",
-              "ratio(cpu)");
+  std::printf("%-10s %5s %7s %-14s %10s %10s %12s %-17s %6s %6s %10s\n", "workload", "prec",
+              "threads", "metric", "ours", "pytorch", "pytorch+tcm", "peer (best)", "ratio",
+              "target", "ratio(cpu)");
   for (const Row& r : rows) {
     const auto best = BestPeer(r);
-    std::printf("%-10s %7d %-14s %10.1f %10.1f %12.1f %-17s %6.2f %6.1f %10.2f\n",
-                r.workload.c_str(), r.threads, r.metric.c_str(), r.ours, PeerValue(r, "pytorch"),
+    std::printf("%-10s %5s %7d %-14s %10.1f %10.1f %12.1f %-17s %6.2f %6.1f %10.2f\n",
+                r.workload.c_str(), r.precision.c_str(), r.threads, r.metric.c_str(), r.ours,
+                PeerValue(r, "pytorch"),
                 PeerValue(r, "pytorch-tcmalloc"), best ? best->variant.c_str() : "n/a",
                 best ? r.ours / best->value : 0.0, kTargetRatio,
                 best ? r.ours_cpu / best->cpu_value : 0.0);
     if (!r.peer_error.empty()) std::printf("  peer problem: %s\n", r.peer_error.c_str());
   }
+  std::printf("prec bf16: matmuls on bf16 inputs with f32 accumulation on both sides (ours:\n"
+              "train.precision bf16, CPU bf16 support: %s; PyTorch: torch.autocast(\"cpu\", bfloat16)).\n",
+              kernels::CpuBf16Support().c_str());
   std::printf("ours/pytorch: tokens or samples per second, median of the timed windows.\n"
               "ratio = ours / best peer (> 1: we win). ratio(cpu) = the same per second of\n"
               "process CPU time (all threads, spin-waits included): steadier on a loaded machine.\n");
@@ -325,8 +339,9 @@ void PrintTable(const std::vector<Row>& rows) {
 
 void PrintJson(const std::vector<Row>& rows) {
   for (const Row& r : rows) {
-    nlohmann::ordered_json j = {{"bench", "train"}, {"workload", r.workload}, {"threads", r.threads},
-              {"metric", r.metric}, {"ours", r.ours}};
+    nlohmann::ordered_json j = {{"bench", "train"}, {"workload", r.workload},
+                                {"precision", r.precision}, {"threads", r.threads},
+                                {"metric", r.metric}, {"ours", r.ours}};
     if (const auto best = BestPeer(r)) {
       j["peer"] = best->variant;
       j["peer_value"] = best->value;
@@ -355,7 +370,8 @@ std::vector<std::string> Split(const std::string& s) {
 
 constexpr char kUsage[] =
     "usage: train_bench [--json] [--quick] [--no-peer] [--rounds N] [--workload gpt-tiny,mlp-mnist]\n"
-    "                   [--threads 1,2] [--python /usr/bin/python3] [--peer-script PATH]\n";
+    "                   [--threads 1,2] [--precision f32,bf16] [--python /usr/bin/python3]\n"
+    "                   [--peer-script PATH]\n";
 
 StatusOr<Options> ParseArgs(int argc, char** argv) {
   Options o;
@@ -382,6 +398,13 @@ StatusOr<Options> ParseArgs(int argc, char** argv) {
         if (n <= 0) return InvalidArgumentError("--threads: '" + t + "' is not a positive count");
         o.threads.push_back(n);
       }
+    } else if (a == "--precision" && has_value) {
+      o.precisions = Split(argv[++i]);
+      for (const std::string& p : o.precisions) {
+        if (p != "f32" && p != "bf16") {
+          return InvalidArgumentError("--precision: '" + p + "' is not f32 or bf16");
+        }
+      }
     } else if (a == "--python" && has_value) {
       o.python = argv[++i];
     } else if (a == "--peer-script" && has_value) {
@@ -407,15 +430,20 @@ int Main(int argc, char** argv) {
       std::fprintf(stderr, "train_bench: %s\n", w.status().message().c_str());
       return 2;
     }
-    for (int threads : opts->threads) {
-      StatusOr<Row> row = RunCase(*opts, *w, threads);
-      if (!row.ok()) {
-        std::fprintf(stderr, "train_bench: %s at %d threads failed: %s\n", name.c_str(), threads,
-                     row.status().ToString().c_str());
-        return 1;
+    for (const std::string& precision : opts->precisions) {
+      for (int threads : opts->threads) {
+        StatusOr<Row> row = RunCase(*opts, *w, threads, precision);
+        if (!row.ok()) {
+          std::fprintf(stderr, "train_bench: %s %s at %d threads failed: %s\n", name.c_str(),
+                       precision.c_str(), threads, row.status().ToString().c_str());
+          return 1;
+        }
+        rows.push_back(*row);
+        if (!opts->json) {
+          std::fprintf(stderr, "done: %s %s, %d thread(s)\n", name.c_str(), precision.c_str(),
+                       threads);
+        }
       }
-      rows.push_back(*row);
-      if (!opts->json) std::fprintf(stderr, "done: %s, %d thread(s)\n", name.c_str(), threads);
     }
   }
   if (opts->json) {

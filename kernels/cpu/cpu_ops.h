@@ -35,6 +35,9 @@ Status Sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float 
            int64_t ldc);
 // Sgemm with op(A), op(B) rounded to bf16 and f32 accumulation (oneDNN matmul: AMX /
 // AVX512-BF16); Sgemm calls it while CpuMatmulPrecision() is kBf16. oneDNN builds only.
+// The weights epoch (runtime.h SetMatmulWeights) when [p, p + bytes) lies inside the parameter
+// range, else 0 (not a parameter: never cached).
+uint64_t MatmulWeightsEpochOf(const void* p, size_t bytes);
 Status SgemmBf16(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
                  const float* a, int64_t lda, const float* b, int64_t ldb, float beta, float* c,
                  int64_t ldc, int threads);

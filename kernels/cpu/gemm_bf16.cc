@@ -2,7 +2,8 @@
 // (nearest even) into per-thread scratch, multiplied by oneDNN's matmul primitive -- AMX or
 // AVX512-BF16 kernels where the CPU has them -- with f32 accumulation, and C is written in
 // f32 (alpha as an output scale, beta as a sum post-op). The same contract as Sgemm; what
-// torch.autocast(bfloat16) does for matmuls. Primitives are created once per shape and kept.
+// torch.autocast(bfloat16) does for matmuls. Primitives are created once per shape and kept;
+// parameter matrices are cast once per weights epoch (runtime.h SetMatmulWeights).
 #include <omp.h>
 
 #include <cstring>
@@ -56,6 +57,48 @@ void ToBf16(const float* src, int64_t rows, int64_t cols, int64_t ld, uint16_t* 
   }
 }
 
+// bf16 copies of parameter matrices, made once per weights epoch (runtime.h).
+class WeightCache {
+ public:
+  // The bf16 copy of the rows x cols matrix at src (leading dim ld) for `epoch`.
+  const uint16_t* Get(const float* src, int64_t rows, int64_t cols, int64_t ld, uint64_t epoch) {
+    std::lock_guard<std::mutex> lock(mu_);
+    Entry& e = entries_[std::make_tuple(src, rows, cols, ld)];
+    if (e.epoch != epoch) {
+      e.data.resize(size_t(rows * cols));
+      ToBf16(src, rows, cols, ld, e.data.data());
+      e.epoch = epoch;
+    }
+    return e.data.data();
+  }
+
+ private:
+  struct Entry {
+    uint64_t epoch = 0;
+    std::vector<uint16_t> data;
+  };
+  std::mutex mu_;
+  std::map<std::tuple<const float*, int64_t, int64_t, int64_t>, Entry> entries_;
+};
+
+WeightCache& Weights() {
+  static WeightCache cache;
+  return cache;
+}
+
+// op's operand as contiguous bf16: the cached copy of a parameter matrix, or a fresh cast into
+// this thread's scratch.
+const uint16_t* Operand(const float* src, int64_t rows, int64_t cols, int64_t ld,
+                        std::vector<uint16_t>& scratch) {
+  const size_t span = size_t((rows - 1) * ld + cols) * sizeof(float);
+  if (const uint64_t epoch = MatmulWeightsEpochOf(src, span); epoch != 0) {
+    return Weights().Get(src, rows, cols, ld, epoch);
+  }
+  if (scratch.size() < size_t(rows * cols)) scratch.resize(size_t(rows * cols));
+  ToBf16(src, rows, cols, ld, scratch.data());
+  return scratch.data();
+}
+
 using Key = std::tuple<bool, bool, int64_t, int64_t, int64_t, int64_t, float, float>;
 
 struct Prim {
@@ -103,14 +146,14 @@ Status SgemmBf16(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha,
                  int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc,
                  int threads) {
   thread_local std::vector<uint16_t> a16, b16;  // grow to the largest operands, then reused
-  if (a16.size() < size_t(m * k)) a16.resize(size_t(m * k));
-  if (b16.size() < size_t(k * n)) b16.resize(size_t(k * n));
-  ToBf16(a, ta ? k : m, ta ? m : k, lda, a16.data());
-  ToBf16(b, tb ? n : k, tb ? k : n, ldb, b16.data());
+  const uint16_t* a_bf16 = Operand(a, ta ? k : m, ta ? m : k, lda, a16);
+  const uint16_t* b_bf16 = Operand(b, tb ? n : k, tb ? k : n, ldb, b16);
   try {
     const Prim& p = PrimitiveFor(Key{ta, tb, m, n, k, ldc, alpha, beta});
     thread_local dnnl::stream stream(Engine());
-    dnnl::memory ma(p.a, Engine(), a16.data()), mb(p.b, Engine(), b16.data()), mc(p.c, Engine(), c);
+    dnnl::memory ma(p.a, Engine(), const_cast<uint16_t*>(a_bf16));
+    dnnl::memory mb(p.b, Engine(), const_cast<uint16_t*>(b_bf16));
+    dnnl::memory mc(p.c, Engine(), c);
     const int prev = omp_get_max_threads();
     const int want = InParallelRegion() ? 1 : std::max(1, threads);
     if (want != prev) omp_set_num_threads(want);
