@@ -64,6 +64,7 @@ nlohmann::json CollectInfo() {
               {"memory_bytes", mem_bytes}};
 #if GANTRY_CLI_HAS_KERNELS
   j["threads"] = kernels::NumThreads();
+  j["cpu"]["bf16"] = kernels::CpuBf16Support();  // what train.precision bf16 runs on
   j["cuda"] = {{"built", kernels::BuiltWithCuda()}, {"devices", kernels::CudaDeviceCount()}};
   nlohmann::json gpus = nlohmann::json::array();
   for (int i = 0; i < kernels::CudaDeviceCount(); ++i) {
@@ -123,6 +124,9 @@ void PrintText(const nlohmann::json& j) {
             << cpu["logical_cpus"].get<int>() << " logical\n"
             << "memory:   " << cpu["memory_bytes"].get<int64_t>() / (1 << 20) << " MiB\n"
             << "threads:  " << j["threads"].get<int>() << " (CPU kernels)\n"
+            << (cpu.contains("bf16") ? "bf16:     " + cpu["bf16"].get<std::string>() +
+                                           " (train.precision bf16 matmuls)\n"
+                                     : std::string())
             << "cuda:     built=" << yes(j["cuda"]["built"].get<bool>())
             << ", devices=" << j["cuda"]["devices"].get<int>() << "\n";
   const auto& rdma = j["rdma"];
