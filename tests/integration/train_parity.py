@@ -34,6 +34,17 @@ TINY = 1e-12
 # noise into ~1e-6 parameter drift in ANY float32 implementation. A real bug shows up orders of
 # magnitude above this floor.
 FLOOR_FACTOR = 2.0
+# --precision bf16 (our matmuls on bf16-rounded inputs, f32 accumulation): bf16 keeps 8 bits, so
+# nothing matches float64 to TOL. Each tensor must be within BF16_FACTOR x the error of torch's
+# own mixed precision (float32 under torch.autocast("cpu", torch.bfloat16)) against float64,
+# or within BF16_TOL outright. A wrong product (or no bf16 at all where one was asked for: see
+# the check in main) shows up far outside both.
+# After optimizer steps (step_loss/*, final/*) bf16 rounding noise has been through Adam, whose
+# m/sqrt(v) turns noise in near-zero gradients into full-size updates (the f32 floor above, 2-3
+# orders of magnitude larger): there, within BF16_FACTOR_AFTER_STEPS x autocast's error.
+BF16_FACTOR = 2.0
+BF16_FACTOR_AFTER_STEPS = 10.0
+BF16_TOL = 2e-3
 
 
 # ---- torch models (names match docs/models.md and train/{mlp,cnn,gpt}.h) ----
@@ -180,8 +191,9 @@ def load(out_dir):
     return meta, tensors
 
 
-def run_torch(meta, ours, dtype):
-    """Returns {name: np.ndarray} for the same keys the tool wrote, computed by torch."""
+def run_torch(meta, ours, dtype, autocast=False):
+    """Returns {name: np.ndarray} for the same keys the tool wrote, computed by torch (with
+    autocast: float32 under torch.autocast("cpu", bfloat16))."""
     torch.manual_seed(0)
     model = build(meta["model"]).to(dtype)
     names = [n for n, _ in model.named_parameters()]
@@ -203,8 +215,11 @@ def run_torch(meta, ours, dtype):
     res = {}
 
     def step():
-        logits = model(x)
-        loss = loss_fn(meta["model"], logits, y)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            logits = model(x)
+            if autocast:  # bf16 outputs of autocast's matmuls: the loss in float32, as ours
+                logits = logits.float()
+            loss = loss_fn(meta["model"], logits, y)
         return logits, loss
 
     logits, loss = step()
@@ -248,8 +263,12 @@ def compare(meta, ours, ref, ref32):
     return rows
 
 
-def verdict(err, floor):
-    """'ok', 'ok (f32-limited)' or 'FAIL' for one tensor (see FLOOR_FACTOR)."""
+def verdict(err, floor, bf16=False, name=""):
+    """'ok', 'ok (f32-limited)' or 'FAIL' for one tensor (see FLOOR_FACTOR, BF16_FACTOR)."""
+    if bf16:
+        after_steps = name.startswith(("final/", "step_loss/"))
+        factor = BF16_FACTOR_AFTER_STEPS if after_steps else BF16_FACTOR
+        return "ok" if err <= max(BF16_TOL, factor * floor) else "FAIL"
     if err <= TOL:
         return "ok"
     if floor > TOL and err <= FLOOR_FACTOR * floor:
@@ -257,10 +276,11 @@ def verdict(err, floor):
     return "FAIL"
 
 
-def print_table(rows):
-    print(f"{'tensor':<44} {'ours vs torch64':>16} {'torch32 vs 64':>14}  status")
+def print_table(rows, bf16=False):
+    floor_name = "autocast vs 64" if bf16 else "torch32 vs 64"
+    print(f"{'tensor':<44} {'ours vs torch64':>16} {floor_name:>14}  status")
     for name, err, floor, note in rows:
-        status = f"{verdict(err, floor)} {note}".strip()
+        status = f"{verdict(err, floor, bf16, name)} {note}".strip()
         print(f"{name:<44} {err:16.3e} {floor:14.3e}  {status}")
 
 
@@ -269,13 +289,16 @@ def main():
     ap.add_argument("--tool", required=True, help="path to train_parity_tool")
     ap.add_argument("--case", required=True)
     ap.add_argument("--device", default="cpu", help="device for our side (cpu, cuda:0)")
+    ap.add_argument("--precision", default="f32", choices=["f32", "bf16"],
+                    help="bf16: our matmuls in mixed precision, judged against torch.autocast")
     ap.add_argument("--keep", action="store_true", help="keep the tool's output directory")
     ap.add_argument("--verbose", action="store_true", help="print every tensor, not just failures")
     args = ap.parse_args()
     torch.set_num_threads(1)
     work = tempfile.mkdtemp(prefix=f"gantry-parity-{args.case}-")
     try:
-        cmd = [args.tool, "--case", args.case, "--out", work, "--device", args.device]
+        cmd = [args.tool, "--case", args.case, "--out", work, "--device", args.device,
+               "--precision", args.precision]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
         if proc.returncode == SKIP:
             print(proc.stdout.strip())
@@ -284,17 +307,25 @@ def main():
             print(f"ERROR: {' '.join(cmd)} exited {proc.returncode}\n{proc.stdout}{proc.stderr}")
             return 2
         meta, ours = load(work)
+        bf16 = args.precision == "bf16"
+        if meta.get("precision", "f32") != args.precision:
+            print(f"FAIL: the tool ran in {meta.get('precision', 'f32')}, not {args.precision}")
+            return 1
         ref = run_torch(meta, ours, torch.float64)
-        ref32 = run_torch(meta, ours, torch.float32)
-        rows = compare(meta, ours, ref, ref32)
+        floor_ref = run_torch(meta, ours, torch.float32, autocast=bf16)
+        rows = compare(meta, ours, ref, floor_ref)
         worst = max(rows, key=lambda r: r[1] if not math.isnan(r[1]) else math.inf)
-        failed = [r for r in rows if verdict(r[1], r[2]) == "FAIL"]
-        limited = [r[0] for r in rows if verdict(r[1], r[2]).endswith("(f32-limited)")]
+        failed = [r for r in rows if verdict(r[1], r[2], bf16, r[0]) == "FAIL"]
+        limited = [r[0] for r in rows if verdict(r[1], r[2], bf16, r[0]).endswith("(f32-limited)")]
+        if bf16 and worst[1] <= TOL:
+            print(f"FAIL: bf16 asked for, but every tensor matches float64 within {TOL:g}: "
+                  "the matmuls did not run in bf16")
+            return 1
         print(f"case {args.case}: {len(rows)} tensors compared, worst {worst[0]} "
               f"rel err {worst[1]:.3e} (tolerance {TOL:g}); loss ours "
               f"{ours['loss'][0]:.6f} torch {ref['loss'][0]:.6f}")
         if failed or args.verbose:
-            print_table(rows)
+            print_table(rows, bf16)
         if failed:
             print(f"FAIL: {len(failed)} of {len(rows)} tensors off by more than {TOL:g} "
                   f"(output kept in {work})")

@@ -242,13 +242,15 @@ Status RunCase(const ParityCase& c, kernels::Device device, const std::filesyste
   for (const ParamInfo& p : model->params()) decay[p.name] = p.decay;
   meta["decay"] = decay;  // informational: python derives param groups on its own
   meta["device"] = device.ToString();
+  meta["precision"] =
+      kernels::CpuMatmulPrecision() == kernels::MatmulPrecision::kBf16 ? "bf16" : "f32";
   return w.Write(out, meta);
 }
 
 constexpr int kSkipExitCode = 77;  // ctest SKIP_RETURN_CODE
 
 int Main(int argc, char** argv) {
-  std::string case_name, out_dir, device_name = "cpu";
+  std::string case_name, out_dir, device_name = "cpu", precision = "f32";
   bool list = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -256,9 +258,13 @@ int Main(int argc, char** argv) {
       list = true;
     } else if ((a == "--case" || a == "--out" || a == "--device") && i + 1 < argc) {
       (a == "--case" ? case_name : a == "--out" ? out_dir : device_name) = argv[++i];
+    } else if (a == "--precision" && i + 1 < argc && (std::string(argv[i + 1]) == "f32" ||
+                                                      std::string(argv[i + 1]) == "bf16")) {
+      precision = argv[++i];
     } else {
       std::cerr << "train_parity_tool: unknown or incomplete argument '" << a
-                << "'\nusage: train_parity_tool --list | --case NAME --out DIR [--device cpu]\n";
+                << "'\nusage: train_parity_tool --list | --case NAME --out DIR [--device cpu]"
+                   " [--precision f32|bf16]\n";
       return 2;
     }
   }
@@ -276,6 +282,12 @@ int Main(int argc, char** argv) {
     std::cout << "SKIP: " << device->ToString() << " is not available (built with CUDA: "
               << (kernels::BuiltWithCuda() ? "yes" : "no") << ", devices: "
               << kernels::CudaDeviceCount() << ")\n";
+    return kSkipExitCode;
+  }
+  if (Status s = kernels::SetCpuMatmulPrecision(precision == "bf16" ? kernels::MatmulPrecision::kBf16
+                                                                    : kernels::MatmulPrecision::kF32);
+      !s.ok()) {
+    std::cout << "SKIP: " << s.ToString() << "\n";
     return kSkipExitCode;
   }
   for (const ParityCase& c : cases) {
