@@ -26,7 +26,7 @@ inline constexpr TunableDoc kTunables[] = {
     {"DP_FIRST_BUCKET_KB", "1024", "data parallel: size of the first (last-layer) gradient bucket"},
     {"DP_MAX_BUCKET_KB", "1024", "data parallel, CPU: largest gradient bucket (0 = comm.bucket_mb, no split)"},
     {"DP_OVERLAP_UPDATE", "1", "data parallel: apply the optimizer bucket by bucket as sums arrive (0 = after all)"},
-    {"DATA_PREFETCH", "1", "training: read/generate the next batch on a background thread during the step (0 = inline)"},
+    {"DATA_PREFETCH", "auto", "training: read the next batch on a background thread during the step: auto = when a core is left over after every local rank's compute threads, 1 = always, 0 = never"},
     {"DP_INLINE_REDUCE", "0", "data parallel: finish each bucket's reduction and update on the training thread inside backward"},
     {"DP_SYMMETRIC_GRADS", "1", "data parallel, shm: gradients in symmetric shared memory, reduced without staging copies (0 = off)"},
     {"FUSED_UPDATE", "1", "one-process training without clipping: optimizer update inside backward (0 = after)"},

@@ -33,9 +33,7 @@ int DefaultThreads() {
     int n = std::atoi(env);
     if (n > 0) return n;
   }
-  int cores = omp_get_num_procs();  // respects the affinity mask (taskset, cgroups cpusets)
-  if (cores <= 0) cores = static_cast<int>(std::thread::hardware_concurrency());
-  return cores > 0 ? cores : 1;
+  return UsableCpus();
 }
 
 std::atomic<int>& ThreadsSetting() {
@@ -205,6 +203,11 @@ void SetNumThreads(int threads) {
 }
 
 int NumThreads() { return ThreadsSetting().load(std::memory_order_relaxed); }
+
+int UsableCpus() {
+  const int cores = omp_get_num_procs();  // respects the affinity mask
+  return cores > 0 ? cores : std::max(1, int(std::thread::hardware_concurrency()));
+}
 
 namespace {
 std::atomic<int>& PrecisionSetting() {

@@ -15,6 +15,8 @@ namespace gantry::kernels {
 // Threads used by CPU ops (the kernel thread pool). Default: GANTRY_NUM_THREADS or all cores.
 void SetNumThreads(int threads);
 int NumThreads();
+// CPUs this process may run on (its affinity mask: taskset, cgroup cpusets).
+int UsableCpus();
 
 // Precision of CPU matrix products (every GEMM of the CPU ops: linear layers, attention).
 // kBf16 is mixed precision as torch.autocast(bfloat16) does it: inputs rounded to bf16,

@@ -94,6 +94,10 @@ class Trainer {
   Trainer() = default;
   Status Build();
   void SplitThreadsAmongLocalRanks();
+  // Ranks of this job on this host (LOCAL_WORLD_SIZE / Open MPI's local size; else 1).
+  static int LocalRanks();
+  // Whether the data source gets a prefetch thread (GANTRY_DATA_PREFETCH, default auto).
+  static bool PrefetchData();
   // Parameters then optimizer state (full-size: with ZeRO-1 the gathered state).
   StatusOr<std::vector<NamedTensor>> CheckpointTensors();
   std::vector<kernels::Tensor> FullStateTensors();
