@@ -99,7 +99,9 @@ const uint16_t* Operand(const float* src, int64_t rows, int64_t cols, int64_t ld
   return scratch.data();
 }
 
-using Key = std::tuple<bool, bool, int64_t, int64_t, int64_t, int64_t, float, float>;
+// (ta, tb, m, n, k, lda, ldb, ldc, alpha, beta): lda/ldb of the bf16 operands.
+using Key = std::tuple<bool, bool, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, float,
+                       float>;
 
 struct Prim {
   dnnl::memory::desc a, b, c;
@@ -118,13 +120,14 @@ const Prim& PrimitiveFor(const Key& key) {
   std::lock_guard<std::mutex> lock(mu);
   auto& slot = cache[key];
   if (!slot) {
-    const auto [ta, tb, m, n, k, ldc, alpha, beta] = key;
+    const auto [ta, tb, m, n, k, lda, ldb, ldc, alpha, beta] = key;
     using dt = dnnl::memory::data_type;
     auto p = std::make_unique<Prim>();
-    // Operands are contiguous as stored: A is [m,k] (or [k,m] when transposed), B [k,n] (or
-    // [n,k]); the strides present op(A) [m,k] and op(B) [k,n] to oneDNN.
-    p->a = dnnl::memory::desc({m, k}, dt::bf16, ta ? dnnl::memory::dims{1, m} : dnnl::memory::dims{k, 1});
-    p->b = dnnl::memory::desc({k, n}, dt::bf16, tb ? dnnl::memory::dims{1, k} : dnnl::memory::dims{n, 1});
+    // Operands as stored: A is [m,k] (or [k,m] when transposed), B [k,n] (or [n,k]), rows
+    // lda / ldb apart; the strides present op(A) [m,k] and op(B) [k,n] to oneDNN.
+    using dims = dnnl::memory::dims;
+    p->a = dnnl::memory::desc({m, k}, dt::bf16, ta ? dims{1, lda} : dims{lda, 1});
+    p->b = dnnl::memory::desc({k, n}, dt::bf16, tb ? dims{1, ldb} : dims{ldb, 1});
     p->c = dnnl::memory::desc({m, n}, dt::f32, dnnl::memory::dims{ldc, 1});
     dnnl::primitive_attr attr;
     if (alpha != 1.0f) attr.set_output_scales(0, {alpha});
@@ -140,6 +143,31 @@ const Prim& PrimitiveFor(const Key& key) {
   return *slot;
 }
 
+// One tile of C: rows [i0, i0 + mb) x columns [j0, j0 + nb), single-threaded in oneDNN.
+Status Bf16Tile(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const uint16_t* a,
+                const uint16_t* b, float beta, float* c, int64_t ldc, int64_t i0, int64_t mb,
+                int64_t j0, int64_t nb) {
+  const int64_t lda = ta ? m : k, ldb = tb ? k : n;  // the bf16 copies are contiguous
+  const uint16_t* at = a + (ta ? i0 : i0 * lda);
+  const uint16_t* bt = b + (tb ? j0 * ldb : j0);
+  try {
+    const Prim& p = PrimitiveFor(Key{ta, tb, mb, nb, k, lda, ldb, ldc, alpha, beta});
+    thread_local dnnl::stream stream(Engine());
+    dnnl::memory ma(p.a, Engine(), const_cast<uint16_t*>(at));
+    dnnl::memory mbm(p.b, Engine(), const_cast<uint16_t*>(bt));
+    dnnl::memory mc(p.c, Engine(), c + i0 * ldc + j0);
+    const int prev = omp_get_max_threads();
+    if (prev != 1) omp_set_num_threads(1);  // parallel over tiles on our own pool instead
+    p.matmul.execute(stream, {{DNNL_ARG_SRC, ma}, {DNNL_ARG_WEIGHTS, mbm}, {DNNL_ARG_DST, mc}});
+    stream.wait();
+    if (prev != 1) omp_set_num_threads(prev);
+  } catch (const dnnl::error& e) {
+    return InternalError(std::string("bf16 matmul (oneDNN) failed for m=") + std::to_string(mb) +
+                         " n=" + std::to_string(nb) + " k=" + std::to_string(k) + ": " + e.what());
+  }
+  return OkStatus();
+}
+
 }  // namespace
 
 Status SgemmBf16(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
@@ -148,22 +176,23 @@ Status SgemmBf16(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha,
   thread_local std::vector<uint16_t> a16, b16;  // grow to the largest operands, then reused
   const uint16_t* a_bf16 = Operand(a, ta ? k : m, ta ? m : k, lda, a16);
   const uint16_t* b_bf16 = Operand(b, tb ? n : k, tb ? k : n, ldb, b16);
-  try {
-    const Prim& p = PrimitiveFor(Key{ta, tb, m, n, k, ldc, alpha, beta});
-    thread_local dnnl::stream stream(Engine());
-    dnnl::memory ma(p.a, Engine(), const_cast<uint16_t*>(a_bf16));
-    dnnl::memory mb(p.b, Engine(), const_cast<uint16_t*>(b_bf16));
-    dnnl::memory mc(p.c, Engine(), c);
-    const int prev = omp_get_max_threads();
-    const int want = InParallelRegion() ? 1 : std::max(1, threads);
-    if (want != prev) omp_set_num_threads(want);
-    p.matmul.execute(stream, {{DNNL_ARG_SRC, ma}, {DNNL_ARG_WEIGHTS, mb}, {DNNL_ARG_DST, mc}});
-    stream.wait();
-    if (want != prev) omp_set_num_threads(prev);
-  } catch (const dnnl::error& e) {
-    return InternalError(std::string("bf16 matmul (oneDNN) failed for m=") + std::to_string(m) +
-                         " n=" + std::to_string(n) + " k=" + std::to_string(k) + ": " + e.what());
+  if (threads <= 1 || InParallelRegion()) {
+    return Bf16Tile(ta, tb, m, n, k, alpha, a_bf16, b_bf16, beta, c, ldc, 0, m, 0, n);
   }
+  // As the f32 path: C in `threads` tiles along its longer side (multiples of 64), one per
+  // pool thread; oneDNN runs each with a team of one, so no OpenMP team competes with the pool.
+  const bool along_n = m < n;
+  const int64_t dim = along_n ? n : m;
+  const int64_t tile = std::max<int64_t>(64, (dim + threads - 1) / threads + 63) / 64 * 64;
+  const int64_t tiles = (dim + tile - 1) / tile;
+  std::vector<Status> status(size_t(tiles), OkStatus());
+  ParallelChunks(tiles, threads, [&](int64_t t) {
+    const int64_t begin = t * tile, size = std::min(tile, dim - begin);
+    status[size_t(t)] =
+        along_n ? Bf16Tile(ta, tb, m, n, k, alpha, a_bf16, b_bf16, beta, c, ldc, 0, m, begin, size)
+                : Bf16Tile(ta, tb, m, n, k, alpha, a_bf16, b_bf16, beta, c, ldc, begin, size, 0, n);
+  });
+  for (const Status& s : status) GANTRY_RETURN_IF_ERROR(s);
   return OkStatus();
 }
 #endif
