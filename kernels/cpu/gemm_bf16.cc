@@ -6,6 +6,7 @@
 // parameter matrices are cast once per weights epoch (runtime.h SetMatmulWeights).
 #include <omp.h>
 
+#include <algorithm>
 #include <cstring>
 #include <map>
 #include <memory>
@@ -17,6 +18,7 @@
 #include "gantry_config.h"
 #include "kernels/cpu/cpu_ops.h"
 #include "kernels/cpu/parallel.h"
+#include "kernels/runtime.h"
 #if GANTRY_WITH_DNNL
 #include <dnnl.hpp>
 #endif
@@ -86,16 +88,29 @@ WeightCache& Weights() {
   return cache;
 }
 
+// ToBf16 over row blocks on the kernels' pool (a 2048 x 8192 logit gradient is 64 MiB).
+void ToBf16Parallel(const float* src, int64_t rows, int64_t cols, int64_t ld, uint16_t* dst,
+                    int threads) {
+  constexpr int64_t kBlockElems = 1 << 18;
+  const int64_t per_block = std::max<int64_t>(1, kBlockElems / std::max<int64_t>(1, cols));
+  const int64_t blocks = (rows + per_block - 1) / per_block;
+  if (threads <= 1 || blocks <= 1) return ToBf16(src, rows, cols, ld, dst);
+  ParallelChunks(blocks, threads, [&](int64_t b) {
+    const int64_t r0 = b * per_block, n = std::min(per_block, rows - r0);
+    ToBf16(src + r0 * ld, n, cols, ld, dst + r0 * cols);
+  });
+}
+
 // op's operand as contiguous bf16: the cached copy of a parameter matrix, or a fresh cast into
 // this thread's scratch.
 const uint16_t* Operand(const float* src, int64_t rows, int64_t cols, int64_t ld,
-                        std::vector<uint16_t>& scratch) {
+                        std::vector<uint16_t>& scratch, int threads) {
   const size_t span = size_t((rows - 1) * ld + cols) * sizeof(float);
   if (const uint64_t epoch = MatmulWeightsEpochOf(src, span); epoch != 0) {
     return Weights().Get(src, rows, cols, ld, epoch);
   }
   if (scratch.size() < size_t(rows * cols)) scratch.resize(size_t(rows * cols));
-  ToBf16(src, rows, cols, ld, scratch.data());
+  ToBf16Parallel(src, rows, cols, ld, scratch.data(), threads);
   return scratch.data();
 }
 
@@ -174,8 +189,9 @@ Status SgemmBf16(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha,
                  int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc,
                  int threads) {
   thread_local std::vector<uint16_t> a16, b16;  // grow to the largest operands, then reused
-  const uint16_t* a_bf16 = Operand(a, ta ? k : m, ta ? m : k, lda, a16);
-  const uint16_t* b_bf16 = Operand(b, tb ? n : k, tb ? k : n, ldb, b16);
+  const int cast_threads = InParallelRegion() ? 1 : NumThreads();
+  const uint16_t* a_bf16 = Operand(a, ta ? k : m, ta ? m : k, lda, a16, cast_threads);
+  const uint16_t* b_bf16 = Operand(b, tb ? n : k, tb ? k : n, ldb, b16, cast_threads);
   if (threads <= 1 || InParallelRegion()) {
     return Bf16Tile(ta, tb, m, n, k, alpha, a_bf16, b_bf16, beta, c, ldc, 0, m, 0, n);
   }
