@@ -119,7 +119,7 @@ using Key = std::tuple<bool, bool, int64_t, int64_t, int64_t, int64_t, int64_t, 
                        float>;
 
 struct Prim {
-  dnnl::memory::desc a, b, c;
+  dnnl::memory::desc a, b, c, scratch;
   dnnl::matmul matmul;
 };
 
@@ -145,6 +145,9 @@ const Prim& PrimitiveFor(const Key& key) {
     p->b = dnnl::memory::desc({k, n}, dt::bf16, tb ? dims{1, ldb} : dims{ldb, 1});
     p->c = dnnl::memory::desc({m, n}, dt::f32, dnnl::memory::dims{ldc, 1});
     dnnl::primitive_attr attr;
+    // Pool threads run products concurrently (tiles, attention heads): each brings its own
+    // scratchpad (the library's shared one is not safe for concurrent execution).
+    attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
     if (alpha != 1.0f) attr.set_output_scales(0, {alpha});
     if (beta != 0.0f) {
       dnnl::post_ops ops;
@@ -153,6 +156,7 @@ const Prim& PrimitiveFor(const Key& key) {
     }
     dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(p->a, p->b, p->c), attr, Engine());
     p->matmul = dnnl::matmul(pd);
+    p->scratch = pd.scratchpad_desc();
     slot = std::move(p);
   }
   return *slot;
@@ -171,9 +175,15 @@ Status Bf16Tile(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, 
     dnnl::memory ma(p.a, Engine(), const_cast<uint16_t*>(at));
     dnnl::memory mbm(p.b, Engine(), const_cast<uint16_t*>(bt));
     dnnl::memory mc(p.c, Engine(), c + i0 * ldc + j0);
+    thread_local std::vector<char> scratch;  // this thread's scratchpad, grown as needed
+    if (scratch.size() < p.scratch.get_size()) scratch.resize(p.scratch.get_size());
+    dnnl::memory ms(p.scratch, Engine(), scratch.data());
     const int prev = omp_get_max_threads();
     if (prev != 1) omp_set_num_threads(1);  // parallel over tiles on our own pool instead
-    p.matmul.execute(stream, {{DNNL_ARG_SRC, ma}, {DNNL_ARG_WEIGHTS, mbm}, {DNNL_ARG_DST, mc}});
+    p.matmul.execute(stream, {{DNNL_ARG_SRC, ma},
+                              {DNNL_ARG_WEIGHTS, mbm},
+                              {DNNL_ARG_DST, mc},
+                              {DNNL_ARG_SCRATCHPAD, ms}});
     stream.wait();
     if (prev != 1) omp_set_num_threads(prev);
   } catch (const dnnl::error& e) {

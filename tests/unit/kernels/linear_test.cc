@@ -5,6 +5,10 @@
 #include <gtest/gtest-spi.h>
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <cstring>
+#include <thread>
+
 #include "kernels/cpu/cpu_ops.h"
 #include "kernels/runtime.h"
 #include "tests/unit/kernels/test_util.h"
@@ -72,6 +76,36 @@ TEST_P(SgemmTest, Bf16IsTheProductOfBf16RoundedInputs) {
   for (int64_t i = 0; i < g.m; ++i) {
     for (int64_t j = g.n; j < ldc; ++j) EXPECT_EQ(got.f32()[i * ldc + j], c0.f32()[i * ldc + j]);
   }
+}
+
+// The same bf16 product from several threads at once (pool tiles and attention heads do this):
+// every thread must get the exact single-threaded result (oneDNN scratchpads are per thread).
+TEST(SgemmBf16Test, ConcurrentProductsOfOneShapeAgree) {
+  const int64_t m = 192, n = 160, k = 384;
+  Tensor a = Random({m * k}, 31), b = Random({k * n}, 32);
+  struct Restore {
+    ~Restore() { (void)SetCpuMatmulPrecision(MatmulPrecision::kF32); }
+  } restore;
+  ASSERT_OK(SetCpuMatmulPrecision(MatmulPrecision::kBf16));
+  Tensor want = MustEmpty({m * n});
+  ASSERT_OK(cpu::Sgemm(false, true, m, n, k, 0.5f, a.f32(), k, b.f32(), k, 0.0f, want.f32(), n));
+  std::vector<Tensor> got;
+  for (int t = 0; t < 4; ++t) got.push_back(MustEmpty({m * n}));
+  std::vector<std::thread> threads;
+  std::atomic<int> failures{0};
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (int rep = 0; rep < 30; ++rep) {
+        if (!cpu::Sgemm(false, true, m, n, k, 0.5f, a.f32(), k, b.f32(), k, 0.0f, got[t].f32(), n)
+                 .ok() ||
+            std::memcmp(got[t].f32(), want.f32(), want.nbytes()) != 0) {
+          ++failures;
+        }
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(failures.load(), 0);
 }
 
 INSTANTIATE_TEST_SUITE_P(
