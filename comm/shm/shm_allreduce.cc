@@ -24,11 +24,9 @@ Status ReduceSlice(ShmGroup& g, const ShmGroup::Op& op, uint64_t q, const char* 
                    std::vector<const char*>& srcs, std::vector<const float*>& scratch) {
   const int n = g.size(), r = g.rank();
   const size_t es = DataTypeSize(dtype);
+  GANTRY_RETURN_IF_ERROR(g.WaitAllPosted(op, q));
   srcs.clear();
-  for (int j = 0; j < n; ++j) {
-    if (j != r) GANTRY_RETURN_IF_ERROR(g.WaitPosted(op, j, q));
-    srcs.push_back(j == r ? mine : g.segment().input(j, q) + b * es);
-  }
+  for (int j = 0; j < n; ++j) srcs.push_back(j == r ? mine : g.segment().input(j, q) + b * es);
   ReduceRanks(dst, g.segment().result(r, q), srcs, e - b, dtype, rop, stream, scratch);
   return OkStatus();
 }

@@ -25,11 +25,9 @@ Status ReduceOwnSlice(ShmGroup& g, const ShmGroup::Op& op, const std::vector<cha
                       std::vector<const char*>& srcs, std::vector<const float*>& scratch) {
   const int n = g.size(), r = g.rank();
   const size_t es = DataTypeSize(dtype);
+  GANTRY_RETURN_IF_ERROR(g.WaitAllPosted(op, q));
   srcs.clear();
-  for (int j = 0; j < n; ++j) {
-    if (j != r) GANTRY_RETURN_IF_ERROR(g.WaitPosted(op, j, q));
-    srcs.push_back(base[j] + b * es);
-  }
+  for (int j = 0; j < n; ++j) srcs.push_back(base[j] + b * es);
   ReduceRanks(base[r] + b * es, nullptr, srcs, e - b, dtype, rop, /*stream=*/false, scratch);
   return OkStatus();
 }

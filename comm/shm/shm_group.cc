@@ -142,6 +142,13 @@ Status ShmGroup::WaitPosted(const Op& op, int peer, uint64_t q) {
   return OkStatus();
 }
 
+Status ShmGroup::WaitAllPosted(const Op& op, uint64_t q) {
+  for (int j = 0; j < size_; ++j) {
+    if (j != rank_) GANTRY_RETURN_IF_ERROR(WaitPosted(op, j, q));
+  }
+  return OkStatus();
+}
+
 void ShmGroup::MarkReduced(uint64_t q) {
   segment_->control(rank_)->reduced.value.store(q + 1, std::memory_order_release);
 }

@@ -45,6 +45,8 @@ class ShmGroup {
   Status Acquire(const Op& op, uint64_t q);
   void Post(const Op& op, uint64_t q);
   Status WaitPosted(const Op& op, int peer, uint64_t q);
+  // WaitPosted for every other rank.
+  Status WaitAllPosted(const Op& op, uint64_t q);
   void MarkReduced(uint64_t q);
   Status WaitReduced(const Op& op, int peer, uint64_t q);
   void MarkDone(uint64_t q);

@@ -8,30 +8,14 @@
 #include <thread>
 
 #include "comm/factory.h"
+#include "tests/unit/comm/rank_threads.h"
 
 namespace gantry::comm {
 namespace {
 
 using std::chrono::milliseconds;
 
-// Runs fn(comm) on `world` threads, each with its own communicator of `backend`.
-void RunRanks(const std::string& backend, int world, milliseconds timeout,
-              const std::function<void(Communicator&)>& fn) {
-  auto store = std::make_shared<MemoryStore>();
-  std::vector<std::thread> threads;
-  for (int r = 0; r < world; ++r) {
-    threads.emplace_back([&, r] {
-      Bootstrap boot(r, world, store);
-      CommOptions o;
-      o.backend = backend;
-      o.timeout = timeout;
-      auto c = CreateCommunicator(o, boot);
-      ASSERT_TRUE(c.ok()) << c.status().ToString();
-      fn(**c);
-    });
-  }
-  for (auto& t : threads) t.join();
-}
+using testing::RunRanks;
 
 class HostBackend : public ::testing::TestWithParam<std::string> {};
 

@@ -17,6 +17,7 @@
 
 #include "comm/factory.h"
 #include "comm/reduce.h"
+#include "tests/unit/comm/rank_threads.h"
 
 #include <atomic>
 
@@ -25,23 +26,12 @@ namespace {
 
 using std::chrono::milliseconds;
 
+// Ranks as threads; window_min_bytes = 0 sends every in-place window allreduce down the
+// window path.
 void RunRanks(const std::string& backend, int world, size_t window_min_bytes,
               const std::function<void(Communicator&)>& fn) {
-  auto store = std::make_shared<MemoryStore>();
-  std::vector<std::thread> threads;
-  for (int r = 0; r < world; ++r) {
-    threads.emplace_back([&, r] {
-      Bootstrap boot(r, world, store);
-      CommOptions o;
-      o.backend = backend;
-      o.timeout = milliseconds(20000);
-      o.shm_window_min_bytes = window_min_bytes;
-      auto c = CreateCommunicator(o, boot);
-      ASSERT_TRUE(c.ok()) << c.status().ToString();
-      fn(**c);
-    });
-  }
-  for (auto& t : threads) t.join();
+  testing::RunRanks(backend, world, milliseconds(20000), fn,
+                    [&](CommOptions& o) { o.shm_window_min_bytes = window_min_bytes; });
 }
 
 // Element i of rank r's input, as raw bits of `dtype` (values with rounding in their sums).
