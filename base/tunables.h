@@ -23,6 +23,7 @@ inline constexpr TunableDoc kTunables[] = {
     {"NUM_THREADS", "0", "CPU threads for kernels (the kernel thread pool); 0 = all usable cores"},
     {"POOL_SPIN_US", "200", "kernel thread pool: idle helpers spin this long before sleeping"},
     {"GEMM_MIN_FLOPS_PER_THREAD", "30000000", "CPU GEMMs smaller than this are not split"},
+    {"BF16_MIN_FLOPS", "4000000", "train.precision bf16: products smaller than this (2mnk) stay f32 (per-call cost beats the gain)"},
     {"DP_FIRST_BUCKET_KB", "1024", "data parallel: size of the first (last-layer) gradient bucket"},
     {"DP_MAX_BUCKET_KB", "1024", "data parallel, CPU: largest gradient bucket (0 = comm.bucket_mb, no split)"},
     {"DP_OVERLAP_UPDATE", "1", "data parallel: apply the optimizer bucket by bucket as sums arrive (0 = after all)"},

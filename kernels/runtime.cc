@@ -14,6 +14,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <algorithm>
 #include <cstdlib>
 #include <mutex>
 #include <thread>
@@ -216,7 +217,21 @@ std::atomic<int>& PrecisionSetting() {
 }
 }  // namespace
 
-Status SetCpuMatmulPrecision(MatmulPrecision precision) {
+namespace {
+std::atomic<double>& MinFlopsSetting() {
+  static std::atomic<double> value{4e6};
+  return value;
+}
+}  // namespace
+
+double Bf16MinFlops() { return MinFlopsSetting().load(std::memory_order_relaxed); }
+
+Status SetCpuMatmulPrecision(MatmulPrecision precision, double bf16_min_flops) {
+  if (bf16_min_flops < 0) {
+    const char* env = std::getenv("GANTRY_BF16_MIN_FLOPS");
+    bf16_min_flops = env != nullptr ? std::max(0.0, std::atof(env)) : 4e6;
+  }
+  MinFlopsSetting().store(bf16_min_flops);
 #if !GANTRY_WITH_DNNL
   if (precision == MatmulPrecision::kBf16) {
     return UnimplementedError("bf16 matmuls on CPU need oneDNN (libdnnl-dev); rebuild with it");

@@ -23,9 +23,14 @@ int UsableCpus();
 // products accumulated and stored in f32 (oneDNN's AMX / AVX512-BF16 kernels); parameters,
 // gradients and everything else stay f32. Process-wide; set it before training starts.
 enum class MatmulPrecision { kF32, kBf16 };
-// kUnimplemented for kBf16 in a build without oneDNN.
-Status SetCpuMatmulPrecision(MatmulPrecision precision);
+// kUnimplemented for kBf16 in a build without oneDNN. With kBf16, products of fewer than
+// `bf16_min_flops` (2mnk) stay f32: for attention's per-head blocks (<= 0.5 MFLOP in gpt-tiny)
+// the bf16 path's per-call cost (casts, primitive launch) exceeds its gain (gpt-tiny 7.5k ->
+// 8.7k tokens/s at one thread with them in f32); they are then more precise, not less.
+// Default: GANTRY_BF16_MIN_FLOPS or 4e6; tests pass 0 to send every product through bf16.
+Status SetCpuMatmulPrecision(MatmulPrecision precision, double bf16_min_flops = -1);
 MatmulPrecision CpuMatmulPrecision();
+double Bf16MinFlops();
 // kBf16: matrices inside [begin, begin + bytes) are parameters; their bf16 copies are made
 // once per weights epoch and reused by every product that reads them (a gpt's tied lm_head
 // weight is read by 8 row blocks forward and twice in backward). Start a new epoch whenever

@@ -221,7 +221,7 @@ Status Sgemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, con
   }
   const GemmArgs args{ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc};
   const int threads = ThreadsFor(2.0 * m * n * k, GemmMinFlopsPerThread());
-  if (CpuMatmulPrecision() == MatmulPrecision::kBf16) {
+  if (CpuMatmulPrecision() == MatmulPrecision::kBf16 && 2.0 * m * n * k >= Bf16MinFlops()) {
     // bf16 products run ~8x faster than f32 (AMX): a split pays only at 8x the work.
     const int bf16_threads = ThreadsFor(2.0 * m * n * k, 8 * GemmMinFlopsPerThread());
     return SgemmBf16(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, bf16_threads);

@@ -69,7 +69,7 @@ TEST_P(SgemmTest, Bf16IsTheProductOfBf16RoundedInputs) {
   struct Restore {
     ~Restore() { (void)SetCpuMatmulPrecision(MatmulPrecision::kF32); }
   } restore;
-  ASSERT_OK(SetCpuMatmulPrecision(MatmulPrecision::kBf16));
+  ASSERT_OK(SetCpuMatmulPrecision(MatmulPrecision::kBf16, /*bf16_min_flops=*/0));
   ASSERT_OK(cpu::Sgemm(g.ta, g.tb, g.m, g.n, g.k, g.alpha, a.f32(), lda, b.f32(), ldb, g.beta,
                        got.f32(), ldc));
   EXPECT_LT(RelError(got, ref), 1e-5) << "bf16 support: " << CpuBf16Support();
@@ -86,7 +86,7 @@ TEST(SgemmBf16Test, ConcurrentProductsOfOneShapeAgree) {
   struct Restore {
     ~Restore() { (void)SetCpuMatmulPrecision(MatmulPrecision::kF32); }
   } restore;
-  ASSERT_OK(SetCpuMatmulPrecision(MatmulPrecision::kBf16));
+  ASSERT_OK(SetCpuMatmulPrecision(MatmulPrecision::kBf16, /*bf16_min_flops=*/0));
   Tensor want = MustEmpty({m * n});
   ASSERT_OK(cpu::Sgemm(false, true, m, n, k, 0.5f, a.f32(), k, b.f32(), k, 0.0f, want.f32(), n));
   std::vector<Tensor> got;
@@ -106,6 +106,25 @@ TEST(SgemmBf16Test, ConcurrentProductsOfOneShapeAgree) {
   }
   for (auto& th : threads) th.join();
   EXPECT_EQ(failures.load(), 0);
+}
+
+// Products below the bf16 threshold (attention's per-head blocks) run the f32 path: the same
+// bits as precision f32; above it, bf16 (different bits).
+TEST(SgemmBf16Test, SmallProductsStayF32) {
+  struct Restore {
+    ~Restore() { (void)SetCpuMatmulPrecision(MatmulPrecision::kF32); }
+  } restore;
+  for (const int64_t m : {32, 256}) {
+    const int64_t n = 128, k = 64;  // 2mnk = 0.5 and 4.2 MFLOP
+    Tensor a = Random({m * k}, 41), b = Random({n * k}, 42);
+    Tensor f32 = MustEmpty({m * n}), mixed = MustEmpty({m * n});
+    ASSERT_OK(SetCpuMatmulPrecision(MatmulPrecision::kF32));
+    ASSERT_OK(cpu::Sgemm(false, true, m, n, k, 1.0f, a.f32(), k, b.f32(), k, 0.0f, f32.f32(), n));
+    ASSERT_OK(SetCpuMatmulPrecision(MatmulPrecision::kBf16, /*bf16_min_flops=*/4e6));
+    ASSERT_OK(cpu::Sgemm(false, true, m, n, k, 1.0f, a.f32(), k, b.f32(), k, 0.0f, mixed.f32(), n));
+    const bool same = std::memcmp(f32.f32(), mixed.f32(), f32.nbytes()) == 0;
+    EXPECT_EQ(same, m == 32) << "m=" << m;
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(

@@ -163,6 +163,11 @@ TEST(TrainerTest, ResumeIsBitwiseIdenticalToAnUninterruptedRun) {
 // bf16 run is byte-identical to an uninterrupted one (the bf16 kernels are deterministic).
 TEST(TrainerTest, Bf16PrecisionTracksF32AndResumesExactly) {
   TempDir dir;
+  // This model's products are all small: send every one through bf16 (default: >= 4 MFLOP).
+  setenv("GANTRY_BF16_MIN_FLOPS", "0", 1);
+  struct Unset {
+    ~Unset() { unsetenv("GANTRY_BF16_MIN_FLOPS"); }
+  } unset;
   JobSpec f32 = TextJob(dir, 30), bf16 = f32;
   bf16.train.precision = "bf16";
   RunResult a = Train(f32, dir / "f32");
