@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include <filesystem>
+
 #include <cstdio>
 #include <fstream>
 #include <sstream>
@@ -320,6 +322,18 @@ TEST(JobSpecTest, DocumentationExamplesParse) {
     ++blocks;
   }
   EXPECT_GE(blocks, 4);
+}
+
+// Every shipped example is a valid job (they are what the README and docs point users at).
+TEST(JobSpecTest, EveryExampleParses) {
+  int seen = 0;
+  for (const auto& e : std::filesystem::directory_iterator(GANTRY_EXAMPLES_DIR)) {
+    if (e.path().extension() != ".yaml") continue;
+    ++seen;
+    auto spec = ParseJobSpecFile(e.path().string());
+    EXPECT_TRUE(spec.ok()) << e.path() << ": " << spec.status().ToString();
+  }
+  EXPECT_GE(seen, 4);
 }
 
 }  // namespace
