@@ -95,11 +95,12 @@ Status Trainer::Build() {
     GANTRY_LOG(INFO, "mixed precision: matmuls on bf16 inputs, f32 accumulation")
         .Field("cpu_bf16", kernels::CpuBf16Support());
   }
-  kernels::SetMatmulWeights(nullptr, 0);
   const int batch = spec_.data.batch_per_rank;
   GANTRY_ASSIGN_OR_RETURN(model_, Model::Create(spec_.model, batch, device));
-  // bf16: parameter matrices are cast once per step (TrainStep starts a new weights epoch).
-  if (bf16) kernels::SetMatmulWeights(model_->flat_params().raw(), model_->flat_params().nbytes());
+  // bf16: parameter matrices are cast once per step (TrainStep starts a new weights epoch);
+  // f32: no range (a previous job's must not linger).
+  kernels::SetMatmulWeights(bf16 ? model_->flat_params().raw() : nullptr,
+                            bf16 ? model_->flat_params().nbytes() : 0);
   if (opts_.comm != nullptr && opts_.world > 1) {
     GANTRY_ASSIGN_OR_RETURN(dp_, DataParallel::Create(*opts_.comm, *model_, spec_.optimizer,
                                                       DataParallelOptions::FromSpec(spec_.comm)));

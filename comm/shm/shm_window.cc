@@ -104,7 +104,6 @@ std::optional<ShmWindows::Where> ShmWindows::Find(const void* p, size_t bytes) c
   const char* c = static_cast<const char*>(p);
   for (size_t k = 0; k < windows_.size(); ++k) {
     const Window& w = windows_[k];
-    if (!w.own) continue;
     const char* b = static_cast<const char*>(w.own.get());
     if (c >= b && c + bytes <= b + w.bytes) return Where{int(k), size_t(c - b)};
   }
