@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
-# gpu-check.sh: builds the CUDA kernels on a GPU machine (GANTRY_KERNELS_ONLY: needs only CUDA,
-# CMake, a C++ compiler and googletest sources), runs every GPU test (each CUDA op against its
-# CPU twin), then bench/gpu_bench against PyTorch CUDA. About 10 minutes on 16 cores.
+# gpu-check.sh: builds the CUDA kernels and the NCCL backend on a GPU machine
+# (GANTRY_KERNELS_ONLY: needs only CUDA, CMake, a C++ compiler and googletest sources), runs
+# every GPU test (each CUDA op against its CPU twin; NCCL collectives on device buffers), then
+# bench/gpu_bench against PyTorch CUDA. About 10 minutes on 16 cores.
+# googletest: /usr/src/googletest, else .gpu-deps/googletest in the checkout, which
+# scripts/gpu-prepare.sh fills from this machine's Debian package (a bare GPU box has none):
+# run it here, then send the checkout with `.gpu-deps` carried.
 # Without a GPU it still builds and reports that the GPU tests skipped (exit 0).
 # Env: GANTRY_GPU_BUILD_DIR (build-gpu), GANTRY_GPU_ARCH (90), GANTRY_GPU_JOBS (nproc),
 #      GANTRY_GPU_CMAKE_ARGS (extra configure args), GANTRY_GPU_NO_BENCH=1 (skip the benchmark).
@@ -60,11 +64,17 @@ cuda_home="${CUDA_HOME:-/usr/local/cuda}"
   echo "warning: no cudnn.h in $cuda_home or python wheels; configure will fail (GANTRY_WITH_CUDA=ON)"
 [ -f "$cuda_home/include/nccl.h" ] || find_wheel_lib nccl.h 'libnccl.so*' NCCL || true
 
+gtest_args=()
+if [ ! -f /usr/src/googletest/CMakeLists.txt ] && [ -f "$repo/.gpu-deps/googletest/CMakeLists.txt" ]; then
+  gtest_args=("-Dgantry_gtest_src=$repo/.gpu-deps/googletest")
+  echo "googletest from $repo/.gpu-deps/googletest"
+fi
+
 step "configure ($build, sm_$arch, KERNELS_ONLY)"
 # shellcheck disable=SC2086  # GANTRY_GPU_CMAKE_ARGS is a list of words on purpose
 if timeout 300 cmake -S "$repo" -B "$build" "${generator[@]}" -DGANTRY_KERNELS_ONLY=ON \
     -DCMAKE_CUDA_ARCHITECTURES="$arch" -DCMAKE_BUILD_TYPE=Release -DGANTRY_WITH_CUDA=ON \
-    "${dep_args[@]}" ${GANTRY_GPU_CMAKE_ARGS:-} >"$log_dir/configure.log" 2>&1; then
+    "${dep_args[@]}" "${gtest_args[@]}" ${GANTRY_GPU_CMAKE_ARGS:-} >"$log_dir/configure.log" 2>&1; then
   note "configure:  ok"
 else
   tail -40 "$log_dir/configure.log"
@@ -72,9 +82,17 @@ else
   fail=1
 fi
 
+targets=(kernels_gpu_test gpu_bench)
 if [ "$fail" = 0 ]; then
-  step "build kernels_gpu_test gpu_bench (-j$jobs)"
-  if timeout 480 cmake --build "$build" --target kernels_gpu_test gpu_bench -j "$jobs" \
+  # The NCCL test exists when configure found NCCL (toolkit or python wheel).
+  if cmake --build "$build" --target help 2>/dev/null | grep -q comm_nccl_test; then
+    targets+=(comm_nccl_test)
+    note "nccl:       found (comm_nccl_test built)"
+  else
+    note "nccl:       NOT found: the NCCL backend was not built or tested"
+  fi
+  step "build ${targets[*]} (-j$jobs)"
+  if timeout 480 cmake --build "$build" --target "${targets[@]}" -j "$jobs" \
       >"$log_dir/build.log" 2>&1; then
     note "build:      ok ($(($(date +%s) - start)) s since start)"
   else

@@ -7,6 +7,7 @@
 
 #include <cstdio>
 #include <cstring>
+#include <mutex>
 #include <thread>
 
 #include "comm/lane.h"
@@ -58,11 +59,49 @@ std::string Hex(const void* p, size_t n) {
   return s;
 }
 
+// The ncclComm_t, shared by the communicator and its Work handles. ncclCommAbort frees the
+// comm, and Abort/Wait may run on other threads than the issuing one: every query and the
+// one abort go through `mu`, and nothing touches the comm after it was aborted.
+struct NcclHandle {
+  std::mutex mu;
+  ncclComm_t comm = nullptr;
+  bool aborted = false;
+
+  // ncclCommGetAsyncError; ncclInvalidUsage once aborted (never reached: callers check first).
+  ncclResult_t Query() {
+    std::lock_guard<std::mutex> lock(mu);
+    if (aborted || !comm) return ncclInvalidUsage;
+    ncclResult_t r = ncclSuccess;
+    ncclCommGetAsyncError(comm, &r);
+    return r;
+  }
+  void AbortOnce() {
+    std::lock_guard<std::mutex> lock(mu);
+    if (aborted || !comm) return;
+    aborted = true;
+    ncclCommAbort(comm);
+  }
+  // The communicator's end: destroy a healthy comm, abort a failed one, once.
+  void Close(bool failed) {
+    std::lock_guard<std::mutex> lock(mu);
+    if (aborted || !comm) return;
+    aborted = true;
+    if (failed) ncclCommAbort(comm);
+    else ncclCommDestroy(comm);
+  }
+};
+
+// Records `s` as the communicator's error; the first failure also aborts the comm.
+void FailAndAbort(CommState& state, NcclHandle& handle, const Status& s) {
+  if (state.Fail(s)) handle.AbortOnce();
+}
+
 }  // namespace
 
 struct NcclCommunicator::Impl {
   int device = 0;
-  ncclComm_t comm = nullptr;
+  std::shared_ptr<NcclHandle> handle = std::make_shared<NcclHandle>();
+  ncclComm_t comm = nullptr;  // handle->comm, for the issuing thread's NCCL calls
   cudaStream_t stream = nullptr, user_stream = nullptr;
   CommOptions options;
   std::shared_ptr<CommState> state = std::make_shared<CommState>();
@@ -72,13 +111,15 @@ struct NcclCommunicator::Impl {
   // Waits until the comm is out of ncclInProgress (non-blocking init) or the deadline.
   Status WaitReady(const std::string& what, Deadline deadline) {
     for (;;) {
-      ncclResult_t r = ncclSuccess;
-      ncclCommGetAsyncError(comm, &r);
+      const ncclResult_t r = handle->Query();
       if (r == ncclSuccess) return OkStatus();
-      if (r != ncclInProgress) return NcclError(r, what);
+      if (r != ncclInProgress) {
+        Status s = NcclError(r, what);
+        handle->AbortOnce();  // init failed: free what NCCL set up
+        return s;
+      }
       if (Clock::now() >= deadline) {
-        ncclCommAbort(comm);
-        comm = nullptr;
+        handle->AbortOnce();
         return DeadlineExceededError(what + ": not done within the comm timeout; are all ranks "
                                      "running and able to reach each other (NCCL_SOCKET_IFNAME)?");
       }
@@ -87,18 +128,18 @@ struct NcclCommunicator::Impl {
   }
 
   WorkPtr Issue(const OpLabel& label, const std::function<ncclResult_t()>& call);
+  // After a call returned ncclInProgress: polls until NCCL has put it on the stream.
+  Status WaitEnqueued(const OpLabel& label, Deadline deadline);
 };
 
 namespace {
 
 class NcclWork : public Work {
  public:
-  NcclWork(cudaEvent_t event, NcclCommunicator* owner, ncclComm_t comm, std::string label,
+  NcclWork(cudaEvent_t event, std::shared_ptr<NcclHandle> handle, std::string label,
            Deadline deadline, std::shared_ptr<CommState> state)
-      : event_(event), comm_(comm), label_(std::move(label)), start_(Clock::now()),
-        deadline_(deadline), state_(std::move(state)) {
-    (void)owner;
-  }
+      : event_(event), handle_(std::move(handle)), label_(std::move(label)),
+        start_(Clock::now()), deadline_(deadline), state_(std::move(state)) {}
   ~NcclWork() override { cudaEventDestroy(event_); }
 
   Status Wait(std::chrono::milliseconds timeout) override {
@@ -108,20 +149,19 @@ class NcclWork : public Work {
       if (e == cudaSuccess) return OkStatus();
       if (e != cudaErrorNotReady) return CudaError(e, label_);
       if (state_->failed()) return state_->error();
-      ncclResult_t r = ncclSuccess;
-      ncclCommGetAsyncError(comm_, &r);
+      const ncclResult_t r = handle_->Query();
       if (r != ncclSuccess && r != ncclInProgress) {
         Status s = NcclError(r, label_ + ": asynchronous NCCL error after " + SecondsSince(start_));
-        if (state_->Fail(s)) ncclCommAbort(comm_);
-        return s;
+        FailAndAbort(*state_, *handle_, s);
+        return state_->error();
       }
       const auto now = Clock::now();
       if (now >= deadline_) {
         Status s = DeadlineExceededError(label_ + ": not finished after " + SecondsSince(start_) +
                                          "; a peer rank is stuck or dead (NCCL cannot say which); "
                                          "the communicator was aborted");
-        if (state_->Fail(s)) ncclCommAbort(comm_);
-        return s;
+        FailAndAbort(*state_, *handle_, s);
+        return state_->error();
       }
       if (now >= until) return DeadlineExceededError(label_ + ": still running");
       std::this_thread::sleep_for(std::chrono::microseconds(50));
@@ -131,7 +171,7 @@ class NcclWork : public Work {
 
  private:
   cudaEvent_t event_;
-  ncclComm_t comm_;
+  std::shared_ptr<NcclHandle> handle_;
   std::string label_;
   Clock::time_point start_;
   Deadline deadline_;
@@ -148,24 +188,46 @@ WorkPtr NcclCommunicator::Impl::Issue(const OpLabel& label, const std::function<
   cudaEventRecord(ready, user_stream);
   cudaStreamWaitEvent(stream, ready, 0);
   cudaEventDestroy(ready);
+  const Deadline deadline = DeadlineAfter(options.timeout);
   ncclResult_t r = call();
   if (r != ncclSuccess && r != ncclInProgress) {
     return MakeDoneWork(NcclError(r, label.ToString()));
   }
+  // A non-blocking communicator may return ncclInProgress before the operation is on the
+  // stream; an event recorded now would complete without it. Wait until NCCL has enqueued it.
+  if (r == ncclInProgress) {
+    Status s = WaitEnqueued(label, deadline);
+    if (!s.ok()) return MakeDoneWork(s);
+  }
   cudaEventCreateWithFlags(&done, cudaEventDisableTiming);
   cudaError_t e = cudaEventRecord(done, stream);
   if (e != cudaSuccess) return MakeDoneWork(CudaError(e, label.ToString()));
-  return std::make_shared<NcclWork>(done, nullptr, comm, label.ToString(),
-                                    DeadlineAfter(options.timeout), state);
+  return std::make_shared<NcclWork>(done, handle, label.ToString(), deadline, state);
+}
+
+Status NcclCommunicator::Impl::WaitEnqueued(const OpLabel& label, Deadline deadline) {
+  for (;;) {
+    if (state->failed()) return state->error();
+    const ncclResult_t r = handle->Query();
+    if (r == ncclSuccess) return OkStatus();
+    if (r != ncclInProgress) {
+      FailAndAbort(*state, *handle, NcclError(r, label.ToString() + ": while enqueueing"));
+      return state->error();
+    }
+    if (Clock::now() >= deadline) {
+      Status s = DeadlineExceededError(label.ToString() + ": NCCL did not enqueue it within the "
+                                       "comm timeout; the communicator was aborted");
+      FailAndAbort(*state, *handle, s);
+      return state->error();
+    }
+    std::this_thread::yield();
+  }
 }
 
 NcclCommunicator::NcclCommunicator(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 NcclCommunicator::~NcclCommunicator() {
-  if (impl_->comm) {
-    if (impl_->state->failed()) ncclCommAbort(impl_->comm);
-    else ncclCommDestroy(impl_->comm);
-  }
+  impl_->handle->Close(impl_->state->failed());
   if (impl_->stream) cudaStreamDestroy(impl_->stream);
   if (impl_->barrier_buf) cudaFree(impl_->barrier_buf);
 }
@@ -197,6 +259,7 @@ StatusOr<std::unique_ptr<NcclCommunicator>> NcclCommunicator::Create(Bootstrap& 
   config.blocking = 0;
   ncclResult_t r = ncclCommInitRankConfig(&impl->comm, bootstrap.size(), id, bootstrap.rank(), &config);
   if (r != ncclSuccess && r != ncclInProgress) return NcclError(r, "ncclCommInitRankConfig");
+  impl->handle->comm = impl->comm;
   GANTRY_RETURN_IF_ERROR(impl->WaitReady("nccl init (id " + Hex(&id, 8) + "...)",
                                          DeadlineAfter(options.timeout)));
   if (cudaError_t e = cudaStreamCreateWithFlags(&impl->stream, cudaStreamNonBlocking); e != cudaSuccess) {
@@ -215,17 +278,13 @@ int NcclCommunicator::device() const { return impl_->device; }
 void NcclCommunicator::SetStream(void* s) { impl_->user_stream = static_cast<cudaStream_t>(s); }
 
 void NcclCommunicator::Abort(const Status& reason) {
-  if (impl_->state->Fail(AbortedError("nccl communicator aborted: " + reason.ToString())) &&
-      impl_->comm) {
-    ncclCommAbort(impl_->comm);
-    impl_->comm = nullptr;
-  }
+  FailAndAbort(*impl_->state, *impl_->handle,
+               AbortedError("nccl communicator aborted: " + reason.ToString()));
 }
 
 Status NcclCommunicator::AsyncError() const {
   if (impl_->state->failed()) return impl_->state->error();
-  ncclResult_t r = ncclSuccess;
-  if (impl_->comm) ncclCommGetAsyncError(impl_->comm, &r);
+  const ncclResult_t r = impl_->handle->Query();
   return r == ncclSuccess || r == ncclInProgress ? OkStatus() : NcclError(r, "nccl async error");
 }
 
