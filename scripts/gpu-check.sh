@@ -70,6 +70,16 @@ if [ ! -f /usr/src/googletest/CMakeLists.txt ] && [ -f "$repo/.gpu-deps/googlete
   echo "googletest from $repo/.gpu-deps/googletest"
 fi
 
+# yaml-cpp + nlohmann-json unpacked by gpu-prepare.sh: configure builds train and its GPU tests.
+if [ -d "$repo/.gpu-deps/root/usr" ]; then
+  gtest_args+=("-DCMAKE_PREFIX_PATH=$repo/.gpu-deps/root/usr")
+  for d in "$repo"/.gpu-deps/root/usr/lib/*-linux-gnu; do
+    [ -d "$d" ] && LD_LIBRARY_PATH="$d${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  done
+  export LD_LIBRARY_PATH
+  echo "yaml-cpp/nlohmann-json from $repo/.gpu-deps/root"
+fi
+
 step "configure ($build, sm_$arch, KERNELS_ONLY)"
 # shellcheck disable=SC2086  # GANTRY_GPU_CMAKE_ARGS is a list of words on purpose
 if timeout 300 cmake -S "$repo" -B "$build" "${generator[@]}" -DGANTRY_KERNELS_ONLY=ON \
@@ -90,6 +100,12 @@ if [ "$fail" = 0 ]; then
     note "nccl:       found (comm_nccl_test built)"
   else
     note "nccl:       NOT found: the NCCL backend was not built or tested"
+  fi
+  if cmake --build "$build" --target help 2>/dev/null | grep -q train_gpu_test; then
+    targets+=(train_gpu_test)
+    note "train:      built (train_gpu_test: Trainer on cuda:0 vs CPU, resume on the GPU)"
+  else
+    note "train:      NOT built (no yaml-cpp/nlohmann-json: run scripts/gpu-prepare.sh here first)"
   fi
   step "build ${targets[*]} (-j$jobs)"
   if timeout 480 cmake --build "$build" --target "${targets[@]}" -j "$jobs" \
