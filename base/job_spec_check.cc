@@ -271,10 +271,6 @@ void CheckTraining(Checker& c, const JobSpec& s) {
     }
   }
   c.OneOf("train.precision", t.precision, {"f32", "bf16"});
-  if (cuda && t.precision == "bf16") {
-    c.Fail("train.precision", "bf16 matmuls are implemented for cpu only; use f32 on " +
-                                  Quote(t.device));
-  }
   if (cuda && s.resources.gpus_per_rank < 1) {
     c.Fail("train.device", "device " + Quote(t.device) +
                                " needs resources.gpus_per_rank >= 1 (it is 0)");

@@ -270,6 +270,34 @@ uint64_t MatmulWeightsEpochOf(const void* p, size_t bytes) {
 }
 }  // namespace cpu
 
+namespace {
+std::atomic<int>& CudaPrecisionSetting() {
+  static std::atomic<int> value{static_cast<int>(MatmulPrecision::kF32)};
+  return value;
+}
+std::atomic<double>& CudaMinFlopsSetting() {
+  static std::atomic<double> value{4e6};
+  return value;
+}
+}  // namespace
+
+Status SetCudaMatmulPrecision(MatmulPrecision precision, double bf16_min_flops) {
+  if (bf16_min_flops < 0) {
+    const char* env = std::getenv("GANTRY_BF16_MIN_FLOPS");
+    bf16_min_flops = env != nullptr ? std::max(0.0, std::atof(env)) : 4e6;
+  }
+  if (precision == MatmulPrecision::kBf16 && !BuiltWithCuda()) {
+    return UnimplementedError("bf16 matmuls on CUDA: this build has no CUDA support");
+  }
+  CudaMinFlopsSetting().store(bf16_min_flops);
+  CudaPrecisionSetting().store(static_cast<int>(precision));
+  return OkStatus();
+}
+MatmulPrecision CudaMatmulPrecision() {
+  return static_cast<MatmulPrecision>(CudaPrecisionSetting().load(std::memory_order_relaxed));
+}
+double CudaBf16MinFlops() { return CudaMinFlopsSetting().load(std::memory_order_relaxed); }
+
 MatmulPrecision CpuMatmulPrecision() {
   return static_cast<MatmulPrecision>(PrecisionSetting().load(std::memory_order_relaxed));
 }

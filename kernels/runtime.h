@@ -38,6 +38,14 @@ double Bf16MinFlops();
 // inside backward is never read again in that step). bytes = 0 clears the range.
 void SetMatmulWeights(const void* begin, size_t bytes);
 void NewMatmulWeightsEpoch();
+// Precision of CUDA matrix products (linear layers, attention; convolutions stay f32). kBf16
+// has the CPU's semantics: both inputs of a product of at least `bf16_min_flops` (2mnk per
+// product, -1: GANTRY_BF16_MIN_FLOPS or 4e6, as on the CPU, so CPU and GPU runs round the same
+// products) are rounded to bf16 (round to nearest even) and cuBLAS multiplies them on the
+// tensor cores, accumulating and storing in f32. kUnimplemented for kBf16 without CUDA.
+Status SetCudaMatmulPrecision(MatmulPrecision precision, double bf16_min_flops = -1);
+MatmulPrecision CudaMatmulPrecision();
+double CudaBf16MinFlops();
 // A short description of the CPU's bf16 support ("amx_bf16", "avx512_bf16" or "emulated").
 std::string CpuBf16Support();
 

@@ -85,22 +85,25 @@ Status Trainer::Build() {
   SetLogContext("job", spec_.name);
   SetLogContext("rank", int64_t(opts_.rank));
   const bool bf16 = ts.precision == "bf16";
-  if (bf16 && device.is_cuda()) {
-    return InvalidArgumentError("train.precision bf16 is implemented for cpu only; use f32 on " +
-                                ts.device);
-  }
-  GANTRY_RETURN_IF_ERROR(kernels::SetCpuMatmulPrecision(bf16 ? kernels::MatmulPrecision::kBf16
-                                                             : kernels::MatmulPrecision::kF32));
+  // Process-wide: the device that trains gets the job's precision, the other one f32 (CPU ops
+  // of a GPU job, e.g. evaluation on the host, stay exact).
+  const auto precision = bf16 ? kernels::MatmulPrecision::kBf16 : kernels::MatmulPrecision::kF32;
+  GANTRY_RETURN_IF_ERROR(kernels::SetCpuMatmulPrecision(
+      device.is_cuda() ? kernels::MatmulPrecision::kF32 : precision));
+  GANTRY_RETURN_IF_ERROR(kernels::SetCudaMatmulPrecision(
+      device.is_cuda() ? precision : kernels::MatmulPrecision::kF32));
   if (bf16) {
     GANTRY_LOG(INFO, "mixed precision: matmuls on bf16 inputs, f32 accumulation")
-        .Field("cpu_bf16", kernels::CpuBf16Support());
+        .Field("device", ts.device)
+        .Field("cpu_bf16", device.is_cuda() ? std::string("unused") : kernels::CpuBf16Support());
   }
   const int batch = spec_.data.batch_per_rank;
   GANTRY_ASSIGN_OR_RETURN(model_, Model::Create(spec_.model, batch, device));
-  // bf16: parameter matrices are cast once per step (TrainStep starts a new weights epoch);
+  // CPU bf16: parameter matrices are cast once per step (TrainStep starts a new weights epoch);
   // f32: no range (a previous job's must not linger).
-  kernels::SetMatmulWeights(bf16 ? model_->flat_params().raw() : nullptr,
-                            bf16 ? model_->flat_params().nbytes() : 0);
+  const bool cpu_bf16 = bf16 && !device.is_cuda();
+  kernels::SetMatmulWeights(cpu_bf16 ? model_->flat_params().raw() : nullptr,
+                            cpu_bf16 ? model_->flat_params().nbytes() : 0);
   if (opts_.comm != nullptr && opts_.world > 1) {
     GANTRY_ASSIGN_OR_RETURN(dp_, DataParallel::Create(*opts_.comm, *model_, spec_.optimizer,
                                                       DataParallelOptions::FromSpec(spec_.comm)));

@@ -54,7 +54,7 @@ Status HeadGemm(const OpEnv& env, const Dims& d, bool ta, bool tb, int64_t m, in
     g.a = a.base + i * (loop_batch ? a.sb : a.sh);
     g.b = b.base + i * (loop_batch ? b.sb : b.sh);
     g.c = c.mut() + i * (loop_batch ? c.sb : c.sh);
-    GANTRY_RETURN_IF_ERROR(GemmRowMajor(env.ctx->cublas, env.stream, g));
+    GANTRY_RETURN_IF_ERROR(GemmRowMajor(env.ctx, env.stream, g));
   }
   return OkStatus();
 }

@@ -164,18 +164,27 @@ Status CheckOperand(const char* op, const char* name, const Tensor& t, const OpE
   return OkStatus();
 }
 
-StatusOr<void*> Scratch(Context* ctx, size_t bytes) {
-  if (bytes <= ctx->scratch_bytes) return ctx->scratch;
-  size_t grown = ctx->scratch_bytes * 2 > bytes ? ctx->scratch_bytes * 2 : bytes;
-  if (ctx->scratch != nullptr) {
-    // cudaFree waits for queued work that may still read the old scratch.
-    GANTRY_CUDA_RETURN_IF_ERROR(cudaFree(ctx->scratch));
-    ctx->scratch = nullptr;
-    ctx->scratch_bytes = 0;
+namespace {
+StatusOr<void*> Grow(void*& buffer, size_t& size, size_t bytes) {
+  if (bytes <= size) return buffer;
+  size_t grown = size * 2 > bytes ? size * 2 : bytes;
+  if (buffer != nullptr) {
+    // cudaFree waits for queued work that may still read the old buffer.
+    GANTRY_CUDA_RETURN_IF_ERROR(cudaFree(buffer));
+    buffer = nullptr;
+    size = 0;
   }
-  GANTRY_CUDA_RETURN_IF_ERROR(cudaMalloc(&ctx->scratch, grown));
-  ctx->scratch_bytes = grown;
-  return ctx->scratch;
+  GANTRY_CUDA_RETURN_IF_ERROR(cudaMalloc(&buffer, grown));
+  size = grown;
+  return buffer;
+}
+}  // namespace
+
+StatusOr<void*> Scratch(Context* ctx, size_t bytes) {
+  return Grow(ctx->scratch, ctx->scratch_bytes, bytes);
+}
+StatusOr<void*> GemmScratch(Context* ctx, size_t bytes) {
+  return Grow(ctx->gemm_scratch, ctx->gemm_scratch_bytes, bytes);
 }
 
 }  // namespace gantry::kernels::cuda

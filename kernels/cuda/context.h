@@ -44,6 +44,8 @@ struct Context {
   cudnnHandle_t cudnn = nullptr;  // created on first conv
   void* scratch = nullptr;        // device memory, reused; ordered by the current stream
   size_t scratch_bytes = 0;
+  void* gemm_scratch = nullptr;   // bf16 copies of GEMM operands (GemmRowMajor only)
+  size_t gemm_scratch_bytes = 0;
   double* host_result = nullptr;  // pinned host memory, 8 doubles
 };
 
@@ -66,6 +68,9 @@ Status CheckOperand(const char* op, const char* name, const Tensor& t, const OpE
 Status UseDevice(int device);
 // Device scratch of at least `bytes` (grows by reallocating; never shrinks).
 StatusOr<void*> Scratch(Context* ctx, size_t bytes);
+// The same for GemmRowMajor's bf16 operand copies (separate, so a caller may hold Scratch
+// across a GEMM).
+StatusOr<void*> GemmScratch(Context* ctx, size_t bytes);
 // Returns and clears the pending index error of `device` as kInvalidArgument (OK if none).
 Status TakeIndexError(int device);
 // GANTRY_CUDA_TF32=1 lets cuBLAS/cuDNN use TF32 tensor cores for f32 (faster, ~1e-3 error);

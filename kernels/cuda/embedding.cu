@@ -1,7 +1,11 @@
-// Token + learned position embedding on CUDA. Forward gathers rows; backward scatters into
-// dwte with atomicAdd (tokens repeat) and sums dwpe over the batch without atomics.
+// Token + learned position embedding on CUDA. Forward gathers rows; backward sorts the tokens
+// (stable radix sort, CUB) and sums each token's rows in position order, so dwte is
+// deterministic without atomics; dwpe sums over the batch in order.
 // An out-of-range token yields a NaN row and a deferred kInvalidArgument (see context.h).
 #include <cuda_runtime.h>
+
+#include <climits>
+#include <cub/device/device_radix_sort.cuh>
 
 #include <string>
 
@@ -75,16 +79,48 @@ Status EmbeddingBackward(const Tensor& tokens, const Tensor& dout, Tensor& dwte,
   const float* pd = dout.f32();
   float* pte = dwte.f32();
   IndexError* err = env.index_error;
-  const int64_t B = d.batch, C = d.channels, T = d.seq, V = d.vocab;
-  GANTRY_RETURN_IF_ERROR(LaunchElementwise(dout.numel(), env.stream, [=] __device__(int64_t i) {
-    const int64_t bt = i / C, c = i % C;
-    const int32_t id = tok[bt];
-    if (id < 0 || id >= V) {
-      if (c == 0) ReportBadIndex(err, IndexOp::kEmbeddingBackward, bt, id, V);
-      return;
-    }
-    atomicAdd(&pte[int64_t(id) * C + c], pd[i]);
-  }));
+  const int64_t B = d.batch, C = d.channels, T = d.seq, V = d.vocab, N = B * T;
+  if (N > INT32_MAX || V >= INT32_MAX) {
+    return InvalidArgumentError(std::string(kOp) + ": " + std::to_string(N) + " tokens or vocab " +
+                                std::to_string(V) + " exceed the int32 sort keys");
+  }
+  if (N > 0) {
+    // Deterministic scatter: sort (token, position) pairs by token with a stable radix sort, so
+    // each token's positions are in ascending order, then one thread per (token run, channel)
+    // sums its rows in that order and adds the sum to dwte. Out-of-range tokens sort last
+    // (key V) and are skipped after being reported.
+    const int bits = 64 - __builtin_clzll(static_cast<unsigned long long>(V));  // keys 0..V
+    size_t sort_bytes = 0;
+    GANTRY_CUDA_RETURN_IF_ERROR(cub::DeviceRadixSort::SortPairs(
+        nullptr, sort_bytes, static_cast<const int32_t*>(nullptr), static_cast<int32_t*>(nullptr),
+        static_cast<const int32_t*>(nullptr), static_cast<int32_t*>(nullptr), int(N), 0, bits,
+        env.stream));
+    const size_t arr = (size_t(N) * sizeof(int32_t) + 255) / 256 * 256;
+    GANTRY_ASSIGN_OR_RETURN(void* scratch, Scratch(env.ctx, 4 * arr + sort_bytes));
+    char* base = static_cast<char*>(scratch);
+    int32_t* keys_in = reinterpret_cast<int32_t*>(base);
+    int32_t* pos_in = reinterpret_cast<int32_t*>(base + arr);
+    int32_t* keys = reinterpret_cast<int32_t*>(base + 2 * arr);
+    int32_t* pos = reinterpret_cast<int32_t*>(base + 3 * arr);
+    void* sort_tmp = base + 4 * arr;
+    GANTRY_RETURN_IF_ERROR(LaunchElementwise(N, env.stream, [=] __device__(int64_t i) {
+      const int32_t id = tok[i];
+      const bool bad = id < 0 || id >= V;
+      if (bad) ReportBadIndex(err, IndexOp::kEmbeddingBackward, i, id, V);
+      keys_in[i] = bad ? int32_t(V) : id;
+      pos_in[i] = int32_t(i);
+    }));
+    GANTRY_CUDA_RETURN_IF_ERROR(cub::DeviceRadixSort::SortPairs(
+        sort_tmp, sort_bytes, keys_in, keys, pos_in, pos, int(N), 0, bits, env.stream));
+    GANTRY_RETURN_IF_ERROR(LaunchElementwise(N * C, env.stream, [=] __device__(int64_t i) {
+      const int64_t s = i / C, c = i % C;
+      const int32_t id = keys[s];
+      if (id >= V || (s > 0 && keys[s - 1] == id)) return;  // not the start of a run
+      float sum = 0.0f;
+      for (int64_t j = s; j < N && keys[j] == id; ++j) sum += pd[int64_t(pos[j]) * C + c];
+      pte[int64_t(id) * C + c] += sum;
+    }));
+  }
   if (dwpe == nullptr) return OkStatus();
   float* ppe = dwpe->f32();
   return LaunchElementwise(T * C, env.stream, [=] __device__(int64_t i) {

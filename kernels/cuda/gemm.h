@@ -1,6 +1,10 @@
 // Row-major (strided-batched) SGEMM on cuBLAS, which is column-major: a row-major X with row
 // stride ld is a column-major X^T with the same ld, so C = op(A) op(B) is computed as
 // C^T = op(B)^T op(A)^T by swapping the operands. Used by linear.cu and attention.cu.
+// With CudaMatmulPrecision() kBf16 (kernels/runtime.h), a product of at least
+// CudaBf16MinFlops() (2mnk) first rounds the spans of A and B it reads to bf16 (into the
+// context's GEMM scratch, same layout) and multiplies those with f32 accumulation and output
+// (cublasGemmEx, CUBLAS_COMPUTE_32F): the CPU bf16 path's semantics.
 #pragma once
 
 #include <cublas_v2.h>
@@ -9,6 +13,7 @@
 #include <cstdint>
 
 #include "base/status.h"
+#include "kernels/cuda/context.h"
 
 namespace gantry::kernels::cuda {
 
@@ -25,7 +30,11 @@ struct RowMajorGemm {
   int64_t batch = 1;
 };
 
-// Queues the GEMM on `stream`. kInvalidArgument if a dimension exceeds cuBLAS's int range.
-Status GemmRowMajor(cublasHandle_t handle, cudaStream_t stream, const RowMajorGemm& g);
+// Queues the GEMM on `stream` with ctx's cuBLAS handle. kInvalidArgument if a dimension
+// exceeds cuBLAS's int range.
+Status GemmRowMajor(Context* ctx, cudaStream_t stream, const RowMajorGemm& g);
+
+// dst[i] = bf16(src[i]) (round to nearest even) for i < n, on `stream` (gemm_cast.cu).
+Status CastToBf16(const float* src, void* dst, int64_t n, cudaStream_t stream);
 
 }  // namespace gantry::kernels::cuda

@@ -59,7 +59,7 @@ Status MatmulOn(const OpEnv& env, const Tensor& a, const Tensor& b, Tensor& c,
   g.ldb = mb.cols;
   g.c = c.f32();
   g.ldc = g.n;
-  return GemmRowMajor(env.ctx->cublas, env.stream, g);
+  return GemmRowMajor(env.ctx, env.stream, g);
 }
 
 }  // namespace

@@ -3,8 +3,13 @@
 // backward, residual add, axpy and scale. Skips without a GPU.
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <cstring>
 #include <string>
 
+#include "kernels/runtime.h"
+
+#include "kernels/attention.h"
 #include "kernels/linear.h"
 #include "tests/gpu/gpu_test_util.h"
 
@@ -12,6 +17,92 @@ namespace gantry::kernels::gpu_test {
 namespace {
 
 using GpuLinear = GpuTest;
+
+// Rounds to bf16 (nearest even) and back, as the GPU's operand cast does (finite inputs).
+float RoundBf16(float x) {
+  uint32_t u;
+  std::memcpy(&u, &x, 4);
+  u = (u + 0x7FFFu + ((u >> 16) & 1u)) & 0xFFFF0000u;
+  std::memcpy(&x, &u, 4);
+  return x;
+}
+
+// Restores f32 CUDA products when a test ends, whatever it asserted.
+struct CudaPrecisionScope {
+  CudaPrecisionScope(MatmulPrecision p, double min_flops) {
+    GANTRY_EXPECT_OK(SetCudaMatmulPrecision(p, min_flops));
+  }
+  ~CudaPrecisionScope() { GANTRY_EXPECT_OK(SetCudaMatmulPrecision(MatmulPrecision::kF32)); }
+};
+
+// train.precision bf16 on CUDA: inputs rounded to bf16, products accumulated in f32. Checked
+// against a float64 reference on the bf16-rounded inputs, tight enough that unrounded (f32 or
+// TF32) inputs would fail; products under the size threshold stay f32.
+TEST_F(GpuLinear, Bf16MatmulRoundsInputsAndAccumulatesInF32) {
+  const int64_t m = 67, n = 45, k = 129;
+  CudaPrecisionScope scope(MatmulPrecision::kBf16, 0);
+  for (int ta = 0; ta < 2; ++ta) {
+    for (int tb = 0; tb < 2; ++tb) {
+      Pair a = RandomPair(ta ? Shape{k, m} : Shape{m, k}, 40 + ta);
+      Pair b = RandomPair(tb ? Shape{n, k} : Shape{k, n}, 50 + tb);
+      Pair c = RandomPair({m, n}, 60);
+      const GemmOptions o{ta == 1, tb == 1, 0.75f, 0.5f};
+      GANTRY_ASSERT_OK(Matmul(a.gpu, b.gpu, c.gpu, o));
+      Tensor got = ToHost(c.gpu);
+      double worst = 0, f32_gap = 0;
+      for (int64_t i = 0; i < m; ++i) {
+        for (int64_t j = 0; j < n; ++j) {
+          double dot16 = 0, dot32 = 0, mag = 0;
+          for (int64_t p = 0; p < k; ++p) {
+            const float av = ta ? a.cpu.f32()[p * m + i] : a.cpu.f32()[i * k + p];
+            const float bv = tb ? b.cpu.f32()[j * k + p] : b.cpu.f32()[p * n + j];
+            dot16 += double(RoundBf16(av)) * RoundBf16(bv);
+            dot32 += double(av) * bv;
+            mag += std::fabs(double(av) * bv);
+          }
+          const double c0 = c.cpu.f32()[i * n + j];
+          const double want = 0.75 * dot16 + 0.5 * c0, f32 = 0.75 * dot32 + 0.5 * c0;
+          const double tol = 1e-5 * (0.75 * mag + 0.5 * std::fabs(c0)) + 1e-6;
+          const double g = got.f32()[i * n + j];
+          worst = std::max(worst, std::fabs(g - want) / tol);
+          f32_gap = std::max(f32_gap, std::fabs(f32 - want) / tol);
+        }
+      }
+      EXPECT_LE(worst, 1.0) << "ta=" << ta << " tb=" << tb << ": off the bf16 reference";
+      EXPECT_GT(f32_gap, 10.0) << "the test cannot tell bf16 from f32 inputs";
+    }
+  }
+}
+
+TEST_F(GpuLinear, Bf16LeavesProductsUnderTheThresholdInF32) {
+  CudaPrecisionScope scope(MatmulPrecision::kBf16, 1e12);
+  Pair a = RandomPair({33, 48}, 70), b = RandomPair({48, 19}, 71), c = ZeroPair({33, 19});
+  GANTRY_ASSERT_OK(Matmul(a.cpu, b.cpu, c.cpu));
+  GANTRY_ASSERT_OK(Matmul(a.gpu, b.gpu, c.gpu));
+  ExpectNear(c, kRtol, kAtol, "small product in bf16 mode");
+}
+
+// Batched products (attention's per-head GEMMs, strided views into qkv) go through the same
+// cast: the bf16 attention forward stays close to f32's and differs from it.
+TEST_F(GpuLinear, Bf16AttentionStaysCloseToF32) {
+  const int64_t B = 2, T = 64, C = 128, H = 4;
+  Pair qkv = RandomPair({B, T, 3 * C}, 80);
+  Tensor out32 = Empty({B, T, C}, DType::kF32, Gpu()), att32 = Empty({B, H, T, T}, DType::kF32, Gpu());
+  Tensor out16 = Empty({B, T, C}, DType::kF32, Gpu()), att16 = Empty({B, H, T, T}, DType::kF32, Gpu());
+  GANTRY_ASSERT_OK(CausalSelfAttentionForward(qkv.gpu, int(H), out32, att32));
+  {
+    CudaPrecisionScope scope(MatmulPrecision::kBf16, 0);
+    GANTRY_ASSERT_OK(CausalSelfAttentionForward(qkv.gpu, int(H), out16, att16));
+  }
+  Tensor a = ToHost(out32), b = ToHost(out16);
+  double max_diff = 0, max_abs = 0;
+  for (int64_t i = 0; i < a.numel(); ++i) {
+    max_diff = std::max(max_diff, double(std::fabs(a.f32()[i] - b.f32()[i])));
+    max_abs = std::max(max_abs, double(std::fabs(a.f32()[i])));
+  }
+  EXPECT_GT(max_diff, 0.0) << "bf16 mode did not change the attention products";
+  EXPECT_LT(max_diff, 2e-2 * max_abs) << "bf16 attention is far from f32";
+}
 
 TEST_F(GpuLinear, MatmulAllTransposesWithAccumulation) {
   const int64_t m = 67, n = 45, k = 129;

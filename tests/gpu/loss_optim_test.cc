@@ -4,6 +4,8 @@
 // gradient clipping. Skips without a GPU.
 #include <gtest/gtest.h>
 
+#include <cstring>
+
 #include <cmath>
 #include <string>
 
@@ -33,6 +35,38 @@ TEST_F(GpuLossOptim, EmbeddingForwardBackward) {
   GANTRY_ASSERT_OK(EmbeddingBackward(tok.gpu, dout.gpu, dwte.gpu, &dwpe.gpu));
   ExpectNear(dwte, kRtol, 1e-5, "dwte");
   ExpectNear(dwpe, kRtol, 1e-5, "dwpe");
+}
+
+// dwte sums each token's rows in position order (sorted, no atomics): two runs on the same
+// input give the same bits, with many repeats of a few tokens and a vocabulary that needs
+// more than 8 sort bits; a bad token in backward is reported and its row skipped.
+TEST_F(GpuLossOptim, EmbeddingBackwardIsDeterministic) {
+  const int64_t B = 8, T = 512, V = 3001, C = 40;
+  Pair tok = IndexPair({B, T}, 5, 11);  // tokens 0..4 only: long runs
+  for (int64_t i = 0; i < B * T; i += 7) tok.cpu.i32()[i] = int32_t((i * 37) % V);
+  tok = MakePair(tok.cpu);
+  Pair dout = RandomPair({B, T, C}, 12);
+  Tensor first, second;
+  for (Tensor* t : {&first, &second}) {
+    Pair dwte = ZeroPair({V, C});
+    GANTRY_ASSERT_OK(EmbeddingBackward(tok.gpu, dout.gpu, dwte.gpu, nullptr));
+    GANTRY_ASSERT_OK(EmbeddingBackward(tok.cpu, dout.cpu, dwte.cpu, nullptr));
+    ExpectNear(dwte, kRtol, 1e-4, "dwte with long runs");
+    *t = ToHost(dwte.gpu);
+  }
+  EXPECT_EQ(0, std::memcmp(first.f32(), second.f32(), size_t(first.numel()) * 4))
+      << "EmbeddingBackward on CUDA is not deterministic";
+
+  Pair bad = IndexPair({2, 5}, 7, 13);
+  bad.cpu.i32()[3] = -4;
+  bad = MakePair(bad.cpu);
+  Pair d = RandomPair({2, 5, 8}, 14);
+  Tensor dw = Empty({7, 8}, DType::kF32, Gpu());
+  GANTRY_ASSERT_OK(Zero(dw));
+  Status s = EmbeddingBackward(bad.gpu, d.gpu, dw, nullptr);
+  if (s.ok()) s = Synchronize(Gpu());
+  ASSERT_EQ(s.code(), StatusCode::kInvalidArgument) << s.ToString();
+  EXPECT_NE(s.message().find("position 3"), std::string::npos) << s.message();
 }
 
 TEST_F(GpuLossOptim, BadTokenIsReportedWithItsPosition) {

@@ -212,8 +212,12 @@ TEST(JobSpecTest, CrossFieldRules) {
               "'nccl' needs train.device cuda");
   ExpectError(Replace(kGptTiny, "keep_last: 3", "keep_last: 3, precision: fp8"), 7,
               "train.precision", "fp8");
-  ExpectError(Replace(kGptTiny, "keep_last: 3", "keep_last: 3, device: cuda, precision: bf16"),
-              7, "train.precision", "cpu only");
+  {  // bf16 is accepted on both devices (CUDA: cuBLAS bf16 products, f32 accumulation)
+    JobSpec gpu = MustParse(Replace(Replace(kGptTiny, "keep_last: 3", "keep_last: 3, device: cuda, precision: bf16"),
+                                    "gpus_per_rank: 0", "gpus_per_rank: 1"));
+    EXPECT_EQ(gpu.train.precision, "bf16");
+    EXPECT_EQ(gpu.train.device, "cuda");
+  }
   ExpectError(Replace(kGptTiny, "heads: 4", "heads: 4, widths: [1, 2]"), 4, "model.widths",
               "not used by model type 'gpt'");
   ExpectError(Replace(kCnn, "input: [1, 28, 28]", "input: [1, 2, 2]"), 3, "model.channels",
