@@ -2,7 +2,8 @@
 # gpu-check.sh: builds the CUDA kernels and the NCCL backend on a GPU machine
 # (GANTRY_KERNELS_ONLY: needs only CUDA, CMake, a C++ compiler and googletest sources), runs
 # every GPU test (each CUDA op against its CPU twin; NCCL collectives on device buffers), then
-# bench/gpu_bench against PyTorch CUDA. About 10 minutes on 16 cores.
+# bench/gpu_bench against PyTorch CUDA and (when train is built) train_bench --device cuda:
+# whole gpt-tiny / mlp-mnist steps against PyTorch CUDA. About 10 minutes on 16 cores.
 # googletest: /usr/src/googletest, else .gpu-deps/googletest in the checkout, which
 # scripts/gpu-prepare.sh fills from this machine's Debian package (a bare GPU box has none):
 # run it here, then send the checkout with `.gpu-deps` carried.
@@ -102,7 +103,7 @@ if [ "$fail" = 0 ]; then
     note "nccl:       NOT found: the NCCL backend was not built or tested"
   fi
   if cmake --build "$build" --target help 2>/dev/null | grep -q train_gpu_test; then
-    targets+=(train_gpu_test)
+    targets+=(train_gpu_test train_bench)
     note "train:      built (train_gpu_test: Trainer on cuda:0 vs CPU, resume on the GPU)"
   else
     note "train:      NOT built (no yaml-cpp/nlohmann-json: run scripts/gpu-prepare.sh here first)"
@@ -150,8 +151,22 @@ if [ "$fail" = 0 ] && [ "${GANTRY_GPU_NO_BENCH:-0}" != 1 ]; then
   fi
 fi
 
+# Whole training steps on the GPU, ours vs PyTorch CUDA (f32, and bf16 vs torch.autocast).
+if [ "$fail" = 0 ] && [ "${GANTRY_GPU_NO_BENCH:-0}" != 1 ] && [ -n "$have_gpu" ] &&
+   [ -x "$build/bench/train_bench/train_bench" ]; then
+  step "train_bench --device cuda (ours vs PyTorch CUDA)"
+  if timeout 300 "$build/bench/train_bench/train_bench" --device cuda --threads 1 \
+      --python "$(command -v python3)" | tee "$log_dir/train_bench.txt"; then
+    note "train_bench: ok (table in $log_dir/train_bench.txt)"
+  else
+    note "train_bench: FAILED (see output above)"
+    fail=1
+  fi
+fi
+
 step "summary ($(($(date +%s) - start)) s)"
 printf '%s\n' "${summary[@]}"
 [ -f "$log_dir/bench.txt" ] && cat "$log_dir/bench.txt"
+[ -f "$log_dir/train_bench.txt" ] && cat "$log_dir/train_bench.txt"
 if [ "$fail" = 0 ]; then echo "gpu-check: OK"; else echo "gpu-check: FAILED"; fi
 exit "$fail"

@@ -32,26 +32,38 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from torch_reference import Gpt  # noqa: E402  (shared with the other peer)
 
 
-def build(workload, batch):
+def optimizer(cls, params, device, **kw):
+    """The optimizer at its best on `device`: fused CUDA kernels where torch has them."""
+    if device.type == "cuda":
+        try:
+            return cls(params, fused=True, **kw)
+        except (TypeError, RuntimeError, ValueError):
+            pass
+    return cls(params, **kw)
+
+
+def build(workload, batch, device):
     """Returns (model, optimizer, inputs, targets) for one workload with random data."""
     g = torch.Generator().manual_seed(1)
     if workload == "gpt-tiny":
-        model = Gpt(8192, 128, 256, 4, 4, 1024)
+        model = Gpt(8192, 128, 256, 4, 4, 1024).to(device)
         decay = [p for p in model.parameters() if p.dim() >= 2]
         rest = [p for p in model.parameters() if p.dim() < 2]
-        opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01},
-                                 {"params": rest, "weight_decay": 0.0}], lr=3e-4)
+        opt = optimizer(torch.optim.AdamW, [{"params": decay, "weight_decay": 0.01},
+                                            {"params": rest, "weight_decay": 0.0}], device,
+                        lr=3e-4)
         x = torch.randint(0, 8192, (batch, 128), generator=g)
         y = torch.randint(0, 8192, (batch, 128), generator=g)
     elif workload == "mlp-mnist":
         model = nn.Sequential(nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(),
                               nn.Linear(512, 10))
-        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+        model = model.to(device)
+        opt = optimizer(torch.optim.SGD, list(model.parameters()), device, lr=0.01, momentum=0.9)
         x = torch.randn(batch, 784, generator=g)
         y = torch.randint(0, 10, (batch,), generator=g)
     else:
         raise ValueError(f"unknown workload {workload!r}: expected gpt-tiny or mlp-mnist")
-    return model, opt, x, y
+    return model, opt, x.to(device), y.to(device)
 
 
 def blas_library():
@@ -89,25 +101,30 @@ def main():
     ap.add_argument("--threads", type=int, required=True)
     ap.add_argument("--batch", type=int, required=True)
     ap.add_argument("--precision", default="f32", choices=["f32", "bf16"],
-                    help="bf16: forward and loss under torch.autocast('cpu', torch.bfloat16)")
+                    help="bf16: forward and loss under torch.autocast(device, torch.bfloat16)")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     try:
-        model, opt, x, y = build(args.workload, args.batch)
+        device = torch.device(args.device)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError("torch sees no CUDA device")
+        model, opt, x, y = build(args.workload, args.batch, device)
     except Exception as e:  # report, don't hang the driver
         reply({"error": f"building {args.workload}: {e}"})
         return 3
 
     def train_step():
         opt.zero_grad(set_to_none=True)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.precision == "bf16"):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16"):
             logits = model(x)
             loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
         loss.backward()
         opt.step()
         return loss
 
-    reply({"ready": True, "torch": torch.__version__, "blas": blas_library(),
+    reply({"ready": True, "torch": torch.__version__,
+           "blas": blas_library() if device.type == "cpu" else torch.cuda.get_device_name(device),
            "params": sum(p.numel() for p in model.parameters())})
     for line in sys.stdin:
         cmd = line.split()
@@ -119,6 +136,8 @@ def main():
         start, cpu_start = time.perf_counter(), time.process_time()
         for _ in range(int(cmd[1])):
             loss = train_step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
         reply({"seconds": time.perf_counter() - start,
                "cpu_seconds": time.process_time() - cpu_start, "loss": float(loss)})
     return 0

@@ -3,6 +3,8 @@
 // child processes (torch_peer.py, plain glibc malloc and with tcmalloc preloaded; the better is
 // the peer), interleaved window by window with ours after warm-up; each figure is the median of
 // the windows. Prints a table, or --json rows in the format of ../shared/notes/workloads.md.
+// --device cuda[:N] runs both sides on a GPU instead (ours: the CUDA kernels; the peer: PyTorch
+// CUDA, fused optimizers, torch.autocast("cuda", bfloat16) for bf16; python3 must see the GPU).
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -70,6 +72,7 @@ struct Options {
   std::vector<std::string> precisions = {"f32", "bf16"};
   std::string python = "/usr/bin/python3";
   std::string peer_script = TRAIN_BENCH_PEER_SCRIPT;
+  std::string device = "cpu";  // or cuda[:N]: both sides on that GPU
 };
 
 StatusOr<Workload> MakeWorkload(const std::string& name, bool quick) {
@@ -110,10 +113,11 @@ StatusOr<Workload> MakeWorkload(const std::string& name, bool quick) {
 // Our side: model, optimizer and one random batch, all preallocated.
 class OurRunner {
  public:
-  Status Init(const Workload& w) {
+  Status Init(const Workload& w, kernels::Device device) {
     using train::Model;
     const kernels::Device cpu = kernels::Device::Cpu();
-    GANTRY_ASSIGN_OR_RETURN(model_, Model::Create(w.model, w.batch, cpu));
+    device_ = device;
+    GANTRY_ASSIGN_OR_RETURN(model_, Model::Create(w.model, w.batch, device));
     GANTRY_RETURN_IF_ERROR(model_->InitParams(1));
     GANTRY_ASSIGN_OR_RETURN(opt_, train::Optimizer::Create(w.optimizer, *model_));
     GANTRY_ASSIGN_OR_RETURN(train::BatchLayout layout, train::BatchLayoutFor(w.model, w.batch));
@@ -132,8 +136,16 @@ class OurRunner {
       batch_.targets.i32()[i] = int32_t(rng.Below(classes));
     }
     lr_ = float(w.optimizer.lr);
-    // As the trainer does (bf16: parameter matrices cast once per step; f32: no effect).
-    kernels::SetMatmulWeights(model_->flat_params().raw(), model_->flat_params().nbytes());
+    if (device.is_cuda()) {  // the batch lives on the GPU, as the trainer's device batch does
+      GANTRY_ASSIGN_OR_RETURN(train::Batch on_device, train::AllocateBatch(layout, device));
+      GANTRY_RETURN_IF_ERROR(kernels::Copy(batch_.inputs, on_device.inputs));
+      GANTRY_RETURN_IF_ERROR(kernels::Copy(batch_.targets, on_device.targets));
+      batch_ = std::move(on_device);
+      kernels::SetMatmulWeights(nullptr, 0);
+    } else {
+      // As the trainer does (bf16: parameter matrices cast once per step; f32: no effect).
+      kernels::SetMatmulWeights(model_->flat_params().raw(), model_->flat_params().nbytes());
+    }
     return OkStatus();
   }
   // Time of `steps` full train steps.
@@ -141,6 +153,12 @@ class OurRunner {
     const double cpu0 = ProcessCpuSeconds();
     const Clock::time_point t0 = Clock::now();
     for (int i = 0; i < steps; ++i) {
+      if (device_.is_cuda()) {  // as the trainer does on a GPU: backward, then one update
+        GANTRY_RETURN_IF_ERROR(model_->Forward(batch_));
+        GANTRY_RETURN_IF_ERROR(model_->Backward(batch_));
+        GANTRY_RETURN_IF_ERROR(opt_->Step(step_++, lr_));
+        continue;
+      }
       kernels::NewMatmulWeightsEpoch();
       GANTRY_RETURN_IF_ERROR(model_->Forward(batch_));
       // As `gantry train` does on one process without clipping (train/trainer.cc): the update
@@ -149,6 +167,7 @@ class OurRunner {
       GANTRY_RETURN_IF_ERROR(model_->Backward(batch_));
       GANTRY_RETURN_IF_ERROR(opt_->EndStepInBackward().status());
     }
+    GANTRY_RETURN_IF_ERROR(kernels::Synchronize(device_));  // GPU: the queued work counts
     return Timing{std::chrono::duration<double>(Clock::now() - t0).count(),
                   ProcessCpuSeconds() - cpu0};
   }
@@ -159,6 +178,7 @@ class OurRunner {
   std::unique_ptr<train::Model> model_;
   std::unique_ptr<train::Optimizer> opt_;
   train::Batch batch_;
+  kernels::Device device_ = kernels::Device::Cpu();
   int64_t step_ = 0;
   float lr_ = 0;
 };
@@ -176,7 +196,8 @@ class TorchPeer {
     if (variant_ == "pytorch-tcmalloc") env["LD_PRELOAD"] = kTcmalloc;
     GANTRY_RETURN_IF_ERROR(proc_.Start({o.python, o.peer_script, "--workload", w.name, "--threads",
                                         std::to_string(threads), "--batch",
-                                        std::to_string(w.batch), "--precision", precision},
+                                        std::to_string(w.batch), "--precision", precision,
+                                        "--device", o.device},
                                        env));
     GANTRY_ASSIGN_OR_RETURN(json reply, Read(kPeerStartTimeout));
     if (!reply.value("ready", false)) {
@@ -226,6 +247,7 @@ struct Row {
   std::string workload, metric;
   int threads = 0;
   std::string precision;  // f32 | bf16 (both sides)
+  std::string device;     // cpu | cuda[:N] (both sides)
   double ours = 0;      // items per wall second (median window)
   double ours_cpu = 0;  // items per CPU second (median window)
   std::vector<PeerResult> peers;
@@ -237,15 +259,23 @@ struct Row {
 StatusOr<Row> RunCase(const Options& o, const Workload& w, int threads,
                       const std::string& precision) {
   kernels::SetNumThreads(threads);
-  GANTRY_RETURN_IF_ERROR(kernels::SetCpuMatmulPrecision(
-      precision == "bf16" ? kernels::MatmulPrecision::kBf16 : kernels::MatmulPrecision::kF32));
+  GANTRY_ASSIGN_OR_RETURN(const kernels::Device device, kernels::ParseDevice(o.device));
+  const auto p = precision == "bf16" ? kernels::MatmulPrecision::kBf16 : kernels::MatmulPrecision::kF32;
+  const auto f32 = kernels::MatmulPrecision::kF32;
+  GANTRY_RETURN_IF_ERROR(kernels::SetCpuMatmulPrecision(device.is_cuda() ? f32 : p));
+  GANTRY_RETURN_IF_ERROR(kernels::SetCudaMatmulPrecision(device.is_cuda() ? p : f32));
   Row row{w.name, w.metric, threads, precision};
+  row.device = o.device;
   OurRunner ours;
-  GANTRY_RETURN_IF_ERROR(ours.Init(w));
+  GANTRY_RETURN_IF_ERROR(ours.Init(w, device));
   std::vector<std::unique_ptr<TorchPeer>> peers;
   if (o.peers) {
     for (const char* v : {"pytorch", "pytorch-tcmalloc"}) {
-      if (std::string(v) == "pytorch-tcmalloc" && !std::filesystem::exists(kTcmalloc)) continue;
+      // tcmalloc speeds up the host allocator: a CPU matter only.
+      if (std::string(v) == "pytorch-tcmalloc" &&
+          (device.is_cuda() || !std::filesystem::exists(kTcmalloc))) {
+        continue;
+      }
       auto p = std::make_unique<TorchPeer>(v);
       Status s = p->Start(o, w, threads, precision);
       if (!s.ok()) {  // report it in the table and go on without this variant
@@ -308,8 +338,9 @@ void PrintTable(const std::vector<Row>& rows) {
               "target", "ratio(cpu)");
   for (const Row& r : rows) {
     const auto best = BestPeer(r);
-    std::printf("%-10s %5s %7d %-14s %10.1f %10.1f %12.1f %-17s %6.2f %6.1f %10.2f\n",
-                r.workload.c_str(), r.precision.c_str(), r.threads, r.metric.c_str(), r.ours,
+    const std::string threads = r.device == "cpu" ? std::to_string(r.threads) : r.device;
+    std::printf("%-10s %5s %7s %-14s %10.1f %10.1f %12.1f %-17s %6.2f %6.1f %10.2f\n",
+                r.workload.c_str(), r.precision.c_str(), threads.c_str(), r.metric.c_str(), r.ours,
                 PeerValue(r, "pytorch"),
                 PeerValue(r, "pytorch-tcmalloc"), best ? best->variant.c_str() : "n/a",
                 best ? r.ours / best->value : 0.0, kTargetRatio,
@@ -340,7 +371,8 @@ void PrintTable(const std::vector<Row>& rows) {
 void PrintJson(const std::vector<Row>& rows) {
   for (const Row& r : rows) {
     nlohmann::ordered_json j = {{"bench", "train"}, {"workload", r.workload},
-                                {"precision", r.precision}, {"threads", r.threads},
+                                {"precision", r.precision}, {"device", r.device},
+                                {"threads", r.threads},
                                 {"metric", r.metric}, {"ours", r.ours}};
     if (const auto best = BestPeer(r)) {
       j["peer"] = best->variant;
@@ -371,7 +403,7 @@ std::vector<std::string> Split(const std::string& s) {
 constexpr char kUsage[] =
     "usage: train_bench [--json] [--quick] [--no-peer] [--rounds N] [--workload gpt-tiny,mlp-mnist]\n"
     "                   [--threads 1,2] [--precision f32,bf16] [--python /usr/bin/python3]\n"
-    "                   [--peer-script PATH]\n";
+    "                   [--peer-script PATH] [--device cpu|cuda[:N]]\n";
 
 StatusOr<Options> ParseArgs(int argc, char** argv) {
   Options o;
@@ -409,6 +441,14 @@ StatusOr<Options> ParseArgs(int argc, char** argv) {
       o.python = argv[++i];
     } else if (a == "--peer-script" && has_value) {
       o.peer_script = argv[++i];
+    } else if (a == "--device" && has_value) {
+      o.device = argv[++i];
+      StatusOr<kernels::Device> d = kernels::ParseDevice(o.device);
+      if (!d.ok()) return InvalidArgumentError("--device: " + d.status().message());
+      if (d->is_cuda() && d->index >= kernels::CudaDeviceCount()) {
+        return InvalidArgumentError("--device " + o.device + ": this machine has " +
+                                    std::to_string(kernels::CudaDeviceCount()) + " CUDA devices");
+      }
     } else {
       return InvalidArgumentError("unknown or incomplete argument '" + a + "'\n" + kUsage);
     }
