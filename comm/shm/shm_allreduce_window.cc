@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "comm/shm/shm_algorithms.h"
+#include "comm/shm/shm_kernels.h"
 #include "comm/shm/shm_window.h"
 #include "comm/tcp/ring_plan.h"
 
@@ -54,7 +55,7 @@ Status ShmAllreduceWindow(ShmGroup& g, const ShmGroup::Op& op, const ShmWindows&
     if (j == r) continue;
     GANTRY_RETURN_IF_ERROR(g.WaitReduced(op, j, q));
     const size_t jb = SegmentBegin(count, n, j), je = SegmentBegin(count, n, j + 1);
-    std::memcpy(base[r] + jb * es, base[j] + jb * es, (je - jb) * es);
+    shm_kernels::PullCopy(base[r] + jb * es, base[j] + jb * es, (je - jb) * es);
   }
   g.MarkDone(q);
   for (int j = 0; j < n; ++j) {

@@ -2,8 +2,10 @@
 // 0 and 1 share a buffer; in each round the "owner" writes B bytes (its cache now holds them
 // dirty, as backward leaves a gradient bucket) and the "reader" then pulls them: a plain read
 // (sum), a copy into its own buffer, or a reduce (own += peer). Prints GB/s of the pull per
-// size, and the local memcpy of the same size for comparison. A diagnostic, not a benchmark.
-//   shm_xcore [--mib 4] [--reps 200]
+// size, and the local memcpy of the same size for comparison. --streams S pulls in S
+// interleaved sequential streams of 256-byte blocks (as comm/shm/shm_kernels.h does for big
+// spans): more cross-core transfers in flight. A diagnostic, not a benchmark.
+//   shm_xcore [--mib 4] [--reps 200] [--streams 1]
 #include <sched.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
@@ -40,20 +42,37 @@ void WaitFor(const std::atomic<uint64_t>& c, uint64_t v) {
 }
 
 enum class Mode { kRead, kCopy, kReduce };
+int g_streams = 1;
+
+// fn(begin, end) over [0, n) as g_streams interleaved streams of 64-element blocks.
+template <typename Fn>
+void Interleaved(size_t n, Fn fn) {
+  constexpr size_t kBlock = 64;
+  const size_t part = n / g_streams / kBlock * kBlock;
+  if (g_streams <= 1 || part == 0) return fn(size_t{0}, n);
+  for (size_t off = 0; off < part; off += kBlock) {
+    for (int s = 0; s < g_streams; ++s) fn(s * part + off, s * part + off + kBlock);
+  }
+  fn(g_streams * part, n);
+}
 
 // Reader-side time of one pull of n floats from `peer`.
 double Pull(Mode m, const float* peer, float* mine, size_t n, volatile float* sink) {
   const auto t0 = Clock::now();
   if (m == Mode::kRead) {
     float acc = 0;
+    Interleaved(n, [&](size_t b, size_t e) {
 #pragma omp simd reduction(+ : acc)
-    for (size_t i = 0; i < n; ++i) acc += peer[i];
+      for (size_t i = b; i < e; ++i) acc += peer[i];
+    });
     *sink = acc;
   } else if (m == Mode::kCopy) {
-    std::memcpy(mine, peer, n * sizeof(float));
+    Interleaved(n, [&](size_t b, size_t e) { std::memcpy(mine + b, peer + b, (e - b) * sizeof(float)); });
   } else {
+    Interleaved(n, [&](size_t b, size_t e) {
 #pragma omp simd
-    for (size_t i = 0; i < n; ++i) mine[i] += peer[i];
+      for (size_t i = b; i < e; ++i) mine[i] += peer[i];
+    });
   }
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
@@ -66,6 +85,7 @@ int main(int argc, char** argv) {
   for (int i = 1; i + 1 < argc; i += 2) {
     if (std::string(argv[i]) == "--mib") max_mib = std::strtoul(argv[i + 1], nullptr, 10);
     else if (std::string(argv[i]) == "--reps") reps = std::atoi(argv[i + 1]);
+    else if (std::string(argv[i]) == "--streams") g_streams = std::max(1, std::atoi(argv[i + 1]));
   }
   const size_t max_bytes = max_mib << 20;
   void* mem = mmap(nullptr, sizeof(Shared) + max_bytes, PROT_READ | PROT_WRITE,
