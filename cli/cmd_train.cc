@@ -11,6 +11,7 @@
 #include "base/job_spec.h"
 #include "cli/command.h"
 #include "coordinator/coordinator_store.h"
+#include "train/cpu_binding.h"
 #include "train/launch.h"
 #include "train/sample.h"
 #include "train/trainer.h"
@@ -34,6 +35,10 @@ struct TrainArgs {
 int RunTrain(const TrainArgs& a) {
   StatusOr<JobSpec> spec = ParseJobSpecFile(a.job);
   if (!spec.ok()) return ReportError(spec.status());
+  // Before any thread exists (communicator, kernel pool): they inherit the rank's CPU set.
+  if (StatusOr<train::CpuBindingPlan> bound = train::BindLocalRank(); !bound.ok()) {
+    return ReportError(bound.status());
+  }
   train::TrainerOptions o;
   o.resume = !a.no_resume;
   o.steps = a.steps;

@@ -30,17 +30,30 @@ DataParallelOptions DataParallelOptions::FromSpec(const CommSpec& spec) {
                        << 10;
   o.overlap_update = TunableInt("DP_OVERLAP_UPDATE", 1) != 0;
   o.symmetric_grads = TunableInt("DP_SYMMETRIC_GRADS", 1) != 0;
-  o.inline_reduce = TunableInt("DP_INLINE_REDUCE", 0) != 0;
+  if (TunableString("DP_INLINE_REDUCE", "auto") != "auto") {
+    // 1/0 (true/false, on/off...); a malformed value is logged and auto kept.
+    const bool on = TunableBool("DP_INLINE_REDUCE", true), off = !TunableBool("DP_INLINE_REDUCE", false);
+    if (on != off) o.inline_reduce = on;
+  }
   o.check_every = std::max<int64_t>(0, TunableInt("DP_CHECK_EVERY", o.check_every));
   o.straggler_every = std::max<int64_t>(0, TunableInt("DP_STRAGGLER_EVERY", o.straggler_every));
   o.straggler_ratio = TunableDouble("DP_STRAGGLER_RATIO", o.straggler_ratio);
   return o;
 }
 
+bool DataParallel::InlineReduceAuto(std::string_view backend, bool spare_cpu) {
+  // shm moves every byte with this host's CPUs; with none spare, a progress thread can only run
+  // by preempting compute, so doing the work in the callback saves the hand-offs (2 ranks x 1
+  // thread on 2 cores: exposed communication ~10.5% -> ~7.5% with ranks bound, train/README.md).
+  return backend == "shm" && !spare_cpu;
+}
+
 StatusOr<std::unique_ptr<DataParallel>> DataParallel::Create(comm::Communicator& comm, Model& model,
                                                              const OptimizerSpec& optimizer,
                                                              const DataParallelOptions& options) {
   std::unique_ptr<DataParallel> dp(new DataParallel(comm, model, options));
+  dp->inline_reduce_ = options.inline_reduce.value_or(
+      InlineReduceAuto(comm.backend(), options.spare_cpu));
   dp->small_ = std::make_unique<HostCollectives>(comm, model.device(), options.timeout);
   // Gradients in the backend's symmetric memory when it has some (shm: peers reduce straight
   // from each other's gradient buffers, no staging copies). Only the plain f32 allreduce uses it.
@@ -79,6 +92,7 @@ StatusOr<std::unique_ptr<DataParallel>> DataParallel::Create(comm::Communicator&
       .Field("bucket_mb", double(bo.bucket_bytes) / double(1 << 20))
       .Field("bf16_reduce", options.bf16_reduce)
       .Field("symmetric_grads", symmetric)
+      .Field("inline_reduce", dp->inline_reduce_)
       .Field("zero1", options.zero1);
   return dp;
 }
@@ -136,7 +150,7 @@ void DataParallel::BeginBackward(Optimizer* optimizer, int64_t step, float lr) {
 
 void DataParallel::OnGradReady(int64_t begin) {
   reducer_->OnGradReady(begin);
-  if (updating_.optimizer != nullptr) UpdateFinishedBuckets(/*block=*/options_.inline_reduce);
+  if (updating_.optimizer != nullptr) UpdateFinishedBuckets(/*block=*/inline_reduce_);
 }
 
 void DataParallel::UpdateFinishedBuckets(bool block) {

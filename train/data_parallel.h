@@ -15,6 +15,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -40,10 +41,13 @@ struct DataParallelOptions {
   bool zero1 = false;                    // comm.zero1
   bool overlap_update = true;            // GANTRY_DP_OVERLAP_UPDATE: update bucket by bucket
   bool symmetric_grads = true;           // GANTRY_DP_SYMMETRIC_GRADS: grads in comm memory
-  // GANTRY_DP_INLINE_REDUCE: finish each bucket's collective (and its update) from the
-  // grad-ready callback, on the training thread (lanes run an op inline when idle): for hosts
-  // with no core to spare for the progress thread. Off: the callback only polls.
-  bool inline_reduce = false;
+  // GANTRY_DP_INLINE_REDUCE (auto | 1 | 0): finish each bucket's collective (and its update)
+  // from the grad-ready callback, on the training thread (lanes run an op inline when idle).
+  // auto: on when the backend is shm (the whole reduction is CPU work on this host) and no
+  // CPU is spare for the progress thread (spare_cpu false), where handing each bucket to it
+  // only adds thread switches. Off: the callback only polls.
+  std::optional<bool> inline_reduce;   // unset: auto
+  bool spare_cpu = true;                 // set by the trainer (Trainer::SpareCpu)
   int64_t check_every = 100;             // GANTRY_DP_CHECK_EVERY: parameter checksum (0 = off)
   int64_t straggler_every = 50;          // GANTRY_DP_STRAGGLER_EVERY (0 = off)
   double straggler_ratio = 1.5;          // GANTRY_DP_STRAGGLER_RATIO
@@ -68,6 +72,9 @@ class DataParallel {
   int rank() const { return comm_.rank(); }
   int world() const { return comm_.size(); }
   const DataParallelOptions& options() const { return options_; }
+  bool inline_reduce() const { return inline_reduce_; }
+  // GANTRY_DP_INLINE_REDUCE=auto's choice for a backend and whether a CPU is spare.
+  static bool InlineReduceAuto(std::string_view backend, bool spare_cpu);
   const std::vector<Bucket>& buckets() const { return reducer_->buckets(); }
   // True when the model's gradients live in the communicator's symmetric memory.
   bool symmetric_grads() const { return symmetric_grads_; }
@@ -139,6 +146,7 @@ class DataParallel {
   comm::Communicator& comm_;
   Model& model_;
   DataParallelOptions options_;
+  bool inline_reduce_ = false;  // options_.inline_reduce resolved (Create)
   std::unique_ptr<HostCollectives> small_;  // checksums, step times, blobs
   std::unique_ptr<BucketReducer> reducer_;
   std::unique_ptr<ShardedOptimizer> sharded_;

@@ -1,4 +1,5 @@
 // Trainer: build from the JobSpec, restore, and the step loop.
+#include "train/cpu_binding.h"
 #include "train/trainer.h"
 
 #include <cmath>
@@ -31,6 +32,7 @@ StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const JobSpec& spec,
 // comes from LOCAL_WORLD_SIZE (gantry workers, torchrun) or Open MPI's local size.
 void Trainer::SplitThreadsAmongLocalRanks() {
   if (std::getenv("GANTRY_NUM_THREADS") != nullptr) return;  // the operator decided
+  if (LocalRankBound()) return;  // the CPU set is already this rank's share (cpu_binding.h)
   const int local = LocalRanks();
   if (local > 1) kernels::SetNumThreads(std::max(1, kernels::NumThreads() / local));
 }
@@ -48,6 +50,11 @@ int Trainer::LocalRanks() {
 bool Trainer::PrefetchData() {
   const std::string v = TunableString("DATA_PREFETCH", "auto");
   if (v != "auto") return TunableBool("DATA_PREFETCH", true);
+  return SpareCpu();
+}
+
+bool Trainer::SpareCpu() {
+  if (LocalRankBound()) return kernels::UsableCpus() > kernels::NumThreads();
   return kernels::UsableCpus() > LocalRanks() * kernels::NumThreads();
 }
 
@@ -105,8 +112,9 @@ Status Trainer::Build() {
   kernels::SetMatmulWeights(cpu_bf16 ? model_->flat_params().raw() : nullptr,
                             cpu_bf16 ? model_->flat_params().nbytes() : 0);
   if (opts_.comm != nullptr && opts_.world > 1) {
-    GANTRY_ASSIGN_OR_RETURN(dp_, DataParallel::Create(*opts_.comm, *model_, spec_.optimizer,
-                                                      DataParallelOptions::FromSpec(spec_.comm)));
+    DataParallelOptions dpo = DataParallelOptions::FromSpec(spec_.comm);
+    dpo.spare_cpu = SpareCpu();
+    GANTRY_ASSIGN_OR_RETURN(dp_, DataParallel::Create(*opts_.comm, *model_, spec_.optimizer, dpo));
   }
   if (dp_ == nullptr || dp_->sharded() == nullptr) {
     GANTRY_ASSIGN_OR_RETURN(optimizer_, Optimizer::Create(spec_.optimizer, *model_));

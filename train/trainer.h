@@ -98,6 +98,9 @@ class Trainer {
   static int LocalRanks();
   // Whether the data source gets a prefetch thread (GANTRY_DATA_PREFETCH, default auto).
   static bool PrefetchData();
+  // A CPU of this rank's share is left after its compute threads (for a prefetch or
+  // communication thread to run without taking turns with compute).
+  static bool SpareCpu();
   // Parameters then optimizer state (full-size: with ZeRO-1 the gathered state).
   StatusOr<std::vector<NamedTensor>> CheckpointTensors();
   std::vector<kernels::Tensor> FullStateTensors();

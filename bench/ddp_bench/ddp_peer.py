@@ -52,6 +52,22 @@ def build(workload, batch, rank):
     return model, make_opt, x, y, items
 
 
+def bind_local_rank():
+    """The CPU binding `gantry train` applies (train/cpu_binding.h, GANTRY_BIND=auto): with
+    several local ranks and an unrestricted CPU set, each rank takes its own equal slice."""
+    mode = os.environ.get("GANTRY_BIND", "auto")
+    local_rank = int(os.environ.get("LOCAL_RANK", "-1"))
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    allowed = sorted(os.sched_getaffinity(0))
+    if mode == "none" or local_world <= 1 or not 0 <= local_rank < local_world:
+        return
+    if mode == "auto" and len(allowed) != os.cpu_count():
+        return
+    per = len(allowed) // local_world
+    if per > 0:
+        os.sched_setaffinity(0, allowed[per * local_rank:per * (local_rank + 1)])
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--workload", required=True, choices=["gpt-tiny", "mlp-mnist"])
@@ -63,6 +79,7 @@ def main():
     ap.add_argument("--timeout-s", type=int, default=300)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    bind_local_rank()
     rank = int(os.environ.get("RANK", "0"))
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if args.mode == "single":

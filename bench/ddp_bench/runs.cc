@@ -156,11 +156,13 @@ StatusOr<Measurement> RunOurs(const RunEnv& env, const Workload& w, OursMode mod
     c.argv = {env.gantry, "train", spec, "--no-resume", "--checkpoint-dir", ckpt,
               "--threads", "1", "--progress", "off"};
     c.unset_env = kLaunchEnv;
-    // Independent trainers share the host as the DDP ranks do: LOCAL_WORLD_SIZE tells each
-    // (as it tells a rank) how many trainers the cores are split among, so both sides make
-    // the same per-host choices (e.g. whether a data prefetch thread has a core of its own).
+    // Independent trainers share the host as the DDP ranks do: LOCAL_RANK/LOCAL_WORLD_SIZE
+    // tell each (as they tell a rank) its place among the trainers the cores are split among,
+    // so both sides make the same per-host choices (CPU binding, whether a data prefetch
+    // thread has a core of its own).
     c.env = ddp ? RankEnv(r, ranks, port)
                 : std::map<std::string, std::string>{{"OMP_NUM_THREADS", "1"},
+                                                     {"LOCAL_RANK", std::to_string(r)},
                                                      {"LOCAL_WORLD_SIZE", std::to_string(ranks)}};
     c.env["GANTRY_LOG_LEVEL"] = "info";
     c.log_path = (dir / ("rank-" + std::to_string(r) + ".log")).string();
