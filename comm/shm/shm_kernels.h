@@ -115,40 +115,29 @@ __attribute__((target("avx512f"))) inline void SumF32Dual512(float* out, float* 
   }
   if (np == 1 && !scale_it) {  // the 2-rank sum: 4 vectors per iteration
     const float* peer = peers[0];
+    // Elements [k, k + 64) (out + k 64-byte aligned).
+    auto four = [&](size_t k) __attribute__((target("avx512f"))) {
+      __m512 v[4];
+      for (int u = 0; u < 4; ++u) {
+        v[u] = _mm512_add_ps(_mm512_loadu_ps(mine + k + 16 * u), _mm512_loadu_ps(peer + k + 16 * u));
+      }
+      if (shared != nullptr) {
+        for (int u = 0; u < 4; ++u) _mm512_storeu_ps(shared + k + 16 * u, v[u]);
+      }
+      for (int u = 0; u < 4; ++u) {
+        if (stream) _mm512_stream_ps(out + k + 16 * u, v[u]);
+        else _mm512_store_ps(out + k + 16 * u, v[u]);
+      }
+    };
     // Big spans: kPullStreams interleaved streams of one block each per round (see above).
     const size_t part = (n - i) / kPullStreams / kPullBlock * kPullBlock;
     if (part >= 4 * kPullBlock) {
       for (size_t off = 0; off < part; off += kPullBlock) {
-        for (size_t s = 0; s < kPullStreams; ++s) {
-          const size_t k = i + s * part + off;
-          __m512 v[4];
-          for (int u = 0; u < 4; ++u) {
-            v[u] = _mm512_add_ps(_mm512_loadu_ps(mine + k + 16 * u), _mm512_loadu_ps(peer + k + 16 * u));
-          }
-          if (shared != nullptr) {
-            for (int u = 0; u < 4; ++u) _mm512_storeu_ps(shared + k + 16 * u, v[u]);
-          }
-          for (int u = 0; u < 4; ++u) {
-            if (stream) _mm512_stream_ps(out + k + 16 * u, v[u]);
-            else _mm512_store_ps(out + k + 16 * u, v[u]);
-          }
-        }
+        for (size_t s = 0; s < kPullStreams; ++s) four(i + s * part + off);
       }
       i += kPullStreams * part;
     }
-    for (; i + 64 <= n; i += 64) {
-      __m512 v[4];
-      for (int u = 0; u < 4; ++u) {
-        v[u] = _mm512_add_ps(_mm512_loadu_ps(mine + i + 16 * u), _mm512_loadu_ps(peer + i + 16 * u));
-      }
-      if (shared != nullptr) {
-        for (int u = 0; u < 4; ++u) _mm512_storeu_ps(shared + i + 16 * u, v[u]);
-      }
-      for (int u = 0; u < 4; ++u) {
-        if (stream) _mm512_stream_ps(out + i + 16 * u, v[u]);
-        else _mm512_store_ps(out + i + 16 * u, v[u]);
-      }
-    }
+    for (; i + 64 <= n; i += 64) four(i);
   }
   for (; i + 16 <= n; i += 16) {
     __m512 v = one(i, 0xFFFF);

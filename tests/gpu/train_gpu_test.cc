@@ -88,6 +88,28 @@ RunResult Train(const JobSpec& job, const std::string& ckpt, const std::string& 
   return r;
 }
 
+// Stops `job` after `stop_after` steps in dir/split, resumes it to the end, and checks the
+// joined loss sequence and the final checkpoint against the uninterrupted run in dir/full.
+void ExpectResumeIsByteIdentical(const JobSpec& job, const TempDir& dir, const RunResult& full,
+                                 int64_t stop_after) {
+  RunResult first = Train(job, dir / "split", "cuda:0", stop_after);
+  ASSERT_TRUE(first.status.ok()) << first.status.ToString();
+  RunResult rest = Train(job, dir / "split", "cuda:0");
+  ASSERT_TRUE(rest.status.ok()) << rest.status.ToString();
+  std::vector<float> joined = first.losses;
+  joined.insert(joined.end(), rest.losses.begin(), rest.losses.end());
+  ASSERT_EQ(joined.size(), full.losses.size());
+  EXPECT_EQ(0, std::memcmp(joined.data(), full.losses.data(), joined.size() * 4))
+      << "the loss sequence of a resumed GPU run differs from an uninterrupted one";
+  const std::string last = "ckpt-" + std::string(6 - std::to_string(job.train.steps).size(), '0') +
+                           std::to_string(job.train.steps);
+  for (const std::string f : {last + "/data.bin", last + "/manifest.json"}) {
+    const std::string a = ReadFile(dir / ("full/" + f));
+    EXPECT_FALSE(a.empty()) << f;
+    EXPECT_TRUE(a == ReadFile(dir / ("split/" + f))) << f << " differs";
+  }
+}
+
 double RelL2(const std::vector<float>& a, const std::vector<float>& b) {
   double num = 0, den = 0;
   for (size_t i = 0; i < a.size(); ++i) {
@@ -122,20 +144,7 @@ TEST_P(GpuTraining, ResumeOnTheGpuIsByteIdentical) {
   const JobSpec job = BaseJob(dir, GetParam(), 12);
   RunResult full = Train(job, dir / "full", "cuda:0");
   ASSERT_TRUE(full.status.ok()) << full.status.ToString();
-  RunResult first = Train(job, dir / "split", "cuda:0", /*stop_after=*/7);
-  ASSERT_TRUE(first.status.ok()) << first.status.ToString();
-  RunResult rest = Train(job, dir / "split", "cuda:0");
-  ASSERT_TRUE(rest.status.ok()) << rest.status.ToString();
-  std::vector<float> joined = first.losses;
-  joined.insert(joined.end(), rest.losses.begin(), rest.losses.end());
-  ASSERT_EQ(joined.size(), full.losses.size());
-  EXPECT_EQ(0, std::memcmp(joined.data(), full.losses.data(), joined.size() * 4))
-      << "the loss sequence of a resumed GPU run differs from an uninterrupted one";
-  for (const char* f : {"ckpt-000012/data.bin", "ckpt-000012/manifest.json"}) {
-    const std::string a = ReadFile(dir / ("full/" + std::string(f)));
-    EXPECT_FALSE(a.empty()) << f;
-    EXPECT_TRUE(a == ReadFile(dir / ("split/" + std::string(f)))) << f << " differs";
-  }
+  ExpectResumeIsByteIdentical(job, dir, full, /*stop_after=*/7);
 }
 
 INSTANTIATE_TEST_SUITE_P(Models, GpuTraining, ::testing::Values("mlp", "cnn", "gpt"));
@@ -160,15 +169,7 @@ TEST(GpuTrainingBf16, TracksF32AndResumesExactly) {
   }
   EXPECT_TRUE(differs) << "bf16 gave exactly the f32 losses: the bf16 products did not run";
   EXPECT_LT(full.losses.back(), full.losses.front());
-  RunResult first = Train(bf16, dir / "split", "cuda:0", /*stop_after=*/5);
-  ASSERT_TRUE(first.status.ok()) << first.status.ToString();
-  RunResult rest = Train(bf16, dir / "split", "cuda:0");
-  ASSERT_TRUE(rest.status.ok()) << rest.status.ToString();
-  std::vector<float> joined = first.losses;
-  joined.insert(joined.end(), rest.losses.begin(), rest.losses.end());
-  ASSERT_EQ(joined.size(), full.losses.size());
-  EXPECT_EQ(0, std::memcmp(joined.data(), full.losses.data(), joined.size() * 4));
-  EXPECT_TRUE(ReadFile(dir / "full/ckpt-000012/data.bin") == ReadFile(dir / "split/ckpt-000012/data.bin"));
+  ExpectResumeIsByteIdentical(bf16, dir, full, /*stop_after=*/5);
 }
 
 // Checkpoints hold host bytes: a job stopped on the GPU continues on the CPU.
