@@ -16,6 +16,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -290,11 +291,19 @@ StatusOr<Row> RunCase(const Options& o, const Workload& w, int threads,
   for (auto& p : peers) GANTRY_RETURN_IF_ERROR(p->Window(w.warmup_steps).status());
   std::vector<double> our_wall, our_cpu;
   std::vector<std::vector<double>> peer_wall(peers.size()), peer_cpu(peers.size());
+  // Before every timed window, let the previous side's helper threads go to sleep: OpenBLAS's
+  // workers spin (yielding) for ~0.1 s after their last call, which took a third of our
+  // 2-thread mlp-mnist throughput in windows that followed a peer's. Our pool sleeps at once.
+  const auto settle = [&] {
+    if (threads > 1 && !device.is_cuda()) std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  };
   for (int r = 0; r < o.rounds; ++r) {
+    settle();
     GANTRY_ASSIGN_OR_RETURN(Timing t, ours.Window(w.window_steps));
     our_wall.push_back(t.wall);
     our_cpu.push_back(t.cpu);
     for (size_t i = 0; i < peers.size(); ++i) {
+      settle();
       GANTRY_ASSIGN_OR_RETURN(Timing pt, peers[i]->Window(w.window_steps));
       peer_wall[i].push_back(pt.wall);
       peer_cpu[i].push_back(pt.cpu);
