@@ -190,8 +190,10 @@ dnnl_status_t SgemmTile(const GemmArgs& g, int64_t i0, int64_t mb, int64_t j0, i
   return SgemmKBlocks(ta, tb, mb, nb, g.k, kb, g.alpha, a, g.lda, b, g.ldb, g.beta, c, g.ldc);
 }
 
-// Tiles along N when A is the smaller operand (each tile re-packs A), else along M; tile
-// edges on multiples of 64 so oneDNN's register blocks stay whole.
+// Tiles along N when A is the smaller operand (each tile re-packs A), else along M; one tile
+// per thread, edges on multiples of 16 (one AVX-512 vector of floats). One wide tile per thread
+// beat 4 narrow ones (dynamic balance, but A re-packed per tile and 64-column products run
+// slower): 2 threads, mlp-mnist 67k -> 71-75k samples/s, gpt-tiny 8.2k -> 8.4-8.5k tokens/s.
 struct Tiling {
   bool along_n;
   int64_t tile, tiles;
@@ -200,8 +202,8 @@ struct Tiling {
 Tiling ChooseTiling(int64_t m, int64_t n, int threads) {
   const bool along_n = m < n;
   const int64_t dim = along_n ? n : m;
-  const int64_t want = int64_t{threads} * kChunksPerThread;
-  constexpr int64_t kAlign = 64;
+  const int64_t want = int64_t{threads};
+  constexpr int64_t kAlign = 16;
   int64_t tile = (dim + want - 1) / want;
   tile = std::max(kAlign, (tile + kAlign - 1) / kAlign * kAlign);
   return {along_n, tile, (dim + tile - 1) / tile};
