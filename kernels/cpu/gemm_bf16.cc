@@ -205,8 +205,9 @@ Status SgemmBf16(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha,
   if (threads <= 1 || InParallelRegion()) {
     return Bf16Tile(ta, tb, m, n, k, alpha, a_bf16, b_bf16, beta, c, ldc, 0, m, 0, n);
   }
-  // As the f32 path: C in `threads` tiles along its longer side (multiples of 64), one per
-  // pool thread; oneDNN runs each with a team of one, so no OpenMP team competes with the pool.
+  // As the f32 path: C in `threads` tiles along its longer side, one per pool thread (edges on
+  // multiples of 64 here); oneDNN runs each with a team of one, so no OpenMP team competes
+  // with the pool.
   const bool along_n = m < n;
   const int64_t dim = along_n ? n : m;
   const int64_t tile = std::max<int64_t>(64, (dim + threads - 1) / threads + 63) / 64 * 64;
