@@ -37,12 +37,7 @@ void Trainer::SplitThreadsAmongLocalRanks() {
   if (local > 1) kernels::SetNumThreads(std::max(1, kernels::NumThreads() / local));
 }
 
-int Trainer::LocalRanks() {
-  for (const char* v : {"LOCAL_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_SIZE"}) {
-    if (const char* s = std::getenv(v); s != nullptr && std::atoi(s) > 0) return std::atoi(s);
-  }
-  return 1;
-}
+int Trainer::LocalRanks() { return LocalWorldFromEnv(); }
 
 // GANTRY_DATA_PREFETCH=auto: a prefetch thread only pays where a core would otherwise idle;
 // with every core computing (2 ranks x 1 thread on 2 cores) it slowed mlp-mnist data-parallel
