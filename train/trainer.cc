@@ -33,11 +33,9 @@ StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const JobSpec& spec,
 void Trainer::SplitThreadsAmongLocalRanks() {
   if (std::getenv("GANTRY_NUM_THREADS") != nullptr) return;  // the operator decided
   if (LocalRankBound()) return;  // the CPU set is already this rank's share (cpu_binding.h)
-  const int local = LocalRanks();
+  const int local = LocalWorldFromEnv();
   if (local > 1) kernels::SetNumThreads(std::max(1, kernels::NumThreads() / local));
 }
-
-int Trainer::LocalRanks() { return LocalWorldFromEnv(); }
 
 // GANTRY_DATA_PREFETCH=auto: a prefetch thread only pays where a core would otherwise idle;
 // with every core computing (2 ranks x 1 thread on 2 cores) it slowed mlp-mnist data-parallel
@@ -50,7 +48,7 @@ bool Trainer::PrefetchData() {
 
 bool Trainer::SpareCpu() {
   if (LocalRankBound()) return kernels::UsableCpus() > kernels::NumThreads();
-  return kernels::UsableCpus() > LocalRanks() * kernels::NumThreads();
+  return kernels::UsableCpus() > LocalWorldFromEnv() * kernels::NumThreads();
 }
 
 Status Trainer::Build() {

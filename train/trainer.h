@@ -94,8 +94,6 @@ class Trainer {
   Trainer() = default;
   Status Build();
   void SplitThreadsAmongLocalRanks();
-  // Ranks of this job on this host (LOCAL_WORLD_SIZE / Open MPI's local size; else 1).
-  static int LocalRanks();
   // Whether the data source gets a prefetch thread (GANTRY_DATA_PREFETCH, default auto).
   static bool PrefetchData();
   // A CPU of this rank's share is left after its compute threads (for a prefetch or

@@ -4,27 +4,34 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
-#include <cstring>
 #include <string>
-
-#include "kernels/runtime.h"
 
 #include "kernels/attention.h"
 #include "kernels/linear.h"
+#include "kernels/runtime.h"
 #include "tests/gpu/gpu_test_util.h"
+#include "tests/unit/kernels/test_util.h"
 
 namespace gantry::kernels::gpu_test {
 namespace {
 
 using GpuLinear = GpuTest;
 
-// Rounds to bf16 (nearest even) and back, as the GPU's operand cast does (finite inputs).
-float RoundBf16(float x) {
-  uint32_t u;
-  std::memcpy(&u, &x, 4);
-  u = (u + 0x7FFFu + ((u >> 16) & 1u)) & 0xFFFF0000u;
-  std::memcpy(&x, &u, 4);
-  return x;
+// op(A) [m, k] and op(B) [k, n], stored transposed where ta / tb say, and C [m, n].
+struct GemmOperands {
+  Pair a, b, c;
+};
+GemmOperands Operands(int64_t m, int64_t n, int64_t k, bool ta, bool tb, uint32_t seed) {
+  return {RandomPair(ta ? Shape{k, m} : Shape{m, k}, seed + ta),
+          RandomPair(tb ? Shape{n, k} : Shape{k, n}, seed + 10 + tb), RandomPair({m, n}, seed + 20)};
+}
+
+// A host copy of `t` with every element mapped through fn.
+template <typename Fn>
+Tensor Mapped(const Tensor& t, Fn fn) {
+  Tensor out = testing::Clone(t);
+  for (int64_t i = 0; i < out.numel(); ++i) out.f32()[i] = fn(out.f32()[i]);
+  return out;
 }
 
 // Restores f32 CUDA products when a test ends, whatever it asserted.
@@ -41,32 +48,29 @@ struct CudaPrecisionScope {
 TEST_F(GpuLinear, Bf16MatmulRoundsInputsAndAccumulatesInF32) {
   const int64_t m = 67, n = 45, k = 129;
   CudaPrecisionScope scope(MatmulPrecision::kBf16, 0);
+  const auto round = [](float x) { return Bf16ToFloat(FloatToBf16(x)); };  // nearest even
+  const auto abs = [](float x) { return std::fabs(x); };
   for (int ta = 0; ta < 2; ++ta) {
     for (int tb = 0; tb < 2; ++tb) {
-      Pair a = RandomPair(ta ? Shape{k, m} : Shape{m, k}, 40 + ta);
-      Pair b = RandomPair(tb ? Shape{n, k} : Shape{k, n}, 50 + tb);
-      Pair c = RandomPair({m, n}, 60);
+      auto [a, b, c] = Operands(m, n, k, ta == 1, tb == 1, 40);
       const GemmOptions o{ta == 1, tb == 1, 0.75f, 0.5f};
       GANTRY_ASSERT_OK(Matmul(a.gpu, b.gpu, c.gpu, o));
       Tensor got = ToHost(c.gpu);
+      // float64 products of: the rounded inputs (the answer), the f32 inputs, and |A|, |B|, |C|
+      // (the bound: 1e-5 of the summed magnitudes, far above f32 accumulation error).
+      Tensor want = testing::Clone(c.cpu), f32 = testing::Clone(c.cpu), mag = Mapped(c.cpu, abs);
+      const auto gemm = [&](const Tensor& x, const Tensor& y, Tensor& out) {
+        testing::ReferenceGemm(ta, tb, m, n, k, 0.75f, x.f32(), ta ? m : k, y.f32(), tb ? k : n,
+                               0.5f, out.f32(), n);
+      };
+      gemm(Mapped(a.cpu, round), Mapped(b.cpu, round), want);
+      gemm(a.cpu, b.cpu, f32);
+      gemm(Mapped(a.cpu, abs), Mapped(b.cpu, abs), mag);
       double worst = 0, f32_gap = 0;
-      for (int64_t i = 0; i < m; ++i) {
-        for (int64_t j = 0; j < n; ++j) {
-          double dot16 = 0, dot32 = 0, mag = 0;
-          for (int64_t p = 0; p < k; ++p) {
-            const float av = ta ? a.cpu.f32()[p * m + i] : a.cpu.f32()[i * k + p];
-            const float bv = tb ? b.cpu.f32()[j * k + p] : b.cpu.f32()[p * n + j];
-            dot16 += double(RoundBf16(av)) * RoundBf16(bv);
-            dot32 += double(av) * bv;
-            mag += std::fabs(double(av) * bv);
-          }
-          const double c0 = c.cpu.f32()[i * n + j];
-          const double want = 0.75 * dot16 + 0.5 * c0, f32 = 0.75 * dot32 + 0.5 * c0;
-          const double tol = 1e-5 * (0.75 * mag + 0.5 * std::fabs(c0)) + 1e-6;
-          const double g = got.f32()[i * n + j];
-          worst = std::max(worst, std::fabs(g - want) / tol);
-          f32_gap = std::max(f32_gap, std::fabs(f32 - want) / tol);
-        }
+      for (int64_t i = 0; i < m * n; ++i) {
+        const double tol = 1e-5 * mag.f32()[i] + 1e-6, w = want.f32()[i];
+        worst = std::max(worst, std::fabs(got.f32()[i] - w) / tol);
+        f32_gap = std::max(f32_gap, std::fabs(f32.f32()[i] - w) / tol);
       }
       EXPECT_LE(worst, 1.0) << "ta=" << ta << " tb=" << tb << ": off the bf16 reference";
       EXPECT_GT(f32_gap, 10.0) << "the test cannot tell bf16 from f32 inputs";
@@ -108,9 +112,7 @@ TEST_F(GpuLinear, MatmulAllTransposesWithAccumulation) {
   const int64_t m = 67, n = 45, k = 129;
   for (int ta = 0; ta < 2; ++ta) {
     for (int tb = 0; tb < 2; ++tb) {
-      Pair a = RandomPair(ta ? Shape{k, m} : Shape{m, k}, 10 + ta);
-      Pair b = RandomPair(tb ? Shape{n, k} : Shape{k, n}, 20 + tb);
-      Pair c = RandomPair({m, n}, 30);
+      auto [a, b, c] = Operands(m, n, k, ta == 1, tb == 1, 10);
       const GemmOptions o{ta == 1, tb == 1, 0.75f, 0.5f};
       GANTRY_ASSERT_OK(Matmul(a.cpu, b.cpu, c.cpu, o));
       GANTRY_ASSERT_OK(Matmul(a.gpu, b.gpu, c.gpu, o));

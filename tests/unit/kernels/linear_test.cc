@@ -29,14 +29,22 @@ struct GemmCase {
   float alpha, beta;
 };
 
+// Random op(A), op(B) and C of a case, stored with padded leading dims (seeds seed..seed+2).
+struct GemmOperands {
+  int64_t lda, ldb, ldc;
+  Tensor a, b, c0;
+};
+GemmOperands Operands(const GemmCase& g, uint32_t seed) {
+  const int64_t lda = (g.ta ? g.m : g.k) + 3, ldb = (g.tb ? g.k : g.n) + 1, ldc = g.n + 2;
+  return {lda, ldb, ldc, Random({(g.ta ? g.k : g.m) * lda}, seed),
+          Random({(g.tb ? g.n : g.k) * ldb}, seed + 1), Random({g.m * ldc}, seed + 2)};
+}
+
 class SgemmTest : public ::testing::TestWithParam<GemmCase> {};
 
 TEST_P(SgemmTest, BothBackendsMatchDoubleReference) {
   const GemmCase g = GetParam();
-  const int64_t lda = (g.ta ? g.m : g.k) + 3, ldb = (g.tb ? g.k : g.n) + 1, ldc = g.n + 2;
-  Tensor a = Random({(g.ta ? g.k : g.m) * lda}, 11);
-  Tensor b = Random({(g.tb ? g.n : g.k) * ldb}, 12);
-  Tensor c0 = Random({g.m * ldc}, 13);
+  const auto [lda, ldb, ldc, a, b, c0] = Operands(g, 11);
   Tensor ref = Clone(c0), fast = Clone(c0), portable = Clone(c0);
   testing::ReferenceGemm(g.ta, g.tb, g.m, g.n, g.k, g.alpha, a.f32(), lda, b.f32(), ldb, g.beta,
                          ref.f32(), ldc);
@@ -56,10 +64,7 @@ TEST_P(SgemmTest, BothBackendsMatchDoubleReference) {
 // (alpha, beta, leading dims and padding as in f32).
 TEST_P(SgemmTest, Bf16IsTheProductOfBf16RoundedInputs) {
   const GemmCase g = GetParam();
-  const int64_t lda = (g.ta ? g.m : g.k) + 3, ldb = (g.tb ? g.k : g.n) + 1, ldc = g.n + 2;
-  Tensor a = Random({(g.ta ? g.k : g.m) * lda}, 21);
-  Tensor b = Random({(g.tb ? g.n : g.k) * ldb}, 22);
-  Tensor c0 = Random({g.m * ldc}, 23);
+  const auto [lda, ldb, ldc, a, b, c0] = Operands(g, 21);
   Tensor a16 = Clone(a), b16 = Clone(b), ref = Clone(c0), got = Clone(c0);
   for (Tensor* t : {&a16, &b16}) {
     for (int64_t i = 0; i < t->numel(); ++i) t->f32()[i] = Bf16ToFloat(FloatToBf16(t->f32()[i]));
