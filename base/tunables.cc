@@ -78,6 +78,19 @@ bool TunableBool(std::string_view name, bool dflt) {
   return dflt;
 }
 
+std::optional<bool> TunableAutoBool(std::string_view name) {
+  std::string env;
+  const char* v = Lookup(name, &env);
+  if (v == nullptr) return std::nullopt;
+  std::string s(v);
+  for (char& c : s) c = char(std::tolower(static_cast<unsigned char>(c)));
+  if (s == "auto") return std::nullopt;
+  if (s == "1" || s == "true" || s == "yes" || s == "on") return true;
+  if (s == "0" || s == "false" || s == "no" || s == "off") return false;
+  WarnOnce(env, v, "auto, 1/0, true/false, yes/no or on/off");
+  return std::nullopt;
+}
+
 std::string TunableString(std::string_view name, std::string_view dflt) {
   std::string env;
   const char* v = Lookup(name, &env);

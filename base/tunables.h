@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -50,6 +51,8 @@ int64_t TunableInt(std::string_view name, int64_t dflt);
 double TunableDouble(std::string_view name, double dflt);
 bool TunableBool(std::string_view name, bool dflt);  // 1/0, true/false, yes/no, on/off
 std::string TunableString(std::string_view name, std::string_view dflt);
+// auto | 1/0 (any TunableBool spelling): nullopt for auto, unset or malformed (reported).
+std::optional<bool> TunableAutoBool(std::string_view name);
 
 // Every documented tunable with the environment's value ("" when unset).
 struct TunableValue {

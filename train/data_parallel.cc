@@ -30,11 +30,7 @@ DataParallelOptions DataParallelOptions::FromSpec(const CommSpec& spec) {
                        << 10;
   o.overlap_update = TunableInt("DP_OVERLAP_UPDATE", 1) != 0;
   o.symmetric_grads = TunableInt("DP_SYMMETRIC_GRADS", 1) != 0;
-  if (TunableString("DP_INLINE_REDUCE", "auto") != "auto") {
-    // 1/0 (true/false, on/off...); a malformed value is logged and auto kept.
-    const bool on = TunableBool("DP_INLINE_REDUCE", true), off = !TunableBool("DP_INLINE_REDUCE", false);
-    if (on != off) o.inline_reduce = on;
-  }
+  o.inline_reduce = TunableAutoBool("DP_INLINE_REDUCE");
   o.check_every = std::max<int64_t>(0, TunableInt("DP_CHECK_EVERY", o.check_every));
   o.straggler_every = std::max<int64_t>(0, TunableInt("DP_STRAGGLER_EVERY", o.straggler_every));
   o.straggler_ratio = TunableDouble("DP_STRAGGLER_RATIO", o.straggler_ratio);

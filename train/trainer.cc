@@ -41,9 +41,7 @@ void Trainer::SplitThreadsAmongLocalRanks() {
 // with every core computing (2 ranks x 1 thread on 2 cores) it slowed mlp-mnist data-parallel
 // steps by 5-8% (interleaved A/B) by taking turns with compute and communication.
 bool Trainer::PrefetchData() {
-  const std::string v = TunableString("DATA_PREFETCH", "auto");
-  if (v != "auto") return TunableBool("DATA_PREFETCH", true);
-  return SpareCpu();
+  return TunableAutoBool("DATA_PREFETCH").value_or(SpareCpu());
 }
 
 bool Trainer::SpareCpu() {

@@ -27,6 +27,11 @@ TEST(TunablesTest, MalformedValuesFallBack) {
   EXPECT_EQ(TunableBool("TEST_BAD", true), true);
   setenv("GANTRY_TEST_BAD", "off", 1);
   EXPECT_EQ(TunableBool("TEST_BAD", true), false);
+  EXPECT_EQ(TunableAutoBool("TEST_BAD"), std::optional<bool>(false));
+  setenv("GANTRY_TEST_BAD", "AUTO", 1);
+  EXPECT_EQ(TunableAutoBool("TEST_BAD"), std::nullopt);
+  setenv("GANTRY_TEST_BAD", "maybe", 1);
+  EXPECT_EQ(TunableAutoBool("TEST_BAD"), std::nullopt);  // malformed: auto (and a warning)
   setenv("GANTRY_TEST_BAD", "inf", 1);
   EXPECT_EQ(TunableDouble("TEST_BAD", 0.5), 0.5);
   unsetenv("GANTRY_TEST_BAD");
