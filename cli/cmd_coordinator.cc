@@ -242,6 +242,8 @@ CommandRegistration kWorker(
       app.add_option("--dir", o->dir, "working directory for rank files")->capture_default_str();
       app.add_option("--cpus", o->cpu_slots, "CPU slots to offer (0: usable cores)");
       app.add_option("--gpus", o->gpus, "GPUs to offer (-1: detect)");
+      app.add_flag("--pin-cpus", o->pin_cpus,
+                   "pin each rank to cpus_per_rank cores of its own (one worker per host)");
       app.add_option("--label", *labels, "KEY=VALUE label, e.g. rack=r1 (repeatable)");
       app.add_option("--server-key", keys->first, "coordinator public key file (CURVE)");
       app.add_option("--key", keys->second, "this worker's secret key file; NAME.pub beside it");

@@ -203,6 +203,7 @@ void JobManager::Launch(Job& job, const GangPlacement& placement,
     l->set_kind(r.kind);
     l->set_spec_yaml(r.spec_yaml);
     l->set_coordinator(options_.coordinator_endpoint);
+    l->set_cpus(r.cpus_per_rank);
     for (int g : rk.gpu_indices) l->add_gpu_indices(g);
     FillCommand(r, l);
     outbox_.push_back({wid, std::move(env)});

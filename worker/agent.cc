@@ -7,14 +7,17 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <thread>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include "base/job_spec.h"
 #include "base/logging.h"
 #include "proto/channel.h"
 #include "proto/wire.h"
+#include "worker/cpu_pool.h"
 #include "worker/rank_process.h"
 #include "worker/resources.h"
 
@@ -33,12 +36,14 @@ struct Rank {
   proto::RankStatus status;
   std::vector<OutputLine> pending;
   bool exit_sent = false;
+  std::vector<int> cpus;  // taken from the CpuPool (--pin-cpus); given back at exit
 };
 }  // namespace
 
 struct WorkerAgent::Impl {
   WorkerOptions opt;
   proto::WorkerResources resources;
+  std::optional<CpuPool> cpu_pool;  // --pin-cpus
   void* socket = nullptr;
   uint64_t next_id = 1;
   bool registered = false;
@@ -195,8 +200,26 @@ void WorkerAgent::Impl::Launch(const proto::LaunchRank& l) {
   for (const auto& [k, v] : l.env()) spec.env[k] = v;
   spec.workdir = l.workdir();
   if (spec.workdir.empty() || !std::filesystem::is_directory(spec.workdir, ec)) spec.workdir = dir;
+  if (cpu_pool && l.cpus() > 0) {
+    if (auto cpus = cpu_pool->Take(l.cpus())) {
+      r.cpus = *cpus;
+      spec.cpus = *cpus;
+      // As many compute threads as cores (torchrun sets OMP_NUM_THREADS too); the job's own
+      // env wins.
+      if (!l.env().contains("OMP_NUM_THREADS")) {
+        spec.env["OMP_NUM_THREADS"] = std::to_string(cpus->size());
+      }
+    } else {
+      GANTRY_LOG(WARNING, "rank runs unpinned: not enough free CPUs")
+          .Field("job", l.job_id())
+          .Field("rank", l.rank())
+          .Field("cpus_wanted", l.cpus())
+          .Field("cpus_free", int64_t(cpu_pool->free_count()));
+    }
+  }
   auto proc = RankProcess::Start(spec);
   if (!proc.ok()) {
+    if (cpu_pool) cpu_pool->Give(std::exchange(r.cpus, {}));
     r.status.set_exited(true);
     r.status.set_exit_code(127);
     r.status.set_error(proc.status().message());
@@ -215,7 +238,8 @@ void WorkerAgent::Impl::Launch(const proto::LaunchRank& l) {
       .Field("job", l.job_id())
       .Field("attempt", l.attempt())
       .Field("rank", l.rank())
-      .Field("pid", r.proc->pid());
+      .Field("pid", r.proc->pid())
+      .Field("cpus", r.cpus.empty() ? std::string("any") : CpuListString(r.cpus));
   proto::Envelope env;
   env.mutable_rank_started()->set_worker_id(opt.worker_id);
   *env.mutable_rank_started()->mutable_rank() = r.status;
@@ -264,6 +288,7 @@ void WorkerAgent::Impl::Service() {
       r.status.set_exited(true);
       r.status.set_exit_code(r.proc->exit_code());
       if (r.proc->exit_code() != 0) r.status.set_error(r.proc->exit_description());
+      if (cpu_pool) cpu_pool->Give(std::exchange(r.cpus, {}));
       GANTRY_LOG(INFO, "rank exited")
           .Field("job", std::get<0>(key))
           .Field("rank", std::get<2>(key))
@@ -300,6 +325,15 @@ StatusOr<std::unique_ptr<WorkerAgent>> WorkerAgent::Create(WorkerOptions options
     GANTRY_ASSIGN_OR_RETURN(options.address, LocalAddressFor(options.coordinator));
   }
   impl->resources = DetectResources(options.cpu_slots, options.gpus, options.labels);
+  if (options.pin_cpus) {
+    const std::vector<int> allowed = CpuPool::AllowedCpus();
+    impl->cpu_pool = CpuPool::ForSlots(impl->resources.cpu_slots(), allowed);
+    if (!impl->cpu_pool) {
+      GANTRY_LOG(WARNING, "cpu pinning off: more CPU slots than CPUs this worker may use")
+          .Field("cpu_slots", impl->resources.cpu_slots())
+          .Field("cpus", CpuListString(allowed));
+    }
+  }
   impl->opt = std::move(options);
   return std::unique_ptr<WorkerAgent>(new WorkerAgent(std::move(impl)));
 }

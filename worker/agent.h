@@ -24,6 +24,9 @@ struct WorkerOptions {
   std::string dir = ".gantry/worker";  // per-attempt files (the spec of train jobs)
   int cpu_slots = 0;                   // 0 = usable cores
   int gpus = -1;                       // -1 = detect with the CUDA runtime; >= 0 overrides
+  // Pin each rank to cpus_per_rank cores of its own (worker/cpu_pool.h); off when the slots
+  // exceed the CPUs this process may use (then ranks run unpinned, as without the option).
+  bool pin_cpus = false;
   std::map<std::string, std::string> labels;
   std::string self_exe;  // the gantry binary for train/serve ranks; "" = /proc/self/exe
   // CURVE (all or none): coordinator public key, this worker's key pair.

@@ -2,6 +2,7 @@
 #include "worker/rank_process.h"
 
 #include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
@@ -25,6 +26,12 @@ StatusOr<std::unique_ptr<RankProcess>> RankProcess::Start(const LaunchSpec& spec
     return InvalidArgumentError("working directory " + spec.workdir +
                                 " does not exist on this worker");
   const ExecImage image(spec.argv, spec.env);  // built before fork
+  cpu_set_t cpus;
+  CPU_ZERO(&cpus);
+  for (int c : spec.cpus) {
+    if (c < 0 || c >= CPU_SETSIZE) return InvalidArgumentError("CPU " + std::to_string(c) + " out of range");
+    CPU_SET(c, &cpus);
+  }
   int out[2], err[2];
   if (pipe2(out, O_CLOEXEC) != 0) return ErrnoError("pipe for rank stdout", errno);
   if (pipe2(err, O_CLOEXEC) != 0) {
@@ -50,6 +57,10 @@ StatusOr<std::unique_ptr<RankProcess>> RankProcess::Start(const LaunchSpec& spec
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, nullptr);
     if (!spec.workdir.empty() && chdir(spec.workdir.c_str()) != 0) _exit(126);
+    if (!spec.cpus.empty() && sched_setaffinity(0, sizeof(cpus), &cpus) != 0) {
+      const char* msg = "gantry worker: cannot pin the rank to its CPUs; running unpinned\n";
+      (void)!write(2, msg, strlen(msg));
+    }
     execvpe(image.program(), image.argv(), image.envp());
     const char* msg = "gantry worker: cannot execute ";
     (void)!write(2, msg, strlen(msg));

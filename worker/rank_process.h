@@ -19,6 +19,7 @@ struct LaunchSpec {
   std::vector<std::string> argv;
   std::map<std::string, std::string> env;  // added to (and overriding) the worker's environment
   std::string workdir;
+  std::vector<int> cpus;  // pin the child to these CPUs before exec (empty: inherit)
 };
 
 struct OutputLine {

@@ -1,9 +1,11 @@
 // More coordinator integration tests: a real PyTorch DDP (gloo) command job on 2 ranks, the
 // rendezvous KV scoped by the per-attempt token, malformed/oversized messages, /metrics, and
 // security (CURVE allow-list + user tokens; non-loopback refused without them).
+#include <sched.h>
 #include <zmq.h>
 
 #include <cstdlib>
+#include <set>
 
 #include "gantry_config.h"
 #include "proto/wire.h"
@@ -36,6 +38,41 @@ TEST(CoordExtra, PyTorchDdpGlooJobRunsUnchanged) {
   EXPECT_NE(logs.find("rank 1/2 done, replicas identical: True"), std::string::npos) << logs;
   EXPECT_NE(info.rank_info(0).worker_id(), info.rank_info(1).worker_id()) << "one rank per worker";
   EXPECT_EQ(info.progress().step(), 15) << "progress parsed from rank 0's JSON lines";
+}
+
+// gantry worker --pin-cpus: each rank gets cpus_per_rank cores of its own, pinned before exec
+// (so jobs sharing a host never share a core) and OMP_NUM_THREADS to match.
+TEST(CoordExtra, PinnedWorkerGivesEveryRankItsOwnCore) {
+  cpu_set_t mask;
+  ASSERT_EQ(sched_getaffinity(0, sizeof(mask), &mask), 0);
+  if (CPU_COUNT(&mask) < 2) GTEST_SKIP() << "needs 2 usable CPUs";
+  Cluster cl("pin");
+  cl.StartCoordinator();
+  cl.StartWorker("w0", 2, {"--pin-cpus"});
+  ASSERT_TRUE(cl.WaitWorkers(1));
+  auto c = cl.Client();
+  auto id = c->Submit(
+      CommandJob("pin", 2,
+                 "echo R=$RANK OMP=$OMP_NUM_THREADS "
+                 "CPUS=$(sed -n \"s/^Cpus_allowed_list:[[:space:]]*//p\" /proc/self/status)"),
+      "pin.yaml", cl.dir().string());
+  ASSERT_TRUE(id.ok()) << id.status().ToString();
+  auto info = cl.WaitState(*c, *id, {"SUCCEEDED", "FAILED"});
+  const std::string logs = cl.Logs(*c, *id);
+  ASSERT_EQ(info.state(), "SUCCEEDED") << logs;
+  std::set<int> cpus;
+  for (int r = 0; r < 2; ++r) {
+    const std::string tag = "R=" + std::to_string(r) + " OMP=1 CPUS=";
+    const size_t at = logs.find(tag);
+    ASSERT_NE(at, std::string::npos) << logs;
+    const size_t from = at + tag.size();
+    const std::string list = logs.substr(from, logs.find_first_of(" \n\"", from) - from);
+    const int cpu = std::atoi(list.c_str());
+    EXPECT_EQ(list, std::to_string(cpu)) << "one CPU per rank, got " << list;
+    EXPECT_TRUE(cpu >= 0 && cpu < CPU_SETSIZE && CPU_ISSET(cpu, &mask)) << cpu;
+    cpus.insert(cpu);
+  }
+  EXPECT_EQ(cpus.size(), 2u) << "the ranks share a core: " << logs;
 }
 
 TEST(CoordExtra, RendezvousKvIsScopedByAttemptToken) {

@@ -1,7 +1,8 @@
-// RankProcess: output relay, exit codes, stop, and that a rank dies with its agent.
+// RankProcess: output relay, exit codes, stop, CPU pinning, and that a rank dies with its agent.
 #include "worker/rank_process.h"
 
 #include <gtest/gtest.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
@@ -9,6 +10,8 @@
 
 #include <chrono>
 #include <thread>
+
+#include "worker/cpu_pool.h"
 
 namespace gantry::worker {
 namespace {
@@ -108,6 +111,24 @@ TEST(RankProcess, DiesWithItsAgent) {
   }
   ASSERT_EQ(got, rank);
   EXPECT_TRUE(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL) << "status " << st;
+}
+
+TEST(RankProcess, PinnedToItsCpusBeforeExec) {
+  const std::vector<int> allowed = CpuPool::AllowedCpus();
+  ASSERT_FALSE(allowed.empty());
+  const int cpu = allowed.back();
+  LaunchSpec spec{{"/bin/sh", "-c", "grep Cpus_allowed_list /proc/self/status"}, {}, ""};
+  spec.cpus = {cpu};
+  auto p = RankProcess::Start(spec);
+  ASSERT_TRUE(p.ok()) << p.status().ToString();
+  std::vector<OutputLine> lines;
+  EXPECT_EQ(WaitExit(**p, lines, 10s), "exit 0");
+  ASSERT_EQ(lines.size(), 1u);
+  EXPECT_EQ(lines[0].text, "Cpus_allowed_list:\t" + std::to_string(cpu));
+  spec.cpus = {CPU_SETSIZE};
+  auto bad = RankProcess::Start(spec);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("out of range"), std::string::npos);
 }
 
 }  // namespace
