@@ -64,7 +64,7 @@ int ItersFor(size_t bytes) {
   return static_cast<int>(std::clamp<size_t>((256u << 20) / bytes, 3, 1000));
 }
 
-int RunOursRank(const std::vector<size_t>& sizes) {
+int RunOursRank(const std::vector<size_t>& sizes, bool in_place) {
   auto session = comm::CreateCommunicatorFromEnvironment(comm::CommOptions());
   if (!session.ok()) {
     std::fprintf(stderr, "ours: %s\n", session.status().ToString().c_str());
@@ -77,6 +77,7 @@ int RunOursRank(const std::vector<size_t>& sizes) {
   float* in = send.data();
   float* out = recv.data();
   std::shared_ptr<void> symmetric;
+  if (in_place) out = in;
   if (const char* v = std::getenv("GANTRY_BENCH_SYMMETRIC"); v && std::string(v) == "1") {
     auto mem = c.AllocateSymmetric(sizes.back());
     if (!mem.ok() || *mem == nullptr) {
@@ -129,7 +130,7 @@ int RunGlooRank(const std::vector<size_t>& sizes) {
   return 0;
 }
 
-int RunMpiRank(const std::vector<size_t>& sizes) {
+int RunMpiRank(const std::vector<size_t>& sizes, bool in_place) {
   MPI_Init(nullptr, nullptr);
   int rank = 0;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
@@ -137,7 +138,8 @@ int RunMpiRank(const std::vector<size_t>& sizes) {
   for (size_t bytes : sizes) {
     const int n = static_cast<int>(bytes / sizeof(float));
     double s = TimeOp(ItersFor(bytes), [&] {
-      MPI_Allreduce(send.data(), recv.data(), n, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+      MPI_Allreduce(in_place ? MPI_IN_PLACE : send.data(), recv.data(), n, MPI_FLOAT, MPI_SUM,
+                    MPI_COMM_WORLD);
     }, [&] { MPI_Barrier(MPI_COMM_WORLD); });
     Report(rank, bytes, s);
   }

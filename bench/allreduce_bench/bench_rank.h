@@ -15,8 +15,9 @@ std::vector<size_t> BenchSizes(size_t min_bytes, size_t max_bytes);
 int ItersFor(size_t bytes);
 
 // Rank entry points (return the process exit code).
-int RunOursRank(const std::vector<size_t>& sizes);   // env: RANK, WORLD_SIZE, MASTER_*, GANTRY_COMM_BACKEND
+// in_place: one buffer for send and receive (as data-parallel training calls allreduce).
+int RunOursRank(const std::vector<size_t>& sizes, bool in_place);   // env: RANK, WORLD_SIZE, MASTER_*, GANTRY_COMM_BACKEND
 int RunGlooRank(const std::vector<size_t>& sizes);   // env: RANK, WORLD_SIZE, GANTRY_BENCH_GLOO_DIR
-int RunMpiRank(const std::vector<size_t>& sizes);    // under mpirun
+int RunMpiRank(const std::vector<size_t>& sizes, bool in_place);    // under mpirun
 
 }  // namespace gantry::bench

@@ -3,7 +3,11 @@
 // best setting: glibc keeps big blocks, MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=64 GiB),
 // Gloo's chunked ring, plus the single-thread memcpy and loopback TCP (one-way and duplex)
 // stream ceilings.  allreduce_bench [--json] [--ranks N] [--max-mib M] [--rounds R]
-//                   [--launch-timeout-s S] [--no-pin] [--only tcp,shm,mpi-shm,mpi-tcp,gloo,shm-sym]
+//                   [--launch-timeout-s S] [--no-pin] [--out-of-place]
+//                   [--only tcp,shm,mpi-shm,mpi-tcp,gloo,shm-sym]
+// Every library reduces in place by default, as data-parallel training calls it (DDP, Horovod,
+// our engine; Gloo's allreduce has no other form; MPI gets MPI_IN_PLACE); --out-of-place gives
+// ours and MPI separate send and receive buffers (Gloo stays in place).
 // Each implementation runs as N processes launched here, round-robin with the others for R
 // rounds (default 3); each figure is the median over rounds of in-process medians. A launch
 // that fails or passes its deadline is stopped and reported as FAILED (never a hang).
@@ -48,7 +52,7 @@ void JsonRow(const std::string& workload, const std::string& metric, double ours
 
 int main(int argc, char** argv) {
   using namespace gantry::bench;
-  bool json = false, pin = true;
+  bool json = false, pin = true, out_of_place = false;
   int ranks = 2, rounds = 3;
   double launch_timeout_s = 240;
   size_t max_bytes = 256u << 20;
@@ -61,18 +65,20 @@ int main(int argc, char** argv) {
     else if (a == "--only" && i + 1 < argc) only = argv[++i];
     else if (a == "--rounds" && i + 1 < argc) rounds = std::max(1, std::atoi(argv[++i]));
     else if (a == "--no-pin") pin = false;
+    else if (a == "--out-of-place") out_of_place = true;
     else if (a == "--launch-timeout-s" && i + 1 < argc) launch_timeout_s = std::atof(argv[++i]);
     else if (a.rfind("--rank-of=", 0) == 0) rank_of = a.substr(10);
     else {
       std::fprintf(stderr, "usage: %s [--json] [--ranks N] [--max-mib M] [--rounds R] "
-                   "[--launch-timeout-s S] [--no-pin] [--only tcp,shm,mpi-shm,mpi-tcp,gloo,shm-sym]\n", argv[0]);
+                   "[--launch-timeout-s S] [--no-pin] [--out-of-place] "
+                   "[--only tcp,shm,mpi-shm,mpi-tcp,gloo,shm-sym]\n", argv[0]);
       return 2;
     }
   }
   const auto sizes = BenchSizes(4096, max_bytes);
-  if (rank_of == "ours") return RunOursRank(sizes);
+  if (rank_of == "ours") return RunOursRank(sizes, !out_of_place);
   if (rank_of == "gloo") return RunGlooRank(sizes);
-  if (rank_of == "mpi") return RunMpiRank(sizes);
+  if (rank_of == "mpi") return RunMpiRank(sizes, !out_of_place);
   if (ranks < 2) {
     std::fprintf(stderr, "--ranks must be >= 2\n");
     return 2;
@@ -86,13 +92,20 @@ int main(int argc, char** argv) {
     std::perror("mkdtemp /tmp/gantry-gloo-XXXXXX");
     return 1;
   }
+  // The ranks' own flags: --out-of-place travels to ours and MPI.
+  auto rank_args = [&](const char* who) {
+    std::vector<std::string> a = {self, std::string("--rank-of=") + who, "--max-mib", max_mib};
+    if (out_of_place) a.push_back("--out-of-place");
+    return a;
+  };
   auto mpirun = [&](const std::string& btl) {
-    return std::vector<std::string>{"mpirun", "-np", n, "--allow-run-as-root", "--oversubscribe",
-                                    "--mca", "pml", "ob1", "--mca", "btl", btl,
-                                    "--mca", "btl_tcp_if_include", "lo",
-                                    "-x", "MALLOC_MMAP_MAX_=0", "-x",
-                                    "MALLOC_TRIM_THRESHOLD_=68719476736",
-                                    self, "--rank-of=mpi", "--max-mib", max_mib};
+    std::vector<std::string> a = {"mpirun", "-np", n, "--allow-run-as-root", "--oversubscribe",
+                                  "--mca", "pml", "ob1", "--mca", "btl", btl,
+                                  "--mca", "btl_tcp_if_include", "lo",
+                                  "-x", "MALLOC_MMAP_MAX_=0", "-x",
+                                  "MALLOC_TRIM_THRESHOLD_=68719476736"};
+    for (std::string& x : rank_args("mpi")) a.push_back(std::move(x));
+    return a;
   };
   const std::map<std::string, std::string> ours_env = {{"GANTRY_COMM_TIMEOUT_S", "60"}};
   auto with = [&](std::map<std::string, std::string> e, const char* k, const char* v) {
@@ -102,12 +115,12 @@ int main(int argc, char** argv) {
   // Every implementation runs one rank per core: mpirun binds by default, the others are
   // pinned the same way by Launch (--no-pin leaves ours and Gloo's ranks unbound).
   std::vector<Impl> impls = {
-      {"ours tcp", "gantry-tcp", {self, "--rank-of=ours", "--max-mib", max_mib}, with(ours_env, "GANTRY_COMM_BACKEND", "tcp"), pin},
-      {"ours shm", "gantry-shm", {self, "--rank-of=ours", "--max-mib", max_mib}, with(ours_env, "GANTRY_COMM_BACKEND", "shm"), pin},
+      {"ours tcp", "gantry-tcp", rank_args("ours"), with(ours_env, "GANTRY_COMM_BACKEND", "tcp"), pin},
+      {"ours shm", "gantry-shm", rank_args("ours"), with(ours_env, "GANTRY_COMM_BACKEND", "shm"), pin},
       {"ompi shm", "openmpi-shm-kept", mpirun("self,vader"), {}},
       {"ompi tcp", "openmpi-tcp-kept", mpirun("self,tcp"), {}},
-      {"gloo", "gloo-tcp-ring-chunked", {self, "--rank-of=gloo", "--max-mib", max_mib}, {{"GANTRY_BENCH_GLOO_DIR", gloo_dir}}, pin},
-      {"ours shm-sym", "gantry-shm-symmetric", {self, "--rank-of=ours", "--max-mib", max_mib}, with(with(ours_env, "GANTRY_COMM_BACKEND", "shm"), "GANTRY_BENCH_SYMMETRIC", "1"), pin},
+      {"gloo", "gloo-tcp-ring-chunked", rank_args("gloo"), {{"GANTRY_BENCH_GLOO_DIR", gloo_dir}}, pin},
+      {"ours shm-sym", "gantry-shm-symmetric", rank_args("ours"), with(with(ours_env, "GANTRY_COMM_BACKEND", "shm"), "GANTRY_BENCH_SYMMETRIC", "1"), pin},
   };
   const char* keys[] = {"tcp", "shm", "mpi-shm", "mpi-tcp", "gloo", "shm-sym"};
   std::vector<std::map<size_t, std::vector<double>>> runs(impls.size());
