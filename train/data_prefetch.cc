@@ -50,10 +50,16 @@ Status PrefetchingDataSource::Next(Batch& batch) {
   std::unique_lock<std::mutex> lock(mu_);
   cv_.wait(lock, [&] { return ready_; });
   if (!ready_status_.ok()) return ready_status_;  // stays ready: every later Next says so too
-  std::memcpy(batch.inputs.raw(), buffer_.inputs.raw(), buffer_.inputs.nbytes());
-  if (buffer_.targets.defined() && buffer_.targets.numel() > 0) {
-    std::memcpy(batch.targets.raw(), buffer_.targets.raw(), buffer_.targets.nbytes());
+  if (batch.inputs.nbytes() != buffer_.inputs.nbytes() ||
+      batch.targets.nbytes() != buffer_.targets.nbytes() ||
+      batch.inputs.dtype() != buffer_.inputs.dtype() ||
+      batch.targets.dtype() != buffer_.targets.dtype() ||
+      !batch.inputs.device().is_cpu() || !batch.targets.device().is_cpu()) {
+    return InvalidArgumentError("prefetched data: Next needs a CPU batch of the layout given to "
+                                "Wrap");
   }
+  std::swap(batch.inputs, buffer_.inputs);
+  std::swap(batch.targets, buffer_.targets);
   consumed_ = ready_pos_;
   ready_ = false;
   cv_.notify_all();

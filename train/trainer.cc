@@ -267,8 +267,12 @@ Status Trainer::SaveCheckpoint() {
 }
 
 Status Trainer::LoadBatch() {
-  GANTRY_RETURN_IF_ERROR(data_->Next(host_batch_));
-  if (device_batch_.inputs.raw() == host_batch_.inputs.raw()) return OkStatus();
+  const bool same = device_batch_.inputs.raw() == host_batch_.inputs.raw();
+  GANTRY_RETURN_IF_ERROR(data_->Next(host_batch_));  // may swap in other tensors (prefetch)
+  if (same) {
+    device_batch_ = host_batch_;
+    return OkStatus();
+  }
   GANTRY_RETURN_IF_ERROR(kernels::Copy(host_batch_.inputs, device_batch_.inputs));
   return kernels::Copy(host_batch_.targets, device_batch_.targets);
 }

@@ -13,10 +13,18 @@ namespace {
 constexpr double kElementsPerThread = 1 << 16;
 constexpr int64_t kReduceBlock = 4096;  // elements per vectorised partial sum
 
+// Squares summed in double (exact products) over 32 independent lanes: one vector accumulator
+// made every block a chain of dependent adds (4 cycles each), ~3x slower than the loads.
 GANTRY_AVX512_CLONES double SumSquares(const float* x, int64_t begin, int64_t end) {
+  constexpr int kLanes = 32;
+  double lane[kLanes] = {};
+  int64_t i = begin;
+  for (; i + kLanes <= end; i += kLanes) {
+    for (int l = 0; l < kLanes; ++l) lane[l] += double(x[i + l]) * double(x[i + l]);
+  }
   double part = 0.0;
-#pragma omp simd reduction(+ : part)
-  for (int64_t i = begin; i < end; ++i) part += double(x[i]) * double(x[i]);
+  for (; i < end; ++i) part += double(x[i]) * double(x[i]);
+  for (int l = 0; l < kLanes; ++l) part += lane[l];
   return part;
 }
 

@@ -3,7 +3,9 @@
 // the inner source reaches the Next that would have returned that batch, naming it.
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cstring>
+#include <thread>
 
 #include "tests/unit/train/train_test_util.h"
 #include "train/data.h"
@@ -47,6 +49,28 @@ TEST(PrefetchTest, SameBatchesAndPositionsAsTheInnerSource) {
     }
     EXPECT_EQ((*pre)->batches_per_epoch(), plain->batches_per_epoch());
   }
+}
+
+// Next swaps buffers instead of copying: the batch it returns must not change while the
+// producer fills the next one, and a batch of another layout is refused, not overrun.
+TEST(PrefetchTest, HandedOverBatchStaysIntactAndOtherLayoutsAreRefused) {
+  const ModelSpec m = testing::TinyMlp();
+  const BatchLayout layout = *BatchLayoutFor(m, kBatch);
+  auto plain = Synthetic(m, 22);
+  auto pre = std::move(PrefetchingDataSource::Wrap(Synthetic(m, 22), layout)).value();
+  Batch a = *AllocateBatch(layout, kernels::Device::Cpu());
+  Batch b = *AllocateBatch(layout, kernels::Device::Cpu());
+  ASSERT_TRUE(plain->Next(a).ok());
+  ASSERT_TRUE(pre->Next(b).ok());
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));  // the producer ran meanwhile
+  EXPECT_TRUE(SameBatch(a, b));
+  const BatchLayout other = *BatchLayoutFor(m, kBatch + 1);
+  Batch c = *AllocateBatch(other, kernels::Device::Cpu());
+  Status s = pre->Next(c);
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << s.ToString();
+  ASSERT_TRUE(plain->Next(a).ok());
+  ASSERT_TRUE(pre->Next(b).ok()) << "the refused call consumed nothing";
+  EXPECT_TRUE(SameBatch(a, b));
 }
 
 TEST(PrefetchTest, RestoreContinuesExactly) {
