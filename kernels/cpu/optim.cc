@@ -15,17 +15,25 @@ constexpr int64_t kReduceBlock = 4096;  // elements per vectorised partial sum
 
 // Squares summed in double (exact products) over 32 independent lanes: one vector accumulator
 // made every block a chain of dependent adds (4 cycles each), ~3x slower than the loads.
-GANTRY_AVX512_CLONES double SumSquares(const float* x, int64_t begin, int64_t end) {
-  constexpr int kLanes = 32;
-  double lane[kLanes] = {};
-  int64_t i = begin;
-  for (; i + kLanes <= end; i += kLanes) {
-    for (int l = 0; l < kLanes; ++l) lane[l] += double(x[i + l]) * double(x[i + l]);
-  }
+constexpr int kSquareLanes = 32;
+
+// Lane l holds the squares of elements begin + l, begin + l + 32, ...; the tail and then the
+// lanes, in order, are added to the result. Every caller must use exactly this order, so the
+// fused SGD pass below and L2Norm give the same bits.
+inline double FinishSquares(const float* x, int64_t i, int64_t end, const double* lane) {
   double part = 0.0;
   for (; i < end; ++i) part += double(x[i]) * double(x[i]);
-  for (int l = 0; l < kLanes; ++l) part += lane[l];
+  for (int l = 0; l < kSquareLanes; ++l) part += lane[l];
   return part;
+}
+
+GANTRY_AVX512_CLONES double SumSquares(const float* x, int64_t begin, int64_t end) {
+  double lane[kSquareLanes] = {};
+  int64_t i = begin;
+  for (; i + kSquareLanes <= end; i += kSquareLanes) {
+    for (int l = 0; l < kSquareLanes; ++l) lane[l] += double(x[i + l]) * double(x[i + l]);
+  }
+  return FinishSquares(x, i, end, lane);
 }
 
 // Runs body(begin, end) over [0, n) on the pool; with `sq`, also adds sum(g^2) to it, each
@@ -63,6 +71,27 @@ GANTRY_AVX512_CLONES void SgdRange(SgdScalars k, float* p, const float* g, float
     }
     p[i] = p[i] + (-lr) * d;
   }
+}
+
+// SGD with momentum, no weight decay, no Nesterov (the common case) and sum(g^2) in the same
+// pass: the squares cost nothing while the loop waits for p and the momentum from memory
+// (a separate SumSquares pass was ~2% of an mlp-mnist step). Same bits as SgdRange followed
+// by SumSquares.
+GANTRY_AVX512_CLONES double SgdMomentumSquares(float lr, float mom, float* p, const float* g,
+                                               float* buf, int64_t begin, int64_t end) {
+  double lane[kSquareLanes] = {};
+  int64_t i = begin;
+  for (; i + kSquareLanes <= end; i += kSquareLanes) {
+    for (int l = 0; l < kSquareLanes; ++l) {
+      const float gi = g[i + l];
+      const float b = buf[i + l] * mom + gi;
+      buf[i + l] = b;
+      p[i + l] = p[i + l] + (-lr) * b;
+      lane[l] += double(gi) * double(gi);
+    }
+  }
+  SgdRange({lr, 0.0f, mom, true, false}, p, g, buf, i, end);
+  return FinishSquares(g, i, end, lane);
 }
 
 struct AdamScalars {
@@ -103,6 +132,15 @@ Status SgdUpdate(Tensor& param, const Tensor& grad, Tensor* momentum_buf, const 
   const float lr = opts.lr, wd = opts.weight_decay, mom = opts.momentum;
   const bool use_momentum = mom > 0.0f, nesterov = opts.nesterov;
   const SgdScalars k{lr, wd, mom, use_momentum, nesterov};
+  if (opts.grad_sq_sum != nullptr && use_momentum && !nesterov && wd == 0.0f) {
+    const int64_t blocks = (n + kReduceBlock - 1) / kReduceBlock;
+    *opts.grad_sq_sum += ParallelSum(blocks, ThreadsFor(double(n), kElementsPerThread),
+                                     [=](int64_t blk) {
+      const int64_t begin = blk * kReduceBlock, end = std::min(n, begin + kReduceBlock);
+      return SgdMomentumSquares(lr, mom, p, g, buf, begin, end);
+    });
+    return OkStatus();
+  }
   UpdateLoop(n, g, opts.grad_sq_sum, [=](int64_t i_begin, int64_t i_end) {
     SgdRange(k, p, g, buf, i_begin, i_end);
   });

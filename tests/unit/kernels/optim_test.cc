@@ -169,5 +169,40 @@ TEST_P(SplitInvarianceTest, PiecesEqualOneCall) {
 // 0 sgd + wd, 1 momentum + wd, 2 nesterov, 3 adam + L2, 4 adamw.
 INSTANTIATE_TEST_SUITE_P(AllOptimizers, SplitInvarianceTest, ::testing::Range(0, 5));
 
+// With grad_sq_sum the update adds sum(g^2) in the same pass (momentum without decay has its
+// own fused loop): the same parameters and state bits as without it, and the same norm bits
+// as L2Norm, for every optimizer.
+TEST(GradSquaresTest, FusedSumMatchesL2NormAndChangesNoUpdate) {
+  const int64_t n = 200003;
+  const Tensor g = Random({n}, 2, -0.5f, 0.5f);
+  auto norm = L2Norm(g);
+  ASSERT_TRUE(norm.ok());
+  const SgdOptions sgd[] = {{.lr = 0.05f, .momentum = 0.9f},
+                            {.lr = 0.05f, .momentum = 0.9f, .weight_decay = 0.01f},
+                            {.lr = 0.05f}};
+  for (const SgdOptions& base : sgd) {
+    Tensor p1 = Random({n}, 1, -1.0f, 1.0f), a1 = Random({n}, 3, -0.1f, 0.1f);
+    Tensor p2 = Clone(p1), a2 = Clone(a1);
+    const bool mom = base.momentum > 0;
+    ASSERT_TRUE(SgdUpdate(p1, g, mom ? &a1 : nullptr, base).ok());
+    double sq = 0;
+    SgdOptions with = base;
+    with.grad_sq_sum = &sq;
+    ASSERT_TRUE(SgdUpdate(p2, g, mom ? &a2 : nullptr, with).ok());
+    EXPECT_EQ(std::memcmp(p1.f32(), p2.f32(), n * sizeof(float)), 0) << base.weight_decay;
+    EXPECT_EQ(std::memcmp(a1.f32(), a2.f32(), n * sizeof(float)), 0) << base.weight_decay;
+    EXPECT_EQ(float(std::sqrt(sq)), *norm) << "momentum " << base.momentum;
+  }
+  Tensor p1 = Random({n}, 1), m1 = MustEmpty({n}), v1 = MustEmpty({n});
+  Tensor p2 = Clone(p1), m2 = Clone(m1), v2 = Clone(v1);
+  AdamOptions ao{.lr = 3e-3f, .weight_decay = 0.1f, .decoupled_weight_decay = true, .step = 1};
+  ASSERT_TRUE(AdamUpdate(p1, g, m1, v1, ao).ok());
+  double sq = 0;
+  ao.grad_sq_sum = &sq;
+  ASSERT_TRUE(AdamUpdate(p2, g, m2, v2, ao).ok());
+  EXPECT_EQ(std::memcmp(p1.f32(), p2.f32(), n * sizeof(float)), 0);
+  EXPECT_EQ(float(std::sqrt(sq)), *norm);
+}
+
 }  // namespace
 }  // namespace gantry::kernels
