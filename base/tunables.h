@@ -28,7 +28,7 @@ inline constexpr TunableDoc kTunables[] = {
     {"DP_FIRST_BUCKET_KB", "1024", "data parallel: size of the first (last-layer) gradient bucket"},
     {"DP_MAX_BUCKET_KB", "1024", "data parallel, CPU: largest gradient bucket (0 = comm.bucket_mb, no split)"},
     {"DP_OVERLAP_UPDATE", "1", "data parallel: apply the optimizer bucket by bucket as sums arrive (0 = after all)"},
-    {"DATA_PREFETCH", "auto", "training: read the next batch on a background thread during the step: auto = when a core is left over after every local rank's compute threads, 1 = always, 0 = never"},
+    {"DATA_PREFETCH", "auto", "training: read the next batch on a background thread during the step: auto = when a core is left over after every local rank's compute threads, or one local process computes on several cores, 1 = always, 0 = never"},
     {"DP_INLINE_REDUCE", "auto", "data parallel: finish each bucket's reduction and update on the training thread inside backward: auto = with the shm backend when no CPU is spare for a progress thread, 1 = always, 0 = never"},
     {"BIND", "auto", "bind each local rank to its own slice of the host's CPUs (as mpirun --bind-to core): auto = when there are several local ranks and the process may use every CPU, core = split whatever CPU set it has, none = never"},
     {"DP_SYMMETRIC_GRADS", "1", "data parallel, shm: gradients in symmetric shared memory, reduced without staging copies (0 = off)"},
