@@ -5,6 +5,8 @@
 // the windows. Prints a table, or --json rows in the format of ../shared/notes/workloads.md.
 // --device cuda[:N] runs both sides on a GPU instead (ours: the CUDA kernels; the peer: PyTorch
 // CUDA, fused optimizers, torch.autocast("cuda", bfloat16) for bf16; python3 must see the GPU).
+#include <signal.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -216,6 +218,9 @@ class TorchPeer {
     return Timing{reply["seconds"].get<double>(), reply["cpu_seconds"].get<double>()};
   }
   void Stop() { proc_.Stop(); }
+  // SIGSTOP / SIGCONT the whole peer process while the other side is timed.
+  void Pause() { if (proc_.pid() > 0) kill(proc_.pid(), SIGSTOP); }
+  void Resume() { if (proc_.pid() > 0) kill(proc_.pid(), SIGCONT); }
   const std::string& blas() const { return blas_; }
 
  private:
@@ -299,14 +304,24 @@ StatusOr<Row> RunCase(const Options& o, const Workload& w, int threads,
   };
   for (int r = 0; r < o.rounds; ++r) {
     settle();
-    GANTRY_ASSIGN_OR_RETURN(Timing t, ours.Window(w.window_steps));
-    our_wall.push_back(t.wall);
-    our_cpu.push_back(t.cpu);
+    for (auto& p : peers) p->Pause();
+    StatusOr<Timing> t = ours.Window(w.window_steps);
+    for (auto& p : peers) p->Resume();
+    GANTRY_RETURN_IF_ERROR(t.status());
+    our_wall.push_back(t->wall);
+    our_cpu.push_back(t->cpu);
     for (size_t i = 0; i < peers.size(); ++i) {
       settle();
-      GANTRY_ASSIGN_OR_RETURN(Timing pt, peers[i]->Window(w.window_steps));
-      peer_wall[i].push_back(pt.wall);
-      peer_cpu[i].push_back(pt.cpu);
+      for (size_t j = 0; j < peers.size(); ++j) {
+        if (j != i) peers[j]->Pause();
+      }
+      StatusOr<Timing> pt = peers[i]->Window(w.window_steps);
+      for (size_t j = 0; j < peers.size(); ++j) {
+        if (j != i) peers[j]->Resume();
+      }
+      GANTRY_RETURN_IF_ERROR(pt.status());
+      peer_wall[i].push_back(pt->wall);
+      peer_cpu[i].push_back(pt->cpu);
     }
   }
   const double items = double(ours.items_per_step()) * w.window_steps;
