@@ -119,9 +119,13 @@ void PrintDescribe(const proto::JobInfo& j) {
                 static_cast<long long>(j.progress().total_steps()), j.progress().loss(),
                 j.progress().throughput(), j.progress().throughput_unit().c_str());
   std::printf("Ranks:\n");
-  for (const auto& r : j.rank_info())
-    std::printf("  %3d  %-16s %-8s pid %-8d exit %d\n", r.rank(), r.worker_id().c_str(),
-                r.state().c_str(), r.pid(), r.exit_code());
+  for (const auto& r : j.rank_info()) {
+    std::string placed;
+    for (int g : r.gpu_indices()) placed += (placed.empty() ? "  gpus " : ",") + std::to_string(g);
+    if (!r.cpus().empty()) placed += "  cpus " + r.cpus();
+    std::printf("  %3d  %-16s %-8s pid %-8d exit %d%s\n", r.rank(), r.worker_id().c_str(),
+                r.state().c_str(), r.pid(), r.exit_code(), placed.c_str());
+  }
   std::printf("Events:\n");
   for (const auto& e : j.events()) {
     const std::time_t t = e.time_ms() / 1000;

@@ -252,6 +252,8 @@ proto::JobInfo JobManager::ToInfo(const Job& job) const {
     ri->set_state(rk.state);
     ri->set_exit_code(rk.exit_code);
     ri->set_pid(rk.pid);
+    for (int g : rk.gpu_indices) ri->add_gpu_indices(g);
+    ri->set_cpus(rk.cpus);
   }
   return info;
 }

@@ -146,6 +146,7 @@ void JobManager::OnRankStarted(const std::string& worker_id, const proto::RankSt
   if (RankIsDone(r)) return;
   r.state = "RUNNING";
   r.pid = s.pid();
+  r.cpus = s.cpus();
   SaveRank(*job, s.rank());
   // A short rank may already have exited (its start came before its exit): it counts as
   // started, or a fast job would go PLACED -> SUCCEEDED without ever being RUNNING.

@@ -22,7 +22,7 @@ CREATE TABLE IF NOT EXISTS jobs (
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
 CREATE TABLE IF NOT EXISTS ranks (
   job_id TEXT, attempt INTEGER, rank INTEGER, worker_id TEXT, state TEXT, exit_code INTEGER,
-  pid INTEGER, gpus TEXT, PRIMARY KEY (job_id, attempt, rank));
+  pid INTEGER, gpus TEXT, cpus TEXT DEFAULT '', PRIMARY KEY (job_id, attempt, rank));
 CREATE TABLE IF NOT EXISTS events (
   id INTEGER PRIMARY KEY AUTOINCREMENT, job_id TEXT, time_ms INTEGER, state TEXT,
   reason TEXT, attempt INTEGER);
@@ -148,6 +148,15 @@ StatusOr<std::unique_ptr<JobStore>> JobStore::Open(const std::string& path) {
   // NORMAL in WAL mode: a committed transaction survives a process kill (not power loss).
   GANTRY_RETURN_IF_ERROR(store->Exec("PRAGMA synchronous=NORMAL", "setting synchronous"));
   GANTRY_RETURN_IF_ERROR(store->Exec(kSchema, "creating the schema"));
+  // Stores written before ranks had a cpus column get it (their ranks read as unpinned).
+  sqlite3_stmt* probe = nullptr;
+  const bool has_cpus =
+      sqlite3_prepare_v2(db, "SELECT cpus FROM ranks LIMIT 0", -1, &probe, nullptr) == SQLITE_OK;
+  sqlite3_finalize(probe);
+  if (!has_cpus) {
+    GANTRY_RETURN_IF_ERROR(store->Exec("ALTER TABLE ranks ADD COLUMN cpus TEXT DEFAULT ''",
+                                       "adding ranks.cpus to an older job store"));
+  }
   return store;
 }
 
@@ -228,17 +237,17 @@ StatusOr<std::map<std::string, int64_t>> JobStore::CountByState() {
 Status JobStore::UpsertRank(const RankRecord& r) {
   Stmt s(db_,
          "INSERT OR REPLACE INTO ranks (job_id, attempt, rank, worker_id, state, exit_code, "
-         "pid, gpus) VALUES (?,?,?,?,?,?,?,?)");
+         "pid, gpus, cpus) VALUES (?,?,?,?,?,?,?,?,?)");
   GANTRY_RETURN_IF_ERROR(s.status("saving a rank"));
   s.Bind(1, r.job_id).Bind(2, int64_t{r.attempt}).Bind(3, int64_t{r.rank}).Bind(4, r.worker_id);
   s.Bind(5, r.state).Bind(6, int64_t{r.exit_code}).Bind(7, int64_t{r.pid});
-  s.Bind(8, nlohmann::json(r.gpu_indices).dump());
+  s.Bind(8, nlohmann::json(r.gpu_indices).dump()).Bind(9, r.cpus);
   return s.Run("saving a rank");
 }
 
 StatusOr<std::vector<RankRecord>> JobStore::LoadRanks(const std::string& job_id, int attempt) {
   Stmt s(db_,
-         "SELECT rank, worker_id, state, exit_code, pid, gpus FROM ranks "
+         "SELECT rank, worker_id, state, exit_code, pid, gpus, cpus FROM ranks "
          "WHERE job_id = ? AND attempt = ? ORDER BY rank");
   GANTRY_RETURN_IF_ERROR(s.status("loading ranks"));
   s.Bind(1, job_id).Bind(2, int64_t{attempt});
@@ -257,6 +266,7 @@ StatusOr<std::vector<RankRecord>> JobStore::LoadRanks(const std::string& job_id,
     auto gpus = nlohmann::json::parse(s.Text(5), nullptr, false);
     if (gpus.is_array())
       for (auto& g : gpus) r.gpu_indices.push_back(g.get<int>());
+    r.cpus = s.Text(6);
     out.push_back(r);
   }
   return out;

@@ -51,6 +51,7 @@ struct RankRecord {
   int exit_code = 0;
   int pid = 0;
   std::vector<int> gpu_indices;
+  std::string cpus;  // cores the worker pinned the rank to ("0-3"; "" = not pinned)
 };
 
 struct EventRecord {

@@ -204,6 +204,7 @@ void WorkerAgent::Impl::Launch(const proto::LaunchRank& l) {
     if (auto cpus = cpu_pool->Take(l.cpus())) {
       r.cpus = *cpus;
       spec.cpus = *cpus;
+      r.status.set_cpus(CpuListString(*cpus));
       // As many compute threads as cores (torchrun sets OMP_NUM_THREADS too); the job's own
       // env wins.
       if (!l.env().contains("OMP_NUM_THREADS")) {
@@ -220,6 +221,7 @@ void WorkerAgent::Impl::Launch(const proto::LaunchRank& l) {
   auto proc = RankProcess::Start(spec);
   if (!proc.ok()) {
     if (cpu_pool) cpu_pool->Give(std::exchange(r.cpus, {}));
+    r.status.clear_cpus();
     r.status.set_exited(true);
     r.status.set_exit_code(127);
     r.status.set_error(proc.status().message());

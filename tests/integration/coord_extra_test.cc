@@ -41,7 +41,8 @@ TEST(CoordExtra, PyTorchDdpGlooJobRunsUnchanged) {
 }
 
 // gantry worker --pin-cpus: each rank gets cpus_per_rank cores of its own, pinned before exec
-// (so jobs sharing a host never share a core) and OMP_NUM_THREADS to match.
+// (so jobs sharing a host never share a core) and OMP_NUM_THREADS to match; the coordinator
+// records the cores per rank.
 TEST(CoordExtra, PinnedWorkerGivesEveryRankItsOwnCore) {
   cpu_set_t mask;
   ASSERT_EQ(sched_getaffinity(0, sizeof(mask), &mask), 0);
@@ -71,6 +72,9 @@ TEST(CoordExtra, PinnedWorkerGivesEveryRankItsOwnCore) {
     EXPECT_EQ(list, std::to_string(cpu)) << "one CPU per rank, got " << list;
     EXPECT_TRUE(cpu >= 0 && cpu < CPU_SETSIZE && CPU_ISSET(cpu, &mask)) << cpu;
     cpus.insert(cpu);
+    // The coordinator knows it too (gantry describe prints it).
+    ASSERT_GT(info.rank_info_size(), r);
+    EXPECT_EQ(info.rank_info(r).cpus(), list) << "rank " << r;
   }
   EXPECT_EQ(cpus.size(), 2u) << "the ranks share a core: " << logs;
 }

@@ -1,6 +1,7 @@
 // JobStore (SQLite round trips), WorkerRegistry (heartbeats with a fake clock, allocation),
 // Rendezvous KV (scopes, parked gets, expiry) and the wire (decode rejections).
 #include <gtest/gtest.h>
+#include <sqlite3.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -29,7 +30,7 @@ TEST(JobStore, RoundTripsJobsRanksEventsLogs) {
     j.spec_yaml = "name: a\n";
     j.progress = std::string("\x08\x05", 2);
     ASSERT_TRUE(store->UpsertJob(j).ok());
-    ASSERT_TRUE(store->UpsertRank({"a-1", 0, 0, "w0", "RUNNING", 0, 42, {1, 3}}).ok());
+    ASSERT_TRUE(store->UpsertRank({"a-1", 0, 0, "w0", "RUNNING", 0, 42, {1, 3}, "0-1,4"}).ok());
     ASSERT_TRUE(store->AddEvent({"a-1", 5, "RUNNING", "why", 0}).ok());
     std::vector<LogRow> rows{{0, "a-1", 0, 0, "stdout", 1, "hello"},
                              {0, "a-1", 0, 1, "stderr", 2, "x"}};
@@ -46,12 +47,47 @@ TEST(JobStore, RoundTripsJobsRanksEventsLogs) {
   auto ranks = store->LoadRanks("a-1", 0);
   ASSERT_EQ(ranks->size(), 1u);
   EXPECT_EQ((*ranks)[0].gpu_indices, (std::vector<int>{1, 3}));
+  EXPECT_EQ((*ranks)[0].cpus, "0-1,4");
   EXPECT_EQ(store->LoadEvents("a-1")->at(0).reason, "why");
   auto logs = store->ReadLogs("a-1", 1, 0, 10);
   ASSERT_EQ(logs->size(), 1u);
   EXPECT_EQ((*logs)[0].text, "x");
   EXPECT_EQ(store->LoadJob("nope").status().code(), StatusCode::kNotFound);
   EXPECT_EQ(store->LoadJobs(false)->size(), 1u);
+  for (const char* ext : {"", "-wal", "-shm"}) std::filesystem::remove(path + ext);
+}
+
+// A store written before ranks had a cpus column opens, keeps its ranks (unpinned) and gets
+// the column.
+TEST(JobStore, OlderStoreGainsTheCpusColumn) {
+  const std::string path =
+      std::filesystem::temp_directory_path() / ("js-old-" + std::to_string(getpid()) + ".db");
+  std::filesystem::remove(path);
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(db,
+                         "CREATE TABLE ranks (job_id TEXT, attempt INTEGER, rank INTEGER, "
+                         "worker_id TEXT, state TEXT, exit_code INTEGER, pid INTEGER, gpus TEXT, "
+                         "PRIMARY KEY (job_id, attempt, rank));"
+                         "INSERT INTO ranks VALUES ('o-1', 0, 0, 'w0', 'RUNNING', 0, 7, '[2]');",
+                         nullptr, nullptr, nullptr),
+            SQLITE_OK);
+  sqlite3_close(db);
+  {
+    auto store = JobStore::Open(path);
+    ASSERT_TRUE(store.ok()) << store.status().ToString();
+    auto ranks = (*store)->LoadRanks("o-1", 0);
+    ASSERT_TRUE(ranks.ok()) << ranks.status().ToString();
+    ASSERT_EQ(ranks->size(), 1u);
+    EXPECT_EQ((*ranks)[0].pid, 7);
+    EXPECT_EQ((*ranks)[0].gpu_indices, (std::vector<int>{2}));
+    EXPECT_EQ((*ranks)[0].cpus, "");
+    ASSERT_TRUE((*store)->UpsertRank({"o-1", 0, 1, "w0", "RUNNING", 0, 8, {}, "3"}).ok());
+  }
+  auto store = std::move(JobStore::Open(path)).value();  // opening again: no second ALTER
+  auto ranks = store->LoadRanks("o-1", 0);
+  ASSERT_EQ(ranks->size(), 2u);
+  EXPECT_EQ((*ranks)[1].cpus, "3");
   for (const char* ext : {"", "-wal", "-shm"}) std::filesystem::remove(path + ext);
 }
 
