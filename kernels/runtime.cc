@@ -57,6 +57,8 @@ int64_t SpinMicros() {
   return value;
 }
 
+constexpr int kYieldSpins = 5;  // yielding spin after the pure one, in units of SpinMicros
+
 inline void CpuRelax() {
 #if defined(__x86_64__) || defined(__i386__)
   __builtin_ia32_pause();
@@ -143,13 +145,25 @@ class ThreadPool {
   }
 
   uint32_t WaitForChange(uint32_t seen) {
-    const auto deadline =
-        std::chrono::steady_clock::now() + std::chrono::microseconds(SpinMicros());
+    const auto start = std::chrono::steady_clock::now();
+    const auto spin_until = start + std::chrono::microseconds(SpinMicros());
     for (int i = 0;; ++i) {
       const uint32_t gen = gen_.load(std::memory_order_acquire);
       if (gen != seen) return gen;
       CpuRelax();
-      if ((i & 63) == 63 && std::chrono::steady_clock::now() > deadline) break;
+      if ((i & 63) == 63 && std::chrono::steady_clock::now() > spin_until) break;
+    }
+    // Then kYieldSpins x as long again, yielding the core between looks: a runnable thread
+    // (another rank on an oversubscribed host) gets it at once, and an idle core keeps the
+    // helper one look away from the next job. Gaps between a step's parallel ops often exceed
+    // the pure spin (small GEMMs stay on one thread, bf16 ones with AMX even more so).
+    // train_bench --threads 2, 3 interleaved pairs against futex after the pure spin:
+    // mlp-mnist f32 +5-13%, bf16 +9-12%; gpt-tiny f32 and bf16 within +-2%.
+    const auto yield_until = start + kYieldSpins * std::chrono::microseconds(SpinMicros());
+    while (std::chrono::steady_clock::now() < yield_until) {
+      const uint32_t gen = gen_.load(std::memory_order_acquire);
+      if (gen != seen) return gen;
+      sched_yield();
     }
     sleepers_.fetch_add(1);
     uint32_t gen;
