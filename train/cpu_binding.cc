@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "base/cpu_set.h"
 #include "base/logging.h"
 #include "base/tunables.h"
 
@@ -26,19 +27,6 @@ int EnvInt(const char* a, const char* b, int dflt) {
     if (end != s && *end == '\0' && n >= 0) return int(n);
   }
   return dflt;
-}
-
-std::string CpuList(const std::vector<int>& cpus) {
-  std::string out;
-  for (size_t i = 0; i < cpus.size(); ++i) {
-    size_t j = i;
-    while (j + 1 < cpus.size() && cpus[j + 1] == cpus[j] + 1) ++j;
-    if (!out.empty()) out += ",";
-    out += std::to_string(cpus[i]);
-    if (j > i) out += "-" + std::to_string(cpus[j]);
-    i = j;
-  }
-  return out;
 }
 
 }  // namespace
@@ -86,15 +74,7 @@ StatusOr<CpuBindingPlan> PlanCpuBinding(const std::string& mode, const std::vect
 }
 
 StatusOr<CpuBindingPlan> BindLocalRank() {
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  if (sched_getaffinity(0, sizeof(set), &set) != 0) {
-    return ErrnoError("sched_getaffinity", errno);
-  }
-  std::vector<int> allowed;
-  for (int c = 0; c < CPU_SETSIZE; ++c) {
-    if (CPU_ISSET(c, &set)) allowed.push_back(c);
-  }
+  GANTRY_ASSIGN_OR_RETURN(const std::vector<int> allowed, AffinityCpus());
   const int online = int(sysconf(_SC_NPROCESSORS_ONLN));
   std::string mode = TunableString("BIND", "auto");
   if (mode != "auto" && mode != "core" && mode != "none") {  // as every tunable: warn, default
@@ -108,9 +88,7 @@ StatusOr<CpuBindingPlan> BindLocalRank() {
                                                               LocalRankFromEnv(),
                                                               LocalWorldFromEnv()));
   if (plan.bind && !g_bound.load()) {
-    cpu_set_t mine;
-    CPU_ZERO(&mine);
-    for (int c : plan.cpus) CPU_SET(c, &mine);
+    GANTRY_ASSIGN_OR_RETURN(const cpu_set_t mine, ToCpuSet(plan.cpus));
     if (sched_setaffinity(0, sizeof(mine), &mine) != 0) {
       plan.bind = false;
       plan.reason = std::string("sched_setaffinity failed: ") + std::strerror(errno);
@@ -120,7 +98,7 @@ StatusOr<CpuBindingPlan> BindLocalRank() {
   }
   GANTRY_LOG(INFO, "cpu binding")
       .Field("bound", plan.bind)
-      .Field("cpus", plan.bind ? CpuList(plan.cpus) : CpuList(allowed))
+      .Field("cpus", CpuListString(plan.bind ? plan.cpus : allowed))
       .Field("reason", plan.reason);
   return plan;
 }

@@ -13,6 +13,7 @@
 #include <utility>
 #include <vector>
 
+#include "base/cpu_set.h"
 #include "base/job_spec.h"
 #include "base/logging.h"
 #include "proto/channel.h"
@@ -241,7 +242,7 @@ void WorkerAgent::Impl::Launch(const proto::LaunchRank& l) {
       .Field("attempt", l.attempt())
       .Field("rank", l.rank())
       .Field("pid", r.proc->pid())
-      .Field("cpus", r.cpus.empty() ? std::string("any") : CpuListString(r.cpus));
+      .Field("cpus", r.status.cpus().empty() ? std::string("any") : r.status.cpus());
   proto::Envelope env;
   env.mutable_rank_started()->set_worker_id(opt.worker_id);
   *env.mutable_rank_started()->mutable_rank() = r.status;
@@ -328,7 +329,8 @@ StatusOr<std::unique_ptr<WorkerAgent>> WorkerAgent::Create(WorkerOptions options
   }
   impl->resources = DetectResources(options.cpu_slots, options.gpus, options.labels);
   if (options.pin_cpus) {
-    const std::vector<int> allowed = CpuPool::AllowedCpus();
+    const StatusOr<std::vector<int>> mask = AffinityCpus();
+    const std::vector<int> allowed = mask.ok() ? *mask : std::vector<int>();
     impl->cpu_pool = CpuPool::ForSlots(impl->resources.cpu_slots(), allowed);
     if (!impl->cpu_pool) {
       GANTRY_LOG(WARNING, "cpu pinning off: more CPU slots than CPUs this worker may use")

@@ -1,7 +1,5 @@
-// CpuPool: lowest-first exclusive CPU hand-out; the agent's affinity mask; cpulist strings.
+// CpuPool: lowest-first exclusive CPU hand-out.
 #include "worker/cpu_pool.h"
-
-#include <sched.h>
 
 #include <algorithm>
 
@@ -11,17 +9,6 @@ CpuPool::CpuPool(std::vector<int> cpus) : cpus_(std::move(cpus)) {
   std::sort(cpus_.begin(), cpus_.end());
   cpus_.erase(std::unique(cpus_.begin(), cpus_.end()), cpus_.end());
   used_.assign(cpus_.size(), false);
-}
-
-std::vector<int> CpuPool::AllowedCpus() {
-  std::vector<int> out;
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  if (sched_getaffinity(0, sizeof(set), &set) != 0) return out;
-  for (int c = 0; c < CPU_SETSIZE; ++c) {
-    if (CPU_ISSET(c, &set)) out.push_back(c);
-  }
-  return out;
 }
 
 std::optional<CpuPool> CpuPool::ForSlots(int slots, const std::vector<int>& allowed) {
@@ -52,22 +39,6 @@ void CpuPool::Give(const std::vector<int>& cpus) {
 
 size_t CpuPool::free_count() const {
   return size_t(std::count(used_.begin(), used_.end(), false));
-}
-
-std::string CpuListString(const std::vector<int>& cpus) {
-  std::vector<int> c = cpus;
-  std::sort(c.begin(), c.end());
-  c.erase(std::unique(c.begin(), c.end()), c.end());
-  std::string out;
-  for (size_t i = 0; i < c.size();) {
-    size_t j = i;
-    while (j + 1 < c.size() && c[j + 1] == c[j] + 1) ++j;
-    if (!out.empty()) out += ",";
-    out += std::to_string(c[i]);
-    if (j > i) out += "-" + std::to_string(c[j]);
-    i = j + 1;
-  }
-  return out;
 }
 
 }  // namespace gantry::worker

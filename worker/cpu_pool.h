@@ -7,7 +7,6 @@
 #pragma once
 
 #include <optional>
-#include <string>
 #include <vector>
 
 namespace gantry::worker {
@@ -16,10 +15,9 @@ class CpuPool {
  public:
   // `cpus`: the CPU numbers it may hand out (duplicates ignored).
   explicit CpuPool(std::vector<int> cpus);
-  // This process's affinity mask, ascending (empty if it cannot be read).
-  static std::vector<int> AllowedCpus();
-  // The pool for a worker offering `slots` CPU slots (0 = every allowed CPU), or nullopt when
-  // the slots exceed the CPUs it may use: overcommitted slots cannot be exclusive cores.
+  // The pool for a worker offering `slots` CPU slots (0 = every allowed CPU; `allowed` is
+  // the agent's affinity mask, base/cpu_set.h), or nullopt when the slots exceed the CPUs it
+  // may use: overcommitted slots cannot be exclusive cores.
   static std::optional<CpuPool> ForSlots(int slots, const std::vector<int>& allowed);
 
   // The n lowest free CPUs, now taken; nullopt (nothing taken) when fewer than n are free or
@@ -34,8 +32,5 @@ class CpuPool {
   std::vector<int> cpus_;   // ascending
   std::vector<bool> used_;  // parallel to cpus_
 };
-
-// "0-3,6,8-9" (the kernel's cpulist format); "" for none.
-std::string CpuListString(const std::vector<int>& cpus);
 
 }  // namespace gantry::worker

@@ -12,6 +12,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "base/cpu_set.h"
 #include "base/exec_image.h"
 #include "proto/wire.h"
 
@@ -26,12 +27,7 @@ StatusOr<std::unique_ptr<RankProcess>> RankProcess::Start(const LaunchSpec& spec
     return InvalidArgumentError("working directory " + spec.workdir +
                                 " does not exist on this worker");
   const ExecImage image(spec.argv, spec.env);  // built before fork
-  cpu_set_t cpus;
-  CPU_ZERO(&cpus);
-  for (int c : spec.cpus) {
-    if (c < 0 || c >= CPU_SETSIZE) return InvalidArgumentError("CPU " + std::to_string(c) + " out of range");
-    CPU_SET(c, &cpus);
-  }
+  GANTRY_ASSIGN_OR_RETURN(const cpu_set_t cpus, ToCpuSet(spec.cpus));
   int out[2], err[2];
   if (pipe2(out, O_CLOEXEC) != 0) return ErrnoError("pipe for rank stdout", errno);
   if (pipe2(err, O_CLOEXEC) != 0) {

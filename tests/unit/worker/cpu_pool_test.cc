@@ -1,4 +1,4 @@
-// CpuPool: exclusive lowest-first hand-out, give-back, slots vs allowed CPUs, cpulist strings.
+// CpuPool: exclusive lowest-first hand-out, give-back, slots vs allowed CPUs.
 #include "worker/cpu_pool.h"
 
 #include <gtest/gtest.h>
@@ -32,19 +32,6 @@ TEST(CpuPool, SlotsCutTheAllowedSetAndOvercommitTurnsItOff) {
   EXPECT_EQ(two->Take(2), Cpus({1, 3}));
   EXPECT_FALSE(CpuPool::ForSlots(5, allowed).has_value()) << "5 slots on 4 CPUs";
   EXPECT_FALSE(CpuPool::ForSlots(0, {}).has_value());
-}
-
-TEST(CpuPool, AllowedCpusIsThisProcessMask) {
-  const Cpus cpus = CpuPool::AllowedCpus();
-  ASSERT_FALSE(cpus.empty());
-  for (size_t i = 1; i < cpus.size(); ++i) EXPECT_LT(cpus[i - 1], cpus[i]);
-}
-
-TEST(CpuPool, CpuListStringUsesRanges) {
-  EXPECT_EQ(CpuListString({}), "");
-  EXPECT_EQ(CpuListString({3}), "3");
-  EXPECT_EQ(CpuListString({0, 1, 2, 3, 6, 8, 9}), "0-3,6,8-9");
-  EXPECT_EQ(CpuListString({9, 8, 8, 1}), "1,8-9");
 }
 
 }  // namespace

@@ -11,7 +11,7 @@
 #include <chrono>
 #include <thread>
 
-#include "worker/cpu_pool.h"
+#include "base/cpu_set.h"
 
 namespace gantry::worker {
 namespace {
@@ -114,9 +114,10 @@ TEST(RankProcess, DiesWithItsAgent) {
 }
 
 TEST(RankProcess, PinnedToItsCpusBeforeExec) {
-  const std::vector<int> allowed = CpuPool::AllowedCpus();
-  ASSERT_FALSE(allowed.empty());
-  const int cpu = allowed.back();
+  const StatusOr<std::vector<int>> allowed = AffinityCpus();
+  ASSERT_TRUE(allowed.ok()) << allowed.status().ToString();
+  ASSERT_FALSE(allowed->empty());
+  const int cpu = allowed->back();
   LaunchSpec spec{{"/bin/sh", "-c", "grep Cpus_allowed_list /proc/self/status"}, {}, ""};
   spec.cpus = {cpu};
   auto p = RankProcess::Start(spec);
