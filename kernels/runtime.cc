@@ -236,16 +236,19 @@ std::atomic<double>& MinFlopsSetting() {
   static std::atomic<double> value{4e6};
   return value;
 }
+// The bf16 product threshold a Set*MatmulPrecision call asked for; -1: GANTRY_BF16_MIN_FLOPS
+// or 4e6 (the same rule on CPU and CUDA, so both round the same products).
+double ResolveBf16MinFlops(double requested) {
+  if (requested >= 0) return requested;
+  const char* env = std::getenv("GANTRY_BF16_MIN_FLOPS");
+  return env != nullptr ? std::max(0.0, std::atof(env)) : 4e6;
+}
 }  // namespace
 
 double Bf16MinFlops() { return MinFlopsSetting().load(std::memory_order_relaxed); }
 
 Status SetCpuMatmulPrecision(MatmulPrecision precision, double bf16_min_flops) {
-  if (bf16_min_flops < 0) {
-    const char* env = std::getenv("GANTRY_BF16_MIN_FLOPS");
-    bf16_min_flops = env != nullptr ? std::max(0.0, std::atof(env)) : 4e6;
-  }
-  MinFlopsSetting().store(bf16_min_flops);
+  MinFlopsSetting().store(ResolveBf16MinFlops(bf16_min_flops));
 #if !GANTRY_WITH_DNNL
   if (precision == MatmulPrecision::kBf16) {
     return UnimplementedError("bf16 matmuls on CPU need oneDNN (libdnnl-dev); rebuild with it");
@@ -296,14 +299,10 @@ std::atomic<double>& CudaMinFlopsSetting() {
 }  // namespace
 
 Status SetCudaMatmulPrecision(MatmulPrecision precision, double bf16_min_flops) {
-  if (bf16_min_flops < 0) {
-    const char* env = std::getenv("GANTRY_BF16_MIN_FLOPS");
-    bf16_min_flops = env != nullptr ? std::max(0.0, std::atof(env)) : 4e6;
-  }
   if (precision == MatmulPrecision::kBf16 && !BuiltWithCuda()) {
     return UnimplementedError("bf16 matmuls on CUDA: this build has no CUDA support");
   }
-  CudaMinFlopsSetting().store(bf16_min_flops);
+  CudaMinFlopsSetting().store(ResolveBf16MinFlops(bf16_min_flops));
   CudaPrecisionSetting().store(static_cast<int>(precision));
   return OkStatus();
 }

@@ -1,5 +1,4 @@
 // Trainer: build from the JobSpec, restore, and the step loop.
-#include "train/cpu_binding.h"
 #include "train/trainer.h"
 
 #include <cmath>
@@ -8,6 +7,7 @@
 #include "base/logging.h"
 #include "base/tunables.h"
 #include "kernels/runtime.h"
+#include "train/cpu_binding.h"
 #include "train/data_prefetch.h"
 
 namespace gantry::train {

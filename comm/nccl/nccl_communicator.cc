@@ -75,12 +75,7 @@ struct NcclHandle {
     ncclCommGetAsyncError(comm, &r);
     return r;
   }
-  void AbortOnce() {
-    std::lock_guard<std::mutex> lock(mu);
-    if (aborted || !comm) return;
-    aborted = true;
-    ncclCommAbort(comm);
-  }
+  void AbortOnce() { Close(/*failed=*/true); }
   // The communicator's end: destroy a healthy comm, abort a failed one, once.
   void Close(bool failed) {
     std::lock_guard<std::mutex> lock(mu);

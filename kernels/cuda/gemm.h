@@ -34,7 +34,8 @@ struct RowMajorGemm {
 // exceeds cuBLAS's int range.
 Status GemmRowMajor(Context* ctx, cudaStream_t stream, const RowMajorGemm& g);
 
-// dst[i] = bf16(src[i]) (round to nearest even) for i < n, on `stream` (gemm_cast.cu).
+// dst[i] = bf16(src[i]) (round to nearest even) for i < n, on `stream`: Cast's kernel on raw
+// device pointers (memory.cu).
 Status CastToBf16(const float* src, void* dst, int64_t n, cudaStream_t stream);
 
 }  // namespace gantry::kernels::cuda

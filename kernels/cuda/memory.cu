@@ -10,6 +10,7 @@
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/context.h"
 #include "kernels/cuda/cuda_ops.h"
+#include "kernels/cuda/gemm.h"
 
 namespace gantry::kernels::cuda {
 namespace {
@@ -143,6 +144,14 @@ Status Synchronize(int device) {
   GANTRY_RETURN_IF_ERROR(UseDevice(device));
   GANTRY_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(CurrentCudaStream()));
   return TakeIndexError(device);
+}
+
+Status CastToBf16(const float* src, void* dst, int64_t n, cudaStream_t stream) {
+  if (n <= 0) return OkStatus();
+  CastKernel<float, __nv_bfloat16>
+      <<<GridFor(n), kBlock, 0, stream>>>(src, static_cast<__nv_bfloat16*>(dst), n);
+  GANTRY_CUDA_CHECK_LAUNCH("CastToBf16");
+  return OkStatus();
 }
 
 Status Cast(const Tensor& src, Tensor& dst) {

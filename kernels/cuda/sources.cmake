@@ -5,7 +5,6 @@ set(GANTRY_KERNELS_CUDA_SOURCES
   cuda/context.cc
   cuda/memory.cu
   cuda/gemm.cc
-  cuda/gemm_cast.cu
   cuda/linear.cu
   cuda/activation.cu
   cuda/norm.cu
