@@ -44,6 +44,14 @@ Status SgemmBf16(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, fl
 Status SgemmPortable(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
                      const float* a, int64_t lda, const float* b, int64_t ldb, float beta,
                      float* c, int64_t ldc);
+// How Sgemm / SgemmBf16 cut C[m, n] for `threads` pool threads: along N when A is the smaller
+// operand (each tile re-packs A), else along M; one tile per thread, tile edges on multiples
+// of `align` (at least one `align`).
+struct GemmTiling {
+  bool along_n;
+  int64_t tile, tiles;
+};
+GemmTiling ChooseGemmTiling(int64_t m, int64_t n, int threads, int64_t align);
 
 // ---- linear.h ----
 Status Matmul(const Tensor& a, const Tensor& b, Tensor& c, const GemmOptions& opts);

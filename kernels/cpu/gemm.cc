@@ -190,27 +190,16 @@ dnnl_status_t SgemmTile(const GemmArgs& g, int64_t i0, int64_t mb, int64_t j0, i
   return SgemmKBlocks(ta, tb, mb, nb, g.k, kb, g.alpha, a, g.lda, b, g.ldb, g.beta, c, g.ldc);
 }
 
-// Tiles along N when A is the smaller operand (each tile re-packs A), else along M; one tile
-// per thread, edges on multiples of 16 (one AVX-512 vector of floats). One wide tile per thread
-// beat 4 narrow ones (dynamic balance, but A re-packed per tile and 64-column products run
-// slower): 2 threads, mlp-mnist 67k -> 71-75k samples/s, gpt-tiny 8.2k -> 8.4-8.5k tokens/s.
-struct Tiling {
-  bool along_n;
-  int64_t tile, tiles;
-};
-
-Tiling ChooseTiling(int64_t m, int64_t n, int threads) {
-  const bool along_n = m < n;
-  const int64_t dim = along_n ? n : m;
-  const int64_t want = int64_t{threads};
-  constexpr int64_t kAlign = 16;
-  int64_t tile = (dim + want - 1) / want;
-  tile = std::max(kAlign, (tile + kAlign - 1) / kAlign * kAlign);
-  return {along_n, tile, (dim + tile - 1) / tile};
-}
-
 }  // namespace
 #endif
+
+GemmTiling ChooseGemmTiling(int64_t m, int64_t n, int threads, int64_t align) {
+  const bool along_n = m < n;
+  const int64_t dim = along_n ? n : m;
+  int64_t tile = (dim + threads - 1) / threads;
+  tile = std::max(align, (tile + align - 1) / align * align);
+  return {along_n, tile, (dim + tile - 1) / tile};
+}
 
 Status Sgemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
              int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
@@ -232,7 +221,10 @@ Status Sgemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, con
   if (threads <= 1) {
     st = SgemmTile(args, 0, m, 0, n);
   } else {
-    const Tiling t = ChooseTiling(m, n, threads);
+    // Tile edges on multiples of 16 (one AVX-512 vector of floats). One wide tile per thread
+    // beat 4 narrow ones (dynamic balance, but A re-packed per tile and 64-column products run
+    // slower): 2 threads, mlp-mnist 67k -> 71-75k samples/s, gpt-tiny 8.2k -> 8.4-8.5k tokens/s.
+    const GemmTiling t = ChooseGemmTiling(m, n, threads, 16);
     std::atomic<int> first_error{dnnl_success};
     ParallelChunks(t.tiles, threads, [&](int64_t i) {
       const int64_t dim = t.along_n ? n : m;

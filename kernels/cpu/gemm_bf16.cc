@@ -205,18 +205,15 @@ Status SgemmBf16(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha,
   if (threads <= 1 || InParallelRegion()) {
     return Bf16Tile(ta, tb, m, n, k, alpha, a_bf16, b_bf16, beta, c, ldc, 0, m, 0, n);
   }
-  // As the f32 path: C in `threads` tiles along its longer side, one per pool thread (edges on
-  // multiples of 64 here); oneDNN runs each with a team of one, so no OpenMP team competes
-  // with the pool.
-  const bool along_n = m < n;
-  const int64_t dim = along_n ? n : m;
-  const int64_t tile = std::max<int64_t>(64, (dim + threads - 1) / threads + 63) / 64 * 64;
-  const int64_t tiles = (dim + tile - 1) / tile;
-  std::vector<Status> status(size_t(tiles), OkStatus());
-  ParallelChunks(tiles, threads, [&](int64_t t) {
-    const int64_t begin = t * tile, size = std::min(tile, dim - begin);
+  // As the f32 path: one tile of C per pool thread (edges on multiples of 64 here); oneDNN runs
+  // each with a team of one, so no OpenMP team competes with the pool.
+  const GemmTiling g = ChooseGemmTiling(m, n, threads, 64);
+  const int64_t dim = g.along_n ? n : m;
+  std::vector<Status> status(size_t(g.tiles), OkStatus());
+  ParallelChunks(g.tiles, threads, [&](int64_t t) {
+    const int64_t begin = t * g.tile, size = std::min(g.tile, dim - begin);
     status[size_t(t)] =
-        along_n ? Bf16Tile(ta, tb, m, n, k, alpha, a_bf16, b_bf16, beta, c, ldc, 0, m, begin, size)
+        g.along_n ? Bf16Tile(ta, tb, m, n, k, alpha, a_bf16, b_bf16, beta, c, ldc, 0, m, begin, size)
                 : Bf16Tile(ta, tb, m, n, k, alpha, a_bf16, b_bf16, beta, c, ldc, begin, size, 0, n);
   });
   for (const Status& s : status) GANTRY_RETURN_IF_ERROR(s);
