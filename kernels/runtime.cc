@@ -306,6 +306,12 @@ Status SetCudaMatmulPrecision(MatmulPrecision precision, double bf16_min_flops) 
   CudaPrecisionSetting().store(static_cast<int>(precision));
   return OkStatus();
 }
+Status SetMatmulPrecisionFor(Device device, MatmulPrecision precision) {
+  const MatmulPrecision f32 = MatmulPrecision::kF32;
+  GANTRY_RETURN_IF_ERROR(SetCpuMatmulPrecision(device.is_cuda() ? f32 : precision));
+  return SetCudaMatmulPrecision(device.is_cuda() ? precision : f32);
+}
+
 MatmulPrecision CudaMatmulPrecision() {
   return static_cast<MatmulPrecision>(CudaPrecisionSetting().load(std::memory_order_relaxed));
 }

@@ -46,6 +46,9 @@ void NewMatmulWeightsEpoch();
 Status SetCudaMatmulPrecision(MatmulPrecision precision, double bf16_min_flops = -1);
 MatmulPrecision CudaMatmulPrecision();
 double CudaBf16MinFlops();
+// Process-wide, for a job computing on `device`: that device's products get `precision`, the
+// other device's f32 (so the CPU ops of a GPU job, e.g. evaluation on the host, stay exact).
+Status SetMatmulPrecisionFor(Device device, MatmulPrecision precision);
 // A short description of the CPU's bf16 support ("amx_bf16", "avx512_bf16" or "emulated").
 std::string CpuBf16Support();
 

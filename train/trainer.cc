@@ -89,13 +89,8 @@ Status Trainer::Build() {
   SetLogContext("job", spec_.name);
   SetLogContext("rank", int64_t(opts_.rank));
   const bool bf16 = ts.precision == "bf16";
-  // Process-wide: the device that trains gets the job's precision, the other one f32 (CPU ops
-  // of a GPU job, e.g. evaluation on the host, stay exact).
-  const auto precision = bf16 ? kernels::MatmulPrecision::kBf16 : kernels::MatmulPrecision::kF32;
-  GANTRY_RETURN_IF_ERROR(kernels::SetCpuMatmulPrecision(
-      device.is_cuda() ? kernels::MatmulPrecision::kF32 : precision));
-  GANTRY_RETURN_IF_ERROR(kernels::SetCudaMatmulPrecision(
-      device.is_cuda() ? precision : kernels::MatmulPrecision::kF32));
+  GANTRY_RETURN_IF_ERROR(kernels::SetMatmulPrecisionFor(
+      device, bf16 ? kernels::MatmulPrecision::kBf16 : kernels::MatmulPrecision::kF32));
   if (bf16) {
     GANTRY_LOG(INFO, "mixed precision: matmuls on bf16 inputs, f32 accumulation")
         .Field("device", ts.device)

@@ -266,10 +266,8 @@ StatusOr<Row> RunCase(const Options& o, const Workload& w, int threads,
                       const std::string& precision) {
   kernels::SetNumThreads(threads);
   GANTRY_ASSIGN_OR_RETURN(const kernels::Device device, kernels::ParseDevice(o.device));
-  const auto p = precision == "bf16" ? kernels::MatmulPrecision::kBf16 : kernels::MatmulPrecision::kF32;
-  const auto f32 = kernels::MatmulPrecision::kF32;
-  GANTRY_RETURN_IF_ERROR(kernels::SetCpuMatmulPrecision(device.is_cuda() ? f32 : p));
-  GANTRY_RETURN_IF_ERROR(kernels::SetCudaMatmulPrecision(device.is_cuda() ? p : f32));
+  GANTRY_RETURN_IF_ERROR(kernels::SetMatmulPrecisionFor(
+      device, precision == "bf16" ? kernels::MatmulPrecision::kBf16 : kernels::MatmulPrecision::kF32));
   Row row{w.name, w.metric, threads, precision};
   row.device = o.device;
   OurRunner ours;
@@ -298,7 +296,8 @@ StatusOr<Row> RunCase(const Options& o, const Workload& w, int threads,
   std::vector<std::vector<double>> peer_wall(peers.size()), peer_cpu(peers.size());
   // Before every timed window, let the previous side's helper threads go to sleep: OpenBLAS's
   // workers spin (yielding) for ~0.1 s after their last call, which took a third of our
-  // 2-thread mlp-mnist throughput in windows that followed a peer's. Our pool sleeps at once.
+  // 2-thread mlp-mnist throughput in windows that followed a peer's. Our pool's helpers sleep
+  // within ~1.2 ms (kernels/runtime.cc: 200 us of spinning, then 1 ms of yielding).
   const auto settle = [&] {
     if (threads > 1 && !device.is_cuda()) std::this_thread::sleep_for(std::chrono::milliseconds(300));
   };
