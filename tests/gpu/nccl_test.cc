@@ -7,8 +7,6 @@
 // reduction is exact whatever order NCCL combines them in.
 #include <gtest/gtest.h>
 
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -20,6 +18,7 @@
 
 #include "comm/bootstrap/tcp_store.h"
 #include "comm/nccl/nccl_communicator.h"
+#include "comm/reduce.h"
 
 namespace gantry::comm {
 namespace {
@@ -55,49 +54,47 @@ void RunRanks(int n, const std::function<void(int, NcclCommunicator&)>& body,
   for (auto& t : threads) t.join();
 }
 
-// Host-side value codec per dtype (exact for the small integers used here).
-size_t Size(DataType d) { return d == DataType::kBF16 || d == DataType::kF16 ? 2 : 4; }
+// Host-side value codec per dtype (exact for the small integers used here), on comm's own
+// conversions (comm/reduce.h).
 void Put(DataType d, std::vector<char>& buf, size_t i, float v) {
+  char* p = buf.data() + i * DataTypeSize(d);
   switch (d) {
-    case DataType::kF32: std::memcpy(buf.data() + 4 * i, &v, 4); break;
+    case DataType::kF32: std::memcpy(p, &v, 4); break;
     case DataType::kI32: {
-      int32_t x = static_cast<int32_t>(v);
-      std::memcpy(buf.data() + 4 * i, &x, 4);
+      const int32_t x = static_cast<int32_t>(v);
+      std::memcpy(p, &x, 4);
       break;
     }
     case DataType::kBF16: {
-      __nv_bfloat16 h = __float2bfloat16(v);
-      std::memcpy(buf.data() + 2 * i, &h, 2);
+      const uint16_t h = FloatToBF16(v);
+      std::memcpy(p, &h, 2);
       break;
     }
     case DataType::kF16: {
-      __half h = __float2half(v);
-      std::memcpy(buf.data() + 2 * i, &h, 2);
+      const uint16_t h = FloatToF16(v);
+      std::memcpy(p, &h, 2);
       break;
     }
   }
 }
 float Get(DataType d, const std::vector<char>& buf, size_t i) {
+  const char* p = buf.data() + i * DataTypeSize(d);
   switch (d) {
     case DataType::kF32: {
       float v;
-      std::memcpy(&v, buf.data() + 4 * i, 4);
+      std::memcpy(&v, p, 4);
       return v;
     }
     case DataType::kI32: {
       int32_t x;
-      std::memcpy(&x, buf.data() + 4 * i, 4);
+      std::memcpy(&x, p, 4);
       return static_cast<float>(x);
     }
-    case DataType::kBF16: {
-      __nv_bfloat16 h;
-      std::memcpy(&h, buf.data() + 2 * i, 2);
-      return __bfloat162float(h);
-    }
+    case DataType::kBF16:
     case DataType::kF16: {
-      __half h;
-      std::memcpy(&h, buf.data() + 2 * i, 2);
-      return __half2float(h);
+      uint16_t h;
+      std::memcpy(&h, p, 2);
+      return d == DataType::kBF16 ? BF16ToFloat(h) : F16ToFloat(h);
     }
   }
   return 0;
@@ -139,7 +136,7 @@ TEST(Nccl, AllreduceEveryDtypeOpAndCountMatchesTheReference) {
         if (op == ReduceOp::kAvg && d == DataType::kI32) continue;  // avg is for floats
         for (size_t count : {size_t{0}, size_t{1}, size_t{7}, size_t{1023}, (size_t{1} << 20) + 3}) {
           for (bool in_place : {false, true}) {
-            const size_t es = Size(d), bytes = count * es;
+            const size_t es = DataTypeSize(d), bytes = count * es;
             std::vector<char> host(bytes);
             for (size_t i = 0; i < count; ++i) Put(d, host, i, Value(rank, i));
             DeviceBuffer send(bytes), recv(bytes);
