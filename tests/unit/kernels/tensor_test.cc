@@ -4,8 +4,11 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
 #include <cstring>
+#include <fstream>
 #include <limits>
+#include <string>
 
 #include "kernels/runtime.h"
 #include "tests/unit/kernels/test_util.h"
@@ -26,6 +29,41 @@ TEST(TensorTest, EmptyIsZeroedAlignedAndSized) {
   EXPECT_EQ(t.dim(-1), 5);
   EXPECT_TRUE(t.defined());
   EXPECT_FALSE(Tensor().defined());
+}
+
+// The VmFlags line of the /proc/self/smaps mapping holding addr ("" when not found).
+std::string VmFlagsOf(const void* addr) {
+  std::ifstream smaps("/proc/self/smaps");
+  const uintptr_t a = reinterpret_cast<uintptr_t>(addr);
+  std::string line;
+  bool inside = false;
+  while (std::getline(smaps, line)) {
+    unsigned long lo = 0, hi = 0;
+    if (std::sscanf(line.c_str(), "%lx-%lx ", &lo, &hi) == 2 && line.find('-') < 17) {
+      inside = a >= lo && a < hi;
+    } else if (inside && line.rfind("VmFlags:", 0) == 0) {
+      return line;
+    }
+  }
+  return "";
+}
+
+TEST(TensorTest, BigHostBuffersAskForHugePages) {
+  Tensor big = MustEmpty({1024, 1024});  // 4 MiB
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(big.raw()) % (2u << 20), 0u);
+  for (int64_t i = 0; i < big.numel(); i += 4099) ASSERT_EQ(big.f32()[i], 0.0f);
+  std::string mode;
+  std::getline(std::ifstream("/sys/kernel/mm/transparent_hugepage/enabled"), mode);
+  if (mode.empty() || mode.find("[never]") != std::string::npos) {
+    GTEST_SKIP() << "this kernel has transparent huge pages off: '" << mode << "'";
+  }
+  const std::string flags = VmFlagsOf(big.raw());
+  ASSERT_FALSE(flags.empty()) << "no /proc/self/smaps entry for the buffer";
+  // "hg": the range carries MADV_HUGEPAGE (whether the kernel backs it with huge pages then
+  // depends on its THP mode and free memory, not on us).
+  EXPECT_NE(flags.find(" hg"), std::string::npos) << flags;
+  Tensor small = MustEmpty({64, 64});  // 16 KiB: plain allocation
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(small.raw()) % 64, 0u);
 }
 
 TEST(TensorTest, EmptyRejectsNegativeDims) {
