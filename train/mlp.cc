@@ -19,14 +19,16 @@ constexpr int64_t kFirstLayerBlockMinRows = 64;  // smaller blocks cost more tha
 
 // LinearBackward that OVERWRITES dw and db instead of accumulating, so the step needs no
 // memset of the gradient buffer first (same GEMMs, same bits as accumulating onto zeros).
+// db == nullptr: the bias gradient was already computed (fused with the activation's).
 Status LinearBackwardOverwrite(const Tensor& x, const Tensor& w, const Tensor& dy, Tensor* dx,
-                               Tensor& dw, Tensor& db) {
+                               Tensor& dw, Tensor* db) {
   if (dx != nullptr) GANTRY_RETURN_IF_ERROR(kernels::Matmul(dy, w, *dx));  // dy * w
   kernels::GemmOptions dw_opts;
   dw_opts.trans_a = true;
   GANTRY_RETURN_IF_ERROR(kernels::Matmul(dy, x, dw, dw_opts));  // dy^T * x
-  GANTRY_RETURN_IF_ERROR(kernels::Zero(db));
-  return kernels::BiasAddBackward(dy, db);
+  if (db == nullptr) return OkStatus();
+  GANTRY_RETURN_IF_ERROR(kernels::Zero(*db));
+  return kernels::BiasAddBackward(dy, *db);
 }
 
 // The first layer's gradients (no dx) are the last of backward: nothing is left to overlap
@@ -34,12 +36,14 @@ Status LinearBackwardOverwrite(const Tensor& x, const Tensor& w, const Tensor& d
 // backward), dW is computed in `blocks` row blocks from the last one, each announced as soon as
 // it is final, so the reduction of the upper rows runs while the lower rows are computed.
 // dY's column block is packed into `scratch` (b x rows) so each block is a plain GEMM.
-Status FirstLayerBackwardInBlocks(const Tensor& x, const Tensor& dy, Tensor& dw, Tensor& db,
+Status FirstLayerBackwardInBlocks(const Tensor& x, const Tensor& dy, Tensor& dw, Tensor* db,
                                   Tensor& scratch, int blocks,
                                   const std::function<void(int64_t row)>& ready) {
   const int64_t b = dy.shape()[0], out = dy.shape()[1];
-  GANTRY_RETURN_IF_ERROR(kernels::Zero(db));
-  GANTRY_RETURN_IF_ERROR(kernels::BiasAddBackward(dy, db));  // the bias lies after W: first
+  if (db != nullptr) {  // the bias lies after W: first
+    GANTRY_RETURN_IF_ERROR(kernels::Zero(*db));
+    GANTRY_RETURN_IF_ERROR(kernels::BiasAddBackward(dy, *db));
+  }
   const int64_t rows = (out + blocks - 1) / blocks;
   kernels::GemmOptions dw_opts;
   dw_opts.trans_a = true;
@@ -118,11 +122,14 @@ Status MlpModel::Forward(const Batch& batch) {
   Tensor x = batch.inputs.Reshape({b, spec_.widths[0]});
   for (int i = 0; i < layers; ++i) {
     Tensor wt = Param(params_[2 * i]), bias = Param(params_[2 * i + 1]);
-    GANTRY_RETURN_IF_ERROR(kernels::LinearForward(x, wt, &bias, z_[i]));
-    if (i + 1 < layers) {
-      GANTRY_RETURN_IF_ERROR(kernels::ActivationForward(act_, z_[i], a_[i]));
-      x = a_[i];
+    if (i + 1 == layers) {
+      GANTRY_RETURN_IF_ERROR(kernels::LinearForward(x, wt, &bias, z_[i]));
+      break;
     }
+    // hidden layer: the bias add rides on the activation's pass over z
+    GANTRY_RETURN_IF_ERROR(kernels::LinearForward(x, wt, nullptr, z_[i]));
+    GANTRY_RETURN_IF_ERROR(kernels::BiasActivationForward(act_, z_[i], bias, a_[i]));
+    x = a_[i];
   }
   if (batch.targets.raw() == nullptr) return OkStatus();
   return head_.Forward(z_.back(), batch.targets);
@@ -137,10 +144,14 @@ Status MlpModel::Backward(const Batch& batch, float loss_scale) {
   const std::vector<int>& w = spec_.widths;
   Tensor dz = dz_buf_.View(0, {b, w.back()});
   GANTRY_RETURN_IF_ERROR(head_.Backward(z_.back(), batch.targets, loss_scale, dz));
+  // A hidden layer's bias gradient comes out of the activation's backward pass (fused), one
+  // layer ahead: only the last layer's is summed by LinearBackwardOverwrite.
   for (int i = layers - 1; i >= 0; --i) {
     const ParamInfo& pw = params_[2 * i];
     Tensor x = i == 0 ? batch.inputs.Reshape({b, w[0]}) : a_[i - 1];
-    Tensor wt = Param(pw), dw = Grad(pw), db = Grad(params_[2 * i + 1]);
+    Tensor wt = Param(pw), dw = Grad(pw);
+    Tensor db_last = Grad(params_[2 * i + 1]);
+    Tensor* db = i + 1 == layers ? &db_last : nullptr;
     Tensor da = da_buf_.View(0, {b, w[i]});
     const bool blocked = i == 0 && device_.is_cpu() && has_grad_ready() &&
                          w[1] >= kFirstLayerBlocks * kFirstLayerBlockMinRows;
@@ -155,7 +166,10 @@ Status MlpModel::Backward(const Batch& batch, float loss_scale) {
     GradReady(pw.offset);
     if (i > 0) {
       dz = dz_buf_.View(0, {b, w[i]});
-      GANTRY_RETURN_IF_ERROR(kernels::ActivationBackward(act_, z_[i - 1], a_[i - 1], da, dz));
+      Tensor db_prev = Grad(params_[2 * (i - 1) + 1]);
+      GANTRY_RETURN_IF_ERROR(kernels::Zero(db_prev));
+      GANTRY_RETURN_IF_ERROR(
+          kernels::ActivationBiasBackward(act_, z_[i - 1], a_[i - 1], da, dz, db_prev));
     }
   }
   return OkStatus();
