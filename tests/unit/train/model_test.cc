@@ -9,6 +9,7 @@
 #include <cstring>
 #include <vector>
 
+#include "kernels/runtime.h"
 #include "tests/unit/train/train_test_util.h"
 
 namespace gantry::train {
@@ -149,33 +150,43 @@ ModelSpec WideMlp() {
 }
 
 TEST(ModelTest, GradReadyRangesShrinkTowardsZeroAndAreFinal) {
-  for (const ModelSpec& s :
-       {testing::TinyGpt(), testing::TinyMlp(), testing::TinyCnn("max"), WideMlp()}) {
-    auto m = MakeModel(s, 2);
-    auto b = AllocateBatch(*BatchLayoutFor(s, 2), Device::Cpu());
-    FillBatch(s, *b, 5);
-    ASSERT_TRUE(m->Forward(*b).ok());
-    ASSERT_TRUE(m->Backward(*b).ok());
-    std::vector<float> final_grads(m->flat_grads().f32(), m->flat_grads().f32() + m->num_params());
-    ASSERT_TRUE(m->Forward(*b).ok());  // Backward consumes its Forward's saved state
-    std::vector<int64_t> begins;
-    bool stale = false;
-    m->SetGradReadyCallback([&](int64_t begin) {
-      // Everything from `begin` on must already equal the final gradient.
-      stale |= std::memcmp(m->flat_grads().f32() + begin, final_grads.data() + begin,
-                           (final_grads.size() - begin) * 4) != 0;
-      begins.push_back(begin);
-    });
-    ASSERT_TRUE(m->Backward(*b).ok());
-    ASSERT_FALSE(begins.empty()) << s.type;
-    EXPECT_FALSE(stale) << s.type;
-    EXPECT_EQ(begins.back(), 0) << s.type;
-    for (size_t i = 1; i < begins.size(); ++i) EXPECT_LT(begins[i], begins[i - 1]) << s.type;
-    if (s.widths.size() == 4 && s.widths[1] == 256) {  // WideMlp: layer 0's W in 4 row blocks
-      const int64_t w0 = int64_t(s.widths[0]) * s.widths[1];
-      EXPECT_EQ(std::count_if(begins.begin(), begins.end(), [&](int64_t x) { return x < w0; }), 4);
+  const int saved_threads = kernels::NumThreads();
+  for (int threads : {1, 2}) {
+    kernels::SetNumThreads(threads);
+    for (const ModelSpec& s :
+         {testing::TinyGpt(), testing::TinyMlp(), testing::TinyCnn("max"), WideMlp()}) {
+      auto m = MakeModel(s, 2);
+      auto b = AllocateBatch(*BatchLayoutFor(s, 2), Device::Cpu());
+      FillBatch(s, *b, 5);
+      ASSERT_TRUE(m->Forward(*b).ok());
+      ASSERT_TRUE(m->Backward(*b).ok());
+      std::vector<float> final_grads(m->flat_grads().f32(),
+                                     m->flat_grads().f32() + m->num_params());
+      ASSERT_TRUE(m->Forward(*b).ok());  // Backward consumes its Forward's saved state
+      std::vector<int64_t> begins;
+      bool stale = false;
+      m->SetGradReadyCallback([&](int64_t begin) {
+        // Everything from `begin` on must already equal the final gradient.
+        stale |= std::memcmp(m->flat_grads().f32() + begin, final_grads.data() + begin,
+                             (final_grads.size() - begin) * 4) != 0;
+        begins.push_back(begin);
+      });
+      ASSERT_TRUE(m->Backward(*b).ok());
+      ASSERT_FALSE(begins.empty()) << s.type;
+      EXPECT_FALSE(stale) << s.type << " at " << threads << " thread(s)";
+      EXPECT_EQ(begins.back(), 0) << s.type;
+      for (size_t i = 1; i < begins.size(); ++i) EXPECT_LT(begins[i], begins[i - 1]) << s.type;
+      if (s.widths.size() == 4 && s.widths[1] == 256) {
+        // WideMlp: at one thread layer 0's W comes in 4 row blocks; with more threads its
+        // GEMM is split across them instead and W is final all at once.
+        const int64_t w0 = int64_t(s.widths[0]) * s.widths[1];
+        EXPECT_EQ(std::count_if(begins.begin(), begins.end(), [&](int64_t x) { return x < w0; }),
+                  threads == 1 ? 4 : 1)
+            << threads << " thread(s)";
+      }
     }
   }
+  kernels::SetNumThreads(saved_threads);
 }
 
 TEST(ModelTest, ForwardWithoutTargetsGivesLogitsOnly) {
