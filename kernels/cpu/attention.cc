@@ -105,10 +105,6 @@ Status CausalSelfAttentionBackward(const Tensor& qkv, const Tensor& att, const T
     float* vt = PairScratch(g.d * g.t + kBackwardBlock * g.t);
     float* ds = vt + g.d * g.t;  // dS of one row block, [kBackwardBlock, T]
     TransposeInto(v, g.t, g.d, ld, vt, g.t);  // V^T [D, T]
-    for (int64_t j = 0; j < g.t; ++j) {       // dK and dV accumulate over the row blocks
-      std::fill_n(dk + j * ld, g.d, 0.0f);
-      std::fill_n(dv + j * ld, g.d, 0.0f);
-    }
     // One pass over row blocks; dS never leaves this block's buffer (in L1).
     for (int64_t i0 = 0; i0 < g.t; i0 += kBackwardBlock) {
       const int64_t rows = std::min(kBackwardBlock, g.t - i0), cols = i0 + rows;
@@ -122,10 +118,13 @@ Status CausalSelfAttentionBackward(const Tensor& qkv, const Tensor& att, const T
         SmallGemm(tr, g.d, tc, scale, dst, g.t, 1, k, ld, dq + t0 * ld, ld);
       }
       // dV[0, cols) += P_blk^T dO_blk and dK[0, cols) += scale * dS_blk^T Q_blk (P and dS
-      // read transposed; both are zero above the diagonal).
-      SmallGemm(cols, g.d, rows, 1.0f, p + i0 * g.t, 1, g.t, go + i0 * g.c, g.c, dv, ld,
-                /*accumulate=*/true);
-      SmallGemm(cols, g.d, rows, scale, ds, 1, g.t, q + i0 * ld, ld, dk, ld, /*accumulate=*/true);
+      // read transposed; both are zero above the diagonal). Rows [0, i0) accumulate onto the
+      // earlier blocks' sums; rows [i0, cols) are first written here (no zero-fill pass).
+      const float* p_blk = p + i0 * g.t;
+      SmallGemm(i0, g.d, rows, 1.0f, p_blk, 1, g.t, go + i0 * g.c, g.c, dv, ld, true);
+      SmallGemm(rows, g.d, rows, 1.0f, p_blk + i0, 1, g.t, go + i0 * g.c, g.c, dv + i0 * ld, ld);
+      SmallGemm(i0, g.d, rows, scale, ds, 1, g.t, q + i0 * ld, ld, dk, ld, true);
+      SmallGemm(rows, g.d, rows, scale, ds + i0, 1, g.t, q + i0 * ld, ld, dk + i0 * ld, ld);
     }
     return OkStatus();
   });
