@@ -32,6 +32,7 @@ struct RingPlan {
   DataType dtype = DataType::kF32;
   ReduceOp op = ReduceOp::kSum;
   int world = 1;
+  std::vector<int32_t> scratch;  // for the builders (kept between ops, like the lists)
   void Reset(DataType d, ReduceOp o, int n) {
     sends.clear();
     recvs.clear();
