@@ -2,8 +2,7 @@
 // (small_gemm.h) with strides straight into the qkv / out buffers (only K^T or V^T is copied,
 // 32 KiB per pair), walked in row tiles of kSmallGemmRows so the masked upper triangle is
 // never computed and each tile's scores stay in L1 from the product through the softmax to
-// P V. oneDNN's sgemm cost 2-3x more here: its per-call set-up and packing outweigh the
-// arithmetic at these sizes (6-row tiles, k = 64..128).
+// P V (oneDNN's per-call set-up and packing are a large share of products this small).
 // Parallel over (batch, head) pairs (thread-pool chunks); each pair runs on one thread.
 #include <algorithm>
 #include <cmath>
@@ -14,7 +13,6 @@
 #include "kernels/cpu/attention_rows.h"
 #include "kernels/cpu/parallel.h"
 #include "kernels/cpu/small_gemm.h"
-#include "kernels/cpu/vec_math.h"
 
 namespace gantry::kernels::cpu {
 
