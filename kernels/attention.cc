@@ -40,16 +40,24 @@ Status CausalSelfAttentionForward(const Tensor& qkv, int heads, Tensor& out, Ten
 Status CausalSelfAttentionBackward(const Tensor& qkv, const Tensor& att, const Tensor& dout,
                                    int heads, Tensor& dqkv, Tensor& datt) {
   constexpr const char* kOp = "CausalSelfAttentionBackward";
-  GANTRY_RETURN_IF_ERROR(internal::CheckDTypes(
-      kOp, DType::kF32,
-      {{"qkv", &qkv}, {"att", &att}, {"dout", &dout}, {"dqkv", &dqkv}, {"datt", &datt}}));
-  GANTRY_RETURN_IF_ERROR(CheckSameDevice(kOp, {&qkv, &att, &dout, &dqkv, &datt}));
+  // The CPU backward needs no [B, heads, T, T] scratch: there datt may be left undefined.
+  const bool check_datt = datt.defined() || !qkv.device().is_cpu();
+  if (check_datt) {
+    GANTRY_RETURN_IF_ERROR(internal::CheckDTypes(
+        kOp, DType::kF32,
+        {{"qkv", &qkv}, {"att", &att}, {"dout", &dout}, {"dqkv", &dqkv}, {"datt", &datt}}));
+    GANTRY_RETURN_IF_ERROR(CheckSameDevice(kOp, {&qkv, &att, &dout, &dqkv, &datt}));
+  } else {
+    GANTRY_RETURN_IF_ERROR(internal::CheckDTypes(
+        kOp, DType::kF32, {{"qkv", &qkv}, {"att", &att}, {"dout", &dout}, {"dqkv", &dqkv}}));
+    GANTRY_RETURN_IF_ERROR(CheckSameDevice(kOp, {&qkv, &att, &dout, &dqkv}));
+  }
   GANTRY_ASSIGN_OR_RETURN(int64_t c, CheckQkv(kOp, qkv, heads));
   const int64_t b = qkv.dim(0), t = qkv.dim(1);
   GANTRY_RETURN_IF_ERROR(CheckShape(kOp, "att", att, {b, heads, t, t}));
   GANTRY_RETURN_IF_ERROR(CheckShape(kOp, "dout", dout, {b, t, c}));
   GANTRY_RETURN_IF_ERROR(CheckShape(kOp, "dqkv", dqkv, qkv.shape()));
-  GANTRY_RETURN_IF_ERROR(CheckShape(kOp, "datt", datt, {b, heads, t, t}));
+  if (check_datt) GANTRY_RETURN_IF_ERROR(CheckShape(kOp, "datt", datt, {b, heads, t, t}));
   GANTRY_KERNELS_DISPATCH(kOp, qkv.device(),
                           CausalSelfAttentionBackward(qkv, att, dout, heads, dqkv, datt));
 }

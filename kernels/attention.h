@@ -11,8 +11,10 @@ namespace gantry::kernels {
 // att [B, heads, T, T] receives the softmax probabilities (needed by backward; entries above
 // the diagonal are 0).
 Status CausalSelfAttentionForward(const Tensor& qkv, int heads, Tensor& out, Tensor& att);
-// dqkv [B, T, 3C] overwritten. datt [B, heads, T, T] is caller-provided scratch (CUDA uses it;
-// the CPU path keeps dS in a per-thread block buffer and leaves datt untouched).
+// dqkv [B, T, 3C] overwritten. datt [B, heads, T, T] is caller-provided scratch for CUDA; the
+// CPU path keeps dS in a per-thread block buffer, never touches datt, and accepts an undefined
+// Tensor() there (a [B, heads, T, T] buffer is B * heads * T^2 floats: 400 MiB at B 8, 12
+// heads, T 1024).
 Status CausalSelfAttentionBackward(const Tensor& qkv, const Tensor& att, const Tensor& dout,
                                    int heads, Tensor& dqkv, Tensor& datt);
 

@@ -146,7 +146,6 @@ Status GptModel::AllocateActivations() {
   }
   GANTRY_RETURN_IF_ERROR(f32(lnf_mean_, {B * T}));
   GANTRY_RETURN_IF_ERROR(f32(lnf_rstd_, {B * T}));
-  GANTRY_RETURN_IF_ERROR(f32(logits_, {B, T, V}));
   GANTRY_RETURN_IF_ERROR(f32(probs_, {B, T, V}));
   GANTRY_RETURN_IF_ERROR(f32(loss_, {1}));
   GANTRY_RETURN_IF_ERROR(f32(loss_part_, {1}));
@@ -154,7 +153,8 @@ Status GptModel::AllocateActivations() {
   GANTRY_RETURN_IF_ERROR(f32(wte_used_, {V, C}));
   GANTRY_RETURN_IF_ERROR(f32(dqkv_, {B, T, 3 * C}));
   GANTRY_RETURN_IF_ERROR(f32(dfch_, {B, T, M}));
-  return f32(datt_, {B, NH, T, T});
+  // Attention's backward scratch: CUDA only (the CPU backward needs none).
+  return device_.is_cuda() ? f32(datt_, {B, NH, T, T}) : OkStatus();
 }
 
 Status GptModel::InitParams(uint64_t seed) {
@@ -206,6 +206,7 @@ Status GptModel::Forward(const Batch& batch) {
   GANTRY_RETURN_IF_ERROR(kernels::LayerNormForward(x, P(lnf_w_), P(lnf_b_), kLayerNormEps, lnf_,
                                                    lnf_mean_, lnf_rstd_));
   if (batch.targets.raw() != nullptr) return LmHeadForward(batch);
+  GANTRY_RETURN_IF_ERROR(EnsureLogitsBuffer());
   logits_stale_ = false;
   return kernels::LinearForward(lnf_, P(wte_), nullptr, logits_);  // tied head
 }
@@ -231,11 +232,22 @@ Status GptModel::LmHeadForward(const Batch& batch) {
   return OkStatus();
 }
 
+Status GptModel::EnsureLogitsBuffer() const {
+  if (logits_.defined()) return OkStatus();
+  GANTRY_ASSIGN_OR_RETURN(logits_,
+                          Tensor::Empty({batch_, spec_.context, spec_.vocab}, DType::kF32, device_));
+  return OkStatus();
+}
+
 const Tensor& GptModel::Logits() const {
   if (logits_stale_) {
-    Tensor out = logits_;  // shares the buffer
-    const Status st = kernels::LinearForward(lnf_, wte_used_, nullptr, out);
-    // Every shape was checked when the model was built: only a device failure lands here.
+    Status st = EnsureLogitsBuffer();
+    if (st.ok()) {
+      Tensor out = logits_;  // shares the buffer
+      st = kernels::LinearForward(lnf_, wte_used_, nullptr, out);
+    }
+    // Every shape was checked when the model was built: only an allocation or device failure
+    // lands here (the caller then gets an empty tensor or stale values, and this log line).
     if (!st.ok()) GANTRY_LOG(ERROR, "gpt: computing the logits failed").Field("status", st);
     logits_stale_ = false;
   }

@@ -53,6 +53,7 @@ class GptModel : public Model {
   // Tied lm_head + softmax cross-entropy in row blocks: each block's logits stay in cache
   // (lm_block_) instead of a 64 MiB round trip through memory; writes probs_ and loss_.
   Status LmHeadForward(const Batch& batch);
+  Status EnsureLogitsBuffer() const;  // allocates logits_ on first use
 
   kernels::Tensor P(int i) const { return Param(params_[i]); }
   kernels::Tensor G(int i) const { return Grad(params_[i]); }
@@ -64,12 +65,14 @@ class GptModel : public Model {
   kernels::Tensor encoded_;  // [B,T,C] embeddings (block 0 input)
   kernels::Tensor proj_;     // [B,T,C] scratch for c_proj outputs
   kernels::Tensor lnf_, lnf_mean_, lnf_rstd_;
-  kernels::Tensor logits_, probs_, loss_;      // [B,T,V], [B,T,V] (dlogits in backward), [1]
+  // [B,T,V] logits: allocated on first use (sampling, Logits()), never by training alone.
+  mutable kernels::Tensor logits_;
+  kernels::Tensor probs_, loss_;               // [B,T,V] (dlogits in backward), [1]
   kernels::Tensor loss_part_, lm_block_;       // [1] one block's mean loss, [kLmBlockRows,V]
   kernels::Tensor wte_used_;                   // [V,C] wte of the last Forward with targets
   mutable bool logits_stale_ = false;          // logits_ not computed for the last Forward
   kernels::Tensor dres_, dtmp_, dln_, datty_;  // [B,T,C] backward scratch
-  kernels::Tensor dqkv_, dfch_, datt_;         // [B,T,3C], [B,T,M], [B,NH,T,T]
+  kernels::Tensor dqkv_, dfch_, datt_;         // [B,T,3C], [B,T,M], [B,NH,T,T] (CUDA only)
 };
 
 }  // namespace gantry::train

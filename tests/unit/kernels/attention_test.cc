@@ -103,6 +103,24 @@ TEST(AttentionTest, ParallelPathMatchesSerial) {
   EXPECT_EQ(RelError(dqkv[1], dqkv[0]), 0.0);
 }
 
+TEST(AttentionTest, CpuBackwardNeedsNoScoreScratch) {
+  const int64_t b = 2, t = 40, c = 16;
+  const int heads = 2;
+  Tensor qkv = Random({b, t, 3 * c}, 9), dout = Random({b, t, c}, 10);
+  Tensor out = MustEmpty({b, t, c}), att = MustEmpty({b, heads, t, t});
+  ASSERT_OK(CausalSelfAttentionForward(qkv, heads, out, att));
+  Tensor with = MustEmpty({b, t, 3 * c}), without = MustEmpty({b, t, 3 * c});
+  Tensor datt = MustEmpty({b, heads, t, t});
+  ASSERT_OK(CausalSelfAttentionBackward(qkv, att, dout, heads, with, datt));
+  Tensor none;
+  ASSERT_OK(CausalSelfAttentionBackward(qkv, att, dout, heads, without, none));
+  EXPECT_EQ(RelError(without, with), 0.0);
+  // A datt that is given must still have the right shape.
+  Tensor bad = MustEmpty({b, heads, t, t + 1});
+  const Status st = CausalSelfAttentionBackward(qkv, att, dout, heads, with, bad);
+  EXPECT_NE(st.message().find("'datt'"), std::string::npos) << st.message();
+}
+
 TEST(AttentionTest, ErrorsNameTensorAndHeads) {
   Tensor qkv = MustEmpty({2, 4, 24}), out = MustEmpty({2, 4, 8}), att = MustEmpty({2, 2, 4, 4});
   Status st = CausalSelfAttentionForward(qkv, 3, out, att);
