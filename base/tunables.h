@@ -26,7 +26,7 @@ inline constexpr TunableDoc kTunables[] = {
     {"GEMM_MIN_FLOPS_PER_THREAD", "30000000", "CPU GEMMs smaller than this are not split"},
     {"BF16_MIN_FLOPS", "4000000", "train.precision bf16: products smaller than this (2mnk) stay f32 (per-call cost beats the gain)"},
     {"DP_FIRST_BUCKET_KB", "1024", "data parallel: size of the first (last-layer) gradient bucket"},
-    {"DP_MAX_BUCKET_KB", "1024", "data parallel, CPU: largest gradient bucket (0 = comm.bucket_mb, no split)"},
+    {"DP_MAX_BUCKET_KB", "auto", "data parallel, CPU: largest gradient bucket: auto = 4096 when buckets are reduced inline (DP_INLINE_REDUCE), else 1024; 0 = comm.bucket_mb, no split"},
     {"DP_OVERLAP_UPDATE", "1", "data parallel: apply the optimizer bucket by bucket as sums arrive (0 = after all)"},
     {"DATA_PREFETCH", "auto", "training: read the next batch on a background thread during the step: auto = when a core is left over after every local rank's compute threads, or one local process computes on several cores, 1 = always, 0 = never"},
     {"DP_INLINE_REDUCE", "auto", "data parallel: finish each bucket's reduction and update on the training thread inside backward: auto = with the shm backend when no CPU is spare for a progress thread, 1 = always, 0 = never"},

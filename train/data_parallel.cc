@@ -25,9 +25,10 @@ DataParallelOptions DataParallelOptions::FromSpec(const CommSpec& spec) {
   o.zero1 = spec.zero1;
   o.timeout = std::chrono::seconds(std::max(1, spec.timeout_s));
   o.first_bucket_bytes = size_t(std::max<int64_t>(1, TunableInt("DP_FIRST_BUCKET_KB", 1024))) << 10;
-  o.max_bucket_bytes = size_t(std::max<int64_t>(
-                           0, TunableInt("DP_MAX_BUCKET_KB", int64_t(o.max_bucket_bytes >> 10))))
-                       << 10;
+  if (TunableString("DP_MAX_BUCKET_KB", "auto") != "auto") {
+    o.max_bucket_bytes =
+        size_t(std::max<int64_t>(0, TunableInt("DP_MAX_BUCKET_KB", int64_t(o.kMaxBucketBytes >> 10)))) << 10;
+  }
   o.overlap_update = TunableInt("DP_OVERLAP_UPDATE", 1) != 0;
   o.symmetric_grads = TunableInt("DP_SYMMETRIC_GRADS", 1) != 0;
   o.inline_reduce = TunableAutoBool("DP_INLINE_REDUCE");
@@ -67,7 +68,10 @@ StatusOr<std::unique_ptr<DataParallel>> DataParallel::Create(comm::Communicator&
   bo.bucket_bytes = options.bucket_bytes;
   // The cap is for host memory, where the comm thread shares the cores with compute and small
   // buckets overlap best; NCCL keeps comm.bucket_mb as given (big buckets, fewer launches).
-  bo.max_bucket_bytes = model.device().is_cpu() ? options.max_bucket_bytes : 0;
+  const size_t max_bucket = options.max_bucket_bytes.value_or(
+      dp->inline_reduce_ ? DataParallelOptions::kInlineMaxBucketBytes
+                         : DataParallelOptions::kMaxBucketBytes);
+  bo.max_bucket_bytes = model.device().is_cpu() ? max_bucket : 0;
   if (bo.max_bucket_bytes > 0) bo.bucket_bytes = std::min(bo.bucket_bytes, bo.max_bucket_bytes);
   bo.first_bucket_bytes = std::min(options.first_bucket_bytes, bo.bucket_bytes);
   bo.bf16 = options.bf16_reduce;

@@ -35,8 +35,12 @@ struct DataParallelOptions {
   size_t first_bucket_bytes = 1u << 20;  // GANTRY_DP_FIRST_BUCKET_KB (as PyTorch DDP: 1 MiB)
   // GANTRY_DP_MAX_BUCKET_KB: on CPU no bucket is larger (comm.bucket_mb is capped to it, bigger
   // parameter runs are split into chunks), so sums arrive early and in small pieces. Not
-  // applied to CUDA models (NCCL): there comm.bucket_mb is the bucket size.
-  size_t max_bucket_bytes = 1u << 20;
+  // applied to CUDA models (NCCL): there comm.bucket_mb is the bucket size. Unset (auto):
+  // kMaxBucketBytes, or kInlineMaxBucketBytes when the reduction runs inline (see below):
+  // there nothing overlaps anyway, and every bucket costs one more rendezvous of the ranks.
+  std::optional<size_t> max_bucket_bytes;
+  static constexpr size_t kMaxBucketBytes = 1u << 20;
+  static constexpr size_t kInlineMaxBucketBytes = 4u << 20;
   bool bf16_reduce = false;              // comm.bf16_reduce
   bool zero1 = false;                    // comm.zero1
   bool overlap_update = true;            // GANTRY_DP_OVERLAP_UPDATE: update bucket by bucket
