@@ -365,6 +365,37 @@ TEST_P(Backends, InBackwardUpdatesOnSymmetricGradientsMatchThePlainStep) {
 
 INSTANTIATE_TEST_SUITE_P(Host, Backends, ::testing::Values("tcp", "shm"));
 
+// GANTRY_DP_MAX_BUCKET_KB unset: 4 MiB buckets when they are reduced inline (no overlap to win
+// with small ones, one rendezvous per bucket), 1 MiB otherwise; set, it is taken as given.
+TEST(DataParallelTest, MaxBucketFollowsInlineReduction) {
+  ::unsetenv("GANTRY_DP_MAX_BUCKET_KB");
+  EXPECT_FALSE(DataParallelOptions::FromSpec(CommSpec()).max_bucket_bytes.has_value());
+  ::setenv("GANTRY_DP_MAX_BUCKET_KB", "256", 1);
+  EXPECT_EQ(DataParallelOptions::FromSpec(CommSpec()).max_bucket_bytes, size_t(256) << 10);
+  ::unsetenv("GANTRY_DP_MAX_BUCKET_KB");
+  ModelSpec spec = testing::TinyMlp();
+  spec.widths = {1024, 1536, 10};  // 1.59M parameters, 6.3 MB of gradients
+  RunRanks("shm", 2, [&](comm::Communicator& c) {
+    size_t largest[2] = {0, 0}, count[2] = {0, 0};
+    for (bool inline_reduce : {false, true}) {
+      auto model = Model::Create(spec, 2, kernels::Device::Cpu());
+      ASSERT_TRUE(model.ok()) << model.status().ToString();
+      DataParallelOptions o;
+      o.inline_reduce = inline_reduce;
+      auto dp = DataParallel::Create(c, **model, OptimizerSpec(), o);
+      ASSERT_TRUE(dp.ok()) << dp.status().ToString();
+      for (const Bucket& b : (*dp)->buckets()) {
+        largest[inline_reduce] = std::max(largest[inline_reduce], size_t(b.size()) * 4);
+      }
+      count[inline_reduce] = (*dp)->buckets().size();
+    }
+    EXPECT_LE(largest[0], size_t(1) << 20);
+    EXPECT_LE(largest[1], size_t(4) << 20);
+    EXPECT_GT(largest[1], size_t(1) << 20);
+    EXPECT_LT(count[1], count[0]);
+  });
+}
+
 TEST(LaunchTest, ModeComesFromTheEnvironment) {
   for (const char* v : {"GANTRY_TOKEN", "RANK", "JOB_COMPLETION_INDEX", "WORLD_SIZE",
                         "OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK"}) {
