@@ -27,21 +27,17 @@ GANTRY_AVX512F inline __mmask16 TailMask(int64_t left) {
 
 // FastExp (vec_math.h) on 16 lanes: the same clamp, reduction and polynomial.
 GANTRY_AVX512F inline __m512 Exp16(__m512 x) {
-  const __m512 limit = _mm512_set1_ps(87.33f);
+  const __m512 limit = _mm512_set1_ps(kExpLimit);
   // min/max return their second operand when either is NaN: NaN stays NaN.
   x = _mm512_max_ps(_mm512_sub_ps(_mm512_setzero_ps(), limit), _mm512_min_ps(limit, x));
-  const __m512 magic = _mm512_set1_ps(12582912.0f);
-  const __m512 n = _mm512_sub_ps(_mm512_fmadd_ps(x, _mm512_set1_ps(1.44269504088896341f), magic),
-                                 magic);
-  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-  r = _mm512_fmadd_ps(n, _mm512_set1_ps(2.12194440e-4f), r);
+  const __m512 magic = _mm512_set1_ps(kExpMagic);
+  const __m512 n =
+      _mm512_sub_ps(_mm512_fmadd_ps(x, _mm512_set1_ps(kExpLog2e), magic), magic);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(kExpLn2Hi), x);
+  r = _mm512_fmadd_ps(n, _mm512_set1_ps(kExpLn2Lo), r);
   const __m512 r2 = _mm512_mul_ps(r, r);
-  __m512 q = _mm512_set1_ps(1.9875691500e-4f);
-  q = _mm512_fmadd_ps(q, r, _mm512_set1_ps(1.3981999507e-3f));
-  q = _mm512_fmadd_ps(q, r, _mm512_set1_ps(8.3334519073e-3f));
-  q = _mm512_fmadd_ps(q, r, _mm512_set1_ps(4.1665795894e-2f));
-  q = _mm512_fmadd_ps(q, r, _mm512_set1_ps(1.6666665459e-1f));
-  q = _mm512_fmadd_ps(q, r, _mm512_set1_ps(5.0000001201e-1f));
+  __m512 q = _mm512_set1_ps(kExpPoly[0]);
+  for (int k = 1; k < 6; ++k) q = _mm512_fmadd_ps(q, r, _mm512_set1_ps(kExpPoly[k]));
   q = _mm512_add_ps(_mm512_fmadd_ps(q, r2, r), _mm512_set1_ps(1.0f));
   const __m512i bits = _mm512_slli_epi32(
       _mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);

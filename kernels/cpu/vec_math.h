@@ -22,23 +22,25 @@ namespace gantry::kernels::cpu {
 // ~8.5e37); NaN stays NaN. The clamp is done on the integer bits on purpose: a float select
 // lets GCC's jump threading split the caller's loop per clamp case, and the speculated
 // lanes (e.g. v / exp(87)) then produce denormals that cost ~100 cycles each.
+// The constants are shared with the 16-lane version (attention_rows.cc).
+constexpr float kExpLimit = 87.33f;
+constexpr float kExpMagic = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
+constexpr float kExpLog2e = 1.44269504088896341f;
+constexpr float kExpLn2Hi = 0.693359375f, kExpLn2Lo = 2.12194440e-4f;  // r = x - n hi + n lo
+constexpr float kExpPoly[6] = {1.9875691500e-4f, 1.3981999507e-3f, 8.3334519073e-3f,
+                               4.1665795894e-2f, 1.6666665459e-1f, 5.0000001201e-1f};
 inline float FastExp(float x) {
   const uint32_t bits = std::bit_cast<uint32_t>(x);
   const uint32_t mag = bits & 0x7fffffffu;
-  constexpr uint32_t kLimit = std::bit_cast<uint32_t>(87.33f);
+  constexpr uint32_t kLimit = std::bit_cast<uint32_t>(kExpLimit);
   const uint32_t clamped = mag > 0x7f800000u ? mag : (mag < kLimit ? mag : kLimit);
   x = std::bit_cast<float>((bits & 0x80000000u) | clamped);
-  constexpr float kMagic = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
-  float n = (x * 1.44269504088896341f + kMagic) - kMagic;
-  float r = x - n * 0.693359375f;
-  r = r + n * 2.12194440e-4f;
+  float n = (x * kExpLog2e + kExpMagic) - kExpMagic;
+  float r = x - n * kExpLn2Hi;
+  r = r + n * kExpLn2Lo;
   float r2 = r * r;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
+  float p = kExpPoly[0];
+  for (int k = 1; k < 6; ++k) p = p * r + kExpPoly[k];
   p = p * r2 + r + 1.0f;
   const int32_t scale = (static_cast<int32_t>(n) + 127) << 23;
   return p * std::bit_cast<float>(scale);
