@@ -42,15 +42,12 @@ Status CausalSelfAttentionBackward(const Tensor& qkv, const Tensor& att, const T
   constexpr const char* kOp = "CausalSelfAttentionBackward";
   // The CPU backward needs no [B, heads, T, T] scratch: there datt may be left undefined.
   const bool check_datt = datt.defined() || !qkv.device().is_cpu();
+  GANTRY_RETURN_IF_ERROR(internal::CheckDTypes(
+      kOp, DType::kF32, {{"qkv", &qkv}, {"att", &att}, {"dout", &dout}, {"dqkv", &dqkv}}));
+  GANTRY_RETURN_IF_ERROR(CheckSameDevice(kOp, {&qkv, &att, &dout, &dqkv}));
   if (check_datt) {
-    GANTRY_RETURN_IF_ERROR(internal::CheckDTypes(
-        kOp, DType::kF32,
-        {{"qkv", &qkv}, {"att", &att}, {"dout", &dout}, {"dqkv", &dqkv}, {"datt", &datt}}));
-    GANTRY_RETURN_IF_ERROR(CheckSameDevice(kOp, {&qkv, &att, &dout, &dqkv, &datt}));
-  } else {
-    GANTRY_RETURN_IF_ERROR(internal::CheckDTypes(
-        kOp, DType::kF32, {{"qkv", &qkv}, {"att", &att}, {"dout", &dout}, {"dqkv", &dqkv}}));
-    GANTRY_RETURN_IF_ERROR(CheckSameDevice(kOp, {&qkv, &att, &dout, &dqkv}));
+    GANTRY_RETURN_IF_ERROR(internal::CheckDTypes(kOp, DType::kF32, {{"datt", &datt}}));
+    GANTRY_RETURN_IF_ERROR(CheckSameDevice(kOp, {&qkv, &datt}));
   }
   GANTRY_ASSIGN_OR_RETURN(int64_t c, CheckQkv(kOp, qkv, heads));
   const int64_t b = qkv.dim(0), t = qkv.dim(1);

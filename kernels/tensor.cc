@@ -6,10 +6,10 @@
 #include <cstring>
 #include <limits>
 #include <sstream>
-#include <string>
 
 #include <sys/mman.h>
 
+#include "base/tunables.h"
 #include "kernels/cpu/cpu_ops.h"
 #if GANTRY_KERNELS_WITH_CUDA  // set by kernels/CMakeLists.txt when kernels/cuda is built
 #include "kernels/cuda/cuda_ops.h"
@@ -23,10 +23,7 @@ constexpr size_t kHugePage = size_t(2) << 20;
 
 // GANTRY_HUGEPAGES=0 turns the huge-page hint off (read once).
 bool HugePagesWanted() {
-  static const bool wanted = [] {
-    const char* e = std::getenv("GANTRY_HUGEPAGES");
-    return e == nullptr || std::string(e) != "0";
-  }();
+  static const bool wanted = TunableBool("HUGEPAGES", true);
   return wanted;
 }
 }  // namespace

@@ -26,8 +26,8 @@ DataParallelOptions DataParallelOptions::FromSpec(const CommSpec& spec) {
   o.timeout = std::chrono::seconds(std::max(1, spec.timeout_s));
   o.first_bucket_bytes = size_t(std::max<int64_t>(1, TunableInt("DP_FIRST_BUCKET_KB", 1024))) << 10;
   if (TunableString("DP_MAX_BUCKET_KB", "auto") != "auto") {
-    o.max_bucket_bytes =
-        size_t(std::max<int64_t>(0, TunableInt("DP_MAX_BUCKET_KB", int64_t(o.kMaxBucketBytes >> 10)))) << 10;
+    const int64_t kb = TunableInt("DP_MAX_BUCKET_KB", int64_t(kMaxBucketBytes >> 10));
+    o.max_bucket_bytes = size_t(std::max<int64_t>(0, kb)) << 10;
   }
   o.overlap_update = TunableInt("DP_OVERLAP_UPDATE", 1) != 0;
   o.symmetric_grads = TunableInt("DP_SYMMETRIC_GRADS", 1) != 0;

@@ -214,7 +214,7 @@ Status SgemmBf16(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha,
     const int64_t begin = t * g.tile, size = std::min(g.tile, dim - begin);
     status[size_t(t)] =
         g.along_n ? Bf16Tile(ta, tb, m, n, k, alpha, a_bf16, b_bf16, beta, c, ldc, 0, m, begin, size)
-                : Bf16Tile(ta, tb, m, n, k, alpha, a_bf16, b_bf16, beta, c, ldc, begin, size, 0, n);
+                  : Bf16Tile(ta, tb, m, n, k, alpha, a_bf16, b_bf16, beta, c, ldc, begin, size, 0, n);
   });
   for (const Status& s : status) GANTRY_RETURN_IF_ERROR(s);
   return OkStatus();
