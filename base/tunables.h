@@ -33,6 +33,7 @@ inline constexpr TunableDoc kTunables[] = {
     {"DP_INLINE_REDUCE", "auto", "data parallel: finish each bucket's reduction and update on the training thread inside backward: auto = with the shm backend when no CPU is spare for a progress thread, 1 = always, 0 = never"},
     {"BIND", "auto", "bind each local rank to its own slice of the host's CPUs (as mpirun --bind-to core): auto = when there are several local ranks and the process may use every CPU, core = split whatever CPU set it has, none = never"},
     {"DP_SYMMETRIC_GRADS", "1", "data parallel, shm: gradients in symmetric shared memory, reduced without staging copies (0 = off)"},
+    {"DP_FUSED_SUM", "auto", "data parallel, shm with symmetric gradients: no collective, each rank's optimizer sums every rank's gradients (rank order) inside its update: auto = up to 4 ranks, 1 = up to 8, 0 = off"},
     {"FUSED_UPDATE", "1", "one-process training without clipping: optimizer update inside backward (0 = after)"},
     {"DP_CHECK_EVERY", "100", "data parallel: compare parameter checksums every N steps"},
     {"DP_STRAGGLER_EVERY", "50", "data parallel: gather per-rank step times every N steps"},

@@ -40,6 +40,32 @@ class Work {
 };
 using WorkPtr = std::shared_ptr<Work>;
 
+// Load/store access to the peers' symmetric memory (Communicator::AllocateSymmetric), for
+// algorithms that fold a reduction into their own pass over the data instead of running a
+// collective (data parallel on one host: every rank's optimizer sums all ranks' gradients
+// while it updates, train/data_parallel.h). Same-host backends only (shm). Synchronisation
+// is by signals: each rank owns kSignals monotonic counters its peers can read and wait on.
+// Threading: the communicator's issuing thread. The signals are independent of the
+// collectives' own counters, so collectives may run meanwhile.
+class SymmetricPeers {
+ public:
+  static constexpr int kSignals = 4;
+  virtual ~SymmetricPeers() = default;
+  // Rank r's copy of [p, p + bytes) when that range lies in memory this rank got from
+  // AllocateSymmetric (r == rank(): p itself); nullptr otherwise.
+  virtual const void* Peer(const void* p, size_t bytes, int r) const = 0;
+  // Publishes this rank's signal `slot` (0 <= slot < kSignals) as `value` with release order:
+  // a peer that sees the value also sees every write this thread made before. Never decrease.
+  virtual void Signal(int slot, uint64_t value) = 0;
+  // Rank r's signal `slot` now (acquire); never blocks.
+  virtual uint64_t PeekSignal(int r, int slot) const = 0;
+  // Blocks until rank r's signal `slot` >= value. Bounded by `timeout`; ends at once when r
+  // dies, the communicator is aborted or a peer broke the group. The error names `what`, the
+  // rank and the time waited, and breaks the communicator (its peers fail at once too).
+  virtual Status WaitSignal(int r, int slot, uint64_t value, std::chrono::milliseconds timeout,
+                            const std::string& what) = 0;
+};
+
 class Communicator {
  public:
   virtual ~Communicator() = default;
@@ -78,6 +104,10 @@ class Communicator {
     (void)bytes;
     return std::shared_ptr<void>();
   }
+
+  // Direct access to the peers' symmetric memory, or nullptr where the backend has none
+  // (every backend but shm). Owned by the communicator.
+  virtual SymmetricPeers* symmetric_peers() { return nullptr; }
 
   // Tears the communicator down from any thread: pending and future operations fail with
   // kAborted carrying `reason`; peers see this rank's connections close.

@@ -10,6 +10,30 @@ namespace gantry::kernels {
 using internal::CheckDTypes;
 using internal::CheckNumel;
 
+namespace {
+
+// The CPU-only extras of an update's options (sum of squares, gradient terms).
+Status CheckCpuExtras(const char* op, const Tensor& param, const double* grad_sq_sum,
+                      std::span<const float* const> grad_terms) {
+  if (param.device().is_cuda() && (grad_sq_sum != nullptr || !grad_terms.empty())) {
+    return InvalidArgumentError(std::string(op) +
+                                ": grad_sq_sum and grad_terms are CPU only; use L2Norm on CUDA");
+  }
+  if (grad_terms.size() > kMaxGradTerms) {
+    return InvalidArgumentError(std::string(op) + ": " + std::to_string(grad_terms.size()) +
+                                " grad_terms, at most " + std::to_string(kMaxGradTerms));
+  }
+  for (size_t i = 0; i < grad_terms.size(); ++i) {
+    if (grad_terms[i] == nullptr && param.numel() > 0) {
+      return InvalidArgumentError(std::string(op) + ": grad_terms[" + std::to_string(i) +
+                                  "] is null");
+    }
+  }
+  return OkStatus();
+}
+
+}  // namespace
+
 Status SgdUpdate(Tensor& param, const Tensor& grad, Tensor* momentum_buf, const SgdOptions& opts) {
   constexpr const char* kOp = "SgdUpdate";
   GANTRY_RETURN_IF_ERROR(CheckDTypes(
@@ -31,9 +55,7 @@ Status SgdUpdate(Tensor& param, const Tensor& grad, Tensor* momentum_buf, const 
   } else if (opts.nesterov) {
     return InvalidArgumentError("SgdUpdate: nesterov needs momentum > 0");
   }
-  if (opts.grad_sq_sum != nullptr && param.device().is_cuda()) {
-    return InvalidArgumentError("SgdUpdate: grad_sq_sum is CPU only; use L2Norm on CUDA");
-  }
+  GANTRY_RETURN_IF_ERROR(CheckCpuExtras(kOp, param, opts.grad_sq_sum, opts.grad_terms));
   GANTRY_KERNELS_DISPATCH(kOp, param.device(), SgdUpdate(param, grad, momentum_buf, opts));
 }
 
@@ -56,9 +78,7 @@ Status AdamUpdate(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v,
         " eps=" + std::to_string(opts.eps) + " weight_decay=" +
         std::to_string(opts.weight_decay) + ")");
   }
-  if (opts.grad_sq_sum != nullptr && param.device().is_cuda()) {
-    return InvalidArgumentError("AdamUpdate: grad_sq_sum is CPU only; use L2Norm on CUDA");
-  }
+  GANTRY_RETURN_IF_ERROR(CheckCpuExtras(kOp, param, opts.grad_sq_sum, opts.grad_terms));
   GANTRY_KERNELS_DISPATCH(kOp, param.device(), AdamUpdate(param, grad, m, v, opts));
 }
 

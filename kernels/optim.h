@@ -3,9 +3,14 @@
 // parity tests hold to 1e-4 after many steps.
 #pragma once
 
+#include <span>
+
 #include "kernels/tensor.h"
 
 namespace gantry::kernels {
+
+// At most this many arrays in SgdOptions/AdamOptions::grad_terms.
+constexpr size_t kMaxGradTerms = 8;
 
 struct SgdOptions {
   float lr = 0.01f;
@@ -15,6 +20,12 @@ struct SgdOptions {
   // CPU only: when set, sum(grad^2) (in double) is added to it in the same pass (the update in
   // backward computes the gradient norm while the gradients are in cache).
   double* grad_sq_sum = nullptr;
+  // CPU only: when not empty, the gradient is the sum of these arrays (param.numel() floats
+  // each, up to kMaxGradTerms), added left to right in f32, and `grad`'s values are not read
+  // (it is still checked for shape). Data parallel on one host passes every rank's gradients
+  // in rank order, so each rank sums and updates in one pass with the same bits, and no
+  // reduced copy is ever written (train/data_parallel.h, "fused sum").
+  std::span<const float* const> grad_terms;
 };
 // torch.optim.SGD with dampening 0: g += wd*p; buf = momentum*buf + g; p -= lr*(nesterov ?
 // g + momentum*buf : buf). `momentum_buf` starts at zero (equivalent to torch's first step).
@@ -29,6 +40,7 @@ struct AdamOptions {
   bool decoupled_weight_decay = false;  // true = AdamW
   int64_t step = 1;                     // 1-based step count for bias correction
   double* grad_sq_sum = nullptr;        // as SgdOptions::grad_sq_sum
+  std::span<const float* const> grad_terms;  // as SgdOptions::grad_terms
 };
 // torch.optim.Adam / AdamW: (AdamW: p *= 1 - lr*wd; Adam: g += wd*p); m = b1*m + (1-b1)*g;
 // v = b2*v + (1-b2)*g*g; p -= (lr / (1-b1^t)) * m / (sqrt(v) / sqrt(1-b2^t) + eps).

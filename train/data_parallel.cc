@@ -32,6 +32,7 @@ DataParallelOptions DataParallelOptions::FromSpec(const CommSpec& spec) {
   o.overlap_update = TunableInt("DP_OVERLAP_UPDATE", 1) != 0;
   o.symmetric_grads = TunableInt("DP_SYMMETRIC_GRADS", 1) != 0;
   o.inline_reduce = TunableAutoBool("DP_INLINE_REDUCE");
+  o.fused_sum = TunableAutoBool("DP_FUSED_SUM");
   o.check_every = std::max<int64_t>(0, TunableInt("DP_CHECK_EVERY", o.check_every));
   o.straggler_every = std::max<int64_t>(0, TunableInt("DP_STRAGGLER_EVERY", o.straggler_every));
   o.straggler_ratio = TunableDouble("DP_STRAGGLER_RATIO", o.straggler_ratio);
@@ -79,6 +80,7 @@ StatusOr<std::unique_ptr<DataParallel>> DataParallel::Create(comm::Communicator&
   bo.timeout = options.timeout;
   GANTRY_ASSIGN_OR_RETURN(dp->reducer_, BucketReducer::Create(comm, model, bo));
   dp->symmetric_grads_ = symmetric;
+  GANTRY_RETURN_IF_ERROR(dp->SetUpFusedSum());
   dp->sharded_spec_ = optimizer;
   if (options.zero1) {
     GANTRY_ASSIGN_OR_RETURN(dp->sharded_,
@@ -93,11 +95,115 @@ StatusOr<std::unique_ptr<DataParallel>> DataParallel::Create(comm::Communicator&
       .Field("bf16_reduce", options.bf16_reduce)
       .Field("symmetric_grads", symmetric)
       .Field("inline_reduce", dp->inline_reduce_)
+      .Field("fused_sum", dp->fused_sum())
       .Field("zero1", options.zero1);
   return dp;
 }
 
 DataParallel::~DataParallel() { model_.SetGradReadyCallback(nullptr); }
+
+Status DataParallel::SetUpFusedSum() {
+  const int n = world();
+  const bool wanted = symmetric_grads_ && options_.overlap_update &&
+                      n <= int(kernels::kMaxGradTerms) &&
+                      options_.fused_sum.value_or(n <= DataParallelOptions::kFusedSumMaxWorld);
+  comm::SymmetricPeers* peers = wanted ? comm_.symmetric_peers() : nullptr;
+  std::vector<const float*> bases;
+  if (peers != nullptr) {
+    const size_t bytes = size_t(model_.num_params()) * sizeof(float);
+    for (int r = 0; r < n; ++r) {
+      bases.push_back(static_cast<const float*>(peers->Peer(model_.flat_grads().raw(), bytes, r)));
+      if (bases.back() == nullptr) peers = nullptr;
+    }
+  }
+  // Every rank must take the same path, and count its signals from the same point (an
+  // earlier DataParallel on this communicator may have raised them).
+  struct Mine {
+    uint32_t able;
+    uint32_t pad;
+    uint64_t ready, consumed;
+  } mine{peers != nullptr, 0, 0, 0};
+  if (peers != nullptr) {
+    mine.ready = peers->PeekSignal(rank(), kReadySignal);
+    mine.consumed = peers->PeekSignal(rank(), kConsumedSignal);
+  }
+  std::vector<Mine> all(static_cast<size_t>(n));
+  GANTRY_RETURN_IF_ERROR(small_->Allgather(&mine, all.data(), sizeof(Mine) / 4));
+  for (const Mine& m : all) {
+    if (!m.able) return OkStatus();
+    fused_.base = std::max(fused_.base, m.ready);
+    fused_.steps = std::max(fused_.steps, m.consumed);
+  }
+  peers->Signal(kReadySignal, fused_.base);
+  peers->Signal(kConsumedSignal, fused_.steps);
+  peers_ = peers;
+  grad_bases_ = std::move(bases);
+  return OkStatus();
+}
+
+void DataParallel::BeginBackward() {
+  reducer_->Arm();
+  updating_ = {};
+  fused_.active = false;
+  fused_.published = 0;
+  fused_.wait_s = 0;
+  // Backward is about to overwrite the gradients the peers may still be summing.
+  fused_.consumed_wait = peers_ != nullptr ? WaitPeersConsumed() : OkStatus();
+}
+
+Status DataParallel::WaitPeersConsumed() {
+  const auto t0 = std::chrono::steady_clock::now();
+  Status s;
+  for (int r = 0; r < world() && s.ok(); ++r) {
+    if (r == rank() || peers_->PeekSignal(r, kConsumedSignal) >= fused_.steps) continue;
+    s = peers_->WaitSignal(r, kConsumedSignal, fused_.steps, options_.timeout,
+                           "data parallel (fused sum): rank " + std::to_string(rank()) +
+                               " waiting to reuse its gradient buffer after fused step " +
+                               std::to_string(fused_.steps));
+  }
+  fused_.wait_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return s;
+}
+
+Status DataParallel::ReduceGradients() {
+  if (fused_.active) {
+    return FailedPreconditionError(
+        "data parallel: this step sums gradients inside the update (fused sum); finish it with "
+        "ReduceAndUpdate, or begin it with BeginBackward() to reduce them first");
+  }
+  return reducer_->Finish();
+}
+
+void DataParallel::PublishFusedBuckets(int64_t begin) {
+  const std::vector<Bucket>& b = reducer_->buckets();
+  const size_t before = fused_.published;
+  while (fused_.published < b.size() && b[fused_.published].begin >= begin) ++fused_.published;
+  if (fused_.published != before) {
+    peers_->Signal(kReadySignal, fused_.base + fused_.published);  // release: grads visible
+  }
+}
+
+void DataParallel::UpdateFusedBuckets(bool block) {
+  Updating& u = updating_;
+  while (u.status.ok() && u.next < fused_.published) {
+    const uint64_t need = fused_.base + u.next + 1;
+    for (int r = 0; r < world() && u.status.ok(); ++r) {
+      if (r == rank() || peers_->PeekSignal(r, kReadySignal) >= need) continue;
+      if (!block) return;
+      const auto t0 = std::chrono::steady_clock::now();
+      u.status = peers_->WaitSignal(
+          r, kReadySignal, need, options_.timeout,
+          "data parallel (fused sum): rank " + std::to_string(rank()) + " waiting for bucket " +
+              std::to_string(u.next) + " of step " + std::to_string(u.step + 1) + " from rank " +
+              std::to_string(r));
+      fused_.wait_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    }
+    if (!u.status.ok()) return;
+    const Bucket& b = reducer_->buckets()[u.next++];
+    // Every rank's gradients of the bucket, summed in rank order inside the update pass.
+    u.status = u.optimizer->StepRange(u.step, u.lr, b.begin, b.end, &u.sum_sq, grad_bases_);
+  }
+}
 
 Status DataParallel::BroadcastFromRank0(const std::vector<Tensor>& state) {
   std::vector<Tensor> all = {model_.flat_params()};
@@ -132,6 +238,16 @@ StatusOr<float> DataParallel::ReduceAndUpdate(Optimizer* optimizer, int64_t step
     return norm;
   }
   if (sharded_) return sharded_->ReduceAndStep(step, lr);
+  if (fused_.active) {
+    PublishFusedBuckets(0);  // whatever backward did not report
+    UpdateFusedBuckets(/*block=*/true);
+    const Updating done = std::exchange(updating_, {});
+    fused_.active = false;
+    if (!done.status.ok()) return done.status;
+    fused_.base += reducer_->buckets().size();
+    peers_->Signal(kConsumedSignal, ++fused_.steps);  // done reading the peers' gradients
+    return float(std::sqrt(done.sum_sq));
+  }
   reducer_->IssueRemaining();
   if (updating_.optimizer != optimizer) updating_ = {optimizer, step, lr};
   UpdateFinishedBuckets(/*block=*/true);
@@ -145,10 +261,17 @@ void DataParallel::BeginBackward(Optimizer* optimizer, int64_t step, float lr) {
   if (optimizer != nullptr && !sharded_ && options_.overlap_update &&
       optimizer->spec().grad_clip <= 0) {
     updating_ = {optimizer, step, lr};
+    updating_.status = fused_.consumed_wait;
+    fused_.active = peers_ != nullptr;
   }
 }
 
 void DataParallel::OnGradReady(int64_t begin) {
+  if (fused_.active) {  // no collective: publish, then sum and update what every rank has
+    PublishFusedBuckets(begin);
+    UpdateFusedBuckets(/*block=*/false);
+    return;
+  }
   reducer_->OnGradReady(begin);
   if (updating_.optimizer != nullptr) UpdateFinishedBuckets(/*block=*/inline_reduce_);
 }

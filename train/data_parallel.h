@@ -51,6 +51,16 @@ struct DataParallelOptions {
   // CPU is spare for the progress thread (spare_cpu false), where handing each bucket to it
   // only adds thread switches. Off: the callback only polls.
   std::optional<bool> inline_reduce;   // unset: auto
+  // GANTRY_DP_FUSED_SUM (auto | 1 | 0): with the gradients in symmetric memory the backend
+  // lets every rank read (shm), no collective runs at all: each rank's optimizer sums all
+  // ranks' gradients of a bucket, in rank order, inside its update pass (the same bits on
+  // every rank, and as the allreduce path), once the peers signal the bucket final. No
+  // reduced copy is written, and no staging: per byte each rank reads `world` gradients
+  // instead of the allreduce's 1.5 reads + 1 write followed by the update's read. auto: on
+  // for world <= kFusedSumMaxWorld (reads grow with world); needs the replicated optimizer
+  // without clipping (else that step uses the allreduce path).
+  std::optional<bool> fused_sum;       // unset: auto
+  static constexpr int kFusedSumMaxWorld = 4;
   bool spare_cpu = true;                 // set by the trainer (Trainer::SpareCpu)
   int64_t check_every = 100;             // GANTRY_DP_CHECK_EVERY: parameter checksum (0 = off)
   int64_t straggler_every = 50;          // GANTRY_DP_STRAGGLER_EVERY (0 = off)
@@ -82,6 +92,9 @@ class DataParallel {
   const std::vector<Bucket>& buckets() const { return reducer_->buckets(); }
   // True when the model's gradients live in the communicator's symmetric memory.
   bool symmetric_grads() const { return symmetric_grads_; }
+  // True when steps with the replicated optimizer and no clipping use the fused sum (see
+  // DataParallelOptions::fused_sum); then flat_grads() keeps this rank's own gradients.
+  bool fused_sum() const { return peers_ != nullptr; }
   // Backward's loss_scale: 1/world, so the summed gradients are the global mean.
   float loss_scale() const { return 1.0f / float(world()); }
   // ZeRO-1: the sharded optimizer (else nullptr; the Trainer's Optimizer is used).
@@ -96,10 +109,7 @@ class DataParallel {
   // The step, in the order the Trainer calls it: BeginBackward, Backward, then either
   // ReduceAndUpdate, or ReduceGradients + ClipGradients + Update (when something must see
   // the whole reduced gradient first).
-  void BeginBackward() {
-    reducer_->Arm();
-    updating_ = {};
-  }
+  void BeginBackward();
   // Same, and updates each bucket whose sum arrives while backward still runs right away,
   // from the grad-ready callback (the replicated optimizer without clipping; otherwise this is
   // BeginBackward()). ReduceAndUpdate with the same arguments finishes the step.
@@ -110,11 +120,13 @@ class DataParallel {
   // (the norm must be known before any update) or ZeRO-1 it runs the three steps in turn.
   // Same parameters bit for bit as the three steps (the update is elementwise).
   StatusOr<float> ReduceAndUpdate(Optimizer* optimizer, int64_t step, float lr);
-  Status ReduceGradients() { return reducer_->Finish(); }
+  Status ReduceGradients();
   StatusOr<float> ClipGradients(Optimizer* optimizer);
   Status Update(Optimizer* optimizer, int64_t step, float lr);
   // Seconds the step blocked on communication so far (not hidden behind backward/update).
-  double last_comm_wait() const { return reducer_->last_wait_seconds(); }
+  double last_comm_wait() const {
+    return reducer_->last_wait_seconds() + fused_.wait_s;
+  }
 
   // Collective every check_every steps (and when `force`): kDataLoss naming diverged ranks.
   Status CheckParameters(int64_t step, bool force = false);
@@ -136,6 +148,16 @@ class DataParallel {
   void OnGradReady(int64_t begin);
   // Updates issued buckets in order while their sums are there (block: waits for each).
   void UpdateFinishedBuckets(bool block);
+  // Decides (collectively) whether the fused sum runs and sets its signals' starting point.
+  Status SetUpFusedSum();
+  // Fused sum: publishes this rank's buckets lying in [begin, end) as final.
+  void PublishFusedBuckets(int64_t begin);
+  // Fused sum: updates published buckets in order while every peer has published them too
+  // (block: waits for each, bounded by the timeout).
+  void UpdateFusedBuckets(bool block);
+  // Fused sum: waits until every peer finished reading this rank's gradients of the last
+  // fused step, so backward may overwrite them.
+  Status WaitPeersConsumed();
   struct Updating {  // the step being applied bucket by bucket
     Optimizer* optimizer = nullptr;
     int64_t step = 0;
@@ -146,6 +168,19 @@ class DataParallel {
   };
   Updating updating_;
   bool symmetric_grads_ = false;
+  // Fused sum state. Signals: kReadySignal = buckets this rank has published (all steps),
+  // kConsumedSignal = fused steps whose peer gradients this rank has finished reading.
+  static constexpr int kReadySignal = 0, kConsumedSignal = 1;
+  comm::SymmetricPeers* peers_ = nullptr;  // set when the fused sum is available
+  std::vector<const float*> grad_bases_;   // every rank's flat gradients, rank order
+  struct Fused {
+    bool active = false;     // this step runs the fused sum
+    uint64_t base = 0;       // buckets published before this step
+    uint64_t steps = 0;      // fused steps finished
+    size_t published = 0;    // buckets of this step published
+    double wait_s = 0;       // seconds blocked on peers this step
+    Status consumed_wait;    // error of the wait in BeginBackward (returned by the step)
+  } fused_;
 
   comm::Communicator& comm_;
   Model& model_;

@@ -2,6 +2,7 @@
 #include "train/optimizer.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 
 #include "kernels/optim.h"
@@ -61,7 +62,7 @@ StatusOr<float> Optimizer::ClipGradients() {
 
 Status ApplyUpdate(const OptimizerSpec& spec, int64_t step, float lr, bool decay, Tensor& p,
                    const Tensor& g, const OptimizerState& state, int64_t state_offset,
-                   double* grad_sq_sum) {
+                   double* grad_sq_sum, std::span<const float* const> grad_terms) {
   const std::string& t = spec.type;
   const int64_t n = p.numel();
   const float wd = decay ? float(spec.weight_decay) : 0.0f;
@@ -70,6 +71,7 @@ Status ApplyUpdate(const OptimizerSpec& spec, int64_t step, float lr, bool decay
     o.lr = lr;
     o.weight_decay = wd;
     o.grad_sq_sum = grad_sq_sum;
+    o.grad_terms = grad_terms;
     Tensor buf;
     if (t == "momentum") {
       o.momentum = float(spec.momentum);
@@ -86,6 +88,7 @@ Status ApplyUpdate(const OptimizerSpec& spec, int64_t step, float lr, bool decay
   o.decoupled_weight_decay = t == "adamw";
   o.step = step + 1;
   o.grad_sq_sum = grad_sq_sum;
+  o.grad_terms = grad_terms;
   Tensor m = state[0].second.View(state_offset, {n});
   Tensor v = state[1].second.View(state_offset, {n});
   return kernels::AdamUpdate(p, g, m, v, o);
@@ -96,15 +99,23 @@ Status Optimizer::Step(int64_t step, float lr) {
 }
 
 Status Optimizer::StepRange(int64_t step, float lr, int64_t begin, int64_t end,
-                            double* grad_sq_sum) {
+                            double* grad_sq_sum, std::span<const float* const> grad_bases) {
+  if (grad_bases.size() > kernels::kMaxGradTerms) {
+    return InvalidArgumentError("optimizer: " + std::to_string(grad_bases.size()) +
+                                " gradient arrays to sum, at most " +
+                                std::to_string(kernels::kMaxGradTerms));
+  }
   Tensor& params = model_.flat_params();
   Tensor& grads = model_.flat_grads();
+  std::array<const float*, kernels::kMaxGradTerms> terms{};
   for (const Segment& s : segments_) {
     const int64_t b = std::max(begin, s.offset), e = std::min(end, s.offset + s.numel);
     if (b >= e) continue;
     Tensor p = params.View(b, {e - b});
     Tensor g = grads.View(b, {e - b});
-    GANTRY_RETURN_IF_ERROR(ApplyUpdate(spec_, step, lr, s.decay, p, g, state_, b, grad_sq_sum));
+    for (size_t t = 0; t < grad_bases.size(); ++t) terms[t] = grad_bases[t] + b;
+    GANTRY_RETURN_IF_ERROR(ApplyUpdate(spec_, step, lr, s.decay, p, g, state_, b, grad_sq_sum,
+                                       {terms.data(), grad_bases.size()}));
   }
   return OkStatus();
 }

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <memory>
+#include <span>
 #include <string>
 #include <utility>
 #include <vector>
@@ -29,10 +30,12 @@ using OptimizerState = std::vector<std::pair<std::string, kernels::Tensor>>;
 // One fused update of `p` (a run of parameters sharing the decay flag) with gradient `g`;
 // the state slice starts `state_offset` elements into each state tensor. Shared by the
 // replicated Optimizer and the ZeRO-1 ShardedOptimizer. With `grad_sq_sum` (CPU), sum(g^2)
-// is added to it in the same pass.
+// is added to it in the same pass. With `grad_terms` (CPU; each pointing at the gradient of
+// p's first element), the gradient is their sum, left to right (kernels::SgdOptions).
 Status ApplyUpdate(const OptimizerSpec& spec, int64_t step, float lr, bool decay,
                    kernels::Tensor& p, const kernels::Tensor& g, const OptimizerState& state,
-                   int64_t state_offset, double* grad_sq_sum = nullptr);
+                   int64_t state_offset, double* grad_sq_sum = nullptr,
+                   std::span<const float* const> grad_terms = {});
 
 class Optimizer {
  public:
@@ -47,8 +50,12 @@ class Optimizer {
   Status Step(int64_t step, float lr);
   // Update of parameters [begin, end) only; Step == StepRange over [0, num_params) and any
   // split of it gives the same bits (the kernels are elementwise with fixed roundings).
+  // With `grad_bases` (CPU, at most kernels::kMaxGradTerms flat gradient arrays of
+  // num_params floats, e.g. every rank's in rank order) the gradient is their sum, left to
+  // right, instead of the model's flat_grads().
   Status StepRange(int64_t step, float lr, int64_t begin, int64_t end,
-                   double* grad_sq_sum = nullptr);
+                   double* grad_sq_sum = nullptr,
+                   std::span<const float* const> grad_bases = {});
   // Update in backward (one process, no clipping): Begin installs the model's grad-ready
   // callback, which updates each range as soon as backward reports it final (its gradients
   // still in cache); End removes it, updates what was not reported, and returns the global

@@ -174,6 +174,37 @@ StatusOr<std::shared_ptr<void>> ShmCommunicator::AllocateSymmetric(size_t bytes)
   return out;
 }
 
+static_assert(sizeof(ShmRankControl::signal) / sizeof(ShmCounter) == SymmetricPeers::kSignals);
+
+const void* ShmCommunicator::Peer(const void* p, size_t bytes, int r) const {
+  if (r < 0 || r >= size_) return nullptr;
+  const auto where = windows_.Find(p, bytes);
+  return where ? windows_.base(where->window, r) + where->offset : nullptr;
+}
+
+void ShmCommunicator::Signal(int slot, uint64_t value) { group_->Signal(slot, value); }
+
+uint64_t ShmCommunicator::PeekSignal(int r, int slot) const {
+  return group_->PeekSignal(r, slot);
+}
+
+Status ShmCommunicator::WaitSignal(int r, int slot, uint64_t value,
+                                   std::chrono::milliseconds timeout, const std::string& what) {
+  if (state_->failed()) return state_->error();
+  if (r < 0 || r >= size_ || slot < 0 || slot >= kSignals) {
+    return InvalidArgumentError(what + ": no signal " + std::to_string(slot) + " of rank " +
+                                std::to_string(r) + " (" + std::to_string(size_) + " ranks, " +
+                                std::to_string(int(kSignals)) + " signals each)");
+  }
+  if (group_->PeekSignal(r, slot) >= value) return OkStatus();
+  ShmGroup::Op o{what, {}, Clock::now(), {}};
+  o.deadline = o.start + timeout;
+  const std::string reach = "raise signal " + std::to_string(slot) + " to " + std::to_string(value);
+  Status s = group_->WaitSignal(o, r, slot, value, reach.c_str());
+  if (!s.ok() && state_->Fail(s)) group_->Poison(s);
+  return s;
+}
+
 WorkPtr ShmCommunicator::SubmitP2p(Lane* lane, OpLabel label,
                                    std::function<Status(const ShmGroup::Op&)> run) {
   return lane->Submit([this, name = label.ToString(), run = std::move(run)] {

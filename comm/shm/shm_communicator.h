@@ -17,7 +17,7 @@
 
 namespace gantry::comm {
 
-class ShmCommunicator : public Communicator {
+class ShmCommunicator : public Communicator, private SymmetricPeers {
  public:
   // Fails with kFailedPrecondition when the bootstrap's ranks are not all on this host.
   static StatusOr<std::unique_ptr<ShmCommunicator>> Create(Bootstrap& bootstrap,
@@ -44,6 +44,8 @@ class ShmCommunicator : public Communicator {
   // Windows of POSIX shared memory mapped by every rank (shm_window.h); an Allreduce in place
   // on a buffer inside one runs without staging copies (shm_allreduce_window.cc).
   StatusOr<std::shared_ptr<void>> AllocateSymmetric(size_t bytes) override;
+  // Peers' windows and per-rank signals in the segment (nullptr with one rank).
+  SymmetricPeers* symmetric_peers() override { return size_ > 1 ? this : nullptr; }
   void Abort(const Status& reason) override;
   Status AsyncError() const override;
 
@@ -55,6 +57,12 @@ class ShmCommunicator : public Communicator {
                            std::optional<ShmWindows::Where> where = std::nullopt);
   WorkPtr SubmitP2p(Lane* lane, OpLabel label, std::function<Status(const ShmGroup::Op&)> run);
   Status CheckRank(const char* what, int r, bool allow_self) const;
+  // SymmetricPeers.
+  const void* Peer(const void* p, size_t bytes, int r) const override;
+  void Signal(int slot, uint64_t value) override;
+  uint64_t PeekSignal(int r, int slot) const override;
+  Status WaitSignal(int r, int slot, uint64_t value, std::chrono::milliseconds timeout,
+                    const std::string& what) override;
 
   int rank_, size_;
   CommOptions options_;

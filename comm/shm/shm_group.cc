@@ -165,6 +165,18 @@ Status ShmGroup::WaitDone(const Op& op, int peer, uint64_t q) {
   return WaitFor(op, peer, segment_->control(peer)->done.value, q + 1, "finish reading");
 }
 
+void ShmGroup::Signal(int slot, uint64_t value) {
+  segment_->control(rank_)->signal[slot].value.store(value, std::memory_order_release);
+}
+
+uint64_t ShmGroup::PeekSignal(int peer, int slot) const {
+  return segment_->control(peer)->signal[slot].value.load(std::memory_order_acquire);
+}
+
+Status ShmGroup::WaitSignal(const Op& op, int peer, int slot, uint64_t value, const char* what) {
+  return WaitFor(op, peer, segment_->control(peer)->signal[slot].value, value, what);
+}
+
 Status ShmGroup::MailboxWrite(const Op& op, int to, const void* data, size_t bytes) {
   ShmMailbox* mb = segment_->mailbox(rank_, to);
   char* ring = segment_->mailbox_data(rank_, to);

@@ -53,6 +53,12 @@ class ShmGroup {
   // Waits until `peer` marked stage q done (it no longer reads this rank's data of stage q).
   Status WaitDone(const Op& op, int peer, uint64_t q);
 
+  // SymmetricPeers signals (comm/communicator.h): this rank's slot, a peer's slot now, and a
+  // bounded wait for a peer's slot to reach `value` (the same liveness checks as every wait).
+  void Signal(int slot, uint64_t value);
+  uint64_t PeekSignal(int peer, int slot) const;
+  Status WaitSignal(const Op& op, int peer, int slot, uint64_t value, const char* what);
+
   // Point-to-point byte streams through the (from -> to) mailbox.
   Status MailboxWrite(const Op& op, int to, const void* data, size_t bytes);
   Status MailboxRead(const Op& op, int from, void* data, size_t bytes);

@@ -37,6 +37,7 @@ struct ShmRankControl {
   ShmCounter posted;   // stages this rank has written into its slot (absolute stage index + 1)
   ShmCounter reduced;  // stages whose result slice this rank has published
   ShmCounter done;     // stages this rank has finished reading
+  ShmCounter signal[4];  // SymmetricPeers signals (comm/communicator.h), owned by this rank
   alignas(64) std::atomic<int32_t> pid;
 };
 

@@ -2,6 +2,7 @@
 // scalar factors computed in double and rounded to f32 as torch does) and L2 norm / clipping.
 #include <algorithm>
 #include <cmath>
+#include <span>
 
 #include "kernels/cpu/cpu_ops.h"
 #include "kernels/cpu/parallel.h"
@@ -36,21 +37,43 @@ GANTRY_AVX512_CLONES double SumSquares(const float* x, int64_t begin, int64_t en
   return FinishSquares(x, i, end, lane);
 }
 
-// Runs body(begin, end) over [0, n) on the pool; with `sq`, also adds sum(g^2) to it, each
-// block of kReduceBlock squared right after its update (still in L1).
+// The summed gradient of elements [begin, end) (at most kReduceBlock) of `terms`, added left
+// to right, in this thread's block buffer (L1-resident; the update reads it right away).
+GANTRY_AVX512_CLONES const float* SumTermsBlock(std::span<const float* const> terms,
+                                                int64_t begin, int64_t end) {
+  alignas(64) static thread_local float block[kReduceBlock];
+  const int64_t len = end - begin;
+  const float* t0 = terms[0] + begin;
+  if (terms.size() == 1) return t0;
+  const float* t1 = terms[1] + begin;
+  for (int64_t j = 0; j < len; ++j) block[j] = t0[j] + t1[j];
+  for (size_t t = 2; t < terms.size(); ++t) {
+    const float* tt = terms[t] + begin;
+    for (int64_t j = 0; j < len; ++j) block[j] += tt[j];
+  }
+  return block;
+}
+
+// Runs body(begin, end, gb) over [0, n) on the pool, where gb[j] is the gradient of element
+// begin + j: g + begin, or with `terms` their sum for that block (blocks of kReduceBlock).
+// With `sq`, also adds sum(gradient^2) to it, each block squared right after its update
+// (still in L1).
 template <typename Body>
-void UpdateLoop(int64_t n, const float* g, double* sq, Body body) {
+void UpdateLoop(int64_t n, const float* g, std::span<const float* const> terms, double* sq,
+                Body body) {
   const int threads = ThreadsFor(double(n), kElementsPerThread);
-  if (sq == nullptr) {
-    ParallelFor(n, threads, body);
+  if (sq == nullptr && terms.empty()) {
+    ParallelFor(n, threads, [=](int64_t begin, int64_t end) { body(begin, end, g + begin); });
     return;
   }
   const int64_t blocks = (n + kReduceBlock - 1) / kReduceBlock;
-  *sq += ParallelSum(blocks, threads, [=](int64_t blk) {
+  const double total = ParallelSum(blocks, threads, [=](int64_t blk) {
     const int64_t begin = blk * kReduceBlock, end = std::min(n, begin + kReduceBlock);
-    body(begin, end);
-    return SumSquares(g, begin, end);
+    const float* gb = terms.empty() ? g + begin : SumTermsBlock(terms, begin, end);
+    body(begin, end, gb);
+    return sq != nullptr ? SumSquares(gb, 0, end - begin) : 0.0;
   });
+  if (sq != nullptr) *sq += total;
 }
 
 struct SgdScalars {
@@ -132,17 +155,21 @@ Status SgdUpdate(Tensor& param, const Tensor& grad, Tensor* momentum_buf, const 
   const float lr = opts.lr, wd = opts.weight_decay, mom = opts.momentum;
   const bool use_momentum = mom > 0.0f, nesterov = opts.nesterov;
   const SgdScalars k{lr, wd, mom, use_momentum, nesterov};
+  // Ranges are passed relative to their first element (p + begin, gb, buf + begin).
   if (opts.grad_sq_sum != nullptr && use_momentum && !nesterov && wd == 0.0f) {
     const int64_t blocks = (n + kReduceBlock - 1) / kReduceBlock;
+    const std::span<const float* const> terms = opts.grad_terms;
     *opts.grad_sq_sum += ParallelSum(blocks, ThreadsFor(double(n), kElementsPerThread),
                                      [=](int64_t blk) {
       const int64_t begin = blk * kReduceBlock, end = std::min(n, begin + kReduceBlock);
-      return SgdMomentumSquares(lr, mom, p, g, buf, begin, end);
+      const float* gb = terms.empty() ? g + begin : SumTermsBlock(terms, begin, end);
+      return SgdMomentumSquares(lr, mom, p + begin, gb, buf + begin, 0, end - begin);
     });
     return OkStatus();
   }
-  UpdateLoop(n, g, opts.grad_sq_sum, [=](int64_t i_begin, int64_t i_end) {
-    SgdRange(k, p, g, buf, i_begin, i_end);
+  UpdateLoop(n, g, opts.grad_terms, opts.grad_sq_sum,
+             [=](int64_t begin, int64_t end, const float* gb) {
+    SgdRange(k, p + begin, gb, buf != nullptr ? buf + begin : nullptr, 0, end - begin);
   });
   return OkStatus();
 }
@@ -167,8 +194,9 @@ Status AdamUpdate(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v,
   const float decay_factor = static_cast<float>(1.0 - lr * double(opts.weight_decay));
   const AdamScalars k{b1, b2, one_minus_b1, one_minus_b2, neg_step_size,
                       bc2_sqrt, eps, wd, decay_factor, decoupled};
-  UpdateLoop(n, g, opts.grad_sq_sum, [=](int64_t i_begin, int64_t i_end) {
-    AdamRange(k, p, g, mp, vp, i_begin, i_end);
+  UpdateLoop(n, g, opts.grad_terms, opts.grad_sq_sum,
+             [=](int64_t begin, int64_t end, const float* gb) {
+    AdamRange(k, p + begin, gb, mp + begin, vp + begin, 0, end - begin);
   });
   return OkStatus();
 }

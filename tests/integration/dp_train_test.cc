@@ -136,11 +136,14 @@ class DpTrain : public ::testing::Test {
   }
 };
 
-// Every bucket of these small models is below shm's window threshold: the last case lowers
-// it, so the gradients are reduced on symmetric memory without staging, with every bucket
-// finished and updated on the training thread inside backward (GANTRY_DP_INLINE_REDUCE).
+// On shm the default is the fused sum: no collective, each rank's optimizer sums both ranks'
+// gradients from symmetric memory. The last case turns it off and lowers the window
+// threshold (every bucket of these small models is below it), so the gradients are
+// allreduced on symmetric memory without staging, with every bucket finished and updated on
+// the training thread inside backward (GANTRY_DP_INLINE_REDUCE).
 const std::map<std::string, std::string> kSymmetricInline = {
-    {"GANTRY_COMM_SHM_WINDOW_MIN_BYTES", "0"}, {"GANTRY_DP_INLINE_REDUCE", "1"}};
+    {"GANTRY_COMM_SHM_WINDOW_MIN_BYTES", "0"}, {"GANTRY_DP_INLINE_REDUCE", "1"},
+    {"GANTRY_DP_FUSED_SUM", "0"}};
 
 TEST_F(DpTrain, MlpTwoRanksEqualOneRankWithTheGlobalBatch) {
   for (const char* backend : {"tcp", "shm", "auto"}) {

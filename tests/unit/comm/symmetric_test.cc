@@ -25,6 +25,7 @@ namespace gantry::comm {
 namespace {
 
 using std::chrono::milliseconds;
+using Clock = std::chrono::steady_clock;
 
 // Ranks as threads; window_min_bytes = 0 sends every in-place window allreduce down the
 // window path.
@@ -178,6 +179,80 @@ TEST(ShmSymmetric, BackendsWithoutSymmetricMemoryReturnNull) {
     ASSERT_TRUE(mem.ok());
     EXPECT_EQ(*mem, nullptr);
   });
+}
+
+// SymmetricPeers (shm): after a peer's signal, its window is readable through Peer() with what
+// it wrote before signalling; Peer() maps only symmetric memory; signals do not disturb the
+// collectives that run meanwhile.
+TEST(ShmSymmetric, PeersReadEachOthersWindowsAfterASignal) {
+  RunRanks("shm", 3, 0, [](Communicator& c) {
+    SymmetricPeers* peers = c.symmetric_peers();
+    ASSERT_NE(peers, nullptr);
+    const size_t n = 4096 + 7;
+    auto mem = c.AllocateSymmetric((n + 16) * 4);
+    ASSERT_TRUE(mem.ok() && *mem != nullptr);
+    float* mine = static_cast<float*>(mem->get()) + 16;
+    for (int round = 1; round <= 3; ++round) {
+      for (size_t i = 0; i < n; ++i) mine[i] = float(c.rank() * 100000 + round * 10000 + int(i));
+      peers->Signal(0, uint64_t(round));
+      EXPECT_EQ(peers->PeekSignal(c.rank(), 0), uint64_t(round));
+      for (int r = 0; r < c.size(); ++r) {
+        Status s = peers->WaitSignal(r, 0, uint64_t(round), milliseconds(10000), "test round");
+        ASSERT_TRUE(s.ok()) << s.ToString();
+        const float* theirs = static_cast<const float*>(peers->Peer(mine, n * 4, r));
+        ASSERT_NE(theirs, nullptr);
+        if (r == c.rank()) EXPECT_EQ(theirs, mine);
+        for (size_t i = 0; i < n; ++i) {
+          ASSERT_EQ(theirs[i], float(r * 100000 + round * 10000 + int(i))) << "rank " << r;
+        }
+      }
+      // Nobody rewrites its window before every peer has read this round.
+      peers->Signal(1, uint64_t(round));
+      for (int r = 0; r < c.size(); ++r) {
+        ASSERT_TRUE(peers->WaitSignal(r, 1, uint64_t(round), milliseconds(10000), "read").ok());
+      }
+      int32_t x = c.rank();
+      ASSERT_TRUE(c.Allreduce(&x, &x, 1, DataType::kI32, ReduceOp::kSum)->Wait().ok());
+      EXPECT_EQ(x, 3);
+    }
+    std::vector<float> ordinary(64);
+    EXPECT_EQ(peers->Peer(ordinary.data(), 64 * 4, 0), nullptr);
+    EXPECT_EQ(peers->Peer(mine, n * 4, 3), nullptr);                // no such rank
+    EXPECT_EQ(peers->Peer(mine, (n + 8192) * 4, 1), nullptr);  // runs past the (paged) window
+    EXPECT_TRUE(c.AsyncError().ok());
+  });
+}
+
+// A signal that never comes: the wait ends at its timeout with an error naming the rank and
+// what was awaited, the communicator is broken, and the peer's next collective fails at once
+// instead of waiting out its own timeout.
+TEST(ShmSymmetric, SignalThatNeverComesTimesOutAndBreaksTheGroup) {
+  RunRanks("shm", 2, 0, [](Communicator& c) {
+    SymmetricPeers* peers = c.symmetric_peers();
+    ASSERT_NE(peers, nullptr);
+    if (c.rank() == 0) {
+      const auto t0 = Clock::now();
+      Status s = peers->WaitSignal(1, 2, 1, milliseconds(300), "bucket 4 of step 9");
+      EXPECT_EQ(s.code(), StatusCode::kDeadlineExceeded) << s.ToString();
+      EXPECT_NE(s.message().find("bucket 4 of step 9"), std::string::npos) << s.ToString();
+      EXPECT_NE(s.message().find("rank 1"), std::string::npos) << s.ToString();
+      EXPECT_LT(Clock::now() - t0, std::chrono::seconds(5));
+      EXPECT_FALSE(c.AsyncError().ok());
+      EXPECT_FALSE(peers->WaitSignal(1, 2, 1, milliseconds(300), "again").ok());  // broken
+      Status bad = peers->WaitSignal(1, SymmetricPeers::kSignals, 1, milliseconds(10), "x");
+      EXPECT_FALSE(bad.ok());
+    } else {
+      const auto t0 = Clock::now();
+      Status s = c.Barrier()->Wait();  // rank 0 never comes: it broke the group instead
+      EXPECT_EQ(s.code(), StatusCode::kUnavailable) << s.ToString();
+      EXPECT_LT(Clock::now() - t0, std::chrono::seconds(10));  // the comm timeout is 20 s
+    }
+  });
+}
+
+TEST(ShmSymmetric, OnlyShmWithPeersHasSymmetricPeers) {
+  RunRanks("tcp", 2, 0, [](Communicator& c) { EXPECT_EQ(c.symmetric_peers(), nullptr); });
+  RunRanks("shm", 1, 0, [](Communicator& c) { EXPECT_EQ(c.symmetric_peers(), nullptr); });
 }
 
 }  // namespace

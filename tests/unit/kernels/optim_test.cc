@@ -204,5 +204,66 @@ TEST(GradSquaresTest, FusedSumMatchesL2NormAndChangesNoUpdate) {
   EXPECT_EQ(float(std::sqrt(sq)), *norm);
 }
 
+// grad_terms: the update of the summed gradient in one pass (data parallel's fused sum) gives
+// the same parameter, state and norm bits as summing the terms left to right into a gradient
+// first and updating with it, for 1 to 4 terms, every optimizer, and a length with a ragged
+// last block; `grad` is not read. Too many terms or a null one is refused.
+TEST(GradTermsTest, SummedUpdateEqualsUpdateOfTheSum) {
+  const int64_t n = 3 * 4096 + 1001;
+  std::vector<Tensor> terms;
+  for (int t = 0; t < 4; ++t) terms.push_back(Random({n}, 10 + t, -0.5f, 0.5f));
+  Tensor poison = Random({n}, 99, 1e6f, 2e6f);  // passed as `grad`: must not matter
+  for (size_t count = 1; count <= terms.size(); ++count) {
+    Tensor sum = Clone(terms[0]);
+    for (size_t t = 1; t < count; ++t) {
+      for (int64_t i = 0; i < n; ++i) sum.f32()[i] += terms[t].f32()[i];
+    }
+    std::vector<const float*> ptrs;
+    for (size_t t = 0; t < count; ++t) ptrs.push_back(terms[t].f32());
+    const SgdOptions sgd[] = {{.lr = 0.05f, .momentum = 0.9f},
+                              {.lr = 0.05f, .momentum = 0.9f, .weight_decay = 0.01f},
+                              {.lr = 0.05f, .momentum = 0.9f, .nesterov = true},
+                              {.lr = 0.05f}};
+    for (const SgdOptions& base : sgd) {
+      for (bool squares : {false, true}) {
+        Tensor p1 = Random({n}, 1, -1.0f, 1.0f), a1 = Random({n}, 3, -0.1f, 0.1f);
+        Tensor p2 = Clone(p1), a2 = Clone(a1);
+        const bool mom = base.momentum > 0;
+        double sq1 = 0, sq2 = 0;
+        SgdOptions o1 = base, o2 = base;
+        o1.grad_sq_sum = squares ? &sq1 : nullptr;
+        o2.grad_sq_sum = squares ? &sq2 : nullptr;
+        o2.grad_terms = ptrs;
+        ASSERT_TRUE(SgdUpdate(p1, sum, mom ? &a1 : nullptr, o1).ok());
+        ASSERT_TRUE(SgdUpdate(p2, poison, mom ? &a2 : nullptr, o2).ok());
+        EXPECT_EQ(std::memcmp(p1.f32(), p2.f32(), n * sizeof(float)), 0)
+            << count << " terms, momentum " << base.momentum << " squares " << squares;
+        EXPECT_EQ(std::memcmp(a1.f32(), a2.f32(), n * sizeof(float)), 0) << count << " terms";
+        EXPECT_EQ(sq1, sq2) << count << " terms";
+      }
+    }
+    Tensor p1 = Random({n}, 1), m1 = MustEmpty({n}), v1 = MustEmpty({n});
+    Tensor p2 = Clone(p1), m2 = Clone(m1), v2 = Clone(v1);
+    double sq1 = 0, sq2 = 0;
+    AdamOptions ao{.lr = 3e-3f, .weight_decay = 0.1f, .decoupled_weight_decay = true, .step = 1};
+    ao.grad_sq_sum = &sq1;
+    ASSERT_TRUE(AdamUpdate(p1, sum, m1, v1, ao).ok());
+    ao.grad_sq_sum = &sq2;
+    ao.grad_terms = ptrs;
+    ASSERT_TRUE(AdamUpdate(p2, poison, m2, v2, ao).ok());
+    EXPECT_EQ(std::memcmp(p1.f32(), p2.f32(), n * sizeof(float)), 0) << count << " terms, adam";
+    EXPECT_EQ(std::memcmp(v1.f32(), v2.f32(), n * sizeof(float)), 0) << count << " terms, adam";
+    EXPECT_EQ(sq1, sq2);
+  }
+  Tensor p = Random({n}, 1), a = Random({n}, 3);
+  std::vector<const float*> many(kMaxGradTerms + 1, terms[0].f32());
+  Status s = SgdUpdate(p, terms[0], &a, {.lr = 0.1f, .momentum = 0.9f, .grad_terms = many});
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("at most 8"), std::string::npos) << s.ToString();
+  std::vector<const float*> with_null = {terms[0].f32(), nullptr};
+  s = SgdUpdate(p, terms[0], &a, {.lr = 0.1f, .momentum = 0.9f, .grad_terms = with_null});
+  EXPECT_NE(s.message().find("grad_terms[1] is null"), std::string::npos) << s.ToString();
+}
+
 }  // namespace
 }  // namespace gantry::kernels

@@ -316,8 +316,12 @@ TEST_P(Backends, OverlappedUpdateAndZeroOneMatchTheReplicatedStep) {
 // Parameters must match bit for bit, and so must the gradient norms.
 // With inline_reduce every bucket finished during backward is updated there (deterministic);
 // without it, whatever the progress thread finished in time.
+// On shm the fused sum (no collective: each rank's update sums every rank's gradients) is
+// checked against the same plain step, and so is the window allreduce it replaces.
 TEST_P(Backends, InBackwardUpdatesOnSymmetricGradientsMatchThePlainStep) {
+  for (bool fused : {true, false}) {
   for (bool inline_reduce : {true, false}) {
+  if (fused && !inline_reduce) continue;  // the fused sum has no progress-thread variant
   RunRanks(GetParam(), 3, [&](comm::Communicator& c) {
     OptimizerSpec os;
     os.weight_decay = 0.1;
@@ -330,6 +334,7 @@ TEST_P(Backends, InBackwardUpdatesOnSymmetricGradientsMatchThePlainStep) {
       o.max_bucket_bytes = 640;
       o.symmetric_grads = r == &fast;
       o.inline_reduce = r == &fast && inline_reduce;
+      o.fused_sum = r == &fast && fused;
       auto dp = DataParallel::Create(c, *r->model, os, o);
       ASSERT_TRUE(dp.ok()) << dp.status().ToString();
       r->dp = std::move(dp).value();
@@ -337,6 +342,8 @@ TEST_P(Backends, InBackwardUpdatesOnSymmetricGradientsMatchThePlainStep) {
     }
     EXPECT_EQ(fast.dp->symmetric_grads(), GetParam() == "shm");
     EXPECT_FALSE(plain.dp->symmetric_grads());
+    EXPECT_EQ(fast.dp->fused_sum(), fused && GetParam() == "shm");
+    EXPECT_FALSE(plain.dp->fused_sum());
     auto layout = BatchLayoutFor(testing::TinyGpt(), 2);
     ASSERT_TRUE(layout.ok());
     auto batch = AllocateBatch(*layout, kernels::Device::Cpu());
@@ -357,10 +364,73 @@ TEST_P(Backends, InBackwardUpdatesOnSymmetricGradientsMatchThePlainStep) {
       EXPECT_EQ(norms[0], norms[1]) << "step " << step;
       const kernels::Tensor& a = plain.model->flat_params();
       ASSERT_EQ(std::memcmp(a.raw(), fast.model->flat_params().raw(), a.nbytes()), 0)
-          << "step " << step << (inline_reduce ? " (inline)" : "");
+          << "step " << step << (inline_reduce ? " (inline)" : "") << (fused ? " (fused)" : "");
     }
   }, /*shm_window_min_bytes=*/0);
   }
+  }
+}
+
+// The fused sum on an mlp with momentum over 2 ranks, twice on one communicator (the second
+// DataParallel must start counting from the signals the first one raised): the same bits as
+// reducing with the allreduce first. Its flat_grads() keep the rank's own gradients, and
+// asking for reduced gradients in a fused step is refused.
+TEST(DataParallelTest, FusedSumContinuesOnAReusedCommunicator) {
+  ModelSpec spec = testing::TinyMlp("relu");
+  spec.widths = {40, 300, 200, 6};  // several buckets of 4 KiB
+  OptimizerSpec os;
+  os.type = "momentum";
+  os.lr = 0.05;
+  RunRanks("shm", 2, [&](comm::Communicator& c) {
+    auto layout = BatchLayoutFor(spec, 4);
+    ASSERT_TRUE(layout.ok());
+    auto batch = AllocateBatch(*layout, kernels::Device::Cpu());
+    ASSERT_TRUE(batch.ok());
+    for (int round = 0; round < 2; ++round) {
+      Replica plain, fused;
+      for (Replica* r : {&plain, &fused}) {
+        auto m = Model::Create(spec, 4, kernels::Device::Cpu());
+        ASSERT_TRUE(m.ok() && (*m)->InitParams(3 + round).ok());
+        r->model = std::move(m).value();
+        DataParallelOptions o;
+        o.bucket_bytes = 4096;
+        o.first_bucket_bytes = 1024;
+        o.max_bucket_bytes = 4096;
+        o.fused_sum = r == &fused;
+        auto dp = DataParallel::Create(c, *r->model, os, o);
+        ASSERT_TRUE(dp.ok()) << dp.status().ToString();
+        r->dp = std::move(dp).value();
+        r->optimizer = std::move(Optimizer::Create(os, *r->model)).value();
+      }
+      ASSERT_TRUE(fused.dp->fused_sum());
+      ASSERT_FALSE(plain.dp->fused_sum());
+      ASSERT_GT(fused.dp->buckets().size(), 3u);
+      for (int step = 0; step < 4; ++step) {
+        testing::FillBatch(spec, *batch, 50 * round + 10 * step + c.rank());
+        std::vector<float> norms;
+        for (Replica* r : {&plain, &fused}) {
+          r->dp->BeginBackward(r->optimizer.get(), step, 0.05f);
+          ASSERT_TRUE(r->model->Forward(*batch).ok());
+          ASSERT_TRUE(r->model->Backward(*batch, r->dp->loss_scale()).ok());
+          if (r == &fused) {
+            Status s = r->dp->ReduceGradients();
+            EXPECT_EQ(s.code(), StatusCode::kFailedPrecondition) << s.ToString();
+          }
+          auto norm = r->dp->ReduceAndUpdate(r->optimizer.get(), step, 0.05f);
+          ASSERT_TRUE(norm.ok()) << norm.status().ToString();
+          norms.push_back(*norm);
+          EXPECT_GE(r->dp->last_comm_wait(), 0.0);
+        }
+        EXPECT_EQ(norms[0], norms[1]) << "round " << round << " step " << step;
+        const kernels::Tensor& a = plain.model->flat_params();
+        ASSERT_EQ(std::memcmp(a.raw(), fused.model->flat_params().raw(), a.nbytes()), 0)
+            << "round " << round << " step " << step;
+        // plain holds the sum, fused this rank's own share: they differ somewhere.
+        const kernels::Tensor& ga = plain.model->flat_grads();
+        EXPECT_NE(std::memcmp(ga.raw(), fused.model->flat_grads().raw(), ga.nbytes()), 0);
+      }
+    }
+  }, /*shm_window_min_bytes=*/0);
 }
 
 INSTANTIATE_TEST_SUITE_P(Host, Backends, ::testing::Values("tcp", "shm"));
