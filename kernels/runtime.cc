@@ -5,6 +5,8 @@
 
 #include "gantry_config.h"
 
+#include "base/tunables.h"
+
 #include <linux/futex.h>
 #include <omp.h>
 #include <pthread.h>
@@ -30,11 +32,8 @@ namespace gantry::kernels {
 namespace {
 
 int DefaultThreads() {
-  if (const char* env = std::getenv("GANTRY_NUM_THREADS")) {
-    int n = std::atoi(env);
-    if (n > 0) return n;
-  }
-  return UsableCpus();
+  const int64_t n = TunableInt("NUM_THREADS", 0);  // 0 (the default) or negative: every core
+  return n > 0 ? int(std::min<int64_t>(n, 4096)) : UsableCpus();
 }
 
 std::atomic<int>& ThreadsSetting() {
@@ -50,10 +49,7 @@ thread_local bool in_parallel = false;
 // microseconds, so a short spin saves the ~10-50 us futex wake-up on most jobs; past it the
 // helper leaves the core to whoever needs it.
 int64_t SpinMicros() {
-  static const int64_t value = [] {
-    const char* env = std::getenv("GANTRY_POOL_SPIN_US");
-    return env != nullptr ? std::atoll(env) : int64_t{200};
-  }();
+  static const int64_t value = std::max<int64_t>(0, TunableInt("POOL_SPIN_US", 200));
   return value;
 }
 
@@ -240,8 +236,7 @@ std::atomic<double>& MinFlopsSetting() {
 // or 4e6 (the same rule on CPU and CUDA, so both round the same products).
 double ResolveBf16MinFlops(double requested) {
   if (requested >= 0) return requested;
-  const char* env = std::getenv("GANTRY_BF16_MIN_FLOPS");
-  return env != nullptr ? std::max(0.0, std::atof(env)) : 4e6;
+  return std::max(0.0, TunableDouble("BF16_MIN_FLOPS", 4e6));
 }
 }  // namespace
 

@@ -105,8 +105,10 @@ StatusOr<Workload> MakeWorkload(const std::string& name, bool quick) {
     w.optimizer.momentum = 0.9;
     w.batch = 128;
     w.metric = "samples_per_s";
-    w.window_steps = quick ? 5 : 40;
-    w.warmup_steps = quick ? 2 : 10;
+    // 120 steps (~0.3-0.5 s): 40-step windows were ~0.1 s, short enough that one scheduler
+    // hiccup of another tenant moved a median by several percent.
+    w.window_steps = quick ? 5 : 120;
+    w.warmup_steps = quick ? 2 : 20;
   } else {
     return InvalidArgumentError("unknown workload '" + name + "': expected gpt-tiny or mlp-mnist");
   }

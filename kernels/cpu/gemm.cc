@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "base/tunables.h"
 #include "gantry_config.h"
 #include "kernels/cpu/cpu_ops.h"
 #include "kernels/cpu/parallel.h"
@@ -26,10 +27,7 @@ namespace {
 // split's lost cache reuse cost more than they save (mlp-mnist's 128x784x512 runs best on 1).
 // Override with GANTRY_GEMM_MIN_FLOPS_PER_THREAD.
 double GemmMinFlopsPerThread() {
-  static const double value = [] {
-    const char* env = std::getenv("GANTRY_GEMM_MIN_FLOPS_PER_THREAD");
-    return env != nullptr ? std::atof(env) : 30e6;
-  }();
+  static const double value = std::max(0.0, TunableDouble("GEMM_MIN_FLOPS_PER_THREAD", 30e6));
   return value;
 }
 
