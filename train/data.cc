@@ -22,10 +22,11 @@ class ShuffledSource : public DataSource {
   Status Next(Batch& batch) override {
     if (perm_epoch_ != int64_t(pos_.epoch)) Shuffle();
     const int64_t b = opts_.batch, w = opts_.world;
+    rows_.resize(size_t(b));
     for (int64_t row = 0; row < b; ++row) {
-      const int64_t k = (int64_t(pos_.batch) * b + row) * w + opts_.rank;
-      GANTRY_RETURN_IF_ERROR(records_->Read(perm_[k], batch, row));
+      rows_[size_t(row)] = perm_[(int64_t(pos_.batch) * b + row) * w + opts_.rank];
     }
+    GANTRY_RETURN_IF_ERROR(records_->ReadRows(rows_.data(), b, batch, 0));
     if (++pos_.batch == uint64_t(batches_)) {
       pos_.batch = 0;
       ++pos_.epoch;
@@ -63,6 +64,7 @@ class ShuffledSource : public DataSource {
   int64_t batches_;
   DataPosition pos_;
   std::vector<int64_t> perm_;
+  std::vector<int64_t> rows_;  // this batch's record indices
   int64_t perm_epoch_ = -1;
 };
 

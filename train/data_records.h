@@ -25,6 +25,12 @@ class RecordSet {
   virtual int64_t size() const = 0;
   // Writes record `index` into row `row` of batch.inputs / batch.targets (host tensors).
   virtual Status Read(int64_t index, Batch& batch, int64_t row) const = 0;
+  // Records indices[0..n) into rows row0 .. row0 + n - 1: the same bytes as n Read calls
+  // (the default makes them); sets that can work on several records at once override it.
+  virtual Status ReadRows(const int64_t* indices, int64_t n, Batch& batch, int64_t row0) const {
+    for (int64_t i = 0; i < n; ++i) GANTRY_RETURN_IF_ERROR(Read(indices[i], batch, row0 + i));
+    return OkStatus();
+  }
   virtual std::string description() const = 0;
   virtual std::string tokenizer() const { return ""; }
 };

@@ -2,6 +2,10 @@
 #include <cstring>
 #include <vector>
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
 #include "train/data_records.h"
 #include "train/mapped_file.h"
 #include "train/rng.h"
@@ -148,6 +152,21 @@ class SyntheticRecords : public RecordSet {
     }
     return WriteLabel(batch, row, label, classes_, "synthetic");
   }
+  // Classification features of 8 records at a time on AVX-512 CPUs: 8 generators in the 8
+  // 64-bit lanes of a vector, the same arithmetic per lane, so the same values as Read
+  // (checked by a test) at a fraction of the instructions. Read runs on the training thread
+  // when no core is spare for prefetching, where it was ~5% of an mlp-mnist step.
+  Status ReadRows(const int64_t* indices, int64_t n, Batch& batch, int64_t row0) const override {
+    int64_t i = 0;
+#if defined(__x86_64__)
+    if (!gpt_ && __builtin_cpu_supports("avx512f")) {
+      for (; i + 8 <= n; i += 8) {
+        GANTRY_RETURN_IF_ERROR(ReadEight(indices + i, batch, row0 + i));
+      }
+    }
+#endif
+    return RecordSet::ReadRows(indices + i, n - i, batch, row0 + i);
+  }
   std::string description() const override {
     return "synthetic (" + std::to_string(records_) + " records)";
   }
@@ -158,6 +177,79 @@ class SyntheticRecords : public RecordSet {
   int64_t records_;
   int64_t context_ = 0, vocab_ = 0, features_ = 0, classes_ = 0;
   mutable std::vector<double> sums_;  // per-class sums (scratch)
+  mutable std::vector<float> lanes_;  // ReadEight: features x 8 records, lane-interleaved
+  mutable std::vector<double> lane_sums_;  // ReadEight: classes x 8 records
+
+#if defined(__x86_64__)
+  __attribute__((target("avx512f"))) Status ReadEight(const int64_t* idx, Batch& batch,
+                                                        int64_t row0) const {
+    alignas(64) uint64_t st[4][8];
+    for (int g = 0; g < 8; ++g) {
+      const Rng rng(MixSeed(seed_, uint64_t(idx[g])));
+      for (int k = 0; k < 4; ++k) st[k][g] = rng.state()[k];
+    }
+    __m512i s0 = _mm512_load_si512(st[0]), s1 = _mm512_load_si512(st[1]);
+    __m512i s2 = _mm512_load_si512(st[2]), s3 = _mm512_load_si512(st[3]);
+    lanes_.resize(size_t(features_) * 8);
+    lane_sums_.assign(size_t(classes_) * 8, 0.0);
+    float* lanes = lanes_.data();
+    double* sums = lane_sums_.data();
+    const __m256 scale = _mm256_set1_ps(1.0f / 16777216.0f);
+    for (int64_t j = 0, c = 0; j < features_; ++j) {
+      // xoshiro256** (Rng::NextU64) in every lane: rotl(s1 * 5, 7) * 9, then the state step.
+      const __m512i m5 = _mm512_add_epi64(s1, _mm512_slli_epi64(s1, 2));
+      const __m512i r = _mm512_rol_epi64(m5, 7);
+      const __m512i out = _mm512_add_epi64(r, _mm512_slli_epi64(r, 3));
+      const __m512i t = _mm512_slli_epi64(s1, 17);
+      s2 = _mm512_xor_si512(s2, s0);
+      s3 = _mm512_xor_si512(s3, s1);
+      s1 = _mm512_xor_si512(s1, s2);
+      s0 = _mm512_xor_si512(s0, s3);
+      s2 = _mm512_xor_si512(s2, t);
+      s3 = _mm512_rol_epi64(s3, 45);
+      // Rng::Uniform: the top 24 bits, exactly as a float, times 2^-24.
+      const __m256i top = _mm512_cvtepi64_epi32(_mm512_srli_epi64(out, 40));
+      const __m256 v = _mm256_mul_ps(_mm256_cvtepi32_ps(top), scale);
+      _mm256_storeu_ps(lanes + j * 8, v);
+      double* sc = sums + c * 8;
+      _mm512_storeu_pd(sc, _mm512_add_pd(_mm512_loadu_pd(sc), _mm512_cvtps_pd(v)));
+      if (++c == classes_) c = 0;
+    }
+    float* x0 = batch.inputs.f32() + row0 * features_;
+    int64_t j = 0;
+    for (; j + 8 <= features_; j += 8) {  // 8x8 transposes: lane g becomes row g
+      __m256 r[8], u[8];
+      for (int k = 0; k < 8; ++k) r[k] = _mm256_loadu_ps(lanes + (j + k) * 8);
+      for (int k = 0; k < 8; k += 2) {
+        u[k] = _mm256_unpacklo_ps(r[k], r[k + 1]);
+        u[k + 1] = _mm256_unpackhi_ps(r[k], r[k + 1]);
+      }
+      for (int k = 0; k < 8; k += 4) {
+        for (int h = 0; h < 2; ++h) {
+          const __m256 a = u[k + h], b = u[k + 2 + h];
+          r[k + 2 * h] = _mm256_shuffle_ps(a, b, 0x44);
+          r[k + 2 * h + 1] = _mm256_shuffle_ps(a, b, 0xEE);
+        }
+      }
+      // r[0..3]: lanes {0,1,4,5}/{2,3,6,7} mixes of features j..j+3; r[4..7]: of j+4..j+7.
+      for (int k = 0; k < 4; ++k) {
+        _mm256_storeu_ps(x0 + k * features_ + j, _mm256_permute2f128_ps(r[k], r[k + 4], 0x20));
+        _mm256_storeu_ps(x0 + (k + 4) * features_ + j,
+                         _mm256_permute2f128_ps(r[k], r[k + 4], 0x31));
+      }
+    }
+    for (int g = 0; g < 8; ++g) {
+      float* x = x0 + g * features_;
+      for (int64_t jj = j; jj < features_; ++jj) x[jj] = lanes[jj * 8 + g];
+      int64_t label = 0;
+      for (int64_t c = 1; c < classes_; ++c) {
+        if (sums[c * 8 + g] > sums[label * 8 + g]) label = c;
+      }
+      GANTRY_RETURN_IF_ERROR(WriteLabel(batch, row0 + g, label, classes_, "synthetic"));
+    }
+    return OkStatus();
+  }
+#endif
 };
 
 }  // namespace
