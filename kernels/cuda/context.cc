@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "base/tunables.h"
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/runtime.h"
@@ -99,10 +100,7 @@ const char* IndexOpName(int op) {
 }  // namespace
 
 bool UseTf32() {
-  static const bool tf32 = [] {
-    const char* v = std::getenv("GANTRY_CUDA_TF32");
-    return v != nullptr && std::strcmp(v, "1") == 0;
-  }();
+  static const bool tf32 = TunableBool("CUDA_TF32", false);
   return tf32;
 }
 
