@@ -34,6 +34,8 @@ Status CommOptions::ApplyEnv() {
   GANTRY_RETURN_IF_ERROR(EnvNumber("GANTRY_COMM_SHM_STAGES", &shm_stages));
   GANTRY_RETURN_IF_ERROR(EnvNumber("GANTRY_COMM_SHM_MAILBOX_BYTES", &shm_mailbox_bytes));
   GANTRY_RETURN_IF_ERROR(EnvNumber("GANTRY_COMM_SHM_WINDOW_MIN_BYTES", &shm_window_min_bytes));
+  GANTRY_RETURN_IF_ERROR(
+      EnvNumber("GANTRY_COMM_SHM_STREAMING_MIN_BYTES", &shm_streaming_min_bytes));
   return Validate();
 }
 

@@ -44,6 +44,10 @@ struct CommOptions {
   // shm: in-place allreduces of at least this many bytes on symmetric memory take the
   // copy-free window path (smaller ones are faster staged; both give the same bits).
   size_t shm_window_min_bytes = 512 << 10;
+  // shm: staged allreduces whose output is at least this big write it with streaming stores
+  // (around the caches). 0 = auto: max(4 MiB, the last-level cache), i.e. only outputs that
+  // cannot stay cached anyway (shm_kernels::StreamingMinBytes).
+  size_t shm_streaming_min_bytes = 0;
 
   // Applies GANTRY_COMM_* overrides; kInvalidArgument names a malformed variable.
   Status ApplyEnv();

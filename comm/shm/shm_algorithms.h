@@ -24,8 +24,9 @@ void ReduceRanks(char* dst, char* shared, const std::vector<const char*>& srcs, 
 // each rank reduces its slice straight from its peers' windows and copies theirs back.
 Status ShmAllreduceWindow(ShmGroup& g, const ShmGroup::Op& op, const ShmWindows& windows, int w,
                           size_t offset, size_t count, DataType dtype, ReduceOp rop);
+// Staged; outputs of at least StreamingMinBytes(streaming_min_bytes) use streaming stores.
 Status ShmAllreduce(ShmGroup& g, const ShmGroup::Op& op, const void* send, void* recv,
-                    size_t count, DataType dtype, ReduceOp rop);
+                    size_t count, DataType dtype, ReduceOp rop, size_t streaming_min_bytes = 0);
 Status ShmReduceScatter(ShmGroup& g, const ShmGroup::Op& op, const void* send, void* recv,
                         size_t count, DataType dtype, ReduceOp rop);
 Status ShmAllgather(ShmGroup& g, const ShmGroup::Op& op, const void* send, void* recv,

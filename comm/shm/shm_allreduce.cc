@@ -60,13 +60,13 @@ void ReduceRanks(char* dst, char* shared, const std::vector<const char*>& srcs, 
 
 
 Status ShmAllreduce(ShmGroup& g, const ShmGroup::Op& op, const void* send, void* recv,
-                    size_t count, DataType dtype, ReduceOp rop) {
+                    size_t count, DataType dtype, ReduceOp rop, size_t streaming_min_bytes) {
   const int n = g.size(), r = g.rank();
   const size_t es = DataTypeSize(dtype);
   const size_t group = n * (g.chunk_bytes() / es);
   const uint64_t stages = (count + group - 1) / group;
   const uint64_t q0 = g.TakeStages(stages);
-  const bool stream = count * es >= shm_kernels::kStreamingBytes;
+  const bool stream = count * es >= shm_kernels::StreamingMinBytes(streaming_min_bytes);
   const char* in = static_cast<const char*>(send);
   char* out = static_cast<char*>(recv);
   std::vector<const char*> srcs;

@@ -127,7 +127,8 @@ WorkPtr ShmCommunicator::Allreduce(const void* send, void* recv, size_t count, D
       if (send != recv) std::memmove(recv, send, count * DataTypeSize(dtype));
       return OkStatus();
     }
-    return ShmAllreduce(*group_, o, send, recv, count, dtype, op);
+    return ShmAllreduce(*group_, o, send, recv, count, dtype, op,
+                        options_.shm_streaming_min_bytes);
   });
 }
 

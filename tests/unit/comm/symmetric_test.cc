@@ -17,6 +17,7 @@
 
 #include "comm/factory.h"
 #include "comm/reduce.h"
+#include "comm/shm/shm_kernels.h"
 #include "tests/unit/comm/rank_threads.h"
 
 #include <atomic>
@@ -253,6 +254,37 @@ TEST(ShmSymmetric, SignalThatNeverComesTimesOutAndBreaksTheGroup) {
 TEST(ShmSymmetric, OnlyShmWithPeersHasSymmetricPeers) {
   RunRanks("tcp", 2, 0, [](Communicator& c) { EXPECT_EQ(c.symmetric_peers(), nullptr); });
   RunRanks("shm", 1, 0, [](Communicator& c) { EXPECT_EQ(c.symmetric_peers(), nullptr); });
+}
+
+// The staged allreduce writes big outputs with streaming stores (from
+// shm_streaming_min_bytes, auto: the last-level cache size): forced on for every size, and
+// off, it gives the same bits, also at ragged sizes and an unaligned output; auto is >= 4 MiB.
+TEST(ShmStaged, StreamingStoresGiveTheSameBits) {
+  EXPECT_GE(shm_kernels::StreamingMinBytes(0), size_t(4) << 20);
+  EXPECT_EQ(shm_kernels::StreamingMinBytes(12345), 12345u);
+  std::vector<std::vector<char>> results[2];
+  for (int streaming : {0, 1}) {
+    std::vector<std::vector<char>> out(2);
+    testing::RunRanks("shm", 2, milliseconds(20000), [&](Communicator& c) {
+      const size_t counts[] = {1000, (1u << 20) + 7, (3u << 20) + 1};
+      std::vector<char> all;
+      for (size_t count : counts) {
+        std::vector<float> buf(count + 1);
+        float* p = buf.data() + 1;  // not 64-byte aligned
+        Fill(p, count, DataType::kF32, c.rank());
+        ASSERT_TRUE(c.Allreduce(p, p, count, DataType::kF32, ReduceOp::kSum)->Wait().ok());
+        all.insert(all.end(), reinterpret_cast<char*>(p), reinterpret_cast<char*>(p + count));
+      }
+      out[size_t(c.rank())] = std::move(all);
+    }, [&](CommOptions& o) {
+      o.shm_streaming_min_bytes = streaming ? 64 : (size_t(1) << 40);
+    });
+    results[streaming] = std::move(out);
+  }
+  ASSERT_EQ(results[0][0].size(), results[1][0].size());
+  EXPECT_EQ(results[0][0], results[1][0]);
+  EXPECT_EQ(results[0][1], results[1][1]);
+  EXPECT_EQ(results[0][0], results[0][1]);
 }
 
 }  // namespace
