@@ -64,7 +64,11 @@ struct StepLog {
 StepLog ReadStepLog(const std::string& path) {
   StepLog log;
   for (const json& j : JsonLines(path)) {
-    if (j.contains("backend") && j["backend"].is_string()) log.backend = j["backend"];
+    if (j.contains("backend") && j["backend"].is_string()) {
+      log.backend = j["backend"];
+      // shm without a collective: each rank's update sums the ranks' gradients (train/README.md)
+      if (j.value("fused_sum", false)) log.backend += "+fused";
+    }
     if (j.value("msg", "") != "train step" || !j.contains("step") || !j.contains("ts")) continue;
     const int64_t step = j["step"].get<int64_t>();
     auto ts = ParseTimestamp(j["ts"].get<std::string>());
