@@ -54,6 +54,12 @@ GANTRY_AVX512_CLONES const float* SumTermsBlock(std::span<const float* const> te
   return block;
 }
 
+// The gradient of block [begin, end): g + begin, or the sum of `terms` (SumTermsBlock).
+inline const float* GradBlock(const float* g, std::span<const float* const> terms,
+                              int64_t begin, int64_t end) {
+  return terms.empty() ? g + begin : SumTermsBlock(terms, begin, end);
+}
+
 // Runs body(begin, end, gb) over [0, n) on the pool, where gb[j] is the gradient of element
 // begin + j: g + begin, or with `terms` their sum for that block (blocks of kReduceBlock).
 // With `sq`, also adds sum(gradient^2) to it, each block squared right after its update
@@ -69,7 +75,7 @@ void UpdateLoop(int64_t n, const float* g, std::span<const float* const> terms, 
   const int64_t blocks = (n + kReduceBlock - 1) / kReduceBlock;
   const double total = ParallelSum(blocks, threads, [=](int64_t blk) {
     const int64_t begin = blk * kReduceBlock, end = std::min(n, begin + kReduceBlock);
-    const float* gb = terms.empty() ? g + begin : SumTermsBlock(terms, begin, end);
+    const float* gb = GradBlock(g, terms, begin, end);
     body(begin, end, gb);
     return sq != nullptr ? SumSquares(gb, 0, end - begin) : 0.0;
   });
@@ -162,7 +168,7 @@ Status SgdUpdate(Tensor& param, const Tensor& grad, Tensor* momentum_buf, const 
     *opts.grad_sq_sum += ParallelSum(blocks, ThreadsFor(double(n), kElementsPerThread),
                                      [=](int64_t blk) {
       const int64_t begin = blk * kReduceBlock, end = std::min(n, begin + kReduceBlock);
-      const float* gb = terms.empty() ? g + begin : SumTermsBlock(terms, begin, end);
+      const float* gb = GradBlock(g, terms, begin, end);
       return SgdMomentumSquares(lr, mom, p + begin, gb, buf + begin, 0, end - begin);
     });
     return OkStatus();
