@@ -146,11 +146,7 @@ class SyntheticRecords : public RecordSet {
       sums_[size_t(c)] += v;
       if (++c == classes_) c = 0;
     }
-    int64_t label = 0;
-    for (int64_t c = 1; c < classes_; ++c) {
-      if (sums_[c] > sums_[label]) label = c;
-    }
-    return WriteLabel(batch, row, label, classes_, "synthetic");
+    return WriteLabel(batch, row, LabelOf(sums_.data(), 1), classes_, "synthetic");
   }
   // Classification features of 8 records at a time on AVX-512 CPUs: 8 generators in the 8
   // 64-bit lanes of a vector, the same arithmetic per lane, so the same values as Read
@@ -172,6 +168,16 @@ class SyntheticRecords : public RecordSet {
   }
 
  private:
+  // The class whose features sum highest (the first of equal ones); class c's sum is at
+  // sums[c * stride]. Read and ReadEight share it, so both label alike.
+  int64_t LabelOf(const double* sums, int64_t stride) const {
+    int64_t label = 0;
+    for (int64_t c = 1; c < classes_; ++c) {
+      if (sums[c * stride] > sums[label * stride]) label = c;
+    }
+    return label;
+  }
+
   bool gpt_;
   uint64_t seed_;
   int64_t records_;
@@ -241,11 +247,8 @@ class SyntheticRecords : public RecordSet {
     for (int g = 0; g < 8; ++g) {
       float* x = x0 + g * features_;
       for (int64_t jj = j; jj < features_; ++jj) x[jj] = lanes[jj * 8 + g];
-      int64_t label = 0;
-      for (int64_t c = 1; c < classes_; ++c) {
-        if (sums[c * 8 + g] > sums[label * 8 + g]) label = c;
-      }
-      GANTRY_RETURN_IF_ERROR(WriteLabel(batch, row0 + g, label, classes_, "synthetic"));
+      GANTRY_RETURN_IF_ERROR(
+          WriteLabel(batch, row0 + g, LabelOf(sums + g, 8), classes_, "synthetic"));
     }
     return OkStatus();
   }
