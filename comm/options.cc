@@ -29,6 +29,7 @@ Status CommOptions::ApplyEnv() {
   GANTRY_RETURN_IF_ERROR(EnvNumber("GANTRY_COMM_TCP_SOCKETS", &tcp_sockets));
   GANTRY_RETURN_IF_ERROR(EnvNumber("GANTRY_COMM_TCP_CHUNK_BYTES", &tcp_chunk_bytes));
   GANTRY_RETURN_IF_ERROR(EnvNumber("GANTRY_COMM_TCP_SOCKET_BUFFER_BYTES", &tcp_socket_buffer_bytes));
+  GANTRY_RETURN_IF_ERROR(EnvNumber("GANTRY_COMM_TCP_EXCHANGE_MAX_BYTES", &tcp_exchange_max_bytes));
   if (const char* h = std::getenv("GANTRY_COMM_TCP_HOST"); h && *h) tcp_host = h;
   GANTRY_RETURN_IF_ERROR(EnvNumber("GANTRY_COMM_SHM_CHUNK_BYTES", &shm_chunk_bytes));
   GANTRY_RETURN_IF_ERROR(EnvNumber("GANTRY_COMM_SHM_STAGES", &shm_stages));

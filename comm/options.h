@@ -30,6 +30,9 @@ struct CommOptions {
   // (allreduce_bench, 2 ranks on loopback: 16 MiB 2.21 -> 2.40, 256 MiB 1.99 -> 2.03 GB/s
   // busbw) and cut mlp-mnist's tcp comm wait 0.93-0.99 -> 0.80-0.88 ms per step.
   size_t tcp_chunk_bytes = 1 << 20;
+  // tcp: allreduces of at most this many bytes between 2 ranks exchange the whole buffer
+  // (one round trip) instead of running the ring (two); 0 = always the ring.
+  size_t tcp_exchange_max_bytes = 256 << 10;
   // tcp: raise SO_SNDBUF/SO_RCVBUF to at least this (0: keep the kernel's autotuning).
   int tcp_socket_buffer_bytes = 0;
   // tcp: interface address to listen on ("" = the address that reaches the bootstrap store).

@@ -1,7 +1,8 @@
 // Ring allreduce: n-1 reduce-scatter steps then n-1 allgather steps, each segment cut into
 // chunks so chunk c of step t+1 is forwarded as soon as chunk c of step t arrived (pipelined),
 // the steps interleaved on the wire (see kStepLagChunks). After the reduce-scatter, rank r
-// owns the fully reduced segment r+1.
+// owns the fully reduced segment r+1. Two ranks with small messages exchange instead
+// (PlanExchangeAllreduce): latency, not bandwidth, decides there.
 #include "comm/tcp/ring_plan.h"
 
 namespace gantry::comm {
@@ -62,6 +63,26 @@ void PlanAllreduce(const RingShape& ring, const void* send, void* recv, size_t c
         plan->recvs.push_back({out + roff, rbytes, nullptr, false});
       }
     }
+  }
+}
+
+void PlanExchangeAllreduce(const RingShape& ring, const void* send, void* recv, size_t count,
+                           RingPlan* plan) {
+  const size_t es = DataTypeSize(plan->dtype);
+  const size_t bytes = count * es;
+  const size_t chunk = ring.chunk_bytes / es > 0 ? ring.chunk_bytes / es * es : es;
+  const char* in = static_cast<const char*>(send);
+  char* out = static_cast<char*>(recv);
+  // Rank 0 computes mine op theirs, rank 1 theirs op mine: both reduce (x0, x1) in that order.
+  const bool received_first = ring.rank == 1;
+  for (size_t off = 0; off < bytes; off += chunk) {
+    const size_t len = bytes - off < chunk ? bytes - off : chunk;
+    const int32_t send_index = static_cast<int32_t>(plan->sends.size());
+    plan->sends.push_back({in + off, len, -1});
+    RecvChunk r{out + off, len, in + off, plan->op == ReduceOp::kAvg};
+    r.received_first = received_first;
+    if (in == out) r.after_send = send_index;  // do not overwrite what is still being sent
+    plan->recvs.push_back(r);
   }
 }
 

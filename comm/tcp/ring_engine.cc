@@ -39,6 +39,7 @@ Status RingEngine::Run(const RingPlan& plan, std::vector<Socket>& to_next,
     if (plan.recvs[i].reduce_with && st.size() < plan.recvs[i].bytes) st.resize(plan.recvs[i].bytes);
   }
   done_.assign(R, 0);
+  send_done_.assign(S, 0);
   send_cur_.assign(k_socks, {0, 0});
   recv_cur_.assign(k_socks, {0, 0});
   for (size_t k = 0; k < k_socks; ++k) send_cur_[k].index = recv_cur_[k].index = k;
@@ -78,6 +79,7 @@ Status RingEngine::Run(const RingPlan& plan, std::vector<Socket>& to_next,
           progress = true;
           if (cur.offset < c.bytes) continue;
         }
+        send_done_[cur.index] = 1;
         cur.index += k_socks;
         cur.offset = 0;
         --sends_left;
@@ -101,10 +103,18 @@ Status RingEngine::Run(const RingPlan& plan, std::vector<Socket>& to_next,
           recv_bytes_ += static_cast<size_t>(n);
           progress = true;
           if (cur.offset < c.bytes) continue;
-          if (c.reduce_with) {
-            ReduceInto(c.dst, c.reduce_with, staging_[k].data(), c.bytes / es, plan.dtype, plan.op);
-            if (c.finish_average) FinishAverage(c.dst, c.bytes / es, plan.dtype, plan.world);
+        }
+        // Held in staging until the send that still reads dst is through (the wake-up comes
+        // from that send's POLLOUT).
+        if (c.after_send >= 0 && !send_done_[c.after_send]) break;
+        if (c.reduce_with) {
+          const char* data = staging_[k].data();
+          if (c.received_first) {
+            ReduceInto(c.dst, data, c.reduce_with, c.bytes / es, plan.dtype, plan.op);
+          } else {
+            ReduceInto(c.dst, c.reduce_with, data, c.bytes / es, plan.dtype, plan.op);
           }
+          if (c.finish_average) FinishAverage(c.dst, c.bytes / es, plan.dtype, plan.world);
         }
         done_[cur.index] = 1;
         if (cur.index == 0 && on_first_recv) GANTRY_RETURN_IF_ERROR(on_first_recv());

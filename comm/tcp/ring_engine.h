@@ -36,7 +36,8 @@ class RingEngine {
                    Clock::time_point start) const;
 
   std::vector<std::vector<char>> staging_;
-  std::vector<uint8_t> done_;
+  std::vector<uint8_t> done_;       // receives complete (reduced)
+  std::vector<uint8_t> send_done_;  // sends handed to the kernel
   std::vector<Cursor> send_cur_, recv_cur_;
   size_t sent_bytes_ = 0, recv_bytes_ = 0, total_send_ = 0, total_recv_ = 0;
 };

@@ -24,6 +24,12 @@ struct RecvChunk {
   size_t bytes;
   const char* reduce_with;  // nullptr: receive straight into dst; else dst = reduce_with op data
   bool finish_average;      // after reducing, divide by the world size (avg's last step)
+  // dst = data op reduce_with instead (operands in rank order when the sender is the lower
+  // rank, so ranks that each reduce the same pair get the same bits for every op).
+  bool received_first = false;
+  // Index of a send that reads dst: the received data is held in staging and dst written only
+  // once that send completed (in-place exchange), or -1.
+  int32_t after_send = -1;
 };
 
 struct RingPlan {
@@ -59,6 +65,10 @@ struct RingShape {
 // recv = op over ranks of send (count elements). Ring reduce-scatter then allgather.
 void PlanAllreduce(const RingShape& ring, const void* send, void* recv, size_t count,
                    RingPlan* plan);
+// Two ranks only: each sends its whole input and reduces the peer's into recv, in rank order
+// (one round trip instead of the ring's two; same bytes on the wire, twice the reduce work).
+void PlanExchangeAllreduce(const RingShape& ring, const void* send, void* recv, size_t count,
+                           RingPlan* plan);
 // recv (count) = op over ranks of send[rank*count ...]; scratch holds size*count elements.
 void PlanReduceScatter(const RingShape& ring, const void* send, void* recv, void* scratch,
                        size_t count, RingPlan* plan);

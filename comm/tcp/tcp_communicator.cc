@@ -201,7 +201,11 @@ WorkPtr TcpCommunicator::Allreduce(const void* send, void* recv, size_t count, D
       if (send != recv) std::memmove(recv, send, count * DataTypeSize(dtype));
       return OkStatus();
     }
-    PlanAllreduce({rank_, size_, options_.tcp_chunk_bytes}, send, recv, count, plan);
+    if (size_ == 2 && count * DataTypeSize(dtype) <= options_.tcp_exchange_max_bytes) {
+      PlanExchangeAllreduce({rank_, size_, options_.tcp_chunk_bytes}, send, recv, count, plan);
+    } else {
+      PlanAllreduce({rank_, size_, options_.tcp_chunk_bytes}, send, recv, count, plan);
+    }
     return OkStatus();
   });
 }
@@ -252,7 +256,12 @@ WorkPtr TcpCommunicator::Barrier() {
   OpLabel label{"barrier", 0, 1, DataType::kI32, ""};
   auto token = std::make_shared<int32_t[]>(2);
   return SubmitCollective(std::move(label), Kind::kBarrier, -1, [=, this](RingPlan* plan) {
-    if (plan != nullptr) PlanAllreduce({rank_, size_, 4096}, &token[0], &token[1], 1, plan);
+    if (plan == nullptr) return OkStatus();
+    if (size_ == 2) {
+      PlanExchangeAllreduce({rank_, size_, 4096}, &token[0], &token[1], 1, plan);
+    } else {
+      PlanAllreduce({rank_, size_, 4096}, &token[0], &token[1], 1, plan);
+    }
     return OkStatus();
   });
 }

@@ -4,6 +4,9 @@
 // tests/integration/comm_*_test.cc.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
+#include <cstring>
 #include <functional>
 #include <thread>
 
@@ -116,6 +119,97 @@ TEST_P(HostBackend, SendRecvBothWaysDoNotDeadlock) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, HostBackend, ::testing::Values("tcp", "shm", "auto"));
+
+// Two tcp ranks exchange whole small buffers (one round trip) and each reduces the pair
+// itself, so both must reduce in rank order: operands whose order shows in the result (NaN
+// against a number for max/min, +0 against -0) give the same bits on both ranks, and sums
+// give the bits of the ring, in place (the exchange holds what it received until its own
+// send of that chunk is out) and out of place, over many small chunks.
+TEST(TcpExchange, BothRanksReduceInRankOrderAndMatchTheRing) {
+  constexpr size_t kCount = 200000;  // 800 KB: 196 chunks of 4 KiB
+  auto input = [](int rank, size_t i) {
+    switch (i % 5) {
+      case 0: return rank == 0 ? std::nanf("") : 1.0f;
+      case 1: return rank == 0 ? 2.0f : std::nanf("");
+      case 2: return rank == 0 ? 0.0f : -0.0f;
+      case 3: return rank == 0 ? -0.0f : 0.0f;
+      default: return 0.1f * float(i % 97) + 0.37f * float(rank);
+    }
+  };
+  // results[exchange][op][in_place][rank]
+  std::vector<float> results[2][4][2][2];
+  const ReduceOp ops[] = {ReduceOp::kSum, ReduceOp::kAvg, ReduceOp::kMax, ReduceOp::kMin};
+  for (int exchange = 0; exchange < 2; ++exchange) {
+    RunRanks(
+        "tcp", 2, milliseconds(20000),
+        [&](Communicator& c) {
+          for (int o = 0; o < 4; ++o) {
+            for (int in_place = 0; in_place < 2; ++in_place) {
+              std::vector<float> in(kCount), out(kCount, -7.0f);
+              for (size_t i = 0; i < kCount; ++i) in[i] = input(c.rank(), i);
+              float* dst = in_place ? in.data() : out.data();
+              Status s = c.Allreduce(in.data(), dst, kCount, DataType::kF32, ops[o])->Wait();
+              ASSERT_TRUE(s.ok()) << s.ToString();
+              if (!in_place) {  // the input is left as it was
+                for (size_t i = 0; i < kCount; ++i) {
+                  const float want = input(c.rank(), i);
+                  ASSERT_EQ(std::memcmp(&in[i], &want, sizeof(float)), 0) << "input " << i;
+                }
+              }
+              results[exchange][o][in_place][c.rank()].assign(dst, dst + kCount);
+            }
+          }
+        },
+        [&](CommOptions& o) {
+          o.tcp_chunk_bytes = 4096;
+          o.tcp_exchange_max_bytes = exchange ? (1 << 20) : 0;
+        });
+  }
+  for (int o = 0; o < 4; ++o) {
+    for (int in_place = 0; in_place < 2; ++in_place) {
+      const auto& r0 = results[1][o][in_place][0];
+      const auto& r1 = results[1][o][in_place][1];
+      ASSERT_EQ(r0.size(), kCount);
+      ASSERT_EQ(r1.size(), kCount);
+      EXPECT_EQ(std::memcmp(r0.data(), r1.data(), kCount * sizeof(float)), 0)
+          << "op " << o << " in_place " << in_place << ": the two ranks disagree";
+      for (size_t i = 4; i < kCount; i += 5) {  // plain numbers: the expected value
+        const float a = input(0, i), b = input(1, i);
+        const float want = o == 0 ? a + b : o == 1 ? (a + b) * 0.5f : o == 2 ? std::max(a, b)
+                                                                             : std::min(a, b);
+        ASSERT_EQ(r0[i], want) << "op " << o << " element " << i;
+      }
+      if (o <= 1) {  // sums: the bits of the ring
+        EXPECT_EQ(std::memcmp(r0.data(), results[0][o][in_place][0].data(), kCount * sizeof(float)),
+                  0)
+            << "op " << o << " in_place " << in_place << ": exchange and ring differ";
+      }
+    }
+  }
+}
+
+// In place, a rank that joins late finds its peer's whole buffer already queued and receives
+// faster than it can send: it must keep each received chunk aside until its own send of that
+// chunk is out, or the peer would get a partial sum back instead of this rank's input.
+TEST(TcpExchange, InPlaceLateRankSendsItsInputNotTheSum) {
+  constexpr size_t kCount = 8u << 20;  // 32 MiB in 4 KiB chunks
+  RunRanks(
+      "tcp", 2, milliseconds(60000),
+      [&](Communicator& c) {
+        std::vector<float> v(kCount);
+        for (size_t i = 0; i < kCount; ++i) v[i] = float(i % 1000) + 1000.0f * float(c.rank());
+        if (c.rank() == 1) std::this_thread::sleep_for(milliseconds(300));
+        Status s = c.Allreduce(v.data(), v.data(), kCount, DataType::kF32, ReduceOp::kSum)->Wait();
+        ASSERT_TRUE(s.ok()) << s.ToString();
+        for (size_t i = 0; i < kCount; ++i) {
+          ASSERT_EQ(v[i], 2.0f * float(i % 1000) + 1000.0f) << "rank " << c.rank() << " element " << i;
+        }
+      },
+      [](CommOptions& o) {
+        o.tcp_chunk_bytes = 4096;
+        o.tcp_exchange_max_bytes = 64u << 20;
+      });
+}
 
 TEST(CommOptions, EnvOverridesAndValidation) {
   setenv("GANTRY_COMM_TIMEOUT_S", "2.5", 1);
