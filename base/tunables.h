@@ -42,6 +42,8 @@ inline constexpr TunableDoc kTunables[] = {
     {"PROGRESS", "auto", "progress display: auto (bar on a TTY, else JSON lines) | bar | json | off"},
     {"PROGRESS_JSON_EVERY_S", "30", "JSON progress: emit at least every this many seconds"},
     {"PROGRESS_JSON_EVERY_PERCENT", "10", "JSON progress: emit at every this many percent"},
+    {"METRICS_PORT", "-1", "gantry train: serve Prometheus /metrics on this port + LOCAL_RANK (0 = any free port, logged; -1 = off); --metrics-port wins"},
+    {"METRICS_HOST", "127.0.0.1", "gantry train: address of the /metrics endpoint (0.0.0.0 for scrapers on other hosts); --metrics-host wins"},
     {"HTTP_IO_TIMEOUT_MS", "10000", "HTTP server: max time to read a request or write a reply"},
     {"HTTP_IDLE_TIMEOUT_MS", "30000", "HTTP server: keep-alive connection idle limit"},
     {"HTTP_MAX_CONNECTIONS", "256", "HTTP server: concurrent connections before 503"},

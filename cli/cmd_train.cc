@@ -4,11 +4,16 @@
 // `gantry sample CHECKPOINT` (greedy text from a byte-level gpt checkpoint).
 #include <unistd.h>
 
+#include <algorithm>
 #include <iostream>
 #include <memory>
 #include <string>
 
+#include "base/http_server.h"
 #include "base/job_spec.h"
+#include "base/logging.h"
+#include "base/metrics.h"
+#include "base/tunables.h"
 #include "cli/command.h"
 #include "coordinator/coordinator_store.h"
 #include "train/cpu_binding.h"
@@ -30,7 +35,25 @@ struct TrainArgs {
   int threads = -1;
   std::string progress = "auto";
   std::string comm_backend;
+  int metrics_port = -1;
+  std::string metrics_host;
 };
+
+// The rank's Prometheus endpoint (step, loss, throughput, straggler report, ...): port + the
+// local rank, so the ranks of one host do not collide; port 0 picks a free one. Null: off.
+StatusOr<std::unique_ptr<HttpServer>> StartMetrics(const TrainArgs& a) {
+  if (a.metrics_port < 0) return std::unique_ptr<HttpServer>();
+  HttpServerOptions ho;
+  ho.host = a.metrics_host;
+  ho.port = a.metrics_port == 0 ? 0 : a.metrics_port + std::max(0, train::LocalRankFromEnv());
+  auto http = std::make_unique<HttpServer>(ho);
+  ServeMetrics(*http, MetricsRegistry::Default());
+  if (Status s = http->Start(); !s.ok()) {
+    return Status(s.code(), "--metrics-port " + std::to_string(a.metrics_port) + ": " + s.message());
+  }
+  GANTRY_LOG(INFO, "metrics endpoint").Field("host", ho.host).Field("port", http->port());
+  return http;
+}
 
 int RunTrain(const TrainArgs& a) {
   StatusOr<JobSpec> spec = ParseJobSpecFile(a.job);
@@ -39,6 +62,8 @@ int RunTrain(const TrainArgs& a) {
   if (StatusOr<train::CpuBindingPlan> bound = train::BindLocalRank(); !bound.ok()) {
     return ReportError(bound.status());
   }
+  StatusOr<std::unique_ptr<HttpServer>> metrics = StartMetrics(a);
+  if (!metrics.ok()) return ReportError(metrics.status());
   train::TrainerOptions o;
   o.resume = !a.no_resume;
   o.steps = a.steps;
@@ -93,6 +118,14 @@ CommandRegistration kTrain(
       app.add_option("--comm-backend", a->comm_backend,
                      "auto | tcp | shm | mpi | nccl (overrides comm.backend)")
           ->check(CLI::IsMember({"auto", "tcp", "shm", "mpi", "nccl"}));
+      a->metrics_port = static_cast<int>(TunableInt("METRICS_PORT", -1));
+      a->metrics_host = TunableString("METRICS_HOST", "127.0.0.1");
+      app.add_option("--metrics-port", a->metrics_port,
+                     "serve Prometheus /metrics on this port + LOCAL_RANK (0: any free port, "
+                     "logged; -1: off; default GANTRY_METRICS_PORT)")
+          ->check(CLI::Range(-1, 65535));
+      app.add_option("--metrics-host", a->metrics_host,
+                     "address for /metrics (default GANTRY_METRICS_HOST or 127.0.0.1)");
       return [a]() { return RunTrain(*a); };
     });
 

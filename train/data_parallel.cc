@@ -384,6 +384,12 @@ Status DataParallel::RecordStep(int64_t step, const StepTimes& t) {
     m.GetGauge("gantry_train_straggler", "1 when the rank's step time exceeds the ratio x median",
                {{"rank", std::to_string(r)}})
         .Set(slow ? 1 : 0);
+    // The gauge holds only the last window (straggler_every steps, often milliseconds); the
+    // counter keeps every report for a scraper's rate()/increase().
+    m.GetCounter("gantry_train_straggler_reports_total",
+                 "Straggler windows that named this rank (busy time > ratio x median)",
+                 {{"rank", std::to_string(r)}})
+        .Inc(slow ? 1 : 0);
   }
   const char* parts[3] = {"compute", "data_wait", "comm_wait"};
   for (int k = 0; k < 3; ++k) {

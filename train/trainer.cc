@@ -5,6 +5,7 @@
 #include <cstdlib>
 
 #include "base/logging.h"
+#include "base/metrics.h"
 #include "base/tunables.h"
 #include "kernels/runtime.h"
 #include "train/cpu_binding.h"
@@ -256,6 +257,10 @@ Status Trainer::SaveCheckpoint() {
     saved = tensors.ok() ? checkpointer_->Save(meta, *tensors) : tensors.status();
     if (dp_ && dp_->sharded()) dp_->sharded()->ReleaseFullState();
     if (saved.ok()) {
+      MetricsRegistry::Default()
+          .GetCounter("gantry_train_checkpoints_total", "Checkpoints saved by this process",
+                      {{"job", spec_.name}})
+          .Inc();
       GANTRY_LOG(INFO, "checkpoint saved")
           .Field("checkpoint", CheckpointName(step_))
           .Field("store", checkpoint_uri_)
@@ -360,6 +365,7 @@ void Trainer::LogStep(const StepMetrics& m, double seconds, int64_t steps, const
                        std::max(seconds, 1e-9);
   const char* rate_name = spec_.model.type == "gpt" ? "tokens_per_s" : "samples_per_s";
   if (bar != nullptr) bar->SetField(spec_.model.type == "gpt" ? "tok/s" : "samples/s", items);
+  PublishStepMetrics(m, items, seconds / double(std::max<int64_t>(1, steps)));
   const LogLevel level =
       bar != nullptr && bar->mode() == ProgressMode::kBar ? LogLevel::kDebug : LogLevel::kInfo;
   if (!LogEnabled(level)) return;
@@ -378,6 +384,25 @@ void Trainer::LogStep(const StepMetrics& m, double seconds, int64_t steps, const
         .Field("data_wait_s", sum.data_wait / n)
         .Field("comm_wait_s", sum.comm_wait / n);
   }
+}
+
+void Trainer::PublishStepMetrics(const StepMetrics& m, double items_per_s, double step_s) const {
+  MetricsRegistry& r = MetricsRegistry::Default();
+  const MetricLabels labels = {{"job", spec_.name}, {"rank", std::to_string(opts_.rank)}};
+  r.GetGauge("gantry_train_step", "Last completed training step", labels).Set(double(m.step));
+  r.GetGauge("gantry_train_steps", "Total steps of the run", labels).Set(double(total_steps_));
+  r.GetGauge("gantry_train_loss", "Training loss at the last logged step", labels).Set(m.loss);
+  r.GetGauge("gantry_train_learning_rate", "Learning rate at the last logged step", labels)
+      .Set(m.lr);
+  r.GetGauge("gantry_train_grad_norm", "Global gradient norm at the last logged step (0: not computed)",
+             labels)
+      .Set(m.grad_norm);
+  MetricLabels rate = labels;
+  rate.emplace_back("unit", spec_.model.type == "gpt" ? "tokens" : "samples");
+  r.GetGauge("gantry_train_throughput", "Job-wide items per second over the last log window", rate)
+      .Set(items_per_s);
+  r.GetGauge("gantry_train_step_seconds", "Mean seconds per step over the last log window", labels)
+      .Set(step_s);
 }
 
 Status Trainer::CheckNothingToResume() {

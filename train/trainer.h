@@ -113,6 +113,9 @@ class Trainer {
   Status CheckLoss(float loss) const;
   // Reduce (data parallel), clip and update; returns the gradient norm.
   StatusOr<float> ReduceClipAndUpdate(float lr);
+  // Gauges of the last logged step in MetricsRegistry::Default() (`gantry train
+  // --metrics-port` serves them): step, loss, lr, grad norm, job-wide rate, seconds per step.
+  void PublishStepMetrics(const StepMetrics& m, double items_per_s, double step_s) const;
   void LogStep(const StepMetrics& m, double seconds, int64_t steps, const StepTimes& sum,
                Progress* bar);
 

@@ -73,8 +73,14 @@ StatusOr<int> EnvInt(const char* name, int min_value) {
 }  // namespace
 
 StatusOr<std::unique_ptr<Bootstrap>> BootstrapFromEnv(std::chrono::milliseconds timeout) {
+  // RANK wins; a Kubernetes Indexed Job gives only JOB_COMPLETION_INDEX. A malformed value is
+  // an error naming it, never a silent fall-back to the other variable.
   auto rank = EnvInt("RANK", 0);
-  if (!rank.ok()) rank = EnvInt("JOB_COMPLETION_INDEX", 0);
+  if (rank.status().code() == StatusCode::kNotFound) rank = EnvInt("JOB_COMPLETION_INDEX", 0);
+  if (rank.status().code() == StatusCode::kInvalidArgument) {
+    Status bad = rank.status();
+    return bad.Prepend("bootstrap");
+  }
   if (!rank.ok()) {
     return InvalidArgumentError("bootstrap: set RANK (or JOB_COMPLETION_INDEX) and WORLD_SIZE, "
                                 "MASTER_ADDR, MASTER_PORT as torchrun does");

@@ -64,7 +64,8 @@ class RankGroup {
       if (!rank_env.empty()) {
         for (auto& [k, v] : rank_env[r]) e[k] = v;
       }
-      e["RANK"] = std::to_string(r);
+      // A rank given JOB_COMPLETION_INDEX (a Kubernetes Indexed Job) gets no RANK either.
+      if (!e.count("JOB_COMPLETION_INDEX")) e["RANK"] = std::to_string(r);
       e["WORLD_SIZE"] = std::to_string(world);
       if (!e.count("MASTER_ADDR")) e["MASTER_ADDR"] = "127.0.0.1";
       e["MASTER_PORT"] = std::to_string(port);
@@ -96,6 +97,10 @@ class RankGroup {
   }
 
   pid_t pid(int rank) const { return pids_[rank]; }
+  // Sends `sig` to one live rank (SIGSTOP/SIGCONT to make it a straggler).
+  void Signal(int rank, int sig) const {
+    if (pids_[rank] > 0) kill(pids_[rank], sig);
+  }
   // Kills one rank with SIGKILL and reaps it.
   void Kill(int rank) {
     kill(pids_[rank], SIGKILL);
@@ -165,6 +170,28 @@ class RankGroup {
   std::vector<std::string> logs_;
   std::vector<RankResult> results_;
 };
+
+// GET http://127.0.0.1:port/path (3 s receive timeout): the raw response, "" when nothing
+// answered.
+inline std::string HttpGet(int port, const std::string& path) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  timeval tv{3, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(port);
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  std::string out;
+  if (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0) {
+    const std::string req = "GET " + path + " HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    (void)!write(fd, req.data(), req.size());
+    char buf[4096];
+    ssize_t n;
+    while ((n = read(fd, buf, sizeof(buf))) > 0) out.append(buf, n);
+  }
+  close(fd);
+  return out;
+}
 
 // For a group started with {"loop"} and GANTRY_COMM_TIMEOUT_S = timeout_s: waits until every
 // rank is in its allreduce loop, lets a few ops run, kill -9s `victim`, and checks that every

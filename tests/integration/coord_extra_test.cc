@@ -9,6 +9,7 @@
 
 #include "gantry_config.h"
 #include "proto/wire.h"
+#include "tests/integration/comm_launcher.h"
 #include "tests/integration/coord_harness.h"
 
 namespace gantry::testing {
@@ -172,25 +173,7 @@ TEST(CoordExtra, MalformedAndOversizedMessagesGetErrorReplies) {
   EXPECT_TRUE(c->Workers().ok()) << "still serving";
 }
 
-std::string HttpGet(int port, const std::string& path) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  timeval tv{3, 0};
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(port);
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  std::string out;
-  if (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0) {
-    const std::string req = "GET " + path + " HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
-    (void)!write(fd, req.data(), req.size());
-    char buf[4096];
-    ssize_t n;
-    while ((n = read(fd, buf, sizeof(buf))) > 0) out.append(buf, n);
-  }
-  close(fd);
-  return out;
-}
+using comm::testing::HttpGet;
 
 TEST(CoordExtra, MetricsEndpointReportsWorkersAndJobs) {
   Cluster cl("metrics");

@@ -95,7 +95,14 @@ TEST(Bootstrap, EnvErrorsNameTheVariable) {
   setenv("MASTER_ADDR", "127.0.0.1", 1);
   setenv("MASTER_PORT", "0", 1);
   b = BootstrapFromEnv(milliseconds(100));
-  EXPECT_FALSE(b.ok());  // port 0 is not a valid MASTER_PORT
+  ASSERT_FALSE(b.ok());  // the index is taken as the rank; port 0 is not a valid MASTER_PORT
+  EXPECT_NE(b.status().message().find("MASTER_PORT"), std::string::npos) << b.status().ToString();
+  setenv("RANK", "one", 1);  // a malformed RANK is named, not replaced by the index
+  b = BootstrapFromEnv(milliseconds(100));
+  ASSERT_FALSE(b.ok());
+  EXPECT_EQ(b.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(b.status().message().find("RANK='one'"), std::string::npos) << b.status().ToString();
+  unsetenv("RANK");
   unsetenv("JOB_COMPLETION_INDEX");
   unsetenv("WORLD_SIZE");
   unsetenv("MASTER_ADDR");
