@@ -99,6 +99,7 @@ void EmitTraining(YAML::Emitter& out, const JobSpec& s) {
   Put(out, "log_every", t.log_every);
   Put(out, "device", t.device);
   Put(out, "threads", t.threads);
+  Put(out, "precision", t.precision);
   out << YAML::EndMap;
 
   const CommSpec& c = s.comm;

@@ -257,6 +257,19 @@ TEST(JobSpecTest, RoundTripsEveryKind) {
     EXPECT_TRUE(a == b) << text;
     EXPECT_EQ(JobSpecToYaml(b), text);
   }
+  // Every field off its default survives (the coordinator ships specs to workers as YAML).
+  JobSpec a = MustParse(kMlp);
+  a.train.precision = "bf16";
+  a.train.threads = 3;
+  a.resources.gpus_per_rank = 2;
+  a.train.device = "cuda:1";
+  a.comm.bf16_reduce = true;
+  a.comm.zero1 = true;
+  a.optimizer.grad_clip = 0.5;
+  a.data.format = "tokens_u32";
+  JobSpec b = MustParse(JobSpecToYaml(a));
+  EXPECT_TRUE(a == b) << JobSpecToYaml(a);
+  EXPECT_EQ(b.train.precision, "bf16");
 }
 
 TEST(JobSpecTest, RoundTripsAwkwardStrings) {
