@@ -1,11 +1,17 @@
 // `gantry train` / `gantry sample` as processes: resume through the CLI gives byte-identical
 // checkpoints and identical loss logs; bad YAML, missing data and NaN loss exit non-zero with
 // a message naming the line, the path or the step.
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
+#include <chrono>
 #include <cmath>
 #include <filesystem>
+#include <fstream>
+#include <thread>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
@@ -142,6 +148,136 @@ TEST(TrainCliTest, NanLossExitsNonZeroNamingTheStep) {
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.err.find("loss is NaN at step 1"), std::string::npos) << r.err;
   EXPECT_FALSE(std::filesystem::exists(dir / "c/ckpt-000001"));
+}
+
+// Issue 2's resume test with a real kill: a run SIGKILLed between checkpoints (no chance to
+// save anything) resumes from its last checkpoint and ends with the bytes of a run that was
+// never interrupted; the steps logged after the resume repeat the uninterrupted run's losses.
+TEST(TrainCliTest, KilledRunResumesToByteIdenticalCheckpoints) {
+  TempDir dir;
+  std::string yaml = TextJobYaml(dir);
+  yaml.replace(yaml.find("steps: 20, log_every: 1, checkpoint_every: 5"),
+               std::string("steps: 20, log_every: 1, checkpoint_every: 5").size(),
+               "steps: 3000, log_every: 1, checkpoint_every: 400");
+  WriteFile(dir / "job.yaml", yaml);
+  const std::string job = dir / "job.yaml";
+  Result full = Gantry(dir, "train " + job + " --checkpoint-dir " + (dir / "full"));
+  ASSERT_EQ(full.exit_code, 0) << full.err;
+
+  // Killed once its log passed step 1000 (past ckpt-000800, before ckpt-001200 at this pace;
+  // wherever it lands, resuming must give the same bytes).
+  const std::string log = dir / "killed.txt";
+  const pid_t pid = fork();
+  if (pid == 0) {
+    const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    dup2(fd, 2);
+    execl(GANTRY_BINARY, GANTRY_BINARY, "train", job.c_str(), "--checkpoint-dir",
+          (dir / "split").c_str(), "--progress", "json", static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  ASSERT_GT(pid, 0);
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  bool reached = false;
+  while (!reached && std::chrono::steady_clock::now() < until) {
+    std::ifstream f(log);
+    std::stringstream ss;
+    ss << f.rdbuf();
+    reached = ss.str().find("\"step\":1000,") != std::string::npos;
+    if (!reached) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  kill(pid, SIGKILL);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  ASSERT_TRUE(reached) << ReadFile(log);
+  ASSERT_TRUE(WIFSIGNALED(status)) << "the run ended before it was killed";
+  ASSERT_FALSE(std::filesystem::exists(dir / "split/ckpt-003000"));
+
+  Result resumed = Gantry(dir, "train " + job + " --checkpoint-dir " + (dir / "split"));
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.err;
+  EXPECT_NE(resumed.err.find("resumed from checkpoint"), std::string::npos) << resumed.err;
+  for (const char* f : {"ckpt-003000/data.bin", "ckpt-003000/manifest.json", "latest"}) {
+    const std::string a = ReadFile(dir / ("full/" + std::string(f)));
+    ASSERT_FALSE(a.empty()) << f;
+    EXPECT_TRUE(a == ReadFile(dir / ("split/" + std::string(f)))) << f << " differs";
+  }
+  const auto expected = StepLosses(full.err);
+  const auto after = StepLosses(resumed.err);
+  ASSERT_FALSE(after.empty());
+  ASSERT_EQ(after.back().first, 3000);
+  for (const auto& [step, loss] : after) {
+    ASSERT_EQ(loss, expected[size_t(step - 1)].second) << "step " << step;
+  }
+}
+
+// A checkpoint whose bytes rotted is refused naming the tensor and the next older one is used;
+// the run still ends with the bytes of an uninterrupted run.
+TEST(TrainCliTest, CorruptCheckpointFallsBackToThePreviousOne) {
+  TempDir dir;
+  WriteFile(dir / "job.yaml", TextJobYaml(dir));
+  const std::string job = dir / "job.yaml";
+  Result full = Gantry(dir, "train " + job + " --checkpoint-dir " + (dir / "full"));
+  ASSERT_EQ(full.exit_code, 0) << full.err;
+  Result first =
+      Gantry(dir, "train " + job + " --checkpoint-dir " + (dir / "split") + " --stop-after 10");
+  ASSERT_EQ(first.exit_code, 0) << first.err;
+  {
+    std::fstream f(dir / "split/ckpt-000010/data.bin", std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(100);
+    char c = 0;
+    f.read(&c, 1);
+    f.seekp(100);
+    c = static_cast<char>(c ^ 0x40);
+    f.write(&c, 1);
+  }
+  Result second = Gantry(dir, "train " + job + " --checkpoint-dir " + (dir / "split"));
+  ASSERT_EQ(second.exit_code, 0) << second.err;
+  EXPECT_NE(second.err.find("checkpoint refused"), std::string::npos) << second.err;
+  EXPECT_NE(second.err.find("ckpt-000010"), std::string::npos) << second.err;
+  EXPECT_NE(second.err.find("tensor"), std::string::npos) << second.err;
+  EXPECT_NE(second.err.find("ckpt-000005"), std::string::npos) << second.err;
+  EXPECT_TRUE(ReadFile(dir / "full/ckpt-000020/data.bin") ==
+              ReadFile(dir / "split/ckpt-000020/data.bin"));
+}
+
+// An infinite loss (here: regression targets of 1e30, squared past float's range) stops the
+// run with the step, exit 1, and no checkpoint for that step.
+TEST(TrainCliTest, InfLossExitsNonZeroNamingTheStep) {
+  TempDir dir;
+  std::vector<float> x(8 * 3, 0.5f), y(8 * 2, 1e30f);
+  WriteFile(dir / "inputs.npy", testing::Npy("<f4", "(8, 3)", std::string((char*)x.data(), 96)));
+  WriteFile(dir / "targets.npy", testing::Npy("<f4", "(8, 2)", std::string((char*)y.data(), 64)));
+  WriteFile(dir / "job.yaml",
+            "name: x\nkind: train\nmodel: {type: mlp, widths: [3, 4, 2], loss: mse}\n"
+            "data: {uri: \"" +
+                dir.path() +
+                "\", batch_per_rank: 4}\n"
+                "optimizer: {type: sgd, lr: 0.1}\n"
+                "train: {steps: 5, checkpoint_every: 1}\n");
+  Result r = Gantry(dir, "train " + (dir / "job.yaml") + " --checkpoint-dir " + (dir / "c"));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("loss is Inf at step 1"), std::string::npos) << r.err;
+  EXPECT_FALSE(std::filesystem::exists(dir / "c/ckpt-000001"));
+}
+
+// Impossible shapes and mistyped values stop `gantry train` before anything runs: exit 1, the
+// file, line and field in the message, no checkpoint directory created.
+TEST(TrainCliTest, ImpossibleShapesAndMistypedValuesExitNonZero) {
+  TempDir dir;
+  WriteFile(dir / "heads.yaml",
+            "name: x\nkind: train\n"
+            "model: {type: gpt, vocab: 256, context: 8, d_model: 30, layers: 1, heads: 4, mlp: 8}\n");
+  Result r = Gantry(dir, "train " + (dir / "heads.yaml") + " --checkpoint-dir " + (dir / "c"));
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("heads.yaml:3"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("heads"), std::string::npos) << r.err;
+  WriteFile(dir / "type.yaml",
+            "name: x\nkind: train\nmodel: {type: mlp, widths: [4, 2]}\n"
+            "train: {steps: many}\n");
+  r = Gantry(dir, "train " + (dir / "type.yaml") + " --checkpoint-dir " + (dir / "c"));
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("type.yaml:4"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("train.steps"), std::string::npos) << r.err;
+  EXPECT_FALSE(std::filesystem::exists(dir / "c"));
 }
 
 }  // namespace
