@@ -173,7 +173,9 @@ int Conformance(Communicator* comm, bool big) {
       }
       if (huge) continue;
       size_t rs_count = count > 4096 ? count / n : count;
-      if (CheckReduceScatter(c, d, d == DataType::kI32 ? ReduceOp::kMax : ReduceOp::kSum, rs_count)) return 1;
+      for (ReduceOp op : ops) {
+        if (CheckReduceScatter(c, d, op, rs_count)) return 1;
+      }
       if (CheckAllgather(c, d, rs_count)) return 1;
       if (CheckBroadcast(c, d, count, static_cast<int>(count % n))) return 1;
     }
