@@ -165,18 +165,23 @@ int main(int argc, char** argv) {
   for (size_t b : sizes) memcpy_gbps.push_back(MemcpyGBps(b));
 
   if (!json) {
-    std::printf("allreduce f32 sum, %d ranks on this host; time per op, busbw = algbw*2(n-1)/n in GB/s\n", ranks);
+    std::printf("allreduce f32 sum, %d ranks on this host; time per op; algbw = size/time, "
+                "busbw = algbw*2(n-1)/n, in GB/s\n", ranks);
     std::printf("%-8s", "size");
-    for (auto& im : impls) std::printf(" | %-10s %8s", im.name.c_str(), "busbw");
+    for (auto& im : impls) std::printf(" | %-10s %6s %6s", im.name.c_str(), "algbw", "busbw");
     std::printf(" | memcpy GB/s\n");
     for (size_t k = 0; k < sizes.size(); ++k) {
       const size_t b = sizes[k];
       std::printf("%-8s", SizeName(b).c_str());
       for (size_t i = 0; i < impls.size(); ++i) {
         auto it = res[i].find(b);
-        if (it == res[i].end()) std::printf(" | %-10s %8s", errors[i].empty() ? "-" : "FAILED", "-");
-        else if (it->second < 1e-3) std::printf(" | %7.1f us %8.2f", it->second * 1e6, busbw(i, b));
-        else std::printf(" | %7.2f ms %8.2f", it->second * 1e3, busbw(i, b));
+        if (it == res[i].end()) {
+          std::printf(" | %-10s %6s %6s", errors[i].empty() ? "-" : "FAILED", "-", "-");
+          continue;
+        }
+        const double alg = busbw(i, b) / bus;
+        if (it->second < 1e-3) std::printf(" | %7.1f us %6.2f %6.2f", it->second * 1e6, alg, busbw(i, b));
+        else std::printf(" | %7.2f ms %6.2f %6.2f", it->second * 1e3, alg, busbw(i, b));
       }
       std::printf(" | %6.1f\n", memcpy_gbps[k]);
     }
