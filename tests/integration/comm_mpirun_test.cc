@@ -1,23 +1,36 @@
 // Under mpirun (Open MPI, --allow-run-as-root --oversubscribe): the mpi backend through the
-// conformance suite, and the tcp backend bootstrapped from MPI (no RANK/MASTER_* set).
+// conformance suite (2, 3 and 4 ranks; 64 MiB at 4), the tcp backend bootstrapped from MPI (no
+// RANK/MASTER_* set), and a rank killed mid-allreduce ends the whole job instead of a hang.
 #include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <fstream>
+#include <sstream>
+#include <thread>
+#include <vector>
 
 #include "tests/integration/comm_launcher.h"
 
 namespace gantry::comm::testing {
 namespace {
 
-class CommMpirun : public ::testing::TestWithParam<std::tuple<std::string, int>> {};
+const char kMpirunFlags[] =
+    " --allow-run-as-root --oversubscribe --mca btl self,vader,tcp --mca btl_tcp_if_include lo ";
+
+class CommMpirun : public ::testing::TestWithParam<std::tuple<std::string, int, bool>> {};
 
 TEST_P(CommMpirun, ConformanceUnderMpirun) {
-  const auto& [backend, world] = GetParam();
+  const auto& [backend, world, big] = GetParam();
   if (std::system("mpirun --version >/dev/null 2>&1") != 0) GTEST_SKIP() << "mpirun not found";
   const std::string cmd = "GANTRY_COMM_BACKEND=" + backend +
                           " GANTRY_COMM_TIMEOUT_S=60 timeout -s KILL 170 mpirun -np " +
-                          std::to_string(world) +
-                          " --allow-run-as-root --oversubscribe --mca btl self,vader,tcp "
-                          "--mca btl_tcp_if_include lo -x GANTRY_COMM_BACKEND -x "
-                          "GANTRY_COMM_TIMEOUT_S " GANTRY_COMM_TEST_WORKER " conformance 2>&1";
+                          std::to_string(world) + kMpirunFlags +
+                          "-x GANTRY_COMM_BACKEND -x GANTRY_COMM_TIMEOUT_S " GANTRY_COMM_TEST_WORKER
+                          " conformance" +
+                          (big ? " --big" : "") + " 2>&1";
   FILE* p = popen(cmd.c_str(), "r");
   ASSERT_NE(p, nullptr);
   std::string out;
@@ -32,11 +45,91 @@ TEST_P(CommMpirun, ConformanceUnderMpirun) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, CommMpirun,
-                         ::testing::Values(std::make_tuple("mpi", 2), std::make_tuple("mpi", 3),
-                                           std::make_tuple("tcp", 2)),
+                         ::testing::Values(std::make_tuple("mpi", 2, false),
+                                           std::make_tuple("mpi", 3, false),
+                                           std::make_tuple("mpi", 4, true),
+                                           std::make_tuple("tcp", 2, false)),
                          [](const auto& info) {
-                           return std::get<0>(info.param) + "_" + std::to_string(std::get<1>(info.param));
+                           return std::get<0>(info.param) + "_" +
+                                  std::to_string(std::get<1>(info.param)) +
+                                  (std::get<2>(info.param) ? "_big" : "");
                          });
+
+// Children of `pid` (the rank processes mpirun started on this host).
+std::vector<pid_t> Children(pid_t pid) {
+  std::ifstream f("/proc/" + std::to_string(pid) + "/task/" + std::to_string(pid) + "/children");
+  std::vector<pid_t> out;
+  for (pid_t c; f >> c;) out.push_back(c);
+  return out;
+}
+
+// MPI reports no peer rank of its own, so "never hang" rests on mpirun: kill -9 one rank in the
+// middle of 64 MiB allreduces and mpirun must end the job (non-zero, naming the dead process)
+// long before the 60 s comm timeout.
+TEST(CommMpirunFailure, KilledRankEndsTheJobInsteadOfHanging) {
+  if (std::system("mpirun --version >/dev/null 2>&1") != 0) GTEST_SKIP() << "mpirun not found";
+  char log[] = "/tmp/gantry-mpirun-kill-XXXXXX";
+  const int fd = mkstemp(log);
+  ASSERT_GE(fd, 0);
+  const std::string cmd = std::string("exec mpirun -np 2") + kMpirunFlags +
+                          "-x GANTRY_COMM_BACKEND=mpi -x GANTRY_COMM_TIMEOUT_S=60 "
+                          GANTRY_COMM_TEST_WORKER " loop";
+  const auto start = std::chrono::steady_clock::now();
+  const pid_t mpirun = fork();
+  if (mpirun == 0) {
+    dup2(fd, 1);
+    dup2(fd, 2);
+    execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  close(fd);
+  auto output = [&] {
+    std::ifstream f(log);
+    std::stringstream ss;
+    ss << f.rdbuf();
+    return ss.str();
+  };
+  auto seconds = [&] {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  };
+  std::vector<pid_t> ranks;
+  while (seconds() < 60) {
+    const std::string out = output();
+    ranks = Children(mpirun);
+    if (out.find("READY rank 0") != std::string::npos &&
+        out.find("READY rank 1") != std::string::npos && ranks.size() == 2) {
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ASSERT_EQ(ranks.size(), 2u) << output();
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // a few allreduces in flight
+  const double killed_at = seconds();
+  kill(ranks[1], SIGKILL);
+  int status = 0;
+  pid_t done = 0;
+  while ((done = waitpid(mpirun, &status, WNOHANG)) == 0 && seconds() < killed_at + 50) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  if (done == 0) {
+    kill(mpirun, SIGKILL);
+    waitpid(mpirun, &status, 0);
+  }
+  const std::string out = output();
+  unlink(log);
+  ASSERT_NE(done, 0) << "mpirun still running 50 s after a rank was killed:\n" << out;
+  EXPECT_FALSE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << out;
+  EXPECT_LT(seconds() - killed_at, 30.0) << out;
+  EXPECT_NE(out.find("exited on signal 9"), std::string::npos)
+      << "mpirun should name the killed rank:\n" << out;
+  // The survivor is gone too (given a moment to be reaped once mpirun is gone).
+  for (pid_t r : ranks) {
+    for (int i = 0; i < 250 && kill(r, 0) == 0; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    EXPECT_NE(kill(r, 0), 0) << "rank pid " << r << " survived mpirun";
+  }
+}
 
 }  // namespace
 }  // namespace gantry::comm::testing
