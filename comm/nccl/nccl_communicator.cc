@@ -60,12 +60,13 @@ std::string Hex(const void* p, size_t n) {
 }
 
 // The ncclComm_t, shared by the communicator and its Work handles. ncclCommAbort frees the
-// comm, and Abort/Wait may run on other threads than the issuing one: every query and the
-// one abort go through `mu`, and nothing touches the comm after it was aborted.
+// comm, and Abort/Wait may run on other threads than the issuing one: every query, every op
+// issued on the comm (Issue) and the one abort or destroy go through `mu`, and nothing touches
+// the comm after it was aborted or destroyed.
 struct NcclHandle {
   std::mutex mu;
   ncclComm_t comm = nullptr;
-  bool aborted = false;
+  bool aborted = false;  // aborted or destroyed: `comm` is gone
 
   // ncclCommGetAsyncError; ncclInvalidUsage once aborted (never reached: callers check first).
   ncclResult_t Query() {
@@ -75,14 +76,26 @@ struct NcclHandle {
     ncclCommGetAsyncError(comm, &r);
     return r;
   }
-  void AbortOnce() { Close(/*failed=*/true); }
-  // The communicator's end: destroy a healthy comm, abort a failed one, once.
-  void Close(bool failed) {
+  void AbortOnce() { Close(/*failed=*/true, Clock::now()); }
+  // The communicator's end, once: abort a failed comm; finalize a healthy one (NCCL's order for
+  // a non-blocking comm: ncclCommFinalize, poll until it is out of ncclInProgress, then
+  // ncclCommDestroy), aborting it instead if that does not finish by `deadline` or fails.
+  void Close(bool failed, Deadline deadline) {
     std::lock_guard<std::mutex> lock(mu);
     if (aborted || !comm) return;
     aborted = true;
-    if (failed) ncclCommAbort(comm);
-    else ncclCommDestroy(comm);
+    if (!failed) {
+      ncclResult_t r = ncclCommFinalize(comm);
+      while (r == ncclInProgress && Clock::now() < deadline) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        if (ncclCommGetAsyncError(comm, &r) != ncclSuccess) r = ncclInternalError;
+      }
+      if (r == ncclSuccess) {
+        ncclCommDestroy(comm);
+        return;
+      }
+    }
+    ncclCommAbort(comm);
   }
 };
 
@@ -140,7 +153,7 @@ class NcclWork : public Work {
   Status Wait(std::chrono::milliseconds timeout) override {
     const Deadline until = Clock::now() + timeout;
     for (;;) {
-      cudaError_t e = cudaEventQuery(event_);
+      const cudaError_t e = Query();
       if (e == cudaSuccess) return OkStatus();
       if (e != cudaErrorNotReady) return CudaError(e, label_);
       if (state_->failed()) return state_->error();
@@ -162,9 +175,18 @@ class NcclWork : public Work {
       std::this_thread::sleep_for(std::chrono::microseconds(50));
     }
   }
-  bool Done() const override { return cudaEventQuery(event_) != cudaErrorNotReady; }
+  bool Done() const override { return Query() != cudaErrorNotReady; }
 
  private:
+  // cudaEventQuery, without leaving its cudaErrorNotReady as this thread's last CUDA error
+  // (the runtime records it there, and the next kernel launch check on this thread, e.g. the
+  // trainer's next op, would report it as its own failure; PyTorch clears it the same way).
+  cudaError_t Query() const {
+    const cudaError_t e = cudaEventQuery(event_);
+    if (e == cudaErrorNotReady) (void)cudaGetLastError();
+    return e;
+  }
+
   cudaEvent_t event_;
   std::shared_ptr<NcclHandle> handle_;
   std::string label_;
@@ -177,16 +199,32 @@ class NcclWork : public Work {
 
 WorkPtr NcclCommunicator::Impl::Issue(const OpLabel& label, const std::function<ncclResult_t()>& call) {
   if (state->failed()) return MakeDoneWork(state->error());
-  cudaSetDevice(device);
-  cudaEvent_t ready, done;
-  cudaEventCreateWithFlags(&ready, cudaEventDisableTiming);
-  cudaEventRecord(ready, user_stream);
-  cudaStreamWaitEvent(stream, ready, 0);
+  const std::string what = label.ToString();
+  if (cudaError_t e = cudaSetDevice(device); e != cudaSuccess) {
+    return MakeDoneWork(CudaError(e, what + ": cudaSetDevice(" + std::to_string(device) + ")"));
+  }
+  // Order the op after the work queued on the user stream so far.
+  cudaEvent_t ready = nullptr, done = nullptr;
+  if (cudaError_t e = cudaEventCreateWithFlags(&ready, cudaEventDisableTiming); e != cudaSuccess) {
+    return MakeDoneWork(CudaError(e, what + ": cudaEventCreate"));
+  }
+  cudaError_t e = cudaEventRecord(ready, user_stream);
+  if (e == cudaSuccess) e = cudaStreamWaitEvent(stream, ready, 0);
   cudaEventDestroy(ready);
+  if (e != cudaSuccess) return MakeDoneWork(CudaError(e, what + ": ordering after the user stream"));
   const Deadline deadline = DeadlineAfter(options.timeout);
-  ncclResult_t r = call();
+  ncclResult_t r;
+  {
+    // Under the handle's lock: Abort or a timed-out Wait on another thread frees the comm.
+    std::lock_guard<std::mutex> lock(handle->mu);
+    if (handle->aborted || !handle->comm) {
+      return MakeDoneWork(state->failed() ? state->error()
+                                          : FailedPreconditionError(what + ": the communicator is closed"));
+    }
+    r = call();
+  }
   if (r != ncclSuccess && r != ncclInProgress) {
-    return MakeDoneWork(NcclError(r, label.ToString()));
+    return MakeDoneWork(NcclError(r, what));
   }
   // A non-blocking communicator may return ncclInProgress before the operation is on the
   // stream; an event recorded now would complete without it. Wait until NCCL has enqueued it.
@@ -194,10 +232,14 @@ WorkPtr NcclCommunicator::Impl::Issue(const OpLabel& label, const std::function<
     Status s = WaitEnqueued(label, deadline);
     if (!s.ok()) return MakeDoneWork(s);
   }
-  cudaEventCreateWithFlags(&done, cudaEventDisableTiming);
-  cudaError_t e = cudaEventRecord(done, stream);
-  if (e != cudaSuccess) return MakeDoneWork(CudaError(e, label.ToString()));
-  return std::make_shared<NcclWork>(done, handle, label.ToString(), deadline, state);
+  if (e = cudaEventCreateWithFlags(&done, cudaEventDisableTiming); e != cudaSuccess) {
+    return MakeDoneWork(CudaError(e, what + ": cudaEventCreate"));
+  }
+  if (e = cudaEventRecord(done, stream); e != cudaSuccess) {
+    cudaEventDestroy(done);
+    return MakeDoneWork(CudaError(e, what));
+  }
+  return std::make_shared<NcclWork>(done, handle, what, deadline, state);
 }
 
 Status NcclCommunicator::Impl::WaitEnqueued(const OpLabel& label, Deadline deadline) {
@@ -222,9 +264,14 @@ Status NcclCommunicator::Impl::WaitEnqueued(const OpLabel& label, Deadline deadl
 NcclCommunicator::NcclCommunicator(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 NcclCommunicator::~NcclCommunicator() {
-  impl_->handle->Close(impl_->state->failed());
+  impl_->handle->Close(impl_->state->failed(), DeadlineAfter(impl_->options.timeout));
+  // The stream and buffer belong to the comm's device; restore the caller's device after.
+  int previous = -1;
+  const bool switched = cudaGetDevice(&previous) == cudaSuccess && previous != impl_->device &&
+                        cudaSetDevice(impl_->device) == cudaSuccess;
   if (impl_->stream) cudaStreamDestroy(impl_->stream);
   if (impl_->barrier_buf) cudaFree(impl_->barrier_buf);
+  if (switched) cudaSetDevice(previous);
 }
 
 StatusOr<std::unique_ptr<NcclCommunicator>> NcclCommunicator::Create(Bootstrap& bootstrap,
@@ -257,15 +304,26 @@ StatusOr<std::unique_ptr<NcclCommunicator>> NcclCommunicator::Create(Bootstrap& 
   impl->handle->comm = impl->comm;
   GANTRY_RETURN_IF_ERROR(impl->WaitReady("nccl init (id " + Hex(&id, 8) + "...)",
                                          DeadlineAfter(options.timeout)));
-  if (cudaError_t e = cudaStreamCreateWithFlags(&impl->stream, cudaStreamNonBlocking); e != cudaSuccess) {
-    return CudaError(e, "cudaStreamCreate");
-  }
-  if (cudaError_t e = cudaMalloc(&impl->barrier_buf, sizeof(int32_t)); e != cudaSuccess) {
-    return CudaError(e, "cudaMalloc(barrier)");
-  }
+  // From here the communicator owns the comm: on a failure below, its destructor aborts it
+  // (the state is marked failed first) and frees what was made.
+  Impl& im = *impl;
   std::unique_ptr<NcclCommunicator> c(new NcclCommunicator(std::move(impl)));
   c->rank_ = bootstrap.rank();
   c->size_ = bootstrap.size();
+  auto fail = [&](cudaError_t e, const char* what) {
+    Status s = CudaError(e, std::string("nccl backend: ") + what);
+    im.state->Fail(s);
+    return s;
+  };
+  if (cudaError_t e = cudaStreamCreateWithFlags(&im.stream, cudaStreamNonBlocking); e != cudaSuccess) {
+    return fail(e, "cudaStreamCreate");
+  }
+  if (cudaError_t e = cudaMalloc(&im.barrier_buf, sizeof(int32_t)); e != cudaSuccess) {
+    return fail(e, "cudaMalloc(barrier)");
+  }
+  if (cudaError_t e = cudaMemset(im.barrier_buf, 0, sizeof(int32_t)); e != cudaSuccess) {
+    return fail(e, "cudaMemset(barrier)");
+  }
   return c;
 }
 

@@ -134,15 +134,18 @@ Status TakeIndexError(int device) {
   return InvalidArgumentError(std::move(msg));
 }
 
-StatusOr<OpEnv> BeginOp(const char* op, const Tensor& t) {
+StatusOr<OpEnv> BeginOp(const char* op, const Tensor& t, bool take_index_error) {
   if (!t.device().is_cuda()) {
     return InvalidArgumentError(std::string(op) + ": tensor " + t.ToString() +
                                 " is not on a cuda device; the CUDA backend got a host tensor");
   }
+  // A stale non-sticky error (cudaErrorNotReady from a cudaEventQuery/cudaStreamQuery poll,
+  // e.g. NCCL's Work::Wait on this thread) would otherwise fail this op's launch check.
+  (void)cudaGetLastError();
   OpEnv env;
   env.device = t.device().index;
   GANTRY_RETURN_IF_ERROR(UseDevice(env.device));
-  GANTRY_RETURN_IF_ERROR(TakeIndexError(env.device));
+  if (take_index_error) GANTRY_RETURN_IF_ERROR(TakeIndexError(env.device));
   GANTRY_ASSIGN_OR_RETURN(env.ctx, GetContext(env.device));
   GANTRY_RETURN_IF_ERROR(IndexErrorSlot(env.device, &env.index_error).status());
   env.stream = CurrentCudaStream();

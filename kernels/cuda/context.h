@@ -58,8 +58,12 @@ struct OpEnv {
 };
 
 // Checks `t` is a cuda tensor, makes its device current, reports a pending index error from an
-// earlier call on that device, and returns the thread's context and current stream.
-StatusOr<OpEnv> BeginOp(const char* op, const Tensor& t);
+// earlier call on that device (unless `take_index_error` is false: for probes such as
+// Conv2dWorkspaceElements that cannot return it, so the next op still does), and returns the
+// thread's context and current stream. Also clears this thread's last CUDA error left by
+// unrelated runtime calls (e.g. cudaErrorNotReady from an event query), so each launch check
+// reports only its own launch; sticky errors still surface on the next runtime call.
+StatusOr<OpEnv> BeginOp(const char* op, const Tensor& t, bool take_index_error = true);
 // Checks `t` has `dtype` and lives on env's device (the dispatchers check shapes; this guards
 // what the kernels index with). Message names the op and the tensor.
 Status CheckOperand(const char* op, const char* name, const Tensor& t, const OpEnv& env,

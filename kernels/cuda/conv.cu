@@ -1,6 +1,7 @@
 // 2-D convolution (NCHW, cross-correlation as PyTorch) on cuDNN's legacy convolution API.
-// Algorithms come from cuDNN's heuristics, once per (device, shape) and cached, so
-// Conv2dWorkspaceElements and the ops agree on the workspace. Full f32 math (CUDNN_FMA_MATH)
+// Algorithms come from cuDNN's heuristics (the first deterministic one within 1 GiB of
+// workspace), once per (device, shape) and cached, so Conv2dWorkspaceElements and the ops
+// agree on the workspace. Full f32 math (CUDNN_FMA_MATH)
 // unless GANTRY_CUDA_TF32=1.
 #include <cuda_runtime.h>
 #include <cudnn.h>
@@ -86,7 +87,30 @@ StatusOr<cudnnHandle_t> Handle(const OpEnv& env) {
   return env.ctx->cudnn;
 }
 
-// Top heuristic choice of each direction (first that cuDNN reports as supported).
+// Workspace limit per algorithm: a heuristic choice above it is passed over for the next one.
+constexpr size_t kMaxConvWorkspaceBytes = size_t{1} << 30;
+
+// The first of cuDNN's heuristic candidates that is supported, deterministic (no atomics: some
+// backward algorithms, e.g. BWD_DATA_ALGO_0 and BWD_FILTER_ALGO_0/3, sum in a varying order,
+// which would break the byte-identical resume of a GPU run) and within the workspace limit.
+template <typename Perf>
+int FirstUsable(const Perf* perf, int got) {
+  for (int i = 0; i < got; ++i) {
+    if (perf[i].status == CUDNN_STATUS_SUCCESS && perf[i].determinism == CUDNN_DETERMINISTIC &&
+        perf[i].memory <= kMaxConvWorkspaceBytes) {
+      return i;
+    }
+  }
+  return -1;
+}
+
+Status NoAlgorithm(const char* direction, int got) {
+  return InternalError(std::string("cuDNN offers no deterministic ") + direction +
+                       " convolution algorithm within " +
+                       std::to_string(kMaxConvWorkspaceBytes >> 20) + " MiB of workspace (" +
+                       std::to_string(got) + " candidates) for this shape");
+}
+
 StatusOr<Algos> ChooseAlgos(cudnnHandle_t h, const Descs& d) {
   constexpr int kMax = 16;
   int got = 0;
@@ -94,21 +118,20 @@ StatusOr<Algos> ChooseAlgos(cudnnHandle_t h, const Descs& d) {
   cudnnConvolutionFwdAlgoPerf_t fwd[kMax];
   GANTRY_CUDNN_RETURN_IF_ERROR(
       cudnnGetConvolutionForwardAlgorithm_v7(h, d.x, d.w, d.conv, d.y, kMax, &got, fwd));
-  int i = 0;
-  while (i < got && fwd[i].status != CUDNN_STATUS_SUCCESS) ++i;
-  if (i == got) return InternalError("cuDNN found no forward convolution algorithm");
+  int i = FirstUsable(fwd, got);
+  if (i < 0) return NoAlgorithm("forward", got);
   a.fwd = fwd[i].algo;
   cudnnConvolutionBwdDataAlgoPerf_t bd[kMax];
   GANTRY_CUDNN_RETURN_IF_ERROR(
       cudnnGetConvolutionBackwardDataAlgorithm_v7(h, d.w, d.y, d.conv, d.x, kMax, &got, bd));
-  for (i = 0; i < got && bd[i].status != CUDNN_STATUS_SUCCESS;) ++i;
-  if (i == got) return InternalError("cuDNN found no backward-data convolution algorithm");
+  i = FirstUsable(bd, got);
+  if (i < 0) return NoAlgorithm("backward-data", got);
   a.bwd_data = bd[i].algo;
   cudnnConvolutionBwdFilterAlgoPerf_t bf[kMax];
   GANTRY_CUDNN_RETURN_IF_ERROR(
       cudnnGetConvolutionBackwardFilterAlgorithm_v7(h, d.x, d.y, d.conv, d.w, kMax, &got, bf));
-  for (i = 0; i < got && bf[i].status != CUDNN_STATUS_SUCCESS;) ++i;
-  if (i == got) return InternalError("cuDNN found no backward-filter convolution algorithm");
+  i = FirstUsable(bf, got);
+  if (i < 0) return NoAlgorithm("backward-filter", got);
   a.bwd_filter = bf[i].algo;
   size_t s1 = 0, s2 = 0, s3 = 0;
   GANTRY_CUDNN_RETURN_IF_ERROR(
@@ -172,7 +195,8 @@ int64_t Conv2dWorkspaceElements(const Shape& x, const Shape& w, const Conv2dOpti
     }
   }
   Tensor probe = Tensor::Wrap(nullptr, {0}, DType::kF32, device);
-  StatusOr<OpEnv> env = BeginOp("Conv2dWorkspaceElements", probe);
+  // A pending index error stays for the next op to report (this probe cannot return it).
+  StatusOr<OpEnv> env = BeginOp("Conv2dWorkspaceElements", probe, /*take_index_error=*/false);
   if (!env.ok()) return 0;
   Descs d;
   if (!MakeDescs(x, w, opts, d).ok()) return 0;

@@ -290,6 +290,27 @@ TEST_F(DpTrain, DatasetFromGantryDatasetPutResumesExactly) {
   ExpectExactResume(d, job);
 }
 
+// The hierarchical backend (auto with ranks on two "hosts", GANTRY_HOST_ID a = {0, 1},
+// b = {2, 3}: shm inside each, tcp between the leaders): 4 ranks x batch 4 end with the
+// parameters of 1 rank x batch 16, for mlp and gpt.
+TEST_F(DpTrain, HierarchicalBackendAcrossTwoHostsEqualsOneRank) {
+  for (const char* model : {"mlp", "gpt"}) {
+    TempDir d;
+    const std::string job = WriteJob(d, "hier", model, 4);
+    comm::testing::RankGroup group(
+        GANTRY_BINARY, 4, {"train", job, "--checkpoint-dir", d / "ck", "--progress", "off"}, {},
+        {},
+        {{{"GANTRY_HOST_ID", "a"}}, {{"GANTRY_HOST_ID", "a"}}, {{"GANTRY_HOST_ID", "b"}},
+         {{"GANTRY_HOST_ID", "b"}}});
+    auto rs = group.Wait(150);
+    for (const auto& r : rs) ASSERT_EQ(r.exit_code, 0) << Ranks(rs);
+    EXPECT_NE(rs[0].output.find("\"backend\":\"hier\""), std::string::npos) << rs[0].output;
+    const double rel = RelativeDifference(FinalParams(d / "ck"), Reference(model));
+    EXPECT_LE(rel, 1e-5) << model;
+    std::printf("[ dp ] %s hier 4 ranks x 4: relative difference %.3g\n", model, rel);
+  }
+}
+
 // Launch mode 3 as a Kubernetes Indexed Job runs it: no RANK, only JOB_COMPLETION_INDEX (with
 // WORLD_SIZE, MASTER_ADDR, MASTER_PORT from the manifest). Both ranks must take their index
 // as their rank: two rank 0s could not both host the store, and a lost batch would not give
