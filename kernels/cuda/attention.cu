@@ -29,7 +29,9 @@ struct Dims {
 };
 
 // C_bh = alpha * op(A_bh) op(B_bh) + beta * C_bh for every (b, h): loops over the smaller of
-// batch/heads and batches the other through one strided-batched call.
+// batch/heads and batches the other through one strided-batched call. Always f32, also with
+// SetCudaMatmulPrecision(kBf16): the CPU's attention keeps its per-head products in f32, so
+// both backends round the same products (kernels/runtime.h).
 Status HeadGemm(const OpEnv& env, const Dims& d, bool ta, bool tb, int64_t m, int64_t n,
                 int64_t k, float alpha, const HeadMat& a, const HeadMat& b, float beta,
                 const HeadMat& c) {
@@ -47,6 +49,7 @@ Status HeadGemm(const OpEnv& env, const Dims& d, bool ta, bool tb, int64_t m, in
   g.ldb = b.ld;
   g.ldc = c.ld;
   g.batch = loop_batch ? d.heads : d.batch;
+  g.allow_bf16 = false;
   g.stride_a = loop_batch ? a.sh : a.sb;
   g.stride_b = loop_batch ? b.sh : b.sb;
   g.stride_c = loop_batch ? c.sh : c.sb;

@@ -28,6 +28,12 @@ Status GemmRowMajor(Context* ctx, cudaStream_t stream, const RowMajorGemm& g) {
     }
   }
   if (g.m == 0 || g.n == 0 || g.batch == 0) return OkStatus();
+  // k == 0: an empty sum. Not left to cuBLAS (what it does then is not documented; PyTorch
+  // special-cases it too): C = beta * C, zeros for beta == 0 whatever C held, as on the CPU.
+  if (g.k == 0) {
+    return ScaleMatrices(g.c, g.m, g.n, g.ldc > 0 ? g.ldc : g.n, g.stride_c, g.batch, g.beta,
+                         stream);
+  }
   cublasHandle_t handle = ctx->cublas;
   GANTRY_CUBLAS_RETURN_IF_ERROR(cublasSetStream(handle, stream));
   const cublasOperation_t op_a = g.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
@@ -37,7 +43,7 @@ Status GemmRowMajor(Context* ctx, cudaStream_t stream, const RowMajorGemm& g) {
   const int lda = g.lda > 0 ? static_cast<int>(g.lda) : 1;
   const int ldb = g.ldb > 0 ? static_cast<int>(g.ldb) : 1;
   const int ldc = g.ldc > 0 ? static_cast<int>(g.ldc) : 1;
-  const bool bf16 = CudaMatmulPrecision() == MatmulPrecision::kBf16 && g.k > 0 &&
+  const bool bf16 = g.allow_bf16 && CudaMatmulPrecision() == MatmulPrecision::kBf16 &&
                     2.0 * double(g.m) * double(g.n) * double(g.k) >= CudaBf16MinFlops();
   if (bf16) {
     // Round exactly the spans the product reads; strides and offsets stay as they are.

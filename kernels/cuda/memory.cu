@@ -130,7 +130,9 @@ Status Memcpy(void* dst, Device dst_device, const void* src, Device src_device, 
   GANTRY_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(dst, src, bytes, kind, stream));
   // Host memory may be pinned (then the copy is truly async): wait so the caller can reuse it.
   GANTRY_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream));
-  return OkStatus();
+  // Synchronised anyway: report a bad index found by an earlier op now, so that the value
+  // read here (e.g. a loss that holds NaN because of it) is not taken for a result.
+  return TakeIndexError(gpu.index);
 }
 
 Status MemsetZero(void* ptr, size_t bytes, int device) {
@@ -151,6 +153,27 @@ Status CastToBf16(const float* src, void* dst, int64_t n, cudaStream_t stream) {
   CastKernel<float, __nv_bfloat16>
       <<<GridFor(n), kBlock, 0, stream>>>(src, static_cast<__nv_bfloat16*>(dst), n);
   GANTRY_CUDA_CHECK_LAUNCH("CastToBf16");
+  return OkStatus();
+}
+
+// c[b * stride_c + i * ldc + j] = beta * c[...] for b < batch, i < m, j < n; beta == 0 writes
+// zeros (NaN or Inf in c do not survive), as BLAS does for k == 0.
+__global__ void ScaleMatrixKernel(float* c, int64_t m, int64_t n, int64_t ldc, int64_t stride_c,
+                                  int64_t total, float beta) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t j = i % n, row = (i / n) % m, b = i / (n * m);
+    float& v = c[b * stride_c + row * ldc + j];
+    v = beta == 0.0f ? 0.0f : beta * v;
+  }
+}
+
+Status ScaleMatrices(float* c, int64_t m, int64_t n, int64_t ldc, int64_t stride_c, int64_t batch,
+                     float beta, cudaStream_t stream) {
+  const int64_t total = m * n * batch;
+  if (total <= 0 || beta == 1.0f) return OkStatus();
+  ScaleMatrixKernel<<<GridFor(total), kBlock, 0, stream>>>(c, m, n, ldc, stride_c, total, beta);
+  GANTRY_CUDA_CHECK_LAUNCH("ScaleMatrices");
   return OkStatus();
 }
 

@@ -68,6 +68,52 @@ TEST(DataTest, TokenWindowsShiftTargetsByOne) {
   EXPECT_EQ(src->position(), (DataPosition{1, 0}));
 }
 
+// uint32 token files (vocabularies past 65536): by the .u32 suffix or data.format, with ids
+// above 16 bits intact; an id outside the model's vocabulary is refused naming it.
+TEST(DataTest, U32TokensKeepIdsAbove16Bits) {
+  TempDir dir;
+  std::string bytes;
+  for (uint32_t i = 0; i < 4 * 6 + 1; ++i) {
+    const uint32_t t = 70000 + i;
+    bytes.append(reinterpret_cast<const char*>(&t), 4);
+  }
+  WriteFile(dir / "t.u32", bytes);
+  WriteFile(dir / "t.bin", bytes);
+  ModelSpec m = testing::TinyGpt(100000, 4);
+  for (const char* name : {"t.u32", "t.bin"}) {
+    DataSpec d;
+    d.uri = "file://" + (dir / name);
+    if (std::string(name) == "t.bin") d.format = "tokens_u32";
+    auto src = Open(d, m, {2, 1});
+    ASSERT_TRUE(src) << name;
+    EXPECT_EQ(src->batches_per_epoch(), 3) << name;
+    Batch b = MakeBatch(m, 2);
+    ASSERT_TRUE(src->Next(b).ok());
+    for (int r = 0; r < 2; ++r) {
+      const int32_t* in = b.inputs.i32() + r * 4;
+      const int32_t* tg = b.targets.i32() + r * 4;
+      EXPECT_GE(in[0], 70000) << name;
+      EXPECT_EQ((in[0] - 70000) % 4, 0) << name;
+      for (int t = 0; t < 4; ++t) {
+        EXPECT_EQ(in[t], in[0] + t) << name;
+        EXPECT_EQ(tg[t], in[t] + 1) << name;
+      }
+    }
+  }
+  ModelSpec small = testing::TinyGpt(1000, 4);
+  DataSpec d;
+  d.uri = "file://" + (dir / "t.u32");
+  auto src = OpenDataSource(d, small, {2, 1});
+  Status st = src.ok() ? [&] {
+    Batch b = MakeBatch(small, 2);
+    return (*src)->Next(b);
+  }()
+                       : src.status();
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(st.message().find("outside model.vocab 1000"), std::string::npos) << st.ToString();
+  EXPECT_NE(st.message().find("token 700"), std::string::npos) << st.ToString();
+}
+
 TEST(DataTest, OrderIsAFunctionOfSeedAndEpochAndRestoreContinues) {
   ModelSpec m = testing::TinyGpt(50, 4);
   DataSpec d;
