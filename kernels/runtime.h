@@ -18,7 +18,8 @@ int NumThreads();
 // CPUs this process may run on (its affinity mask: taskset, cgroup cpusets).
 int UsableCpus();
 
-// Precision of CPU matrix products (every GEMM of the CPU ops: linear layers, attention).
+// Precision of CPU matrix products (every GEMM of the CPU ops: linear layers, convolutions;
+// attention's per-head products run in its own f32 kernels whatever this says).
 // kBf16 is mixed precision as torch.autocast(bfloat16) does it: inputs rounded to bf16,
 // products accumulated and stored in f32 (oneDNN's AMX / AVX512-BF16 kernels); parameters,
 // gradients and everything else stay f32. Process-wide; set it before training starts.
@@ -38,11 +39,12 @@ double Bf16MinFlops();
 // inside backward is never read again in that step). bytes = 0 clears the range.
 void SetMatmulWeights(const void* begin, size_t bytes);
 void NewMatmulWeightsEpoch();
-// Precision of CUDA matrix products (linear layers, attention; convolutions stay f32). kBf16
-// has the CPU's semantics: both inputs of a product of at least `bf16_min_flops` (2mnk per
-// product, -1: GANTRY_BF16_MIN_FLOPS or 4e6, as on the CPU, so CPU and GPU runs round the same
-// products) are rounded to bf16 (round to nearest even) and cuBLAS multiplies them on the
-// tensor cores, accumulating and storing in f32. kUnimplemented for kBf16 without CUDA.
+// Precision of CUDA matrix products (linear layers; attention's per-head products stay f32 as
+// on the CPU, convolutions (cuDNN) stay f32 too). kBf16 has the CPU's semantics: both inputs of a
+// product of at least `bf16_min_flops` (2mnk per product, -1: GANTRY_BF16_MIN_FLOPS or 4e6, as
+// on the CPU, so CPU and GPU runs round the same products) are rounded to bf16 (round to
+// nearest even) and cuBLAS multiplies them on the tensor cores, accumulating and storing in
+// f32. kUnimplemented for kBf16 without CUDA.
 Status SetCudaMatmulPrecision(MatmulPrecision precision, double bf16_min_flops = -1);
 MatmulPrecision CudaMatmulPrecision();
 double CudaBf16MinFlops();

@@ -18,6 +18,8 @@ using Json = nlohmann::ordered_json;  // keys in insertion order: bytes depend o
 constexpr char kFormat[] = "gantry-checkpoint-store";
 constexpr int kFormatVersion = 1;
 constexpr char kDirPrefix[] = "ckpt-";
+// Earlier checkpoints of a step that was saved again: replaced/ckpt-NNNNNN.K/ (never pruned).
+constexpr char kReplacedPrefix[] = "replaced/";
 constexpr int64_t kMaxStep = 999999999999;
 
 // One row of the manifest's blob table.
@@ -140,9 +142,10 @@ Status CheckpointStore::Save(int64_t step, const std::vector<CheckpointBlob>& bl
   }
   const std::string dir = DirName(step), manifest_key = dir + "/" + kCheckpointManifestName;
   const std::string context = "checkpoint " + Describe() + "/" + dir;
-  // Uncommit an earlier checkpoint of this step before its data is replaced.
+  // An earlier committed checkpoint of this step (one refused as corrupt, which training then
+  // passed again) is moved aside, never overwritten: its bytes may be all that explains why.
   GANTRY_ASSIGN_OR_RETURN(bool exists, store_->Exists(manifest_key));
-  if (exists) GANTRY_RETURN_IF_ERROR(store_->Remove(manifest_key).Prepend(context));
+  if (exists) GANTRY_RETURN_IF_ERROR(KeepAside(step).Prepend(context));
   for (const auto& b : blobs) {
     GANTRY_RETURN_IF_ERROR(store_->Put(dir + "/" + b.name, b.data).Prepend(context));
     Json row{{"name", b.name}, {"bytes", b.data.size()}};
@@ -156,6 +159,40 @@ Status CheckpointStore::Save(int64_t step, const std::vector<CheckpointBlob>& bl
   GANTRY_RETURN_IF_ERROR(store_->Put(manifest_key, manifest.dump(2) + "\n").Prepend(context));
   GANTRY_RETURN_IF_ERROR(Commit(step).Prepend(context + " commit"));
   return Prune(step);
+}
+
+Status CheckpointStore::KeepAside(int64_t step) {
+  const std::string dir = DirName(step);
+  GANTRY_ASSIGN_OR_RETURN(auto keys, store_->List(dir + "/"));
+  GANTRY_ASSIGN_OR_RETURN(auto taken, store_->List(std::string(kReplacedPrefix) + dir + "."));
+  auto used = [&](int k) {
+    const std::string prefix = std::string(kReplacedPrefix) + dir + "." + std::to_string(k) + "/";
+    return std::any_of(taken.begin(), taken.end(),
+                       [&](const std::string& key) { return key.starts_with(prefix); });
+  };
+  int n = 1;
+  while (used(n)) ++n;
+  const std::string to = std::string(kReplacedPrefix) + dir + "." + std::to_string(n);
+  // Manifest last in the copy and first in the removal: the copy is complete once it has
+  // one, and the original stops being a checkpoint before any of its data goes.
+  std::stable_partition(keys.begin(), keys.end(), [](const std::string& k) {
+    return !k.ends_with(kCheckpointManifestName);
+  });
+  for (const std::string& k : keys) {
+    GANTRY_ASSIGN_OR_RETURN(std::string bytes, store_->GetAll(k));
+    GANTRY_RETURN_IF_ERROR(store_->Put(to + k.substr(dir.size()), std::as_bytes(std::span(bytes))));
+  }
+  std::reverse(keys.begin(), keys.end());
+  for (const std::string& k : keys) {
+    Status st = store_->Remove(k);
+    if (!st.ok() && st.code() != StatusCode::kNotFound) return st;
+  }
+  GANTRY_LOG(WARNING, "an earlier checkpoint of this step was moved aside, not overwritten")
+      .Field("store", Describe())
+      .Field("checkpoint", dir)
+      .Field("moved_to", to)
+      .Field("objects", int64_t(keys.size()));
+  return OkStatus();
 }
 
 // Moves `latest` from what we saw to `step`, unless someone moved it meanwhile (Aborted).

@@ -62,7 +62,8 @@ class CheckpointStore {
 
   std::string Describe() const { return store_->Describe(); }
 
-  // Uncommits an earlier checkpoint of `step` (removes its manifest), writes the blobs, the
+  // Moves an earlier committed checkpoint of `step` to replaced/ckpt-NNNNNN.K/ (never pruned;
+  // e.g. one refused as corrupt that training passed again), writes the blobs, the
   // manifest (with `metadata`, a JSON document or ""), commits `latest`, prunes. Errors:
   // InvalidArgument (bad step, blob name or metadata), Aborted (another writer moved
   // `latest`), store errors as they come. A failure leaves earlier checkpoints loadable.
@@ -86,6 +87,8 @@ class CheckpointStore {
  private:
   Status Commit(int64_t step);
   Status Prune(int64_t committed_step);
+  // Copies checkpoint `step` to replaced/ckpt-NNNNNN.K/ (K: the first unused) and removes it.
+  Status KeepAside(int64_t step);
 
   std::shared_ptr<ObjectStore> store_;
   CheckpointStoreOptions options_;

@@ -89,7 +89,9 @@ Status EmbeddingBackward(const Tensor& tokens, const Tensor& dout, Tensor& dwte,
     // each token's positions are in ascending order, then one thread per (token run, channel)
     // sums its rows in that order and adds the sum to dwte. Out-of-range tokens sort last
     // (key V) and are skipped after being reported.
-    const int bits = 64 - __builtin_clzll(static_cast<unsigned long long>(V));  // keys 0..V
+    // Keys 0..V; V == 0 (an empty table: every token is bad, key 0) still needs one bit, and
+    // __builtin_clzll(0) is undefined.
+    const int bits = V > 0 ? 64 - __builtin_clzll(static_cast<unsigned long long>(V)) : 1;
     size_t sort_bytes = 0;
     GANTRY_CUDA_RETURN_IF_ERROR(cub::DeviceRadixSort::SortPairs(
         nullptr, sort_bytes, static_cast<const int32_t*>(nullptr), static_cast<int32_t*>(nullptr),

@@ -22,12 +22,15 @@ __device__ __forceinline__ int64_t WarpRow() {
 }
 
 // Online max/sum-of-exp merged across lanes; returns (max, sum exp(x - max)) of the row.
+// A -inf entry adds exp(-inf) = 0 and is skipped: while m is still -inf, exp(v - m) would be
+// exp(-inf + inf) = NaN. (A row of only -inf gives m = -inf, s = 0 and NaN outputs, as the CPU.)
 __device__ __forceinline__ void RowMaxSum(const float* row, int64_t cols, float& m, float& s) {
   const int lane = threadIdx.x % 32;
   m = -INFINITY;
   s = 0.0f;
   for (int64_t c = lane; c < cols; c += 32) {
     const float v = row[c];
+    if (v == -INFINITY) continue;
     if (v > m) {
       s = s * expf(m - v) + 1.0f;
       m = v;

@@ -75,7 +75,10 @@ Status AdamUpdate(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v,
   const float bc2_sqrt = static_cast<float>(std::sqrt(bc2));
   const float b1 = opts.beta1, b2 = opts.beta2, eps = opts.eps;
   const float wd = opts.weight_decay;
-  const float decay = opts.decoupled_weight_decay ? 1.0f - opts.lr * wd : 1.0f;
+  // In double, then rounded once, as the CPU computes it.
+  const float decay = opts.decoupled_weight_decay
+                          ? static_cast<float>(1.0 - double(opts.lr) * double(wd))
+                          : 1.0f;
   const float l2 = opts.decoupled_weight_decay ? 0.0f : wd;
   float* p = param.f32();
   const float* g = grad.f32();

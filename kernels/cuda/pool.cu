@@ -78,10 +78,11 @@ Status Pool2dForward(const Tensor& x, const Pool2dOptions& opts, Tensor& y, Tens
         const int64_t w = ow * d.s - d.p + kw;
         if (w < 0 || w >= d.w) continue;
         const float v = xp[h * d.w + w];
-        if (arg < 0 || v > best || isnan(v)) {  // first maximum wins; NaN propagates (torch)
+        // First maximum wins; NaN propagates (torch), the last NaN of the window giving the
+        // index, as on the CPU (the whole window is scanned).
+        if (arg < 0 || v > best || isnan(v)) {
           best = v;
           arg = h * d.w + w;
-          if (isnan(v)) break;
         }
       }
     }

@@ -1,8 +1,9 @@
 // CUDA (cuDNN) vs CPU for 2-D convolution forward/backward with bias, stride and padding, and
 // for max/avg pooling forward/backward with overlapping windows (argmax indices must match
-// exactly). Skips without a GPU.
+// exactly, also with NaNs in the windows). Skips without a GPU.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <string>
 
 #include "kernels/conv.h"
@@ -53,6 +54,40 @@ TEST_F(GpuConv, PoolMaxAndAvgForwardBackward) {
     GANTRY_ASSERT_OK(Pool2dBackward(dy.cpu, &idx.cpu, o, dx.cpu));
     GANTRY_ASSERT_OK(Pool2dBackward(dy.gpu, &idx.gpu, o, dx.gpu));
     ExpectNear(dx, kRtol, 1e-6, "dx " + tag);
+  }
+}
+
+// NaN in max-pool windows: NaN propagates, and the index is the window's last NaN in scan
+// order on both backends (the CUDA kernel scans the whole window as the CPU does). A third of
+// the inputs are NaN, so windows hold several NaNs in one row and across rows.
+TEST_F(GpuConv, MaxPoolWithNaNsMatchesTheCpuIndices) {
+  for (const Pool2dOptions& o : {Pool2dOptions{PoolKind::kMax, 2, 2, 0},
+                                 Pool2dOptions{PoolKind::kMax, 3, 2, 1},
+                                 Pool2dOptions{PoolKind::kMax, 3, 1, 1}}) {
+    const std::string tag = " k=" + std::to_string(o.kernel) + " s=" + std::to_string(o.stride) +
+                            " p=" + std::to_string(o.padding);
+    const Shape xs{2, 3, 9, 10};
+    const Shape ys = Pool2dOutputShape(xs, o);
+    Pair x = RandomPair(xs, 11);
+    for (int64_t i = 0; i < x.cpu.numel(); ++i) {
+      if ((i * 7919) % 3 == 0) x.cpu.f32()[i] = NAN;
+    }
+    // One window with two NaNs in its first row only (the case the old early exit got wrong).
+    float* p0 = x.cpu.f32();
+    for (int64_t c = 0; c < 4; ++c) p0[c] = 1.0f;
+    for (int64_t c = 0; c < 4; ++c) p0[10 + c] = 1.0f;
+    p0[0] = NAN;
+    p0[1] = NAN;
+    x = MakePair(x.cpu);
+    Pair y = ZeroPair(ys), idx = ZeroPair(ys, DType::kI32);
+    GANTRY_ASSERT_OK(Pool2dForward(x.cpu, o, y.cpu, &idx.cpu));
+    GANTRY_ASSERT_OK(Pool2dForward(x.gpu, o, y.gpu, &idx.gpu));
+    ExpectNear(y, 0.0, 0.0, "y" + tag);
+    ExpectNear(idx, 0.0, 0.0, "indices" + tag);
+    Pair dy = RandomPair(ys, 12), dx = ZeroPair(xs);
+    GANTRY_ASSERT_OK(Pool2dBackward(dy.cpu, &idx.cpu, o, dx.cpu));
+    GANTRY_ASSERT_OK(Pool2dBackward(dy.gpu, &idx.gpu, o, dx.gpu));
+    ExpectNear(dx, kRtol, 1e-6, "dx" + tag);
   }
 }
 

@@ -1,4 +1,5 @@
-// The data-parallel engine on a GPU over NCCL (label gpu; skips without a GPU or NCCL). NCCL
+// The data-parallel engine on a GPU over NCCL (label gpu; skips without a GPU; built into
+// train_gpu_test only when NCCL was found, tests/gpu/CMakeLists.txt). NCCL
 // refuses two ranks on one device, so on a one-GPU machine this drives a one-rank group
 // straight through DataParallel (the trainer skips the engine at world size 1): buckets
 // reduced by NCCL on the communicator's stream after backward's work, the optimizer applied
@@ -12,20 +13,14 @@
 #include <memory>
 #include <vector>
 
-#include "gantry_config.h"
+#include "comm/nccl/nccl_communicator.h"
 #include "kernels/runtime.h"
 #include "tests/unit/train/train_test_util.h"
 #include "train/data_parallel.h"
 #include "train/optimizer.h"
 
-#if GANTRY_WITH_NCCL
-#include "comm/nccl/nccl_communicator.h"
-#endif
-
 namespace gantry::train {
 namespace {
-
-#if GANTRY_WITH_NCCL
 
 std::vector<float> HostCopy(const kernels::Tensor& t) {
   auto host = kernels::Tensor::Empty(t.shape(), t.dtype(), kernels::Device::Cpu());
@@ -131,10 +126,6 @@ TEST_F(GpuDataParallel, OneRankStepsMatchThePlainOptimizer) {
     EXPECT_TRUE(dp.dp->CheckParameters(3, /*force=*/true).ok()) << c.name;
   }
 }
-
-#else
-TEST(GpuDataParallel, NeedsNccl) { GTEST_SKIP() << "built without NCCL"; }
-#endif
 
 }  // namespace
 }  // namespace gantry::train

@@ -1,5 +1,5 @@
 // CUDA vs CPU for embeddings, losses and optimizers: embedding forward/backward with repeated
-// tokens, bad tokens/targets reported (deferred) as kInvalidArgument, cross-entropy/MSE/hinge
+// tokens, bad tokens/targets (and an empty vocabulary) reported (deferred) as kInvalidArgument, cross-entropy/MSE/hinge
 // forward (device [1] loss) and backward, SGD/Adam/AdamW over several steps, L2 norm and
 // gradient clipping. Skips without a GPU.
 #include <gtest/gtest.h>
@@ -81,6 +81,20 @@ TEST_F(GpuLossOptim, BadTokenIsReportedWithItsPosition) {
   EXPECT_NE(s.message().find("99"), std::string::npos) << s.message();
   EXPECT_NE(s.message().find("position 6"), std::string::npos) << s.message();
   GANTRY_EXPECT_OK(Synchronize(Gpu()));  // reported once, then cleared
+}
+
+// An empty table (V = 0): every token is out of range. The CPU refuses it at once, CUDA
+// reports it deferred (its radix sort still needs a key bit: no __builtin_clzll(0)).
+TEST_F(GpuLossOptim, EmptyVocabularyReportsTheTokens) {
+  Pair tok = IndexPair({2, 3}, 1, 20);  // all 0
+  Pair dout = RandomPair({2, 3, 4}, 21), dwte = ZeroPair({0, 4});
+  const Status cpu = EmbeddingBackward(tok.cpu, dout.cpu, dwte.cpu, nullptr);
+  EXPECT_EQ(cpu.code(), StatusCode::kInvalidArgument) << cpu.ToString();
+  Status s = EmbeddingBackward(tok.gpu, dout.gpu, dwte.gpu, nullptr);
+  if (s.ok()) s = Synchronize(Gpu());
+  ASSERT_EQ(s.code(), StatusCode::kInvalidArgument) << s.ToString();
+  EXPECT_NE(s.message().find("position 0"), std::string::npos) << s.message();
+  EXPECT_NE(s.message().find("[0, 0)"), std::string::npos) << s.message();
 }
 
 TEST_F(GpuLossOptim, CrossEntropyForwardBackward) {

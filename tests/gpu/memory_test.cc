@@ -1,10 +1,13 @@
 // CUDA runtime and memory through the public API: allocation is zeroed, copies round-trip in
 // every direction, Zero, Cast f32<->bf16/f16 matches the CPU conversion bit for bit, bad
-// devices give clear errors. Skips without a GPU.
+// devices give clear errors, a stale CUDA error does not fail the next op, a copy to the host
+// reports a pending bad index. Skips without a GPU.
+#include <cuda_runtime_api.h>
 #include <gtest/gtest.h>
 
 #include <cstring>
 
+#include "kernels/embedding.h"
 #include "kernels/linear.h"
 #include "kernels/runtime.h"
 #include "kernels/tensor.h"
@@ -78,6 +81,42 @@ TEST_F(GpuMemory, SynchronizeSucceedsAfterWork) {
   Pair p = RandomPair({1 << 20}, 4);
   GANTRY_ASSERT_OK(Scale(p.gpu, 2.0f));
   GANTRY_EXPECT_OK(Synchronize(Gpu()));
+}
+
+// A runtime call that failed earlier on this thread leaves its error as the thread's last CUDA
+// error (so does cudaErrorNotReady from polling an event: NCCL's Work::Wait). The next op
+// must not take it for a failure of its own kernel launch.
+TEST_F(GpuMemory, AStaleRuntimeErrorDoesNotFailTheNextOp) {
+  cudaDeviceProp prop{};
+  ASSERT_NE(cudaGetDeviceProperties(&prop, CudaDeviceCount() + 7), cudaSuccess);
+  Pair p = RandomPair({4099}, 5);
+  GANTRY_ASSERT_OK(Scale(p.cpu, 3.0f));
+  GANTRY_ASSERT_OK(Scale(p.gpu, 3.0f));
+  ExpectNear(p, 0.0, 0.0, "Scale after a stale error");
+  cudaEvent_t event = nullptr;
+  ASSERT_EQ(cudaEventCreateWithFlags(&event, cudaEventDisableTiming), cudaSuccess);
+  Pair big = RandomPair({1 << 24}, 6);
+  for (int i = 0; i < 20; ++i) GANTRY_ASSERT_OK(Scale(big.gpu, 1.0f));
+  ASSERT_EQ(cudaEventRecord(event, static_cast<cudaStream_t>(CurrentStream())), cudaSuccess);
+  (void)cudaEventQuery(event);  // most likely cudaErrorNotReady
+  GANTRY_EXPECT_OK(Scale(p.gpu, 1.0f));
+  cudaEventDestroy(event);
+}
+
+// A copy to the host synchronises, so it reports a bad index an earlier op found, rather than
+// handing back the NaN that op wrote (e.g. the trainer reading a loss).
+TEST_F(GpuMemory, CopyToTheHostReportsAPendingBadIndex) {
+  Pair tok = IndexPair({2, 5}, 7, 7);
+  tok.cpu.i32()[4] = 7;
+  tok = MakePair(tok.cpu);
+  Pair wte = RandomPair({7, 8}, 8);
+  Tensor out = Empty({2, 5, 8}, DType::kF32, Gpu());
+  Tensor host = Empty({2, 5, 8}, DType::kF32, Device::Cpu());
+  Status s = EmbeddingForward(tok.gpu, wte.gpu, nullptr, out);
+  if (s.ok()) s = Copy(out, host);
+  ASSERT_EQ(s.code(), StatusCode::kInvalidArgument) << s.ToString();
+  EXPECT_NE(s.message().find("position 4"), std::string::npos) << s.message();
+  GANTRY_EXPECT_OK(Copy(out, host));  // reported once
 }
 
 }  // namespace

@@ -10,6 +10,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <functional>
 #include <string>
@@ -232,7 +233,13 @@ TEST(Nccl, LargeInPlaceAllreduceOf64MiB) {
   });
 }
 
-// Ops wait for work the caller queued on its own stream (SetStream) before they start.
+// Ops wait for work the caller queued on its own stream (SetStream) before they start. The
+// user stream first sleeps 100 ms in a host callback, then copies the input in; the allreduce
+// is out of place into a buffer holding a sentinel. Had it not waited for the user stream, it
+// would run during the sleep on the zeroed input (one rank: recv = send), and recv would hold
+// zeros instead of the values, so this fails on one GPU too.
+void CUDART_CB SleepOnTheStream(void*) { std::this_thread::sleep_for(std::chrono::milliseconds(100)); }
+
 TEST(Nccl, OpsRunAfterWorkQueuedOnTheUserStream) {
   SKIP_WITHOUT_GPU();
   const int n = Ranks();
@@ -246,15 +253,26 @@ TEST(Nccl, OpsRunAfterWorkQueuedOnTheUserStream) {
     float* pinned = nullptr;
     ASSERT_EQ(cudaMallocHost(&pinned, count * 4), cudaSuccess);
     std::memcpy(pinned, host.data(), count * 4);
-    DeviceBuffer buf(count * 4);
-    ASSERT_EQ(cudaMemset(buf.p, 0, count * 4), cudaSuccess);
+    DeviceBuffer send(count * 4), recv(count * 4);
+    ASSERT_EQ(cudaMemset(send.p, 0, count * 4), cudaSuccess);
+    ASSERT_EQ(cudaMemset(recv.p, 0x7f, count * 4), cudaSuccess);  // 3.39e38 each: a sentinel
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);  // both fills done before any stream starts
+    ASSERT_EQ(cudaLaunchHostFunc(user, SleepOnTheStream, nullptr), cudaSuccess);
     // The input arrives asynchronously on the user stream; the allreduce must see all of it.
-    ASSERT_EQ(cudaMemcpyAsync(buf.p, pinned, count * 4, cudaMemcpyHostToDevice, user), cudaSuccess);
-    ASSERT_TRUE(c.Allreduce(buf.p, buf.p, count, DataType::kF32, ReduceOp::kSum)->Wait().ok());
-    std::vector<char> got = Download(buf.p, count * 4);
-    size_t bad = 0;
-    for (size_t i = 0; i < count; ++i) bad += Get(DataType::kF32, got, i) != Expected(ReduceOp::kSum, n, i);
-    EXPECT_EQ(bad, 0u);
+    ASSERT_EQ(cudaMemcpyAsync(send.p, pinned, count * 4, cudaMemcpyHostToDevice, user), cudaSuccess);
+    ASSERT_TRUE(c.Allreduce(send.p, recv.p, count, DataType::kF32, ReduceOp::kSum)
+                    ->Wait(std::chrono::seconds(60))
+                    .ok());
+    std::vector<char> got = Download(recv.p, count * 4);
+    size_t bad = 0, zeros = 0;
+    for (size_t i = 0; i < count; ++i) {
+      const float v = Get(DataType::kF32, got, i), want = Expected(ReduceOp::kSum, n, i);
+      bad += v != want;
+      zeros += v == 0.0f && want != 0.0f;
+    }
+    EXPECT_EQ(bad, 0u) << zeros << " elements are 0: the allreduce read the input before the "
+                       << "user stream's copy wrote it";
+    ASSERT_EQ(cudaStreamSynchronize(user), cudaSuccess);
     c.SetStream(nullptr);
     cudaFreeHost(pinned);
     cudaStreamDestroy(user);

@@ -1,7 +1,9 @@
-// CUDA vs CPU for activations, softmax, LayerNorm and causal self-attention, forward and
-// backward (parameter gradients accumulate onto non-zero values). Skips without a GPU.
+// CUDA vs CPU for activations, softmax (also with -inf entries), LayerNorm and causal
+// self-attention, forward and backward (parameter gradients accumulate onto non-zero values).
+// Skips without a GPU.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <string>
 
 #include "kernels/activation.h"
@@ -40,6 +42,38 @@ TEST_F(GpuNorm, SoftmaxForwardBackward) {
     GANTRY_ASSERT_OK(SoftmaxBackward(y.cpu, dy.cpu, dx.cpu));
     GANTRY_ASSERT_OK(SoftmaxBackward(y.gpu, dy.gpu, dx.gpu));
     ExpectNear(dx, kRtol, 1e-6, "softmax backward" + tag);
+  }
+}
+
+// Masked (-inf) entries get probability 0 wherever they sit in the row: a lane whose first
+// columns are -inf must not compute exp(-inf - -inf) = NaN. Rows: the first 32 columns -inf
+// (every lane starts on one), every other column -inf, one finite column last, and all -inf
+// (NaN on both backends: no finite maximum). The CPU gives exp(-87.33) / sum ~ 1e-38 for the
+// masked entries, inside the tolerance of 0.
+TEST_F(GpuNorm, SoftmaxWithMinusInfinityEntries) {
+  for (int64_t cols : {7, 40, 100}) {
+    const std::string tag = " cols=" + std::to_string(cols);
+    Pair x = RandomPair({4, cols}, 15, -8.0f, 8.0f), dy = RandomPair({4, cols}, 16);
+    float* h = x.cpu.f32();
+    for (int64_t c = 0; c < cols; ++c) {
+      if (c < 32 && c < cols - 1) h[c] = -INFINITY;
+      if (c % 2 == 0) h[cols + c] = -INFINITY;
+      if (c < cols - 1) h[2 * cols + c] = -INFINITY;
+      h[3 * cols + c] = -INFINITY;
+    }
+    x = MakePair(x.cpu);
+    Pair y = ZeroPair({4, cols}), dx = ZeroPair({4, cols});
+    GANTRY_ASSERT_OK(SoftmaxForward(x.cpu, y.cpu));
+    GANTRY_ASSERT_OK(SoftmaxForward(x.gpu, y.gpu));
+    ExpectNear(y, kRtol, 1e-7, "softmax with -inf" + tag);
+    Tensor got = ToHost(y.gpu);
+    for (int64_t i = 0; i < 3 * cols; ++i) {
+      if (h[i] == -INFINITY) ASSERT_EQ(got.f32()[i], 0.0f) << "masked entry " << i << tag;
+    }
+    // Backward through those probabilities (the all -inf row stays NaN on both).
+    GANTRY_ASSERT_OK(SoftmaxBackward(y.cpu, dy.cpu, dx.cpu));
+    GANTRY_ASSERT_OK(SoftmaxBackward(y.gpu, dy.gpu, dx.gpu));
+    ExpectNear(dx, kRtol, 1e-6, "softmax backward with -inf" + tag);
   }
 }
 

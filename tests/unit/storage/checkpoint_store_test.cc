@@ -174,8 +174,10 @@ TEST_F(CheckpointStoreTest, LayoutIsCkptDirsWithManifestAndLatest) {
   EXPECT_EQ(c->metadata, "{\"a\":[1,2],\"b\":\"x\"}");
 }
 
-TEST_F(CheckpointStoreTest, ResavingAStepReplacesItsData) {
-  auto s = Open();
+// The new data wins; the earlier checkpoint of the step is kept, whole, under replaced/ and
+// never counted or pruned as a checkpoint.
+TEST_F(CheckpointStoreTest, ResavingAStepReplacesItsDataAndKeepsTheOldAside) {
+  auto s = Open(1);
   auto a = Data(1000, 1), b = Data(2000, 2);
   ASSERT_TRUE(s->Save(5, {{"x", a}}, "").ok());
   ASSERT_TRUE(s->Save(5, {{"x", b}}, "").ok());
@@ -183,6 +185,13 @@ TEST_F(CheckpointStoreTest, ResavingAStepReplacesItsData) {
   ASSERT_TRUE(c.ok()) << c.status().ToString();
   EXPECT_EQ(c->blobs.at("x"), Str(b));
   EXPECT_EQ(*s->ListCommitted(), (std::vector<int64_t>{5}));
+  auto kept = s->store().GetAll("replaced/ckpt-000005.1/x");
+  ASSERT_TRUE(kept.ok()) << kept.status().ToString();
+  EXPECT_EQ(*kept, Str(a));
+  EXPECT_TRUE(s->store().GetAll("replaced/ckpt-000005.1/manifest.json").ok());
+  ASSERT_TRUE(SaveStep(*s, 6).ok());  // prunes step 5 (keep_last 1), not what was set aside
+  EXPECT_EQ(*s->ListCommitted(), (std::vector<int64_t>{6}));
+  EXPECT_TRUE(s->store().GetAll("replaced/ckpt-000005.1/x").ok());
 }
 
 TEST_F(CheckpointStoreTest, KeepLastZeroKeepsEverything) {

@@ -213,13 +213,23 @@ TEST(CheckpointTest, CheckpointsAreStorageCheckpointStoreCheckpoints) {
   EXPECT_EQ(meta.at("tensors").at(1).at("crc32c").get<std::string>().size(), 8u);
 }
 
-TEST(CheckpointTest, SavingAStepAgainReplacesIt) {
+// The step's checkpoint is the new one; the earlier one is kept byte for byte under
+// replaced/ (a save never destroys a checkpoint, even one that was refused as corrupt).
+TEST(CheckpointTest, SavingAStepAgainReplacesItAndKeepsTheOldOneAside) {
   TempDir dir;
   Fixture f;
   auto ck = OpenAt(dir.path(), 3);
   ASSERT_TRUE(ck->Save(Meta(3), f.tensors()).ok());
+  const std::string first = ReadFile(dir / "ckpt-000003/data.bin");
+  const std::string first_manifest = ReadFile(dir / "ckpt-000003/manifest.json");
   for (int i = 0; i < 5; ++i) f.b.f32()[i] = 100.0f + float(i);
   ASSERT_TRUE(ck->Save(Meta(3), f.tensors()).ok());
+  EXPECT_TRUE(ReadFile(dir / "replaced/ckpt-000003.1/data.bin") == first);
+  EXPECT_TRUE(ReadFile(dir / "replaced/ckpt-000003.1/manifest.json") == first_manifest);
+  EXPECT_FALSE(ReadFile(dir / "ckpt-000003/data.bin") == first);
+  ASSERT_TRUE(ck->Save(Meta(3), f.tensors()).ok());  // again: the next free slot
+  EXPECT_TRUE(fs::exists(dir / "replaced/ckpt-000003.2/data.bin"));
+  EXPECT_TRUE(ReadFile(dir / "replaced/ckpt-000003.1/data.bin") == first);
   auto loaded = ck->ReadNewestValid();
   ASSERT_TRUE(loaded.ok()) << loaded.status().ToString();
   Fixture g;

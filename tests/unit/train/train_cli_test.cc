@@ -229,6 +229,8 @@ TEST(TrainCliTest, CorruptCheckpointFallsBackToThePreviousOne) {
     c = static_cast<char>(c ^ 0x40);
     f.write(&c, 1);
   }
+  const std::string rotted = ReadFile(dir / "split/ckpt-000010/data.bin");
+  ASSERT_FALSE(rotted.empty());
   Result second = Gantry(dir, "train " + job + " --checkpoint-dir " + (dir / "split"));
   ASSERT_EQ(second.exit_code, 0) << second.err;
   EXPECT_NE(second.err.find("checkpoint refused"), std::string::npos) << second.err;
@@ -237,6 +239,9 @@ TEST(TrainCliTest, CorruptCheckpointFallsBackToThePreviousOne) {
   EXPECT_NE(second.err.find("ckpt-000005"), std::string::npos) << second.err;
   EXPECT_TRUE(ReadFile(dir / "full/ckpt-000020/data.bin") ==
               ReadFile(dir / "split/ckpt-000020/data.bin"));
+  // Training passed step 10 again: the rotted checkpoint was moved aside, not overwritten.
+  EXPECT_NE(second.err.find("moved aside"), std::string::npos) << second.err;
+  EXPECT_TRUE(ReadFile(dir / "split/replaced/ckpt-000010.1/data.bin") == rotted);
 }
 
 // An infinite loss (here: regression targets of 1e30, squared past float's range) stops the
