@@ -264,11 +264,11 @@ Status NcclCommunicator::Impl::WaitEnqueued(const OpLabel& label, Deadline deadl
 NcclCommunicator::NcclCommunicator(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 NcclCommunicator::~NcclCommunicator() {
-  impl_->handle->Close(impl_->state->failed(), DeadlineAfter(impl_->options.timeout));
-  // The stream and buffer belong to the comm's device; restore the caller's device after.
+  // The comm, stream and buffer belong to the comm's device; the caller's device is restored.
   int previous = -1;
   const bool switched = cudaGetDevice(&previous) == cudaSuccess && previous != impl_->device &&
                         cudaSetDevice(impl_->device) == cudaSuccess;
+  impl_->handle->Close(impl_->state->failed(), DeadlineAfter(impl_->options.timeout));
   if (impl_->stream) cudaStreamDestroy(impl_->stream);
   if (impl_->barrier_buf) cudaFree(impl_->barrier_buf);
   if (switched) cudaSetDevice(previous);

@@ -5,6 +5,8 @@
 // the user stream set with SetStream (default: the legacy default stream). Work::Wait polls
 // the op's CUDA event and ncclCommGetAsyncError. Send/Recv share that one stream, so a pair
 // of ranks must issue matching sends/receives in the same order (A: send, recv; B: recv, send).
+// The destructor finalizes a healthy comm (ncclCommFinalize, then ncclCommDestroy once NCCL is
+// done, within CommOptions::timeout, else ncclCommAbort) and aborts a failed one.
 #pragma once
 
 #include <memory>

@@ -1,10 +1,13 @@
-// CUDA (cuDNN) vs CPU for 2-D convolution forward/backward with bias, stride and padding, and
-// for max/avg pooling forward/backward with overlapping windows (argmax indices must match
-// exactly, also with NaNs in the windows). Skips without a GPU.
+// CUDA (cuDNN) vs CPU for 2-D convolution forward/backward with bias, stride and padding (and
+// backward giving the same bits twice), and for max/avg pooling forward/backward with
+// overlapping windows (argmax indices must match exactly, also with NaNs in the windows).
+// Skips without a GPU.
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <string>
+#include <tuple>
 
 #include "kernels/conv.h"
 #include "tests/gpu/gpu_test_util.h"
@@ -33,6 +36,29 @@ TEST_F(GpuConv, Conv2dForwardBackward) {
     ExpectNear(dx, kRtol, 1e-5, "dx" + tag);
     ExpectNear(dw, kRtol, 1e-4, "dw" + tag);
     ExpectNear(db, kRtol, 1e-4, "db" + tag);
+  }
+}
+
+// cuDNN runs only algorithms it reports as deterministic: the same backward twice gives the
+// same bits (a resumed GPU run must be byte-identical). Shapes large enough that cuDNN's
+// heuristics would otherwise offer atomics-based backward algorithms.
+TEST_F(GpuConv, Conv2dBackwardIsDeterministic) {
+  const Conv2dOptions o{1, 1};
+  const Shape xs{16, 32, 28, 28}, ws{64, 32, 3, 3};
+  const Shape ys = Conv2dOutputShape(xs, ws, o);
+  Pair x = RandomPair(xs, 21), w = RandomPair(ws, 22), dy = RandomPair(ys, 23);
+  Tensor work = Empty({Conv2dWorkspaceElements(xs, ws, o, Gpu()) + 1}, DType::kF32, Gpu());
+  Tensor dx[2], dw[2], db[2];
+  for (int run = 0; run < 2; ++run) {
+    dx[run] = Empty(xs, DType::kF32, Gpu());
+    dw[run] = Empty(ws, DType::kF32, Gpu());  // zeroed: the gradients accumulate onto it
+    db[run] = Empty({64}, DType::kF32, Gpu());
+    GANTRY_ASSERT_OK(Conv2dBackward(x.gpu, w.gpu, dy.gpu, o, &dx[run], dw[run], &db[run], work));
+  }
+  for (auto [a, b, name] : {std::tuple{&dx[0], &dx[1], "dx"}, std::tuple{&dw[0], &dw[1], "dw"},
+                            std::tuple{&db[0], &db[1], "db"}}) {
+    Tensor ha = ToHost(*a), hb = ToHost(*b);
+    EXPECT_EQ(0, std::memcmp(ha.raw(), hb.raw(), ha.nbytes())) << name << " differs between runs";
   }
 }
 

@@ -93,8 +93,9 @@ TEST_F(GpuLossOptim, EmptyVocabularyReportsTheTokens) {
   Status s = EmbeddingBackward(tok.gpu, dout.gpu, dwte.gpu, nullptr);
   if (s.ok()) s = Synchronize(Gpu());
   ASSERT_EQ(s.code(), StatusCode::kInvalidArgument) << s.ToString();
-  EXPECT_NE(s.message().find("position 0"), std::string::npos) << s.message();
-  EXPECT_NE(s.message().find("[0, 0)"), std::string::npos) << s.message();
+  // Every position is bad; which one the device records first is not fixed.
+  EXPECT_NE(s.message().find("EmbeddingBackward"), std::string::npos) << s.message();
+  EXPECT_NE(s.message().find("outside [0, 0)"), std::string::npos) << s.message();
 }
 
 TEST_F(GpuLossOptim, CrossEntropyForwardBackward) {
