@@ -24,6 +24,7 @@ inline constexpr TunableDoc kTunables[] = {
     {"NUM_THREADS", "0", "CPU threads for kernels (the kernel thread pool); 0 = all usable cores"},
     {"POOL_SPIN_US", "200", "kernel thread pool: idle helpers spin this long, then 5x as long yielding the core between looks, before sleeping"},
     {"GEMM_MIN_FLOPS_PER_THREAD", "30000000", "CPU GEMMs smaller than this are not split"},
+    {"BF16_GEMM_MIN_FLOPS_PER_THREAD", "12000000", "CPU bf16 GEMMs (train.precision bf16) get one thread per this many flops (2mnk)"},
     {"CUDA_TF32", "0", "CUDA f32 matmuls may use TF32 tensor cores (cuBLAS TF32 mode; ~10 mantissa bits): 1 = on"},
     {"HUGEPAGES", "1", "host tensors of 2 MiB and more ask for transparent huge pages (madvise); 0 = off"},
     {"BF16_MIN_FLOPS", "4000000", "train.precision bf16: products smaller than this (2mnk) stay f32 (per-call cost beats the gain)"},

@@ -31,6 +31,16 @@ double GemmMinFlopsPerThread() {
   return value;
 }
 
+// The same for bf16 products (AMX: several times faster per flop than f32, so a split pays
+// only at more work; but the helper thread is idle otherwise). Measured at 2 threads, mlp-
+// mnist bf16: 24e6 113.6k, 12e6 116.1k, 6e6 112.5k samples/s; 240e6 (the old 8x the f32
+// setting, which split none of its products) 102k. Override with
+// GANTRY_BF16_GEMM_MIN_FLOPS_PER_THREAD.
+double Bf16GemmMinFlopsPerThread() {
+  static const double value = std::max(0.0, TunableDouble("BF16_GEMM_MIN_FLOPS_PER_THREAD", 12e6));
+  return value;
+}
+
 Status CheckLeadingDims(bool ta, bool tb, int64_t m, int64_t n, int64_t k, int64_t lda, int64_t ldb,
                         int64_t ldc) {
   int64_t need_a = ta ? m : k;
@@ -211,8 +221,7 @@ Status Sgemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, con
   const GemmArgs args{ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc};
   const int threads = ThreadsFor(2.0 * m * n * k, GemmMinFlopsPerThread());
   if (CpuMatmulPrecision() == MatmulPrecision::kBf16 && 2.0 * m * n * k >= Bf16MinFlops()) {
-    // bf16 products run ~8x faster than f32 (AMX): a split pays only at 8x the work.
-    const int bf16_threads = ThreadsFor(2.0 * m * n * k, 8 * GemmMinFlopsPerThread());
+    const int bf16_threads = ThreadsFor(2.0 * m * n * k, Bf16GemmMinFlopsPerThread());
     return SgemmBf16(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, bf16_threads);
   }
   dnnl_status_t st = dnnl_success;
