@@ -74,14 +74,25 @@ std::vector<std::pair<int64_t, double>> StepLosses(const std::string& err) {
   return out;
 }
 
+// The text job run whole into dir/full, and again into dir/split stopped after step 10.
+struct SplitRun {
+  std::string job;
+  Result full, first;
+};
+SplitRun RunWholeAndStopAtTen(const TempDir& dir) {
+  WriteFile(dir / "job.yaml", TextJobYaml(dir));
+  SplitRun r;
+  r.job = dir / "job.yaml";
+  r.full = Gantry(dir, "train " + r.job + " --checkpoint-dir " + (dir / "full"));
+  r.first =
+      Gantry(dir, "train " + r.job + " --checkpoint-dir " + (dir / "split") + " --stop-after 10");
+  return r;
+}
+
 TEST(TrainCliTest, ResumedRunMatchesUninterruptedRunByteForByte) {
   TempDir dir;
-  WriteFile(dir / "job.yaml", TextJobYaml(dir));
-  const std::string job = dir / "job.yaml";
-  Result full = Gantry(dir, "train " + job + " --checkpoint-dir " + (dir / "full"));
+  const auto [job, full, first] = RunWholeAndStopAtTen(dir);
   ASSERT_EQ(full.exit_code, 0) << full.err;
-  Result first =
-      Gantry(dir, "train " + job + " --checkpoint-dir " + (dir / "split") + " --stop-after 10");
   ASSERT_EQ(first.exit_code, 0) << first.err;
   Result second = Gantry(dir, "train " + job + " --resume --checkpoint-dir " + (dir / "split"));
   ASSERT_EQ(second.exit_code, 0) << second.err;
@@ -131,23 +142,33 @@ TEST(TrainCliTest, MissingDataFileExitsNonZeroNamingThePath) {
   EXPECT_NE(r.err.find("/no/such/dir/tokens.bin"), std::string::npos) << r.err;
 }
 
-TEST(TrainCliTest, NanLossExitsNonZeroNamingTheStep) {
+// `gantry train` on 8 records of 3 inputs (labelled tensors) with `model` (a YAML flow map),
+// 5 SGD steps checkpointed every step: it must stop at step 1 with "loss is <what>", exit 1,
+// and leave no checkpoint of that step.
+void ExpectLossStopsTheRun(const std::vector<float>& x, const std::string& targets_npy,
+                           const std::string& model, const std::string& what) {
   TempDir dir;
-  std::vector<float> x(8 * 3, std::nanf(""));  // corrupt data: every input is NaN
-  std::vector<int32_t> y(8, 1);
-  WriteFile(dir / "inputs.npy", testing::Npy("<f4", "(8, 3)", std::string((char*)x.data(), 96)));
-  WriteFile(dir / "targets.npy", testing::Npy("<i4", "(8,)", std::string((char*)y.data(), 32)));
-  WriteFile(dir / "job.yaml",
-            "name: x\nkind: train\nmodel: {type: mlp, widths: [3, 4, 2], activation: tanh}\n"
-            "data: {uri: \"" +
-                dir.path() +
-                "\", batch_per_rank: 4}\n"
-                "optimizer: {type: sgd, lr: 0.1}\n"
-                "train: {steps: 5, checkpoint_every: 1}\n");
+  WriteFile(dir / "inputs.npy",
+            testing::Npy("<f4", "(8, 3)", std::string((const char*)x.data(), x.size() * 4)));
+  WriteFile(dir / "targets.npy", targets_npy);
+  WriteFile(dir / "job.yaml", "name: x\nkind: train\nmodel: " + model +
+                                  "\n"
+                                  "data: {uri: \"" +
+                                  dir.path() +
+                                  "\", batch_per_rank: 4}\n"
+                                  "optimizer: {type: sgd, lr: 0.1}\n"
+                                  "train: {steps: 5, checkpoint_every: 1}\n");
   Result r = Gantry(dir, "train " + (dir / "job.yaml") + " --checkpoint-dir " + (dir / "c"));
   EXPECT_EQ(r.exit_code, 1);
-  EXPECT_NE(r.err.find("loss is NaN at step 1"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("loss is " + what + " at step 1"), std::string::npos) << r.err;
   EXPECT_FALSE(std::filesystem::exists(dir / "c/ckpt-000001"));
+}
+
+TEST(TrainCliTest, NanLossExitsNonZeroNamingTheStep) {
+  std::vector<float> x(8 * 3, std::nanf(""));  // corrupt data: every input is NaN
+  std::vector<int32_t> y(8, 1);
+  ExpectLossStopsTheRun(x, testing::Npy("<i4", "(8,)", std::string((char*)y.data(), 32)),
+                        "{type: mlp, widths: [3, 4, 2], activation: tanh}", "NaN");
 }
 
 // Issue 2's resume test with a real kill: a run SIGKILLed between checkpoints (no chance to
@@ -213,12 +234,8 @@ TEST(TrainCliTest, KilledRunResumesToByteIdenticalCheckpoints) {
 // the run still ends with the bytes of an uninterrupted run.
 TEST(TrainCliTest, CorruptCheckpointFallsBackToThePreviousOne) {
   TempDir dir;
-  WriteFile(dir / "job.yaml", TextJobYaml(dir));
-  const std::string job = dir / "job.yaml";
-  Result full = Gantry(dir, "train " + job + " --checkpoint-dir " + (dir / "full"));
+  const auto [job, full, first] = RunWholeAndStopAtTen(dir);
   ASSERT_EQ(full.exit_code, 0) << full.err;
-  Result first =
-      Gantry(dir, "train " + job + " --checkpoint-dir " + (dir / "split") + " --stop-after 10");
   ASSERT_EQ(first.exit_code, 0) << first.err;
   {
     std::fstream f(dir / "split/ckpt-000010/data.bin", std::ios::in | std::ios::out | std::ios::binary);
@@ -247,21 +264,9 @@ TEST(TrainCliTest, CorruptCheckpointFallsBackToThePreviousOne) {
 // An infinite loss (here: regression targets of 1e30, squared past float's range) stops the
 // run with the step, exit 1, and no checkpoint for that step.
 TEST(TrainCliTest, InfLossExitsNonZeroNamingTheStep) {
-  TempDir dir;
   std::vector<float> x(8 * 3, 0.5f), y(8 * 2, 1e30f);
-  WriteFile(dir / "inputs.npy", testing::Npy("<f4", "(8, 3)", std::string((char*)x.data(), 96)));
-  WriteFile(dir / "targets.npy", testing::Npy("<f4", "(8, 2)", std::string((char*)y.data(), 64)));
-  WriteFile(dir / "job.yaml",
-            "name: x\nkind: train\nmodel: {type: mlp, widths: [3, 4, 2], loss: mse}\n"
-            "data: {uri: \"" +
-                dir.path() +
-                "\", batch_per_rank: 4}\n"
-                "optimizer: {type: sgd, lr: 0.1}\n"
-                "train: {steps: 5, checkpoint_every: 1}\n");
-  Result r = Gantry(dir, "train " + (dir / "job.yaml") + " --checkpoint-dir " + (dir / "c"));
-  EXPECT_EQ(r.exit_code, 1);
-  EXPECT_NE(r.err.find("loss is Inf at step 1"), std::string::npos) << r.err;
-  EXPECT_FALSE(std::filesystem::exists(dir / "c/ckpt-000001"));
+  ExpectLossStopsTheRun(x, testing::Npy("<f4", "(8, 2)", std::string((char*)y.data(), 64)),
+                        "{type: mlp, widths: [3, 4, 2], loss: mse}", "Inf");
 }
 
 // Impossible shapes and mistyped values stop `gantry train` before anything runs: exit 1, the
