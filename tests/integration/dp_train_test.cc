@@ -106,6 +106,22 @@ double RelativeDifference(const std::vector<float>& a, const std::vector<float>&
   return std::sqrt(diff / std::max(norm, 1e-30));
 }
 
+// Element by element, like numpy.allclose(a, b, rtol, atol) with atol = rtol x the RMS of b
+// (parameters near zero are compared at the scale of the whole vector): the largest
+// |a - b| / (rtol (|b| + rms(b))), <= 1 when every element is within tolerance.
+double WorstElement(const std::vector<float>& a, const std::vector<float>& b, double rtol) {
+  EXPECT_EQ(a.size(), b.size());
+  double sq = 0;
+  for (float x : b) sq += double(x) * x;
+  const double rms = std::sqrt(sq / std::max<size_t>(1, b.size()));
+  double worst = 0;
+  for (size_t i = 0; i < a.size() && i < b.size(); ++i) {
+    const double bound = rtol * (std::fabs(double(b[i])) + rms);
+    worst = std::max(worst, std::fabs(double(a[i]) - b[i]) / std::max(bound, 1e-30));
+  }
+  return worst;
+}
+
 class DpTrain : public ::testing::Test {
  protected:
   // The 1-rank x batch 16 reference of `model` (computed once per model).
@@ -130,9 +146,20 @@ class DpTrain : public ::testing::Test {
     RunRanks(WriteJob(d, "dp", model, 8, comm), d / "ck", 2, extra, env);
     std::vector<float> p = FinalParams(d / "ck");
     const double rel = RelativeDifference(p, Reference(model));
+    const double worst = WorstElement(p, Reference(model), tolerance);
     EXPECT_LE(rel, tolerance) << model << " comm {" << comm << "}";
-    std::printf("[ dp ] %s comm {%s} %s: relative difference %.3g\n", model.c_str(), comm.c_str(),
-                extra.empty() ? "" : extra.back().c_str(), rel);
+    // mlp (SGD momentum) also element by element. Not gpt: AdamW divides each gradient by its
+    // own running RMS, so a parameter whose gradients sum to ~0 (a rarely seen token's
+    // embedding row) turns the last-bit difference of another summation order into an
+    // lr-sized step (one element of this test's gpt ends 17x the tolerance away while the whole
+    // vector is within 2.4e-6); any data-parallel Adam does this, PyTorch DDP included.
+    if (model == "mlp" && tolerance <= 1e-5) {
+      EXPECT_LE(worst, 1.0) << model << " comm {" << comm << "}: an element is off by " << worst
+                            << "x the tolerance";
+    }
+    std::printf("[ dp ] %s comm {%s} %s: relative difference %.3g, worst element %.3g of the "
+                "tolerance\n",
+                model.c_str(), comm.c_str(), extra.empty() ? "" : extra.back().c_str(), rel, worst);
     return p;
   }
 };
