@@ -123,6 +123,30 @@ GANTRY_AVX512_CLONES double SgdMomentumSquares(float lr, float mom, float* p, co
   return FinishSquares(g, i, end, lane);
 }
 
+// SgdMomentumSquares of the gradient g0 + g1 (added in that order, as SumTermsBlock does),
+// summed as it is read instead of through a block buffer: two ranks' gradients under the
+// data-parallel fused sum, the common case. Same bits as SumTermsBlock + SgdMomentumSquares.
+GANTRY_AVX512_CLONES double SgdMomentumSquaresOfSum(float lr, float mom, float* p,
+                                                    const float* g0, const float* g1, float* buf,
+                                                    int64_t begin, int64_t end) {
+  double lane[kSquareLanes] = {};
+  int64_t i = begin;
+  for (; i + kSquareLanes <= end; i += kSquareLanes) {
+    for (int l = 0; l < kSquareLanes; ++l) {
+      const float gi = g0[i + l] + g1[i + l];
+      const float b = buf[i + l] * mom + gi;
+      buf[i + l] = b;
+      p[i + l] = p[i + l] + (-lr) * b;
+      lane[l] += double(gi) * double(gi);
+    }
+  }
+  float tail[kSquareLanes];
+  const int64_t rest = end - i;
+  for (int64_t j = 0; j < rest; ++j) tail[j] = g0[i + j] + g1[i + j];
+  SgdRange({lr, 0.0f, mom, true, false}, p + i, tail, buf + i, 0, rest);
+  return FinishSquares(tail, 0, rest, lane);
+}
+
 struct AdamScalars {
   float b1, b2, one_minus_b1, one_minus_b2, neg_step_size, bc2_sqrt, eps, wd, decay_factor;
   bool decoupled;
@@ -168,6 +192,10 @@ Status SgdUpdate(Tensor& param, const Tensor& grad, Tensor* momentum_buf, const 
     *opts.grad_sq_sum += ParallelSum(blocks, ThreadsFor(double(n), kElementsPerThread),
                                      [=](int64_t blk) {
       const int64_t begin = blk * kReduceBlock, end = std::min(n, begin + kReduceBlock);
+      if (terms.size() == 2) {
+        return SgdMomentumSquaresOfSum(lr, mom, p + begin, terms[0] + begin, terms[1] + begin,
+                                       buf + begin, 0, end - begin);
+      }
       const float* gb = GradBlock(g, terms, begin, end);
       return SgdMomentumSquares(lr, mom, p + begin, gb, buf + begin, 0, end - begin);
     });
