@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdint>
 
 #include "base/logging.h"
 #include "comm/shm/shm_algorithms.h"
@@ -18,16 +19,49 @@ std::string ObjectName(const ShmGroup& g, size_t window, int rank) {
   return g.segment().name() + "-w" + std::to_string(window) + "-r" + std::to_string(rank);
 }
 
-// Maps an existing object of exactly `bytes`; `created` objects are sized first.
+constexpr size_t kHugePage = size_t{2} << 20;
+
+// Maps `bytes` of `fd` at a 2 MiB-aligned address (so the kernel may map whole huge pages)
+// and asks for transparent huge pages. They come only where the host allows THP for shared
+// memory (/sys/kernel/mm/transparent_hugepage/shmem_enabled = advise, within_size, always
+// or force; most distributions ship never): there the data-parallel gradient windows stop
+// paying 4 KiB TLB misses (mlp-mnist, 2 ranks: step overhead over independent trainers
+// 5.5% -> 2.1% with them).
+StatusOr<char*> MapAligned(int fd, size_t bytes, const std::string& name) {
+  const size_t span = bytes >= kHugePage ? bytes + kHugePage : bytes;
+  void* area = mmap(nullptr, span, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (area == MAP_FAILED) return ErrnoError("reserving address space for " + name, errno);
+  const uintptr_t lo = reinterpret_cast<uintptr_t>(area);
+  const uintptr_t at = bytes >= kHugePage ? (lo + kHugePage - 1) / kHugePage * kHugePage : lo;
+  void* p = mmap(reinterpret_cast<void*>(at), bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED,
+                 fd, 0);
+  if (p == MAP_FAILED) {
+    const int err = errno;
+    munmap(area, span);
+    return ErrnoError("mmap(" + name + ")", err);
+  }
+  if (at > lo) munmap(area, at - lo);  // the reservation around the mapping
+  if (lo + span > at + bytes) munmap(reinterpret_cast<void*>(at + bytes), lo + span - at - bytes);
+  if (bytes >= kHugePage) (void)madvise(p, bytes, MADV_HUGEPAGE);
+  return static_cast<char*>(p);
+}
+
+// Maps an existing object of exactly `bytes`; `created` objects are sized and populated first
+// (so a /dev/shm too small for them fails here, not with SIGBUS mid-collective).
 StatusOr<char*> MapObject(const std::string& name, size_t bytes, bool create) {
   const int fd = create ? shm_open(name.c_str(), O_CREAT | O_EXCL | O_RDWR, 0600)
                         : shm_open(name.c_str(), O_RDWR, 0600);
   if (fd < 0) return ErrnoError("shm_open(" + name + ")", errno);
+  auto no_room = [&](int err) {
+    return ErrnoError("reserving " + std::to_string(bytes >> 10) + " KiB in /dev/shm for " + name +
+                          " (docker: --shm-size)",
+                      err);
+  };
   if (create) {
-    if (int rc = posix_fallocate(fd, 0, static_cast<off_t>(bytes)); rc != 0) {
+    if (ftruncate(fd, static_cast<off_t>(bytes)) != 0) {
+      const int err = errno;
       close(fd);
-      return ErrnoError("reserving " + std::to_string(bytes >> 10) + " KiB in /dev/shm for " +
-                        name + " (docker: --shm-size)", rc);
+      return no_room(err);
     }
   } else {
     struct stat st {};
@@ -37,11 +71,21 @@ StatusOr<char*> MapObject(const std::string& name, size_t bytes, bool create) {
                            " bytes, expected " + std::to_string(bytes));
     }
   }
-  void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-  const int err = errno;
+  StatusOr<char*> p = MapAligned(fd, bytes, name);
+  if (p.ok() && create) {
+    // Allocate every page now, through the mapping so the huge-page advice applies (a
+    // posix_fallocate would allocate 4 KiB pages before any mapping exists). Kernels before
+    // 5.14 lack MADV_POPULATE_WRITE: reserve with posix_fallocate instead.
+    int err = madvise(*p, bytes, MADV_POPULATE_WRITE) == 0 ? 0 : errno;
+    if (err == EINVAL) err = posix_fallocate(fd, 0, static_cast<off_t>(bytes));
+    if (err != 0) {
+      munmap(*p, bytes);
+      close(fd);
+      return no_room(err);
+    }
+  }
   close(fd);
-  if (p == MAP_FAILED) return ErrnoError("mmap(" + name + ")", err);
-  return static_cast<char*>(p);
+  return p;
 }
 
 }  // namespace
@@ -59,7 +103,9 @@ StatusOr<std::shared_ptr<void>> ShmWindows::Allocate(ShmGroup& g, const ShmGroup
   std::lock_guard<std::mutex> lock(mu_);
   const size_t k = windows_.size();
   Window w;
-  w.bytes = std::max<size_t>(4096, (bytes + 4095) / 4096 * 4096);
+  // Windows of 2 MiB and more are whole huge pages (MapAligned).
+  const size_t unit = bytes >= kHugePage ? kHugePage : 4096;
+  w.bytes = std::max<size_t>(4096, (bytes + unit - 1) / unit * unit);
   w.bases.assign(g.size(), nullptr);
   const std::string mine = ObjectName(g, k, g.rank());
   auto own = MapObject(mine, w.bytes, /*create=*/true);
