@@ -5,7 +5,6 @@
 #include <cstdlib>
 
 #include "base/logging.h"
-#include "base/metrics.h"
 #include "base/tunables.h"
 #include "kernels/runtime.h"
 #include "train/cpu_binding.h"
@@ -66,6 +65,7 @@ Status Trainer::Build() {
     opts_.world = opts_.comm->size();
   }
   if (opts_.rank != 0) opts_.progress = ProgressMode::kOff;
+  RegisterMetrics();
   TrainSpec& ts = spec_.train;
   if (opts_.steps >= 0) ts.steps = opts_.steps;
   if (!opts_.device.empty()) ts.device = opts_.device;
@@ -257,10 +257,7 @@ Status Trainer::SaveCheckpoint() {
     saved = tensors.ok() ? checkpointer_->Save(meta, *tensors) : tensors.status();
     if (dp_ && dp_->sharded()) dp_->sharded()->ReleaseFullState();
     if (saved.ok()) {
-      MetricsRegistry::Default()
-          .GetCounter("gantry_train_checkpoints_total", "Checkpoints saved by this process",
-                      {{"job", spec_.name}})
-          .Inc();
+      metrics_.checkpoints->Inc();
       GANTRY_LOG(INFO, "checkpoint saved")
           .Field("checkpoint", CheckpointName(step_))
           .Field("store", checkpoint_uri_)
@@ -363,13 +360,13 @@ void Trainer::LogStep(const StepMetrics& m, double seconds, int64_t steps, const
   // Job-wide rate: every rank trains on its own batch in the same time.
   const double items = double(model_->ItemsPerBatch()) * double(opts_.world) * double(steps) /
                        std::max(seconds, 1e-9);
+  const double n = double(std::max<int64_t>(1, steps));
   const char* rate_name = spec_.model.type == "gpt" ? "tokens_per_s" : "samples_per_s";
   if (bar != nullptr) bar->SetField(spec_.model.type == "gpt" ? "tok/s" : "samples/s", items);
-  PublishStepMetrics(m, items, seconds / double(std::max<int64_t>(1, steps)));
+  PublishStepMetrics(m, items, seconds / n);
   const LogLevel level =
       bar != nullptr && bar->mode() == ProgressMode::kBar ? LogLevel::kDebug : LogLevel::kInfo;
   if (!LogEnabled(level)) return;
-  const double n = double(std::max<int64_t>(1, steps));
   LogLine line(level, "train step", __FILE__, __LINE__);
   line.Field("step", m.step)
       .Field("steps", total_steps_)
@@ -386,23 +383,35 @@ void Trainer::LogStep(const StepMetrics& m, double seconds, int64_t steps, const
   }
 }
 
-void Trainer::PublishStepMetrics(const StepMetrics& m, double items_per_s, double step_s) const {
+void Trainer::RegisterMetrics() {
   MetricsRegistry& r = MetricsRegistry::Default();
   const MetricLabels labels = {{"job", spec_.name}, {"rank", std::to_string(opts_.rank)}};
-  r.GetGauge("gantry_train_step", "Last completed training step", labels).Set(double(m.step));
-  r.GetGauge("gantry_train_steps", "Total steps of the run", labels).Set(double(total_steps_));
-  r.GetGauge("gantry_train_loss", "Training loss at the last logged step", labels).Set(m.loss);
-  r.GetGauge("gantry_train_learning_rate", "Learning rate at the last logged step", labels)
-      .Set(m.lr);
-  r.GetGauge("gantry_train_grad_norm", "Global gradient norm at the last logged step (0: not computed)",
-             labels)
-      .Set(m.grad_norm);
   MetricLabels rate = labels;
   rate.emplace_back("unit", spec_.model.type == "gpt" ? "tokens" : "samples");
-  r.GetGauge("gantry_train_throughput", "Job-wide items per second over the last log window", rate)
-      .Set(items_per_s);
-  r.GetGauge("gantry_train_step_seconds", "Mean seconds per step over the last log window", labels)
-      .Set(step_s);
+  metrics_.step = &r.GetGauge("gantry_train_step", "Last completed training step", labels);
+  metrics_.steps = &r.GetGauge("gantry_train_steps", "Total steps of the run", labels);
+  metrics_.loss = &r.GetGauge("gantry_train_loss", "Training loss at the last logged step", labels);
+  metrics_.lr =
+      &r.GetGauge("gantry_train_learning_rate", "Learning rate at the last logged step", labels);
+  metrics_.grad_norm = &r.GetGauge(
+      "gantry_train_grad_norm", "Global gradient norm at the last logged step (0: not computed)",
+      labels);
+  metrics_.throughput = &r.GetGauge("gantry_train_throughput",
+                                    "Job-wide items per second over the last log window", rate);
+  metrics_.step_seconds = &r.GetGauge("gantry_train_step_seconds",
+                                      "Mean seconds per step over the last log window", labels);
+  metrics_.checkpoints = &r.GetCounter("gantry_train_checkpoints_total",
+                                       "Checkpoints saved by this process", {{"job", spec_.name}});
+}
+
+void Trainer::PublishStepMetrics(const StepMetrics& m, double items_per_s, double step_s) const {
+  metrics_.step->Set(double(m.step));
+  metrics_.steps->Set(double(total_steps_));
+  metrics_.loss->Set(m.loss);
+  metrics_.lr->Set(m.lr);
+  metrics_.grad_norm->Set(m.grad_norm);
+  metrics_.throughput->Set(items_per_s);
+  metrics_.step_seconds->Set(step_s);
 }
 
 Status Trainer::CheckNothingToResume() {

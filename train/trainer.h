@@ -15,6 +15,7 @@
 #include <string>
 
 #include "base/job_spec.h"
+#include "base/metrics.h"
 #include "base/progress.h"
 #include "base/status.h"
 #include "comm/communicator.h"
@@ -113,8 +114,11 @@ class Trainer {
   Status CheckLoss(float loss) const;
   // Reduce (data parallel), clip and update; returns the gradient norm.
   StatusOr<float> ReduceClipAndUpdate(float lr);
-  // Gauges of the last logged step in MetricsRegistry::Default() (`gantry train
-  // --metrics-port` serves them): step, loss, lr, grad norm, job-wide rate, seconds per step.
+  // This trainer's series in MetricsRegistry::Default() (`gantry train --metrics-port` serves
+  // them), registered once by Build (metrics.h: registering takes a lock; keep the reference).
+  void RegisterMetrics();
+  // Sets the gauges of the last logged step: step, loss, lr, grad norm, job-wide rate,
+  // seconds per step.
   void PublishStepMetrics(const StepMetrics& m, double items_per_s, double step_s) const;
   void LogStep(const StepMetrics& m, double seconds, int64_t steps, const StepTimes& sum,
                Progress* bar);
@@ -134,6 +138,16 @@ class Trainer {
   std::string checkpoint_uri_;
   std::function<void(const StepMetrics&)> on_step_;
   std::function<Status(Model&)> reduce_;
+  struct MetricSeries {
+    Gauge* step = nullptr;
+    Gauge* steps = nullptr;
+    Gauge* loss = nullptr;
+    Gauge* lr = nullptr;
+    Gauge* grad_norm = nullptr;
+    Gauge* throughput = nullptr;
+    Gauge* step_seconds = nullptr;
+    Counter* checkpoints = nullptr;
+  } metrics_;
 };
 
 }  // namespace gantry::train
