@@ -105,35 +105,16 @@ GANTRY_AVX512_CLONES void SgdRange(SgdScalars k, float* p, const float* g, float
 // SGD with momentum, no weight decay, no Nesterov (the common case) and sum(g^2) in the same
 // pass: the squares cost nothing while the loop waits for p and the momentum from memory
 // (a separate SumSquares pass was ~2% of an mlp-mnist step). Same bits as SgdRange followed
-// by SumSquares.
-GANTRY_AVX512_CLONES double SgdMomentumSquares(float lr, float mom, float* p, const float* g,
-                                               float* buf, int64_t begin, int64_t end) {
+// by SumSquares. grad(i) is the gradient of element i; the tail (under kSquareLanes
+// elements) goes through a small copy so SgdRange and FinishSquares see the same values.
+template <typename Grad>
+[[gnu::always_inline]] inline double MomentumSquaresLoop(float lr, float mom, float* p, Grad grad,
+                                                         float* buf, int64_t begin, int64_t end) {
   double lane[kSquareLanes] = {};
   int64_t i = begin;
   for (; i + kSquareLanes <= end; i += kSquareLanes) {
     for (int l = 0; l < kSquareLanes; ++l) {
-      const float gi = g[i + l];
-      const float b = buf[i + l] * mom + gi;
-      buf[i + l] = b;
-      p[i + l] = p[i + l] + (-lr) * b;
-      lane[l] += double(gi) * double(gi);
-    }
-  }
-  SgdRange({lr, 0.0f, mom, true, false}, p, g, buf, i, end);
-  return FinishSquares(g, i, end, lane);
-}
-
-// SgdMomentumSquares of the gradient g0 + g1 (added in that order, as SumTermsBlock does),
-// summed as it is read instead of through a block buffer: two ranks' gradients under the
-// data-parallel fused sum, the common case. Same bits as SumTermsBlock + SgdMomentumSquares.
-GANTRY_AVX512_CLONES double SgdMomentumSquaresOfSum(float lr, float mom, float* p,
-                                                    const float* g0, const float* g1, float* buf,
-                                                    int64_t begin, int64_t end) {
-  double lane[kSquareLanes] = {};
-  int64_t i = begin;
-  for (; i + kSquareLanes <= end; i += kSquareLanes) {
-    for (int l = 0; l < kSquareLanes; ++l) {
-      const float gi = g0[i + l] + g1[i + l];
+      const float gi = grad(i + l);
       const float b = buf[i + l] * mom + gi;
       buf[i + l] = b;
       p[i + l] = p[i + l] + (-lr) * b;
@@ -142,9 +123,24 @@ GANTRY_AVX512_CLONES double SgdMomentumSquaresOfSum(float lr, float mom, float* 
   }
   float tail[kSquareLanes];
   const int64_t rest = end - i;
-  for (int64_t j = 0; j < rest; ++j) tail[j] = g0[i + j] + g1[i + j];
+  for (int64_t j = 0; j < rest; ++j) tail[j] = grad(i + j);
   SgdRange({lr, 0.0f, mom, true, false}, p + i, tail, buf + i, 0, rest);
   return FinishSquares(tail, 0, rest, lane);
+}
+
+GANTRY_AVX512_CLONES double SgdMomentumSquares(float lr, float mom, float* p, const float* g,
+                                               float* buf, int64_t begin, int64_t end) {
+  return MomentumSquaresLoop(lr, mom, p, [g](int64_t i) { return g[i]; }, buf, begin, end);
+}
+
+// The same for the gradient g0 + g1 (added in that order, as SumTermsBlock does), summed as
+// it is read instead of through a block buffer: two ranks' gradients under the data-parallel
+// fused sum, the common case. Same bits as SumTermsBlock + SgdMomentumSquares.
+GANTRY_AVX512_CLONES double SgdMomentumSquaresOfSum(float lr, float mom, float* p,
+                                                    const float* g0, const float* g1, float* buf,
+                                                    int64_t begin, int64_t end) {
+  return MomentumSquaresLoop(
+      lr, mom, p, [g0, g1](int64_t i) { return g0[i] + g1[i]; }, buf, begin, end);
 }
 
 struct AdamScalars {
