@@ -22,11 +22,11 @@ std::string ObjectName(const ShmGroup& g, size_t window, int rank) {
 constexpr size_t kHugePage = size_t{2} << 20;
 
 // Maps `bytes` of `fd` at a 2 MiB-aligned address (so the kernel may map whole huge pages)
-// and asks for transparent huge pages. They come only where the host allows THP for shared
-// memory (/sys/kernel/mm/transparent_hugepage/shmem_enabled = advise, within_size, always
-// or force; most distributions ship never): there the data-parallel gradient windows stop
-// paying 4 KiB TLB misses (mlp-mnist, 2 ranks: step overhead over independent trainers
-// 5.5% -> 2.1% with them).
+// and asks for transparent huge pages. They come only where the host allows THP for
+// /dev/shm: the tmpfs mounted with huge=advise, within_size or always, or shmem_enabled=force
+// (shmem_enabled=advise alone does not reach a tmpfs mount; most hosts allow none). There
+// the data-parallel gradient windows stop paying 4 KiB TLB misses (mlp-mnist, 2 ranks: step
+// overhead over independent trainers 5.5% -> 2-4.5% with huge=advise; comm/shm/README.md).
 StatusOr<char*> MapAligned(int fd, size_t bytes, const std::string& name) {
   const size_t span = bytes >= kHugePage ? bytes + kHugePage : bytes;
   void* area = mmap(nullptr, span, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
