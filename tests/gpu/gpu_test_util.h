@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels/embedding.h"
 #include "kernels/runtime.h"
 #include "kernels/tensor.h"
 
@@ -74,6 +75,25 @@ inline Pair IndexPair(const Shape& shape, int32_t bound, uint32_t seed) {
   std::uniform_int_distribution<int32_t> dist(0, bound - 1);
   for (int64_t i = 0; i < t.numel(); ++i) t.i32()[i] = dist(rng);
   return MakePair(t);
+}
+
+// EmbeddingForward on the GPU of 2 x 5 tokens over a vocabulary of 7 (8 features) with token
+// `position` replaced by `bad`. The device finds the bad index; the op's status is usually
+// still OK, and the next synchronising call reports it. The inputs live as long as the result.
+struct BadTokenEmbedding {
+  Pair tokens, wte;
+  Tensor out;
+  Status status;
+};
+inline BadTokenEmbedding EmbedWithBadToken(int64_t position, int32_t bad) {
+  BadTokenEmbedding r;
+  Pair tok = IndexPair({2, 5}, 7, 7);
+  tok.cpu.i32()[position] = bad;
+  r.tokens = MakePair(tok.cpu);
+  r.wte = RandomPair({7, 8}, 8);
+  r.out = Empty({2, 5, 8}, DType::kF32, Gpu());
+  r.status = EmbeddingForward(r.tokens.gpu, r.wte.gpu, nullptr, r.out);
+  return r;
 }
 
 // |gpu - cpu| <= atol + rtol * |cpu| for every element (NaN only where both are NaN).
