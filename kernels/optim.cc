@@ -14,10 +14,12 @@ namespace {
 
 // The CPU-only extras of an update's options (sum of squares, gradient terms).
 Status CheckCpuExtras(const char* op, const Tensor& param, const double* grad_sq_sum,
-                      std::span<const float* const> grad_terms) {
-  if (param.device().is_cuda() && (grad_sq_sum != nullptr || !grad_terms.empty())) {
+                      std::span<const float* const> grad_terms, const uint16_t* bf16_copy) {
+  if (param.device().is_cuda() &&
+      (grad_sq_sum != nullptr || !grad_terms.empty() || bf16_copy != nullptr)) {
     return InvalidArgumentError(std::string(op) +
-                                ": grad_sq_sum and grad_terms are CPU only; use L2Norm on CUDA");
+                                ": grad_sq_sum, grad_terms and bf16_copy are CPU only (use "
+                                "L2Norm on CUDA)");
   }
   if (grad_terms.size() > kMaxGradTerms) {
     return InvalidArgumentError(std::string(op) + ": " + std::to_string(grad_terms.size()) +
@@ -55,7 +57,7 @@ Status SgdUpdate(Tensor& param, const Tensor& grad, Tensor* momentum_buf, const 
   } else if (opts.nesterov) {
     return InvalidArgumentError("SgdUpdate: nesterov needs momentum > 0");
   }
-  GANTRY_RETURN_IF_ERROR(CheckCpuExtras(kOp, param, opts.grad_sq_sum, opts.grad_terms));
+  GANTRY_RETURN_IF_ERROR(CheckCpuExtras(kOp, param, opts.grad_sq_sum, opts.grad_terms, opts.bf16_copy));
   GANTRY_KERNELS_DISPATCH(kOp, param.device(), SgdUpdate(param, grad, momentum_buf, opts));
 }
 
@@ -78,7 +80,7 @@ Status AdamUpdate(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v,
         " eps=" + std::to_string(opts.eps) + " weight_decay=" +
         std::to_string(opts.weight_decay) + ")");
   }
-  GANTRY_RETURN_IF_ERROR(CheckCpuExtras(kOp, param, opts.grad_sq_sum, opts.grad_terms));
+  GANTRY_RETURN_IF_ERROR(CheckCpuExtras(kOp, param, opts.grad_sq_sum, opts.grad_terms, opts.bf16_copy));
   GANTRY_KERNELS_DISPATCH(kOp, param.device(), AdamUpdate(param, grad, m, v, opts));
 }
 

@@ -26,6 +26,11 @@ struct SgdOptions {
   // in rank order, so each rank sums and updates in one pass with the same bits, and no
   // reduced copy is ever written (train/data_parallel.h, "fused sum").
   std::span<const float* const> grad_terms;
+  // CPU only: when set, the updated parameters are also rounded to bf16 (cpu FloatsToBf16, the
+  // bf16 GEMMs' own rounding) into bf16_copy[0, param.numel()), block by block while they are
+  // in cache: the trainer passes runtime.h's MatmulWeightsBf16Copy so the next step's bf16
+  // products cast no weights.
+  uint16_t* bf16_copy = nullptr;
 };
 // torch.optim.SGD with dampening 0: g += wd*p; buf = momentum*buf + g; p -= lr*(nesterov ?
 // g + momentum*buf : buf). `momentum_buf` starts at zero (equivalent to torch's first step).
@@ -41,6 +46,7 @@ struct AdamOptions {
   int64_t step = 1;                     // 1-based step count for bias correction
   double* grad_sq_sum = nullptr;        // as SgdOptions::grad_sq_sum
   std::span<const float* const> grad_terms;  // as SgdOptions::grad_terms
+  uint16_t* bf16_copy = nullptr;             // as SgdOptions::bf16_copy
 };
 // torch.optim.Adam / AdamW: (AdamW: p *= 1 - lr*wd; Adam: g += wd*p); m = b1*m + (1-b1)*g;
 // v = b2*v + (1-b2)*g*g; p -= (lr / (1-b1^t)) * m / (sqrt(v) / sqrt(1-b2^t) + eps).

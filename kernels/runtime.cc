@@ -20,7 +20,9 @@
 #include <cstdlib>
 #include <mutex>
 #include <thread>
+#include <vector>
 
+#include "kernels/cpu/cpu_ops.h"
 #include "kernels/cpu/parallel.h"
 
 #if GANTRY_KERNELS_WITH_CUDA  // set by kernels/CMakeLists.txt when kernels/cuda is built
@@ -254,31 +256,76 @@ Status SetCpuMatmulPrecision(MatmulPrecision precision, double bf16_min_flops) {
 }
 
 namespace {
+// The registered parameter range, its epoch and its bf16 copy. `state` packs the epoch (high
+// bits) with whether the copy holds this epoch's parameters (bit 0), so a reader sees both
+// from one load.
 struct WeightsRange {
   std::atomic<const char*> begin{nullptr};
   std::atomic<size_t> bytes{0};
-  std::atomic<uint64_t> epoch{1};
+  std::atomic<uint64_t> state{2};  // epoch 1, copy not current
+  // Elements the optimizer rounded into the copy since the epoch began.
+  std::atomic<int64_t> copy_written{0};
+  std::atomic<uint16_t*> copy{nullptr};
+  std::vector<uint16_t> copy_storage;  // one bf16 per f32 parameter; replaced only by Set
 };
 WeightsRange& Weights() {
   static WeightsRange w;
   return w;
 }
+
+void AdvanceEpoch(bool copy_current) {
+  WeightsRange& w = Weights();
+  uint64_t old = w.state.load();
+  while (!w.state.compare_exchange_weak(old, (((old >> 1) + 1) << 1) | (copy_current ? 1 : 0))) {
+  }
+}
+
+// Where [p, p + bytes) lies inside the range, its offset in floats; -1 otherwise.
+int64_t FloatOffsetInRange(const void* p, size_t bytes) {
+  const char* b = Weights().begin.load();
+  const char* c = static_cast<const char*>(p);
+  if (b == nullptr || c < b || c + bytes > b + Weights().bytes.load()) return -1;
+  return int64_t(c - b) / int64_t(sizeof(float));
+}
 }  // namespace
 
 void SetMatmulWeights(const void* begin, size_t bytes) {
-  Weights().begin.store(static_cast<const char*>(begin));
-  Weights().bytes.store(bytes);
-  NewMatmulWeightsEpoch();
+  WeightsRange& w = Weights();
+  w.begin.store(nullptr);  // no lookups into a range that is being replaced
+  w.copy.store(nullptr);
+  w.copy_storage.assign(begin != nullptr ? bytes / sizeof(float) : 0, 0);
+  w.copy.store(w.copy_storage.empty() ? nullptr : w.copy_storage.data());
+  w.bytes.store(begin != nullptr ? bytes : 0);
+  w.begin.store(static_cast<const char*>(begin));
+  NewMatmulWeightsEpochAfterLoad();
 }
 
-void NewMatmulWeightsEpoch() { Weights().epoch.fetch_add(1); }
+void NewMatmulWeightsEpoch() {
+  WeightsRange& w = Weights();
+  const int64_t total = int64_t(w.bytes.load() / sizeof(float));
+  AdvanceEpoch(total > 0 && w.copy_written.exchange(0) == total);
+}
+
+void NewMatmulWeightsEpochAfterLoad() {
+  Weights().copy_written.store(0);
+  AdvanceEpoch(false);
+}
+
+uint16_t* MatmulWeightsBf16Copy(const float* p, int64_t n) {
+  const int64_t offset = FloatOffsetInRange(p, size_t(n) * sizeof(float));
+  uint16_t* copy = Weights().copy.load();
+  if (offset < 0 || copy == nullptr) return nullptr;
+  Weights().copy_written.fetch_add(n);
+  return copy + offset;
+}
 
 namespace cpu {
-uint64_t MatmulWeightsEpochOf(const void* p, size_t bytes) {
-  const char* b = Weights().begin.load();
-  const char* c = static_cast<const char*>(p);
-  if (b == nullptr || c < b || c + bytes > b + Weights().bytes.load()) return 0;
-  return Weights().epoch.load();
+MatmulWeightsInfo MatmulWeightsOf(const void* p, size_t bytes) {
+  const int64_t offset = FloatOffsetInRange(p, bytes);
+  if (offset < 0) return {};
+  const uint64_t state = Weights().state.load();
+  uint16_t* copy = Weights().copy.load();
+  return {state >> 1, (state & 1) != 0, copy != nullptr ? copy + offset : nullptr};
 }
 }  // namespace cpu
 

@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "kernels/optim.h"
+#include "kernels/runtime.h"
 
 namespace gantry::train {
 
@@ -66,12 +67,15 @@ Status ApplyUpdate(const OptimizerSpec& spec, int64_t step, float lr, bool decay
   const std::string& t = spec.type;
   const int64_t n = p.numel();
   const float wd = decay ? float(spec.weight_decay) : 0.0f;
+  // CPU bf16: the updated parameters' bf16 copy for the next step's products (runtime.h).
+  uint16_t* bf16_copy = p.device().is_cpu() ? kernels::MatmulWeightsBf16Copy(p.f32(), n) : nullptr;
   if (t == "sgd" || t == "momentum") {
     kernels::SgdOptions o;
     o.lr = lr;
     o.weight_decay = wd;
     o.grad_sq_sum = grad_sq_sum;
     o.grad_terms = grad_terms;
+    o.bf16_copy = bf16_copy;
     Tensor buf;
     if (t == "momentum") {
       o.momentum = float(spec.momentum);
@@ -89,6 +93,7 @@ Status ApplyUpdate(const OptimizerSpec& spec, int64_t step, float lr, bool decay
   o.step = step + 1;
   o.grad_sq_sum = grad_sq_sum;
   o.grad_terms = grad_terms;
+  o.bf16_copy = bf16_copy;
   Tensor m = state[0].second.View(state_offset, {n});
   Tensor v = state[1].second.View(state_offset, {n});
   return kernels::AdamUpdate(p, g, m, v, o);

@@ -438,6 +438,8 @@ Status Trainer::Run() {
     if (!resumed) GANTRY_RETURN_IF_ERROR(dp_->BroadcastFromRank0({}));
     GANTRY_RETURN_IF_ERROR(dp_->CheckParameters(step_, /*force=*/true));
   }
+  // Parameters were loaded or broadcast, not written by the optimizer: no stale bf16 copy.
+  kernels::NewMatmulWeightsEpochAfterLoad();
   const int64_t end =
       opts_.stop_after >= 0 ? std::min(opts_.stop_after, total_steps_) : total_steps_;
   const int64_t log_every = std::max<int64_t>(1, spec_.train.log_every);

@@ -23,6 +23,10 @@ namespace gantry::kernels::cpu {
 void FillZero(void* ptr, size_t bytes);
 void CopyBytes(void* dst, const void* src, size_t bytes);
 Status Cast(const Tensor& src, Tensor& dst);  // f32 <-> bf16/f16, host
+// n floats -> bf16, round to nearest even (VCVTNEPS2BF16 where the CPU has AVX512-BF16, which
+// reads denormal inputs as zero). Every bf16 GEMM operand and the optimizer's bf16 copy of the
+// parameters (runtime.h MatmulWeightsBf16Copy) go through it, so both give the same bits.
+void FloatsToBf16(const float* src, int64_t n, uint16_t* dst);
 // Threads worth using for `work` units (~flops or elements): 1 below `min_per_thread` each.
 int ThreadsFor(double work, double min_per_thread);
 
@@ -35,9 +39,15 @@ Status Sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float 
            int64_t ldc);
 // Sgemm with op(A), op(B) rounded to bf16 and f32 accumulation (oneDNN matmul: AMX /
 // AVX512-BF16); Sgemm calls it while CpuMatmulPrecision() is kBf16. oneDNN builds only.
-// The weights epoch (runtime.h SetMatmulWeights) when [p, p + bytes) lies inside the parameter
-// range, else 0 (not a parameter: never cached).
-uint64_t MatmulWeightsEpochOf(const void* p, size_t bytes);
+// Where [p, p + bytes) lies inside the parameter range (runtime.h SetMatmulWeights): the
+// weights epoch, whether the bf16 copy holds this epoch's parameters, and the copy of p.
+// Outside it, epoch 0 (not a parameter: never cached).
+struct MatmulWeightsInfo {
+  uint64_t epoch = 0;
+  bool bf16_copy_current = false;
+  uint16_t* bf16_copy = nullptr;
+};
+MatmulWeightsInfo MatmulWeightsOf(const void* p, size_t bytes);
 Status SgemmBf16(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
                  const float* a, int64_t lda, const float* b, int64_t ldb, float beta, float* c,
                  int64_t ldc, int threads);

@@ -22,9 +22,6 @@
 #if GANTRY_WITH_DNNL
 #include <dnnl.hpp>
 #endif
-#if defined(__x86_64__)
-#include <immintrin.h>
-#endif
 
 namespace gantry::kernels::cpu {
 
@@ -32,57 +29,43 @@ namespace gantry::kernels::cpu {
 namespace {
 
 // rows x cols floats (leading dim ld) -> contiguous bf16, rounded to nearest even.
-#if defined(__x86_64__)
-__attribute__((target("avx512f,avx512bf16"))) void ToBf16Avx512(const float* src, int64_t rows,
-                                                                int64_t cols, int64_t ld,
-                                                                uint16_t* dst) {
-  for (int64_t r = 0; r < rows; ++r) {
-    const float* s = src + r * ld;
-    uint16_t* d = dst + r * cols;
-    int64_t j = 0;
-    for (; j + 16 <= cols; j += 16) {
-      const __m256bh v = _mm512_cvtneps_pbh(_mm512_loadu_ps(s + j));
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(d + j), reinterpret_cast<const __m256i&>(v));
-    }
-    for (; j < cols; ++j) d[j] = FloatToBf16(s[j]);
-  }
-}
-#endif
-
 void ToBf16(const float* src, int64_t rows, int64_t cols, int64_t ld, uint16_t* dst) {
-#if defined(__x86_64__)
-  static const bool fast = __builtin_cpu_supports("avx512bf16");
-  if (fast) return ToBf16Avx512(src, rows, cols, ld, dst);
-#endif
-  for (int64_t r = 0; r < rows; ++r) {
-    for (int64_t j = 0; j < cols; ++j) dst[r * cols + j] = FloatToBf16(src[r * ld + j]);
-  }
+  if (ld == cols) return FloatsToBf16(src, rows * cols, dst);
+  for (int64_t r = 0; r < rows; ++r) FloatsToBf16(src + r * ld, cols, dst + r * cols);
 }
 
 void ToBf16Parallel(const float* src, int64_t rows, int64_t cols, int64_t ld, uint16_t* dst,
                     int threads);
 
-// bf16 copies of parameter matrices, made once per weights epoch (runtime.h).
+// bf16 copies of parameter matrices, made once per weights epoch (runtime.h). A contiguous
+// matrix's copy is its slice of the range's bf16 copy (taken as is when the optimizer wrote
+// it for this epoch); a strided one's is kept here.
 class WeightCache {
  public:
-  // The bf16 copy of the rows x cols matrix at src (leading dim ld) for `epoch`.
+  // The bf16 copy of the rows x cols matrix at src (leading dim ld), inside the range `w`.
   // The cast runs on `threads` pool threads (1 inside a parallel region).
-  const uint16_t* Get(const float* src, int64_t rows, int64_t cols, int64_t ld, uint64_t epoch,
-                      int threads) {
+  const uint16_t* Get(const float* src, int64_t rows, int64_t cols, int64_t ld,
+                      const MatmulWeightsInfo& w, int threads) {
+    const bool in_copy = ld == cols && w.bf16_copy != nullptr;
+    if (in_copy && w.bf16_copy_current) return w.bf16_copy;
     std::lock_guard<std::mutex> lock(mu_);
     Entry& e = entries_[std::make_tuple(src, rows, cols, ld)];
-    if (e.epoch != epoch) {
-      e.data.resize(size_t(rows * cols));
-      ToBf16Parallel(src, rows, cols, ld, e.data.data(), threads);
-      e.epoch = epoch;
+    uint16_t* dst = in_copy ? w.bf16_copy : nullptr;
+    if (e.epoch != w.epoch) {
+      if (dst == nullptr) {
+        e.data.resize(size_t(rows * cols));
+        dst = e.data.data();
+      }
+      ToBf16Parallel(src, rows, cols, ld, dst, threads);
+      e.epoch = w.epoch;
     }
-    return e.data.data();
+    return dst != nullptr ? dst : e.data.data();
   }
 
  private:
   struct Entry {
     uint64_t epoch = 0;
-    std::vector<uint16_t> data;
+    std::vector<uint16_t> data;  // strided matrices only
   };
   std::mutex mu_;
   std::map<std::tuple<const float*, int64_t, int64_t, int64_t>, Entry> entries_;
@@ -114,8 +97,8 @@ void ToBf16Parallel(const float* src, int64_t rows, int64_t cols, int64_t ld, ui
 const uint16_t* Operand(const float* src, int64_t rows, int64_t cols, int64_t ld,
                         std::vector<uint16_t>& scratch, int threads) {
   const size_t span = size_t((rows - 1) * ld + cols) * sizeof(float);
-  if (const uint64_t epoch = MatmulWeightsEpochOf(src, span); epoch != 0) {
-    return Weights().Get(src, rows, cols, ld, epoch, threads);
+  if (const MatmulWeightsInfo w = MatmulWeightsOf(src, span); w.epoch != 0) {
+    return Weights().Get(src, rows, cols, ld, w, threads);
   }
   if (scratch.size() < size_t(rows * cols)) scratch.resize(size_t(rows * cols));
   ToBf16Parallel(src, rows, cols, ld, scratch.data(), threads);

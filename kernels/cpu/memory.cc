@@ -5,12 +5,36 @@
 #include "kernels/cpu/cpu_ops.h"
 #include "kernels/cpu/parallel.h"
 #include "kernels/runtime.h"
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 namespace gantry::kernels::cpu {
 
 namespace {
 constexpr size_t kParallelCopyBytes = size_t{8} << 20;  // below this one thread saturates
 }  // namespace
+
+#if defined(__x86_64__)
+__attribute__((target("avx512f,avx512bf16"))) static void FloatsToBf16Avx512(const float* src,
+                                                                            int64_t n,
+                                                                            uint16_t* dst) {
+  int64_t j = 0;
+  for (; j + 16 <= n; j += 16) {
+    const __m256bh v = _mm512_cvtneps_pbh(_mm512_loadu_ps(src + j));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + j), reinterpret_cast<const __m256i&>(v));
+  }
+  for (; j < n; ++j) dst[j] = FloatToBf16(src[j]);
+}
+#endif
+
+void FloatsToBf16(const float* src, int64_t n, uint16_t* dst) {
+#if defined(__x86_64__)
+  static const bool fast = __builtin_cpu_supports("avx512bf16");
+  if (fast) return FloatsToBf16Avx512(src, n, dst);
+#endif
+  for (int64_t j = 0; j < n; ++j) dst[j] = FloatToBf16(src[j]);
+}
 
 int ThreadsFor(double work, double min_per_thread) {
   if (InParallelRegion()) return 1;

@@ -63,12 +63,13 @@ inline const float* GradBlock(const float* g, std::span<const float* const> term
 // Runs body(begin, end, gb) over [0, n) on the pool, where gb[j] is the gradient of element
 // begin + j: g + begin, or with `terms` their sum for that block (blocks of kReduceBlock).
 // With `sq`, also adds sum(gradient^2) to it, each block squared right after its update
-// (still in L1).
+// (still in L1). With `copy`, each updated block of p is rounded to bf16 into it (also
+// from L1).
 template <typename Body>
-void UpdateLoop(int64_t n, const float* g, std::span<const float* const> terms, double* sq,
-                Body body) {
+void UpdateLoop(int64_t n, const float* p, const float* g, std::span<const float* const> terms,
+                double* sq, uint16_t* copy, Body body) {
   const int threads = ThreadsFor(double(n), kElementsPerThread);
-  if (sq == nullptr && terms.empty()) {
+  if (sq == nullptr && terms.empty() && copy == nullptr) {
     ParallelFor(n, threads, [=](int64_t begin, int64_t end) { body(begin, end, g + begin); });
     return;
   }
@@ -77,6 +78,7 @@ void UpdateLoop(int64_t n, const float* g, std::span<const float* const> terms, 
     const int64_t begin = blk * kReduceBlock, end = std::min(n, begin + kReduceBlock);
     const float* gb = GradBlock(g, terms, begin, end);
     body(begin, end, gb);
+    if (copy != nullptr) FloatsToBf16(p + begin, end - begin, copy + begin);
     return sq != nullptr ? SumSquares(gb, 0, end - begin) : 0.0;
   });
   if (sq != nullptr) *sq += total;
@@ -185,19 +187,24 @@ Status SgdUpdate(Tensor& param, const Tensor& grad, Tensor* momentum_buf, const 
   if (opts.grad_sq_sum != nullptr && use_momentum && !nesterov && wd == 0.0f) {
     const int64_t blocks = (n + kReduceBlock - 1) / kReduceBlock;
     const std::span<const float* const> terms = opts.grad_terms;
+    uint16_t* copy = opts.bf16_copy;
     *opts.grad_sq_sum += ParallelSum(blocks, ThreadsFor(double(n), kElementsPerThread),
                                      [=](int64_t blk) {
       const int64_t begin = blk * kReduceBlock, end = std::min(n, begin + kReduceBlock);
+      double sq;
       if (terms.size() == 2) {
-        return SgdMomentumSquaresOfSum(lr, mom, p + begin, terms[0] + begin, terms[1] + begin,
-                                       buf + begin, 0, end - begin);
+        sq = SgdMomentumSquaresOfSum(lr, mom, p + begin, terms[0] + begin, terms[1] + begin,
+                                     buf + begin, 0, end - begin);
+      } else {
+        const float* gb = GradBlock(g, terms, begin, end);
+        sq = SgdMomentumSquares(lr, mom, p + begin, gb, buf + begin, 0, end - begin);
       }
-      const float* gb = GradBlock(g, terms, begin, end);
-      return SgdMomentumSquares(lr, mom, p + begin, gb, buf + begin, 0, end - begin);
+      if (copy != nullptr) FloatsToBf16(p + begin, end - begin, copy + begin);
+      return sq;
     });
     return OkStatus();
   }
-  UpdateLoop(n, g, opts.grad_terms, opts.grad_sq_sum,
+  UpdateLoop(n, p, g, opts.grad_terms, opts.grad_sq_sum, opts.bf16_copy,
              [=](int64_t begin, int64_t end, const float* gb) {
     SgdRange(k, p + begin, gb, buf != nullptr ? buf + begin : nullptr, 0, end - begin);
   });
@@ -224,7 +231,7 @@ Status AdamUpdate(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v,
   const float decay_factor = static_cast<float>(1.0 - lr * double(opts.weight_decay));
   const AdamScalars k{b1, b2, one_minus_b1, one_minus_b2, neg_step_size,
                       bc2_sqrt, eps, wd, decay_factor, decoupled};
-  UpdateLoop(n, g, opts.grad_terms, opts.grad_sq_sum,
+  UpdateLoop(n, p, g, opts.grad_terms, opts.grad_sq_sum, opts.bf16_copy,
              [=](int64_t begin, int64_t end, const float* gb) {
     AdamRange(k, p + begin, gb, mp + begin, vp + begin, 0, end - begin);
   });

@@ -8,8 +8,10 @@
 #include <atomic>
 #include <cstring>
 #include <thread>
+#include <vector>
 
 #include "kernels/cpu/cpu_ops.h"
+#include "kernels/optim.h"
 #include "kernels/runtime.h"
 #include "tests/unit/kernels/test_util.h"
 
@@ -111,6 +113,67 @@ TEST(SgemmBf16Test, ConcurrentProductsOfOneShapeAgree) {
   }
   for (auto& th : threads) th.join();
   EXPECT_EQ(failures.load(), 0);
+}
+
+// The parameters' bf16 copy (runtime.h): a product reads the optimizer's copy only when the
+// optimizer wrote all of it since the last epoch began, and it then gives the bits of a fresh
+// cast. After parameters are loaded from elsewhere, or when only part of them went through
+// the optimizer (a sharded optimizer), products cast the current values again: a stale copy
+// would give the old parameters' product here.
+TEST(SgemmBf16Test, OptimizerCopyIsUsedOnlyWhenItCoversEveryParameter) {
+  const int64_t m = 64, n = 96, k = 128, total = n * k + 37;  // W, then a "bias"
+  Tensor params = Random({total}, 51), x = Random({m * k}, 52);
+  struct Restore {
+    ~Restore() {
+      SetMatmulWeights(nullptr, 0);
+      (void)SetCpuMatmulPrecision(MatmulPrecision::kF32);
+    }
+  } restore;
+  ASSERT_OK(SetCpuMatmulPrecision(MatmulPrecision::kBf16, /*bf16_min_flops=*/0));
+  SetMatmulWeights(params.raw(), params.nbytes());
+  // x * W^T, reading W from the parameters (cached / copied) and from a clone (cast afresh).
+  auto product = [&](bool from_params) {
+    Tensor w = from_params ? params : Clone(params);
+    Tensor y = MustEmpty({m * n});
+    EXPECT_TRUE(cpu::Sgemm(false, true, m, n, k, 1.0f, x.f32(), k, w.f32(), k, 0.0f, y.f32(), n)
+                    .ok());
+    return std::vector<float>(y.f32(), y.f32() + m * n);
+  };
+  auto current = [&] { return cpu::MatmulWeightsOf(params.f32(), 4).bf16_copy_current; };
+  auto sgd = [&](int64_t begin, int64_t count) {
+    Tensor p = params.View(begin, {count});
+    const Tensor g = Random({count}, 53);
+    SgdOptions o{.lr = 0.5f};
+    o.bf16_copy = MatmulWeightsBf16Copy(p.f32(), count);
+    return SgdUpdate(p, g, nullptr, o);
+  };
+  NewMatmulWeightsEpoch();
+  EXPECT_FALSE(current()) << "nothing wrote the copy yet";
+  const std::vector<float> before = product(true);
+  EXPECT_EQ(before, product(false));
+
+  // The optimizer updates every parameter (in two ranges, as backward does): copy current.
+  ASSERT_OK(sgd(n * k, total - n * k));
+  ASSERT_OK(sgd(0, n * k));
+  NewMatmulWeightsEpoch();
+  EXPECT_TRUE(current());
+  const std::vector<float> updated = product(true);
+  EXPECT_EQ(updated, product(false));
+  EXPECT_NE(updated, before);
+
+  // Then a load overwrites W: the next epoch must not take the copy.
+  ASSERT_OK(sgd(0, total));
+  for (int64_t i = 0; i < n * k; ++i) params.f32()[i] *= -2.0f;
+  NewMatmulWeightsEpochAfterLoad();
+  EXPECT_FALSE(current());
+  EXPECT_EQ(product(true), product(false));
+
+  // Half through the optimizer, half written directly (an allgather after a sharded update).
+  ASSERT_OK(sgd(0, total / 2));
+  for (int64_t i = total / 2; i < n * k; ++i) params.f32()[i] += 0.25f;
+  NewMatmulWeightsEpoch();
+  EXPECT_FALSE(current());
+  EXPECT_EQ(product(true), product(false));
 }
 
 // Products below the bf16 threshold (attention's per-head blocks) run the f32 path: the same

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <vector>
 
+#include "kernels/cpu/cpu_ops.h"
 #include "tests/unit/kernels/test_util.h"
 
 namespace gantry::kernels {
@@ -263,6 +264,63 @@ TEST(GradTermsTest, SummedUpdateEqualsUpdateOfTheSum) {
   std::vector<const float*> with_null = {terms[0].f32(), nullptr};
   s = SgdUpdate(p, terms[0], &a, {.lr = 0.1f, .momentum = 0.9f, .grad_terms = with_null});
   EXPECT_NE(s.message().find("grad_terms[1] is null"), std::string::npos) << s.ToString();
+}
+
+// bf16_copy: every update path (plain SGD, momentum with and without the fused squares and
+// the two-term sum, weight decay, Adam) writes the bf16 rounding of the parameters it just
+// updated, the bits cpu::FloatsToBf16 gives (the bf16 GEMMs' cast), over a length with a
+// ragged last block and a vector tail, and changes no update bit.
+TEST(Bf16CopyTest, EveryUpdatePathWritesTheRoundedParameters) {
+  const int64_t n = 2 * 4096 + 1003;
+  const Tensor g = Random({n}, 5, -0.5f, 0.5f), g2 = Random({n}, 6, -0.5f, 0.5f);
+  const float* terms[] = {g.f32(), g2.f32()};
+  struct Case {
+    const char* name;
+    SgdOptions sgd;
+    bool squares, two_terms, adam;
+  };
+  const Case cases[] = {
+      {"sgd", {.lr = 0.05f}, false, false, false},
+      {"momentum", {.lr = 0.05f, .momentum = 0.9f}, false, false, false},
+      {"momentum+squares", {.lr = 0.05f, .momentum = 0.9f}, true, false, false},
+      {"momentum+squares+2 terms", {.lr = 0.05f, .momentum = 0.9f}, true, true, false},
+      {"momentum+decay", {.lr = 0.05f, .momentum = 0.9f, .weight_decay = 0.01f}, true, false,
+       false},
+      {"adamw", {}, false, false, true},
+      {"adamw+squares", {}, true, true, true},
+  };
+  for (const Case& c : cases) {
+    Tensor p1 = Random({n}, 1, -1.0f, 1.0f), s1 = Random({n}, 3, -0.1f, 0.1f),
+           v1 = Random({n}, 4, 0.0f, 0.1f);
+    Tensor p2 = Clone(p1), s2 = Clone(s1), v2 = Clone(v1);
+    std::vector<uint16_t> copy(size_t(n) + 1, 0xdead);  // one sentinel past the end
+    double sq1 = 0, sq2 = 0;
+    auto update = [&](Tensor& p, Tensor& s, Tensor& v, double* sq, uint16_t* out) {
+      if (c.adam) {
+        AdamOptions o{.lr = 3e-3f, .weight_decay = 0.1f, .decoupled_weight_decay = true,
+                      .step = 3};
+        o.grad_sq_sum = c.squares ? sq : nullptr;
+        if (c.two_terms) o.grad_terms = terms;
+        o.bf16_copy = out;
+        return AdamUpdate(p, g, s, v, o);
+      }
+      SgdOptions o = c.sgd;
+      o.grad_sq_sum = c.squares ? sq : nullptr;
+      if (c.two_terms) o.grad_terms = terms;
+      o.bf16_copy = out;
+      return SgdUpdate(p, g, c.sgd.momentum > 0 ? &s : nullptr, o);
+    };
+    ASSERT_OK(update(p1, s1, v1, &sq1, nullptr));
+    ASSERT_OK(update(p2, s2, v2, &sq2, copy.data()));
+    EXPECT_EQ(std::memcmp(p1.f32(), p2.f32(), n * sizeof(float)), 0) << c.name;
+    EXPECT_EQ(sq1, sq2) << c.name;
+    std::vector<uint16_t> want(static_cast<size_t>(n));
+    cpu::FloatsToBf16(p2.f32(), n, want.data());
+    int64_t wrong = 0;
+    for (int64_t i = 0; i < n; ++i) wrong += copy[size_t(i)] != want[size_t(i)];
+    EXPECT_EQ(wrong, 0) << c.name << ": elements whose bf16 copy is not the updated parameter";
+    EXPECT_EQ(copy[size_t(n)], 0xdead) << c.name << ": wrote past the end";
+  }
 }
 
 }  // namespace
