@@ -192,12 +192,18 @@ int main(int argc, char** argv) {
                 "| shm-sym/ompi-shm\n");
     for (size_t k = 0; k < sizes.size(); ++k) {
       const size_t b = sizes[k];
-      auto r = [&](double a, double p) { return p > 0 && a > 0 ? a / p : 0.0; };
-      std::printf("%-8s | %5.2f | %5.2f | %5.2f | %5.2f | %5.2f | %5.2f | %5.2f\n",
-                  SizeName(b).c_str(), r(busbw(1, b), busbw(2, b)),
-                  r(busbw(1, b), memcpy_gbps[k]), r(busbw(0, b), busbw(3, b)),
-                  r(busbw(0, b), busbw(4, b)), r(busbw(0, b), stream), r(busbw(0, b), duplex),
-                  r(busbw(5, b), busbw(2, b)));
+      // A ratio whose backends did not both run (--only, a failure) prints "-", not 0.
+      auto r = [&](double a, double p) {
+        char cell[16];
+        if (p > 0 && a > 0) std::snprintf(cell, sizeof cell, "%5.2f", a / p);
+        else std::snprintf(cell, sizeof cell, "%5s", "-");
+        return std::string(cell);
+      };
+      std::printf("%-8s | %s | %s | %s | %s | %s | %s | %s\n", SizeName(b).c_str(),
+                  r(busbw(1, b), busbw(2, b)).c_str(), r(busbw(1, b), memcpy_gbps[k]).c_str(),
+                  r(busbw(0, b), busbw(3, b)).c_str(), r(busbw(0, b), busbw(4, b)).c_str(),
+                  r(busbw(0, b), stream).c_str(), r(busbw(0, b), duplex).c_str(),
+                  r(busbw(5, b), busbw(2, b)).c_str());
     }
     for (size_t i = 0; i < impls.size(); ++i) {
       if (!errors[i].empty()) std::printf("%s FAILED: %s\n", impls[i].name.c_str(), errors[i].c_str());

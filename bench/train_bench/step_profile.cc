@@ -165,10 +165,20 @@ int Main(int argc, char** argv) {
     gemm_ms += ms;
     std::printf("%-3c %-3c %7ld %7ld %7ld %10.1f %10.2f %8.1f %6.1f%%\n", ta, tb, long(m), long(n),
                 long(k), double(g.calls) / steps, ms, 2.0 * m * n * k * g.calls / g.seconds / 1e9,
-                100.0 * ms / step_ms);
+                100.0 * ms / (threads * step_ms));
   }
-  std::printf("GEMM total %.1f ms/step (%.1f%%); everything else %.1f ms/step (%.1f%%)\n", gemm_ms,
-              100.0 * gemm_ms / step_ms, step_ms - gemm_ms, 100.0 * (step_ms - gemm_ms) / step_ms);
+  if (threads == 1) {
+    std::printf("GEMM total %.1f ms/step (%.1f%%); everything else %.1f ms/step (%.1f%%)\n",
+                gemm_ms, 100.0 * gemm_ms / step_ms, step_ms - gemm_ms,
+                100.0 * (step_ms - gemm_ms) / step_ms);
+  } else {
+    // Each pool thread times its own tiles: the rows add up thread time, and %step is of the
+    // step's time on all threads (threads x wall).
+    std::printf("(%d threads: ms/step and %%step are per-thread GEMM time, summed over the "
+                "threads; %%step is of %d x the wall time)\n", threads, threads);
+    std::printf("GEMM total %.1f thread-ms/step (%.1f%% of %.1f thread-ms)\n", gemm_ms,
+                100.0 * gemm_ms / (threads * step_ms), threads * step_ms);
+  }
   return 0;
 }
 

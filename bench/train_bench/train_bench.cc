@@ -364,12 +364,19 @@ void PrintTable(const std::vector<Row>& rows) {
   for (const Row& r : rows) {
     const auto best = BestPeer(r);
     const std::string threads = r.device == "cpu" ? std::to_string(r.threads) : r.device;
-    std::printf("%-10s %5s %7s %-14s %10.1f %10.1f %12.1f %-17s %6.2f %6.1f %10.2f\n",
-                r.workload.c_str(), r.precision.c_str(), threads.c_str(), r.metric.c_str(), r.ours,
-                PeerValue(r, "pytorch"),
-                PeerValue(r, "pytorch-tcmalloc"), best ? best->variant.c_str() : "n/a",
-                best ? r.ours / best->value : 0.0, kTargetRatio,
-                best ? r.ours_cpu / best->cpu_value : 0.0);
+    // A figure that was not measured (--no-peer, a failed peer) prints "-", not 0.
+    auto cell = [](double v, int width, int decimals) {
+      char buf[32];
+      if (v > 0) std::snprintf(buf, sizeof buf, "%*.*f", width, decimals, v);
+      else std::snprintf(buf, sizeof buf, "%*s", width, "-");
+      return std::string(buf);
+    };
+    std::printf("%-10s %5s %7s %-14s %10.1f %s %s %-17s %s %6.1f %s\n", r.workload.c_str(),
+                r.precision.c_str(), threads.c_str(), r.metric.c_str(), r.ours,
+                cell(PeerValue(r, "pytorch"), 10, 1).c_str(),
+                cell(PeerValue(r, "pytorch-tcmalloc"), 12, 1).c_str(),
+                best ? best->variant.c_str() : "-", cell(best ? r.ours / best->value : 0, 6, 2).c_str(),
+                kTargetRatio, cell(best ? r.ours_cpu / best->cpu_value : 0, 10, 2).c_str());
     if (!r.peer_error.empty()) std::printf("  peer problem: %s\n", r.peer_error.c_str());
   }
   std::printf("prec bf16: matmuls on bf16 inputs with f32 accumulation on both sides (ours:\n"
