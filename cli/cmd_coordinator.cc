@@ -251,6 +251,11 @@ CommandRegistration kWorker(
       app.add_option("--label", *labels, "KEY=VALUE label, e.g. rack=r1 (repeatable)");
       app.add_option("--server-key", keys->first, "coordinator public key file (CURVE)");
       app.add_option("--key", keys->second, "this worker's secret key file; NAME.pub beside it");
+      app.add_option("--metrics-port", o->metrics_port,
+                     "serve Prometheus /metrics on this port (0: any free port, -1: off)")
+          ->capture_default_str();
+      app.add_option("--metrics-host", o->metrics_host, "address for /metrics")
+          ->capture_default_str();
       return [o, labels, keys]() -> int {
         for (const std::string& l : *labels) {
           const size_t eq = l.find('=');

@@ -14,8 +14,10 @@
 #include <vector>
 
 #include "base/cpu_set.h"
+#include "base/http_server.h"
 #include "base/job_spec.h"
 #include "base/logging.h"
+#include "base/metrics.h"
 #include "proto/channel.h"
 #include "proto/wire.h"
 #include "worker/cpu_pool.h"
@@ -54,6 +56,12 @@ struct WorkerAgent::Impl {
   int lost_after = 5;
   std::map<RankKey, Rank> ranks;
   std::map<uint64_t, RankKey> exit_requests;  // RankExited awaiting its ack
+  std::unique_ptr<HttpServer> http;  // --metrics-port
+  // gantry_worker_* series (label worker), created once in StartMetrics.
+  struct Metrics {
+    Gauge *connected, *ranks_running, *cpu_slots, *gpus;
+    Counter *launches, *launch_failures, *exits_ok, *exits_failed, *reconnects, *heartbeats;
+  } m{};
 
   ~Impl() {
     if (socket) zmq_close(socket);
@@ -66,6 +74,8 @@ struct WorkerAgent::Impl {
     if (!st.ok()) GANTRY_LOG(DEBUG, "send to coordinator failed").Field("error", st);
     return id;
   }
+  Status StartMetrics();
+  void UpdateGauges();
   Status Connect();
   void Register();
   void OnMessage(const proto::Envelope& env);
@@ -75,6 +85,51 @@ struct WorkerAgent::Impl {
   void Service();
   void StopAll(std::chrono::milliseconds grace);
 };
+
+Status WorkerAgent::Impl::StartMetrics() {
+  MetricsRegistry& r = MetricsRegistry::Default();
+  const MetricLabels w = {{"worker", opt.worker_id}};
+  auto with = [&](const char* k, const char* v) {
+    MetricLabels l = w;
+    l.emplace_back(k, v);
+    return l;
+  };
+  m.connected = &r.GetGauge("gantry_worker_connected",
+                            "1 while registered with the coordinator, 0 while reconnecting", w);
+  m.ranks_running = &r.GetGauge("gantry_worker_ranks_running", "Rank processes alive", w);
+  m.cpu_slots = &r.GetGauge("gantry_worker_cpu_slots", "CPU slots offered", w);
+  m.gpus = &r.GetGauge("gantry_worker_gpus", "GPUs offered", w);
+  m.launches = &r.GetCounter("gantry_worker_rank_launches_total", "Rank processes started", w);
+  m.launch_failures = &r.GetCounter("gantry_worker_rank_launch_failures_total",
+                                    "Ranks that could not be started (exec failed)", w);
+  m.exits_ok = &r.GetCounter("gantry_worker_rank_exits_total", "Rank processes that ended",
+                             with("outcome", "ok"));
+  m.exits_failed = &r.GetCounter("gantry_worker_rank_exits_total", "Rank processes that ended",
+                                 with("outcome", "failed"));
+  m.reconnects = &r.GetCounter("gantry_worker_reconnects_total",
+                               "Times the coordinator went silent and the worker reconnected", w);
+  m.heartbeats = &r.GetCounter("gantry_worker_heartbeats_total", "Heartbeats sent", w);
+  m.cpu_slots->Set(resources.cpu_slots());
+  m.gpus->Set(resources.gpus_size());
+  if (opt.metrics_port < 0) return OkStatus();
+  HttpServerOptions ho;
+  ho.host = opt.metrics_host;
+  ho.port = opt.metrics_port;
+  http = std::make_unique<HttpServer>(ho);
+  ServeMetrics(*http, r);
+  if (Status st = http->Start(); !st.ok()) {
+    return Status(st.code(), "worker --metrics-port " + std::to_string(opt.metrics_port) + ": " +
+                                 st.message());
+  }
+  return OkStatus();
+}
+
+void WorkerAgent::Impl::UpdateGauges() {
+  int running = 0;
+  for (const auto& [key, r] : ranks) running += r.proc && !r.proc->exited();
+  m.ranks_running->Set(running);
+  m.connected->Set(registered ? 1 : 0);
+}
 
 Status WorkerAgent::Impl::Connect() {
   if (socket) zmq_close(socket);
@@ -227,6 +282,7 @@ void WorkerAgent::Impl::Launch(const proto::LaunchRank& l) {
     r.status.set_exit_code(127);
     r.status.set_error(proc.status().message());
     r.pending.push_back({"gantry", "launch failed: " + proc.status().message(), wire::NowUnixMs()});
+    m.launch_failures->Inc();
     GANTRY_LOG(ERROR, "rank launch failed")
         .Field("job", l.job_id())
         .Field("rank", l.rank())
@@ -237,6 +293,7 @@ void WorkerAgent::Impl::Launch(const proto::LaunchRank& l) {
   }
   r.proc = std::move(proc).value();
   r.status.set_pid(r.proc->pid());
+  m.launches->Inc();
   GANTRY_LOG(INFO, "rank started")
       .Field("job", l.job_id())
       .Field("attempt", l.attempt())
@@ -292,6 +349,7 @@ void WorkerAgent::Impl::Service() {
       r.status.set_exit_code(r.proc->exit_code());
       if (r.proc->exit_code() != 0) r.status.set_error(r.proc->exit_description());
       if (cpu_pool) cpu_pool->Give(std::exchange(r.cpus, {}));
+      (r.proc->exit_code() == 0 ? m.exits_ok : m.exits_failed)->Inc();
       GANTRY_LOG(INFO, "rank exited")
           .Field("job", std::get<0>(key))
           .Field("rank", std::get<2>(key))
@@ -339,11 +397,14 @@ StatusOr<std::unique_ptr<WorkerAgent>> WorkerAgent::Create(WorkerOptions options
     }
   }
   impl->opt = std::move(options);
+  GANTRY_RETURN_IF_ERROR(impl->StartMetrics());
   return std::unique_ptr<WorkerAgent>(new WorkerAgent(std::move(impl)));
 }
 
 WorkerAgent::WorkerAgent(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 WorkerAgent::~WorkerAgent() = default;
+
+int WorkerAgent::metrics_port() const { return impl_->http ? impl_->http->port() : -1; }
 
 Status WorkerAgent::Run(const std::atomic<bool>& stop) {
   Impl& s = *impl_;
@@ -353,7 +414,8 @@ Status WorkerAgent::Run(const std::atomic<bool>& stop) {
       .Field("coordinator", s.opt.coordinator)
       .Field("address", s.opt.address)
       .Field("cpu_slots", s.resources.cpu_slots())
-      .Field("gpus", s.resources.gpus_size());
+      .Field("gpus", s.resources.gpus_size())
+      .Field("metrics_port", s.http ? s.http->port() : -1);
   while (!stop.load()) {
     std::vector<zmq_pollitem_t> items{{s.socket, 0, ZMQ_POLLIN, 0}};
     for (auto& [key, r] : s.ranks) {
@@ -377,6 +439,7 @@ Status WorkerAgent::Run(const std::atomic<bool>& stop) {
         GANTRY_LOG(WARNING, "bad message from coordinator").Field("error", env.status());
     }
     s.Service();
+    s.UpdateGauges();
     const auto now = Clock::now();
     if (s.registered && now - s.last_hb >= s.interval) {
       s.last_hb = now;
@@ -384,6 +447,7 @@ Status WorkerAgent::Run(const std::atomic<bool>& stop) {
       hb.mutable_heartbeat()->set_worker_id(s.opt.worker_id);
       for (auto& [key, r] : s.ranks) *hb.mutable_heartbeat()->add_ranks() = r.status;
       s.SendRequest(std::move(hb));
+      s.m.heartbeats->Inc();
     }
     // Paranoid-pirate liveness: silence means the coordinator is gone; start afresh.
     const bool silent = s.registered ? now - s.last_rx > s.interval * s.lost_after
@@ -394,6 +458,7 @@ Status WorkerAgent::Run(const std::atomic<bool>& stop) {
           .Field("backoff_ms", s.backoff.count());
       s.reconnect_at = now + s.backoff;
       s.backoff = std::min(s.backoff * 2, s.opt.max_backoff);
+      s.m.reconnects->Inc();
       GANTRY_RETURN_IF_ERROR(s.Connect());
     }
   }
@@ -401,6 +466,7 @@ Status WorkerAgent::Run(const std::atomic<bool>& stop) {
       .Field("worker", s.opt.worker_id)
       .Field("ranks", s.ranks.size());
   s.StopAll(kShutdownGrace);
+  s.UpdateGauges();
   return OkStatus();
 }
 

@@ -33,6 +33,10 @@ struct WorkerOptions {
   std::string server_public_key, public_key, secret_key;
   std::chrono::milliseconds register_timeout{2000};
   std::chrono::milliseconds max_backoff{8000};
+  // Prometheus /metrics (gantry_worker_*: connected, ranks running, launches, exits by
+  // outcome, reconnects, slots) on metrics_host:metrics_port; 0 = a free port, -1 = off.
+  int metrics_port = -1;
+  std::string metrics_host = "127.0.0.1";
 };
 
 class WorkerAgent {
@@ -41,6 +45,8 @@ class WorkerAgent {
   ~WorkerAgent();
   // Runs until `stop` is true; then stops every rank (SIGTERM, SIGKILL after 3 s).
   Status Run(const std::atomic<bool>& stop);
+  // The /metrics port once Create returned (-1: off).
+  int metrics_port() const;
 
  private:
   struct Impl;

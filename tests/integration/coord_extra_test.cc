@@ -202,6 +202,44 @@ TEST(CoordExtra, MetricsEndpointReportsWorkersAndJobs) {
   EXPECT_NE(text.find("gantry_coordinator_queue_wait_seconds_count 1"), std::string::npos) << text;
 }
 
+// gantry worker --metrics-port: the agent's own /metrics. A 2-rank job whose rank 1 fails
+// (no restarts) is counted as 2 launches, one ok exit and one failed exit, with nothing left
+// running; the worker reports itself connected, its slots, and its heartbeats.
+TEST(CoordExtra, WorkerMetricsCountLaunchesAndExits) {
+  Cluster cl("wmetrics");
+  const int wport = FreeLoopbackPort();
+  cl.StartCoordinator();
+  cl.StartWorker("w0", 2, {"--metrics-port", std::to_string(wport)});
+  ASSERT_TRUE(cl.WaitWorkers(1));
+  auto c = cl.Client();
+  auto id = c->Submit(CommandJob("exits", 2, "exit $RANK"), "exits.yaml", cl.dir().string());
+  ASSERT_TRUE(id.ok()) << id.status().ToString();
+  EXPECT_EQ(cl.WaitState(*c, *id, {"SUCCEEDED", "FAILED"}).state(), "FAILED");
+  const std::string w = "{worker=\"w0\"}";
+  std::string text;
+  for (int i = 0; i < 40; ++i) {  // gauges refresh every 50 ms loop turn
+    text = HttpGet(wport, "/metrics");
+    if (text.find("gantry_worker_ranks_running" + w + " 0") != std::string::npos &&
+        text.find("outcome=\"failed\",worker=\"w0\"} 1") != std::string::npos) {
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_NE(text.find("200 OK"), std::string::npos) << text;
+  EXPECT_NE(text.find("gantry_worker_connected" + w + " 1"), std::string::npos) << text;
+  EXPECT_NE(text.find("gantry_worker_cpu_slots" + w + " 2"), std::string::npos) << text;
+  EXPECT_NE(text.find("gantry_worker_rank_launches_total" + w + " 2"), std::string::npos) << text;
+  EXPECT_NE(text.find("gantry_worker_rank_exits_total{outcome=\"ok\",worker=\"w0\"} 1"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("gantry_worker_rank_exits_total{outcome=\"failed\",worker=\"w0\"} 1"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("gantry_worker_ranks_running" + w + " 0"), std::string::npos) << text;
+  EXPECT_EQ(text.find("gantry_worker_heartbeats_total" + w + " 0\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("gantry_worker_heartbeats_total" + w), std::string::npos) << text;
+}
+
 TEST(CoordExtra, NonLoopbackBindNeedsKeysAndTokens) {
   Cluster cl("insecure");
   cl.Spawn("coordinator", {"coordinator", "--bind", "tcp://0.0.0.0:" + std::to_string(cl.port()),
