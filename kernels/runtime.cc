@@ -312,6 +312,7 @@ void NewMatmulWeightsEpochAfterLoad() {
 }
 
 uint16_t* MatmulWeightsBf16Copy(const float* p, int64_t n) {
+  if (CpuMatmulPrecision() != MatmulPrecision::kBf16) return nullptr;  // f32 products read p
   const int64_t offset = FloatOffsetInRange(p, size_t(n) * sizeof(float));
   uint16_t* copy = Weights().copy.load();
   if (offset < 0 || copy == nullptr) return nullptr;

@@ -50,7 +50,7 @@ void NewMatmulWeightsEpoch();
 void NewMatmulWeightsEpochAfterLoad();
 // Where the optimizer writes the bf16 rounding (round to nearest even, the same bits as the
 // GEMMs' own casts) of parameters [p, p + n) it has just updated; nullptr when that span is not
-// inside the range. Each call counts n elements toward a full copy: call it once per update,
+// inside the range or CPU products are f32. Each call counts n elements toward a full copy: call it once per update,
 // and write all n.
 uint16_t* MatmulWeightsBf16Copy(const float* p, int64_t n);
 // Precision of CUDA matrix products (linear layers; attention's per-head products stay f32 as

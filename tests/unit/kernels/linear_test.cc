@@ -129,8 +129,9 @@ TEST(SgemmBf16Test, OptimizerCopyIsUsedOnlyWhenItCoversEveryParameter) {
       (void)SetCpuMatmulPrecision(MatmulPrecision::kF32);
     }
   } restore;
-  ASSERT_OK(SetCpuMatmulPrecision(MatmulPrecision::kBf16, /*bf16_min_flops=*/0));
   SetMatmulWeights(params.raw(), params.nbytes());
+  EXPECT_EQ(MatmulWeightsBf16Copy(params.f32(), total), nullptr) << "f32 products need no copy";
+  ASSERT_OK(SetCpuMatmulPrecision(MatmulPrecision::kBf16, /*bf16_min_flops=*/0));
   // x * W^T, reading W from the parameters (cached / copied) and from a clone (cast afresh).
   auto product = [&](bool from_params) {
     Tensor w = from_params ? params : Clone(params);
