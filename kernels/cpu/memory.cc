@@ -5,8 +5,13 @@
 #include "kernels/cpu/cpu_ops.h"
 #include "kernels/cpu/parallel.h"
 #include "kernels/runtime.h"
-#if defined(__x86_64__)
+// VCVTNEPS2BF16 intrinsics: GCC 10+, clang 9+.
+#if defined(__x86_64__) && \
+    ((defined(__clang__) && __clang_major__ >= 9) || (!defined(__clang__) && __GNUC__ >= 10))
+#define GANTRY_AVX512BF16_INTRINSICS 1
 #include <immintrin.h>
+#else
+#define GANTRY_AVX512BF16_INTRINSICS 0
 #endif
 
 namespace gantry::kernels::cpu {
@@ -15,7 +20,7 @@ namespace {
 constexpr size_t kParallelCopyBytes = size_t{8} << 20;  // below this one thread saturates
 }  // namespace
 
-#if defined(__x86_64__)
+#if GANTRY_AVX512BF16_INTRINSICS
 __attribute__((target("avx512f,avx512bf16"))) static void FloatsToBf16Avx512(const float* src,
                                                                             int64_t n,
                                                                             uint16_t* dst) {
@@ -29,7 +34,7 @@ __attribute__((target("avx512f,avx512bf16"))) static void FloatsToBf16Avx512(con
 #endif
 
 void FloatsToBf16(const float* src, int64_t n, uint16_t* dst) {
-#if defined(__x86_64__)
+#if GANTRY_AVX512BF16_INTRINSICS
   static const bool fast = __builtin_cpu_supports("avx512bf16");
   if (fast) return FloatsToBf16Avx512(src, n, dst);
 #endif
