@@ -2,6 +2,11 @@
 // rendezvous KV scoped by the per-attempt token, malformed/oversized messages, /metrics, and
 // security (CURVE allow-list + user tokens; non-loopback refused without them).
 #include <sched.h>
+#include <unistd.h>
+#include <sys/wait.h>
+#include <sys/socket.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
 #include <zmq.h>
 
 #include <cstdlib>
@@ -238,6 +243,37 @@ TEST(CoordExtra, WorkerMetricsCountLaunchesAndExits) {
   EXPECT_NE(text.find("gantry_worker_ranks_running" + w + " 0"), std::string::npos) << text;
   EXPECT_EQ(text.find("gantry_worker_heartbeats_total" + w + " 0\n"), std::string::npos) << text;
   EXPECT_NE(text.find("gantry_worker_heartbeats_total" + w), std::string::npos) << text;
+}
+
+// A worker whose --metrics-port is taken does not start half-working: it exits non-zero
+// naming the flag and the port, and never registers.
+TEST(CoordExtra, WorkerMetricsPortInUseIsAnError) {
+  Cluster cl("wmetrics-busy");
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(fd, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  ASSERT_EQ(listen(fd, 1), 0);
+  socklen_t len = sizeof addr;
+  ASSERT_EQ(getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len), 0);
+  const int busy = ntohs(addr.sin_port);
+  cl.StartCoordinator();
+  const pid_t pid = cl.StartWorker("w0", 1, {"--metrics-port", std::to_string(busy)});
+  siginfo_t info{};
+  for (int i = 0; i < 100 && info.si_pid != pid; ++i) {  // WNOWAIT: the cluster reaps it
+    if (waitid(P_PID, pid, &info, WEXITED | WNOHANG | WNOWAIT) != 0 || info.si_pid != pid) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+  }
+  close(fd);
+  ASSERT_EQ(info.si_pid, pid) << "the worker kept running: " << cl.ReadLog("w0");
+  EXPECT_EQ(info.si_code, CLD_EXITED) << "killed by a signal";
+  EXPECT_NE(info.si_status, 0);
+  const std::string log = cl.ReadLog("w0");
+  EXPECT_NE(log.find("--metrics-port " + std::to_string(busy)), std::string::npos) << log;
+  EXPECT_EQ(log.find("registered with coordinator"), std::string::npos) << log;
 }
 
 TEST(CoordExtra, NonLoopbackBindNeedsKeysAndTokens) {
