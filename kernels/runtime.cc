@@ -300,6 +300,12 @@ void SetMatmulWeights(const void* begin, size_t bytes) {
   NewMatmulWeightsEpochAfterLoad();
 }
 
+void ClearMatmulWeightsIf(const void* begin) {
+  if (begin != nullptr && Weights().begin.load() == static_cast<const char*>(begin)) {
+    SetMatmulWeights(nullptr, 0);
+  }
+}
+
 void NewMatmulWeightsEpoch() {
   WeightsRange& w = Weights();
   const int64_t total = int64_t(w.bytes.load() / sizeof(float));
@@ -316,9 +322,10 @@ uint16_t* MatmulWeightsBf16Copy(const float* p, int64_t n) {
   const int64_t offset = FloatOffsetInRange(p, size_t(n) * sizeof(float));
   uint16_t* copy = Weights().copy.load();
   if (offset < 0 || copy == nullptr) return nullptr;
-  Weights().copy_written.fetch_add(n);
   return copy + offset;
 }
+
+void MatmulWeightsBf16CopyWritten(int64_t n) { Weights().copy_written.fetch_add(n); }
 
 namespace cpu {
 MatmulWeightsInfo MatmulWeightsOf(const void* p, size_t bytes) {

@@ -44,15 +44,20 @@ double Bf16MinFlops();
 // (mlp-mnist bf16: the weight casts were ~5% of a step). Otherwise (a sharded optimizer
 // updates only its shard) each matrix is cast on first use, as before.
 void SetMatmulWeights(const void* begin, size_t bytes);
+// Clears the range if it is still the one that starts at `begin` (its owner is going away: a
+// later product on reused memory must not take the old copy).
+void ClearMatmulWeightsIf(const void* begin);
 void NewMatmulWeightsEpoch();
 // A new epoch after parameters were written by anything but the optimizer (a checkpoint
 // restore, a broadcast): the copy is stale whatever the optimizer wrote before.
 void NewMatmulWeightsEpochAfterLoad();
 // Where the optimizer writes the bf16 rounding (round to nearest even, the same bits as the
-// GEMMs' own casts) of parameters [p, p + n) it has just updated; nullptr when that span is not
-// inside the range or CPU products are f32. Each call counts n elements toward a full copy: call it once per update,
-// and write all n.
+// GEMMs' own casts) of parameters [p, p + n) it updates; nullptr when that span is not inside
+// the range or CPU products are f32. After the update succeeded, report it with
+// MatmulWeightsBf16CopyWritten(n): those reports, once per parameter since the epoch began,
+// are what makes the next epoch take the copy.
 uint16_t* MatmulWeightsBf16Copy(const float* p, int64_t n);
+void MatmulWeightsBf16CopyWritten(int64_t n);
 // Precision of CUDA matrix products (linear layers; attention's per-head products stay f32 as
 // on the CPU, convolutions (cuDNN) stay f32 too). kBf16 has the CPU's semantics: both inputs of a
 // product of at least `bf16_min_flops` (2mnk per product, -1: GANTRY_BF16_MIN_FLOPS or 4e6, as

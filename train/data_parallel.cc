@@ -11,6 +11,7 @@
 #include "base/logging.h"
 #include "base/metrics.h"
 #include "base/tunables.h"
+#include "kernels/runtime.h"
 #include "kernels/optim.h"
 #include "storage/checksum.h"
 
@@ -212,11 +213,15 @@ Status DataParallel::BroadcastFromRank0(const std::vector<Tensor>& state) {
   for (const Tensor& t : all) {
     work.push_back(comm_.Broadcast(t.raw(), size_t(t.numel()), comm::DataType::kF32, 0));
   }
+  Status status;
   for (auto& w : work) {
     Status s = w->Wait(options_.timeout);
-    if (!s.ok()) return s.Prepend("broadcasting parameters from rank 0");
+    if (!s.ok() && status.ok()) status = s.Prepend("broadcasting parameters from rank 0");
   }
-  return OkStatus();
+  // The parameters now hold rank 0's values (or part of them), not what this rank's optimizer
+  // wrote: a bf16 copy it made before is stale (kernels/runtime.h).
+  kernels::NewMatmulWeightsEpochAfterLoad();
+  return status;
 }
 
 Status DataParallel::BroadcastBlob(std::string* blob) {

@@ -81,7 +81,9 @@ Status ApplyUpdate(const OptimizerSpec& spec, int64_t step, float lr, bool decay
       o.momentum = float(spec.momentum);
       buf = state[0].second.View(state_offset, {n});
     }
-    return kernels::SgdUpdate(p, g, t == "momentum" ? &buf : nullptr, o);
+    GANTRY_RETURN_IF_ERROR(kernels::SgdUpdate(p, g, t == "momentum" ? &buf : nullptr, o));
+    if (bf16_copy != nullptr) kernels::MatmulWeightsBf16CopyWritten(n);
+    return OkStatus();
   }
   kernels::AdamOptions o;
   o.lr = lr;
@@ -96,7 +98,9 @@ Status ApplyUpdate(const OptimizerSpec& spec, int64_t step, float lr, bool decay
   o.bf16_copy = bf16_copy;
   Tensor m = state[0].second.View(state_offset, {n});
   Tensor v = state[1].second.View(state_offset, {n});
-  return kernels::AdamUpdate(p, g, m, v, o);
+  GANTRY_RETURN_IF_ERROR(kernels::AdamUpdate(p, g, m, v, o));
+  if (bf16_copy != nullptr) kernels::MatmulWeightsBf16CopyWritten(n);
+  return OkStatus();
 }
 
 Status Optimizer::Step(int64_t step, float lr) {

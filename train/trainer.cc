@@ -55,6 +55,10 @@ bool Trainer::SpareCpu() {
   return kernels::UsableCpus() > LocalWorldFromEnv() * kernels::NumThreads();
 }
 
+Trainer::~Trainer() {
+  if (model_) kernels::ClearMatmulWeightsIf(model_->flat_params().raw());
+}
+
 Status Trainer::Build() {
   if (spec_.kind != JobKind::kTrain) {
     return InvalidArgumentError(spec_.source + ": kind is " + JobKindName(spec_.kind) +
@@ -188,6 +192,11 @@ Status Trainer::ApplyMeta(const CheckpointMeta& meta, const std::string& name) {
 }
 
 StatusOr<bool> Trainer::Restore() {
+  // Parameters are about to be loaded, not written by the optimizer: whatever bf16 copy the
+  // optimizer made before is stale (kernels/runtime.h). Also on failure (a partial load).
+  struct NewEpoch {
+    ~NewEpoch() { kernels::NewMatmulWeightsEpochAfterLoad(); }
+  } new_epoch;
   if (dp_) return RestoreDistributed();
   StatusOr<LoadedCheckpoint> ck = checkpointer_->ReadNewestValid();
   if (!ck.ok()) {
@@ -438,8 +447,6 @@ Status Trainer::Run() {
     if (!resumed) GANTRY_RETURN_IF_ERROR(dp_->BroadcastFromRank0({}));
     GANTRY_RETURN_IF_ERROR(dp_->CheckParameters(step_, /*force=*/true));
   }
-  // Parameters were loaded or broadcast, not written by the optimizer: no stale bf16 copy.
-  kernels::NewMatmulWeightsEpochAfterLoad();
   const int64_t end =
       opts_.stop_after >= 0 ? std::min(opts_.stop_after, total_steps_) : total_steps_;
   const int64_t log_every = std::max<int64_t>(1, spec_.train.log_every);

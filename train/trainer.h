@@ -62,6 +62,8 @@ class Trainer {
   // Validates and builds everything (allocations happen here); no training yet.
   static StatusOr<std::unique_ptr<Trainer>> Create(const JobSpec& spec,
                                                    const TrainerOptions& options);
+  // Unregisters its parameters from the bf16 weight cache (kernels::SetMatmulWeights).
+  ~Trainer();
 
   // Restore() (or fresh init) then the loop until `steps` (or stop_after), then the final
   // checkpoint. Errors: kDataLoss when every checkpoint is corrupt, kFailedPrecondition for

@@ -366,8 +366,9 @@ void WorkerAgent::Impl::StopAll(std::chrono::milliseconds grace) {
     if (r.proc && !r.proc->exited()) r.proc->Stop(grace);
   const auto deadline = Clock::now() + grace + std::chrono::milliseconds(500);
   while (Clock::now() < deadline) {
+    Service();  // polls every rank: an exit is recorded, counted and reported as it happens
     bool all = true;
-    for (auto& [key, r] : ranks) all = all && (!r.proc || r.proc->Poll());
+    for (auto& [key, r] : ranks) all = all && (!r.proc || r.proc->exited());
     if (all) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }

@@ -12,6 +12,12 @@
 #include "base/logging.h"
 #include "comm/shm/shm_algorithms.h"
 
+// Linux 5.14; older headers (glibc < 2.35) lack the name. An old kernel answers EINVAL, which
+// falls back to posix_fallocate below.
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
+
 namespace gantry::comm {
 namespace {
 

@@ -65,7 +65,14 @@ Status TcpCommunicator::Connect(Bootstrap& bootstrap) {
   const std::string host = options_.tcp_host.empty() ? bootstrap.advertise_host() : options_.tcp_host;
   GANTRY_ASSIGN_OR_RETURN(Socket listener, Listen(host, 0, 128 + size_));
   uint64_t nonce = std::random_device{}() * 0x100000001ull + std::random_device{}();
-  std::string blob = host + " " + std::to_string(BoundPort(listener)) + " " + std::to_string(nonce);
+  // The settings that decide how a collective is cut into messages travel with the address:
+  // ranks that disagree would exchange the same byte counts with different meanings (a pair
+  // exchange against a ring, other chunk boundaries) and compute wrong sums without an error.
+  const std::string settings = std::to_string(options_.tcp_sockets) + " " +
+                               std::to_string(options_.tcp_chunk_bytes) + " " +
+                               std::to_string(options_.tcp_exchange_max_bytes);
+  std::string blob = host + " " + std::to_string(BoundPort(listener)) + " " + std::to_string(nonce) +
+                     " " + settings;
   GANTRY_ASSIGN_OR_RETURN(auto blobs, bootstrap.AllGather(*scope, "addr", blob, options_.timeout));
   std::vector<std::string> hosts(size_);
   std::vector<int> ports(size_);
@@ -74,6 +81,15 @@ Status TcpCommunicator::Connect(Bootstrap& bootstrap) {
     uint64_t n = 0;
     in >> hosts[r] >> ports[r] >> n;
     if (r == 0) nonce = n;
+    std::string theirs;
+    std::getline(in >> std::ws, theirs);
+    if (theirs != settings) {
+      return FailedPreconditionError(
+          "tcp: rank " + std::to_string(r) + " has tcp_sockets / tcp_chunk_bytes / "
+          "tcp_exchange_max_bytes = " + theirs + ", rank " + std::to_string(rank_) + " has " +
+          settings + "; every rank must use the same GANTRY_COMM_TCP_SOCKETS, "
+          "GANTRY_COMM_TCP_CHUNK_BYTES and GANTRY_COMM_TCP_EXCHANGE_MAX_BYTES (comm section)");
+    }
   }
   const Deadline deadline = DeadlineAfter(options_.timeout);
   const int next = (rank_ + 1) % size_, prev = (rank_ + size_ - 1) % size_;

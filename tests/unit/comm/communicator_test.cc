@@ -211,6 +211,33 @@ TEST(TcpExchange, InPlaceLateRankSendsItsInputNotTheSum) {
       });
 }
 
+// Ranks whose tcp settings differ (one rank's environment sets another exchange threshold)
+// would cut collectives into messages of other meanings and sum garbage without an error:
+// Create fails on every rank, naming the settings and both values.
+TEST(TcpExchange, RanksWithDifferentSettingsRefuseToConnect) {
+  auto store = std::make_shared<MemoryStore>();
+  std::vector<Status> status(2);
+  std::vector<std::thread> threads;
+  for (int r = 0; r < 2; ++r) {
+    threads.emplace_back([&, r] {
+      Bootstrap boot(r, 2, store);
+      CommOptions o;
+      o.backend = "tcp";
+      o.timeout = milliseconds(10000);
+      o.tcp_exchange_max_bytes = r == 0 ? (256u << 10) : (1u << 20);
+      status[r] = CreateCommunicator(o, boot).status();
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (int r = 0; r < 2; ++r) {
+    EXPECT_EQ(status[r].code(), StatusCode::kFailedPrecondition) << status[r].ToString();
+    EXPECT_NE(status[r].ToString().find("GANTRY_COMM_TCP_EXCHANGE_MAX_BYTES"), std::string::npos)
+        << status[r].ToString();
+    EXPECT_NE(status[r].ToString().find("262144"), std::string::npos) << status[r].ToString();
+    EXPECT_NE(status[r].ToString().find("1048576"), std::string::npos) << status[r].ToString();
+  }
+}
+
 TEST(CommOptions, EnvOverridesAndValidation) {
   setenv("GANTRY_COMM_TIMEOUT_S", "2.5", 1);
   setenv("GANTRY_COMM_TCP_SOCKETS", "3", 1);

@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include "kernels/cpu/cpu_ops.h"
 #include "kernels/runtime.h"
 
 #include <cmath>
@@ -189,6 +190,51 @@ TEST(TrainerTest, Bf16PrecisionTracksF32AndResumesExactly) {
   // Later jobs in this process are f32 again unless they ask.
   ASSERT_TRUE(Train(f32, dir / "f32-again").status.ok());
   EXPECT_EQ(kernels::CpuMatmulPrecision(), kernels::MatmulPrecision::kF32);
+}
+
+// bf16: the optimizer's bf16 copy of the parameters (kernels/runtime.h) must not outlive a
+// load. A trainer that steps, restores an older checkpoint and steps again computes exactly
+// what a fresh trainer restoring that checkpoint computes (a stale copy would run the step on
+// the newer weights), and a trainer that goes away leaves no parameter range registered.
+TEST(TrainerTest, Bf16RestoreAfterStepsReadsTheRestoredWeights) {
+  TempDir dir;
+  setenv("GANTRY_BF16_MIN_FLOPS", "0", 1);
+  struct Unset {
+    ~Unset() { unsetenv("GANTRY_BF16_MIN_FLOPS"); }
+  } unset;
+  JobSpec job = TextJob(dir, 20);
+  job.train.precision = "bf16";
+  job.optimizer.grad_clip = 0;  // the update runs inside backward, range by range
+  TrainerOptions stop;
+  stop.stop_after = 10;
+  ASSERT_TRUE(Train(job, dir / "ck", stop).status.ok());  // checkpoints at steps 5 and 10
+  TrainerOptions o;
+  o.checkpoint_dir = dir / "ck";
+  auto step_after_restore = [&](int steps_before) {
+    auto t = Trainer::Create(job, o);
+    EXPECT_TRUE(t.ok()) << t.status().ToString();
+    StepMetrics m;
+    for (int i = 0; i < steps_before; ++i) EXPECT_TRUE((*t)->TrainStep(&m).ok());
+    StatusOr<bool> restored = (*t)->Restore();
+    EXPECT_TRUE(restored.ok() && *restored) << restored.status().ToString();
+    EXPECT_EQ((*t)->step(), 10);
+    EXPECT_TRUE((*t)->TrainStep(&m).ok());
+    const kernels::Tensor& p = (*t)->model().flat_params();
+    std::vector<float> params(p.f32(), p.f32() + p.numel());
+    params.push_back(m.loss);
+    const void* range = p.raw();
+    t->reset();
+    EXPECT_EQ(kernels::cpu::MatmulWeightsOf(range, 4).epoch, 0u)
+        << "the destroyed trainer's parameters are still registered";
+    return params;
+  };
+  const std::vector<float> fresh = step_after_restore(0);
+  const std::vector<float> after_steps = step_after_restore(3);
+  ASSERT_EQ(fresh.size(), after_steps.size());
+  EXPECT_EQ(std::memcmp(fresh.data(), after_steps.data(), fresh.size() * sizeof(float)), 0)
+      << "step 11 after a restore differs from a fresh restore's (loss " << after_steps.back()
+      << " vs " << fresh.back() << ")";
+  (void)kernels::SetCpuMatmulPrecision(kernels::MatmulPrecision::kF32);
 }
 
 TEST(TrainerTest, NanLossStopsWithTheStepAndSavesNothingNew) {
