@@ -31,6 +31,14 @@ StatusOr<std::string> ResolveBackend(const CommOptions& options, Bootstrap& boot
 StatusOr<std::unique_ptr<Communicator>> CreateCommunicator(const CommOptions& options,
                                                            Bootstrap& bootstrap) {
   GANTRY_RETURN_IF_ERROR(options.Validate());
+  // Before anything backend-specific: ranks that chose different backends would wait in
+  // different bootstrap scopes until the timeout, each blaming the other for not publishing.
+  GANTRY_RETURN_IF_ERROR(bootstrap.AgreeOn(
+      "comm", {{"the comm backend (comm.backend, --comm-backend, GANTRY_COMM_BACKEND)",
+                options.backend},
+               {"the buffers' device (--device: CUDA buffers use nccl)",
+                options.cuda ? "cuda" : "host"}},
+      options.timeout));
   GANTRY_ASSIGN_OR_RETURN(std::string backend, ResolveBackend(options, bootstrap));
   if (backend == "tcp") {
     GANTRY_ASSIGN_OR_RETURN(auto c, TcpCommunicator::Create(bootstrap, options));

@@ -54,18 +54,6 @@ StatusOr<std::unique_ptr<DataParallel>> DataParallel::Create(comm::Communicator&
   dp->inline_reduce_ = options.inline_reduce.value_or(
       InlineReduceAuto(comm.backend(), options.spare_cpu));
   dp->small_ = std::make_unique<HostCollectives>(comm, model.device(), options.timeout);
-  // Gradients in the backend's symmetric memory when it has some (shm: peers reduce straight
-  // from each other's gradient buffers, no staging copies). Only the plain f32 allreduce uses it.
-  bool symmetric = false;
-  if (model.device().is_cpu() && !options.bf16_reduce && !options.zero1 &&
-      options.symmetric_grads) {
-    GANTRY_ASSIGN_OR_RETURN(auto mem,
-                            comm.AllocateSymmetric(size_t(model.num_params()) * sizeof(float)));
-    if (mem) {
-      GANTRY_RETURN_IF_ERROR(model.AdoptGradientMemory(std::move(mem)));
-      symmetric = true;
-    }
-  }
   BucketOptions bo;
   bo.bucket_bytes = options.bucket_bytes;
   // The cap is for host memory, where the comm thread shares the cores with compute and small
@@ -79,6 +67,36 @@ StatusOr<std::unique_ptr<DataParallel>> DataParallel::Create(comm::Communicator&
   bo.bf16 = options.bf16_reduce;
   bo.shard = options.zero1;
   bo.timeout = options.timeout;
+  // Before any other collective: every rank must plan the same buckets and run the same
+  // collectives (a rank whose GANTRY_DP_* differs would read a peer's unfinished gradients
+  // under the fused sum, or wait in another collective until the timeout).
+  SharedSettings shared = {
+      {"the model's parameter count", std::to_string(model.num_params())},
+      {"the bucket size (comm.bucket_mb, capped by GANTRY_DP_MAX_BUCKET_KB)",
+       std::to_string(bo.bucket_bytes)},
+      {"GANTRY_DP_FIRST_BUCKET_KB (as applied: at most the bucket size)",
+       std::to_string(bo.first_bucket_bytes >> 10)},
+      {"GANTRY_DP_MAX_BUCKET_KB (auto: set by GANTRY_DP_INLINE_REDUCE and the spare CPUs)",
+       std::to_string(bo.max_bucket_bytes >> 10)},
+      {"comm.bf16_reduce", options.bf16_reduce ? "true" : "false"},
+      {"comm.zero1", options.zero1 ? "true" : "false"},
+      {"GANTRY_DP_SYMMETRIC_GRADS", options.symmetric_grads ? "1" : "0"},
+      {"GANTRY_DP_CHECK_EVERY", std::to_string(options.check_every)},
+      {"GANTRY_DP_STRAGGLER_EVERY", std::to_string(options.straggler_every)}};
+  shared.insert(shared.end(), options.must_match.begin(), options.must_match.end());
+  GANTRY_RETURN_IF_ERROR(dp->AgreeOnSettings(shared));
+  // Gradients in the backend's symmetric memory when it has some (shm: peers reduce straight
+  // from each other's gradient buffers, no staging copies). Only the plain f32 allreduce uses it.
+  bool symmetric = false;
+  if (model.device().is_cpu() && !options.bf16_reduce && !options.zero1 &&
+      options.symmetric_grads) {
+    GANTRY_ASSIGN_OR_RETURN(auto mem,
+                            comm.AllocateSymmetric(size_t(model.num_params()) * sizeof(float)));
+    if (mem) {
+      GANTRY_RETURN_IF_ERROR(model.AdoptGradientMemory(std::move(mem)));
+      symmetric = true;
+    }
+  }
   GANTRY_ASSIGN_OR_RETURN(dp->reducer_, BucketReducer::Create(comm, model, bo));
   dp->symmetric_grads_ = symmetric;
   GANTRY_RETURN_IF_ERROR(dp->SetUpFusedSum());
@@ -222,6 +240,24 @@ Status DataParallel::BroadcastFromRank0(const std::vector<Tensor>& state) {
   // wrote: a bf16 copy it made before is stale (kernels/runtime.h).
   kernels::NewMatmulWeightsEpochAfterLoad();
   return status;
+}
+
+Status DataParallel::AgreeOnSettings(const SharedSettings& settings) {
+  if (world() == 1) return OkStatus();
+  const std::string mine = EncodeSettings(settings);
+  const int32_t len = int32_t(mine.size());
+  std::vector<int32_t> lens(static_cast<size_t>(world()), 0);
+  GANTRY_RETURN_IF_ERROR(small_->Allgather(&len, lens.data(), 1));
+  const size_t words = (size_t(*std::max_element(lens.begin(), lens.end())) + 3) / 4;
+  std::vector<int32_t> send(words, 0), all(words * size_t(world()));
+  std::memcpy(send.data(), mine.data(), mine.size());
+  GANTRY_RETURN_IF_ERROR(small_->Allgather(send.data(), all.data(), words));
+  std::vector<std::string> blobs;
+  for (int r = 0; r < world(); ++r) {
+    const char* p = reinterpret_cast<const char*>(all.data() + size_t(r) * words);
+    blobs.emplace_back(p, size_t(std::clamp<int32_t>(lens[size_t(r)], 0, int32_t(words * 4))));
+  }
+  return CompareSettings("data parallel", blobs);
 }
 
 Status DataParallel::BroadcastBlob(std::string* blob) {

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "base/job_spec.h"
+#include "base/settings_agreement.h"
 #include "base/status.h"
 #include "comm/communicator.h"
 #include "train/bucket_reducer.h"
@@ -66,6 +67,10 @@ struct DataParallelOptions {
   int64_t straggler_every = 50;          // GANTRY_DP_STRAGGLER_EVERY (0 = off)
   double straggler_ratio = 1.5;          // GANTRY_DP_STRAGGLER_RATIO
   std::chrono::milliseconds timeout = std::chrono::seconds(300);  // comm.timeout_s
+  // The caller's settings every rank must share (e.g. the trainer's step count), checked with
+  // the engine's own (bucket plan, ...) at Create: a difference fails Create on every rank,
+  // naming it (base/settings_agreement.h).
+  SharedSettings must_match;
   // From the job's comm section, then GANTRY_DP_* overrides.
   static DataParallelOptions FromSpec(const CommSpec& spec);
 };
@@ -105,6 +110,9 @@ class DataParallel {
   Status BroadcastFromRank0(const std::vector<kernels::Tensor>& state);
   // Collective: rank 0's `blob` (small) on every rank.
   Status BroadcastBlob(std::string* blob);
+  // Collective: kFailedPrecondition on every rank when any rank's settings differ from rank
+  // 0's, naming the first such setting (base/settings_agreement.h).
+  Status AgreeOnSettings(const SharedSettings& settings);
 
   // The step, in the order the Trainer calls it: BeginBackward, Backward, then either
   // ReduceAndUpdate, or ReduceGradients + ClipGradients + Update (when something must see

@@ -111,6 +111,9 @@ Status Trainer::Build() {
   if (opts_.comm != nullptr && opts_.world > 1) {
     DataParallelOptions dpo = DataParallelOptions::FromSpec(spec_.comm);
     dpo.spare_cpu = SpareCpu();
+    // The learning-rate schedule spans the step count: ranks with another --steps diverge.
+    dpo.must_match = {{"train.steps (--steps)", std::to_string(total_steps_)},
+                      {"the optimizer (job optimizer section)", spec_.optimizer.type}};
     GANTRY_ASSIGN_OR_RETURN(dp_, DataParallel::Create(*opts_.comm, *model_, spec_.optimizer, dpo));
   }
   if (dp_ == nullptr || dp_->sharded() == nullptr) {

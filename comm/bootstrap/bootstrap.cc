@@ -51,6 +51,15 @@ StatusOr<std::vector<std::string>> Bootstrap::AllGather(Store& scope, const std:
   return out;
 }
 
+Status Bootstrap::AgreeOn(const std::string& what, const SharedSettings& settings,
+                          std::chrono::milliseconds timeout) {
+  if (size_ == 1) return OkStatus();
+  auto scope = NewScope("agree");
+  GANTRY_ASSIGN_OR_RETURN(auto blobs,
+                          AllGather(*scope, "settings", EncodeSettings(settings), timeout));
+  return CompareSettings(what, blobs);
+}
+
 std::unique_ptr<Bootstrap> Bootstrap::Sub(const std::string& name, int new_rank, int new_size) {
   return std::make_unique<Bootstrap>(new_rank, new_size, NewScope("sub." + name), advertise_host_,
                                      keepalive_);

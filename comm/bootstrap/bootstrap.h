@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "base/settings_agreement.h"
 #include "comm/bootstrap/store.h"
 
 namespace gantry::comm {
@@ -39,6 +40,11 @@ class Bootstrap {
   StatusOr<std::vector<std::string>> AllGather(Store& scope, const std::string& name,
                                                const std::string& blob,
                                                std::chrono::milliseconds timeout);
+  // Every rank passes the settings it must share with the others (the same names on every
+  // rank); kFailedPrecondition on every rank naming the first that differs
+  // (base/settings_agreement.h). One all-gather in a new scope; nothing with one rank.
+  Status AgreeOn(const std::string& what, const SharedSettings& settings,
+                 std::chrono::milliseconds timeout);
   // A bootstrap for a subgroup (new_rank/new_size inside it) in its own namespace.
   std::unique_ptr<Bootstrap> Sub(const std::string& name, int new_rank, int new_size);
 

@@ -38,6 +38,15 @@ StatusOr<std::unique_ptr<ShmCommunicator>> ShmCommunicator::Create(Bootstrap& bo
                                      "; shm needs all ranks on one host (use backend tcp or auto)");
     }
   }
+  // The segment layout and the copy-free window threshold are computed by each rank from its
+  // own settings: ranks that disagree would read each other's stages at the wrong offsets.
+  GANTRY_RETURN_IF_ERROR(bootstrap.AgreeOn(
+      "shm communicator",
+      {{"GANTRY_COMM_SHM_CHUNK_BYTES", std::to_string(options.shm_chunk_bytes)},
+       {"GANTRY_COMM_SHM_STAGES", std::to_string(options.shm_stages)},
+       {"GANTRY_COMM_SHM_MAILBOX_BYTES", std::to_string(options.shm_mailbox_bytes)},
+       {"GANTRY_COMM_SHM_WINDOW_MIN_BYTES", std::to_string(options.shm_window_min_bytes)}},
+      options.timeout));
   std::unique_ptr<ShmCommunicator> c(
       new ShmCommunicator(bootstrap.rank(), bootstrap.size(), options));
   // Keep the segment bounded for many ranks per host: slots grow with n^2 (n slices per stage,

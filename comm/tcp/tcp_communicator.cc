@@ -68,29 +68,24 @@ Status TcpCommunicator::Connect(Bootstrap& bootstrap) {
   // The settings that decide how a collective is cut into messages travel with the address:
   // ranks that disagree would exchange the same byte counts with different meanings (a pair
   // exchange against a ring, other chunk boundaries) and compute wrong sums without an error.
-  const std::string settings = std::to_string(options_.tcp_sockets) + " " +
-                               std::to_string(options_.tcp_chunk_bytes) + " " +
-                               std::to_string(options_.tcp_exchange_max_bytes);
-  std::string blob = host + " " + std::to_string(BoundPort(listener)) + " " + std::to_string(nonce) +
-                     " " + settings;
+  const std::string settings = EncodeSettings(
+      {{"GANTRY_COMM_TCP_SOCKETS", std::to_string(options_.tcp_sockets)},
+       {"GANTRY_COMM_TCP_CHUNK_BYTES", std::to_string(options_.tcp_chunk_bytes)},
+       {"GANTRY_COMM_TCP_EXCHANGE_MAX_BYTES", std::to_string(options_.tcp_exchange_max_bytes)}});
+  const std::string blob = host + " " + std::to_string(BoundPort(listener)) + " " +
+                           std::to_string(nonce) + "\n" + settings;
   GANTRY_ASSIGN_OR_RETURN(auto blobs, bootstrap.AllGather(*scope, "addr", blob, options_.timeout));
-  std::vector<std::string> hosts(size_);
+  std::vector<std::string> hosts(size_), their_settings(size_);
   std::vector<int> ports(size_);
   for (int r = 0; r < size_; ++r) {
-    std::istringstream in(blobs[r]);
+    const size_t newline = blobs[r].find('\n');
+    std::istringstream in(blobs[r].substr(0, newline));
     uint64_t n = 0;
     in >> hosts[r] >> ports[r] >> n;
     if (r == 0) nonce = n;
-    std::string theirs;
-    std::getline(in >> std::ws, theirs);
-    if (theirs != settings) {
-      return FailedPreconditionError(
-          "tcp: rank " + std::to_string(r) + " has tcp_sockets / tcp_chunk_bytes / "
-          "tcp_exchange_max_bytes = " + theirs + ", rank " + std::to_string(rank_) + " has " +
-          settings + "; every rank must use the same GANTRY_COMM_TCP_SOCKETS, "
-          "GANTRY_COMM_TCP_CHUNK_BYTES and GANTRY_COMM_TCP_EXCHANGE_MAX_BYTES (comm section)");
-    }
+    their_settings[r] = newline == std::string::npos ? "" : blobs[r].substr(newline + 1);
   }
+  GANTRY_RETURN_IF_ERROR(CompareSettings("tcp communicator", their_settings));
   const Deadline deadline = DeadlineAfter(options_.timeout);
   const int next = (rank_ + 1) % size_, prev = (rank_ + size_ - 1) % size_;
   const int k_socks = options_.tcp_sockets;

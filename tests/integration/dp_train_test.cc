@@ -236,6 +236,51 @@ TEST_F(DpTrain, Bf16PrecisionZeroOneMatchesTheUnshardedResult) {
 // the f32 sum, so every update is off by ~0.2%; over 50 steps these models end 0.05% (gpt)
 // and 0.6% (mlp) away from the f32 run. The bound, 2%, still catches a wrong average: a
 // missing 1/world (every update doubled) ends the mlp 34% away.
+// Each rank reads its own environment and flags. Ranks whose bucket plan differs (one has
+// another GANTRY_DP_FIRST_BUCKET_KB) would read each other's unfinished gradients under the
+// fused sum, and ranks with another --steps would follow another learning-rate schedule: both
+// exit non-zero at start-up, every rank naming the setting, the rank and both values, well
+// before the 60 s comm timeout. Likewise a rank that chose another comm backend.
+TEST_F(DpTrain, RanksThatDisagreeOnSharedSettingsStopNamingThem) {
+  struct Case {
+    std::vector<std::string> extra;
+    std::vector<std::map<std::string, std::string>> rank_env;
+    std::vector<std::vector<std::string>> rank_args;
+    std::string want;
+  };
+  const Case cases[] = {
+      {{}, {{}, {{"GANTRY_DP_FIRST_BUCKET_KB", "2"}}}, {},
+       "rank 1 has GANTRY_DP_FIRST_BUCKET_KB (as applied: at most the bucket size) = 2 but rank 0 "
+       "has 10"},
+      {{}, {}, {{}, {"--steps", "40"}}, "rank 1 has train.steps (--steps) = 40 but rank 0 has 50"},
+      {{}, {{}, {{"GANTRY_COMM_BACKEND", "shm"}}}, {{"--comm-backend", "tcp"}, {}},
+       "rank 1 has the comm backend"},
+  };
+  for (const Case& c : cases) {
+    TempDir d;
+    const std::string job = WriteJob(d, "mismatch", "mlp", 8);
+    std::vector<std::vector<std::string>> prefixes;
+    std::vector<std::string> args = {"train", job, "--checkpoint-dir", d / "ck", "--progress",
+                                     "off"};
+    // Per-rank flags go through `sh -c` (RankGroup gives every rank the same argv).
+    if (!c.rank_args.empty()) {
+      for (int r = 0; r < 2; ++r) {
+        std::string extra;
+        for (const std::string& a : c.rank_args[size_t(r)]) extra += " " + a;
+        prefixes.push_back({"sh", "-c", "exec \"$0\" \"$@\"" + extra});
+      }
+    }
+    const auto start = std::chrono::steady_clock::now();
+    comm::testing::RankGroup group(GANTRY_BINARY, 2, args, {}, prefixes, c.rank_env);
+    auto rs = group.Wait(60);
+    EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(30)) << c.want;
+    for (const auto& r : rs) {
+      EXPECT_NE(r.exit_code, 0) << Ranks(rs);
+      EXPECT_NE(r.output.find(c.want), std::string::npos) << c.want << "\n" << Ranks(rs);
+    }
+  }
+}
+
 TEST_F(DpTrain, Bf16ReduceStaysClose) {
   ExpectMatches("mlp", ", bf16_reduce: true", 2e-2);
   ExpectMatches("gpt", ", bf16_reduce: true", 2e-2);

@@ -231,10 +231,52 @@ TEST(TcpExchange, RanksWithDifferentSettingsRefuseToConnect) {
   for (auto& t : threads) t.join();
   for (int r = 0; r < 2; ++r) {
     EXPECT_EQ(status[r].code(), StatusCode::kFailedPrecondition) << status[r].ToString();
-    EXPECT_NE(status[r].ToString().find("GANTRY_COMM_TCP_EXCHANGE_MAX_BYTES"), std::string::npos)
+    EXPECT_NE(status[r].ToString().find("rank 1 has GANTRY_COMM_TCP_EXCHANGE_MAX_BYTES = 1048576 "
+                                        "but rank 0 has 262144"),
+              std::string::npos)
         << status[r].ToString();
-    EXPECT_NE(status[r].ToString().find("262144"), std::string::npos) << status[r].ToString();
-    EXPECT_NE(status[r].ToString().find("1048576"), std::string::npos) << status[r].ToString();
+  }
+}
+
+// The same for the other settings a communicator's ranks must share: one rank with another
+// shm pipeline depth, or another backend, fails Create on every rank naming it, at once,
+// instead of reading stages at other offsets or waiting in another bootstrap scope until the
+// timeout (60 s here) blaming the other rank for not publishing.
+TEST(CommAgreement, ShmLayoutAndBackendMustMatchOnEveryRank) {
+  struct Case {
+    const char* want;
+    std::function<void(CommOptions&, int rank)> set;
+  };
+  const Case cases[] = {
+      {"rank 1 has GANTRY_COMM_SHM_STAGES = 2 but rank 0 has 4",
+       [](CommOptions& o, int r) {
+         o.backend = "shm";
+         if (r == 1) o.shm_stages = 2;
+       }},
+      {"rank 1 has the comm backend (comm.backend, --comm-backend, GANTRY_COMM_BACKEND) = shm but "
+       "rank 0 has tcp",
+       [](CommOptions& o, int r) { o.backend = r == 0 ? "tcp" : "shm"; }},
+  };
+  for (const Case& c : cases) {
+    auto store = std::make_shared<MemoryStore>();
+    std::vector<Status> status(2);
+    const auto start = std::chrono::steady_clock::now();
+    std::vector<std::thread> threads;
+    for (int r = 0; r < 2; ++r) {
+      threads.emplace_back([&, r] {
+        Bootstrap boot(r, 2, store);
+        CommOptions o;
+        o.timeout = milliseconds(60000);
+        c.set(o, r);
+        status[r] = CreateCommunicator(o, boot).status();
+      });
+    }
+    for (auto& t : threads) t.join();
+    EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(30)) << c.want;
+    for (int r = 0; r < 2; ++r) {
+      EXPECT_EQ(status[r].code(), StatusCode::kFailedPrecondition) << status[r].ToString();
+      EXPECT_NE(status[r].ToString().find(c.want), std::string::npos) << status[r].ToString();
+    }
   }
 }
 
