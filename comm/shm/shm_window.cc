@@ -129,6 +129,10 @@ StatusOr<std::shared_ptr<void>> ShmWindows::Allocate(ShmGroup& g, const ShmGroup
   GANTRY_RETURN_IF_ERROR(ShmAllreduce(g, op, &all_ok, &all_ok, 1, DataType::kI32, ReduceOp::kMin));
   if (!all_ok) {
     if (own.ok()) shm_unlink(mine.c_str());
+    w.own.reset();  // unmapped: its pages go back to /dev/shm
+    // Return together: a rank that tried again at once (a smaller window) found /dev/shm
+    // still holding the parts the other ranks had not released yet, and failed too.
+    GANTRY_RETURN_IF_ERROR(ShmBarrier(g, op));
     return std::shared_ptr<void>();
   }
   Status mapped = OkStatus();
