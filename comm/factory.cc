@@ -34,9 +34,9 @@ StatusOr<std::unique_ptr<Communicator>> CreateCommunicator(const CommOptions& op
   // Before anything backend-specific: ranks that chose different backends would wait in
   // different bootstrap scopes until the timeout, each blaming the other for not publishing.
   GANTRY_RETURN_IF_ERROR(bootstrap.AgreeOn(
-      "comm", {{"the comm backend (comm.backend, --comm-backend, GANTRY_COMM_BACKEND)",
+      "comm", {{"comm backend (comm.backend, --comm-backend, GANTRY_COMM_BACKEND)",
                 options.backend},
-               {"the buffers' device (--device: CUDA buffers use nccl)",
+               {"buffer device (--device; CUDA buffers use nccl)",
                 options.cuda ? "cuda" : "host"}},
       options.timeout));
   GANTRY_ASSIGN_OR_RETURN(std::string backend, ResolveBackend(options, bootstrap));

@@ -71,8 +71,8 @@ StatusOr<std::unique_ptr<DataParallel>> DataParallel::Create(comm::Communicator&
   // collectives (a rank whose GANTRY_DP_* differs would read a peer's unfinished gradients
   // under the fused sum, or wait in another collective until the timeout).
   SharedSettings shared = {
-      {"the model's parameter count", std::to_string(model.num_params())},
-      {"the bucket size (comm.bucket_mb, capped by GANTRY_DP_MAX_BUCKET_KB)",
+      {"model parameter count", std::to_string(model.num_params())},
+      {"bucket size (comm.bucket_mb, capped by GANTRY_DP_MAX_BUCKET_KB)",
        std::to_string(bo.bucket_bytes)},
       {"GANTRY_DP_FIRST_BUCKET_KB (as applied: at most the bucket size)",
        std::to_string(bo.first_bucket_bytes >> 10)},

@@ -113,7 +113,7 @@ Status Trainer::Build() {
     dpo.spare_cpu = SpareCpu();
     // The learning-rate schedule spans the step count: ranks with another --steps diverge.
     dpo.must_match = {{"train.steps (--steps)", std::to_string(total_steps_)},
-                      {"the optimizer (job optimizer section)", spec_.optimizer.type}};
+                      {"optimizer.type", spec_.optimizer.type}};
     GANTRY_ASSIGN_OR_RETURN(dp_, DataParallel::Create(*opts_.comm, *model_, spec_.optimizer, dpo));
   }
   if (dp_ == nullptr || dp_->sharded() == nullptr) {

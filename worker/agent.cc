@@ -374,6 +374,7 @@ void WorkerAgent::Impl::StopAll(std::chrono::milliseconds grace) {
   }
   Service();
   FlushLogs(true);
+  Service();  // an exit is reported once its output is out: now, for the last ones
 }
 
 StatusOr<std::unique_ptr<WorkerAgent>> WorkerAgent::Create(WorkerOptions options) {
@@ -468,6 +469,10 @@ Status WorkerAgent::Run(const std::atomic<bool>& stop) {
       .Field("ranks", s.ranks.size());
   s.StopAll(kShutdownGrace);
   s.UpdateGauges();
+  // The last exit reports and log lines are queued on the socket: give them a bounded time to
+  // leave (the socket's linger is 0 while running, so a reconnect drops nothing stale).
+  const int linger_ms = 1000;
+  zmq_setsockopt(s.socket, ZMQ_LINGER, &linger_ms, sizeof(linger_ms));
   return OkStatus();
 }
 

@@ -36,9 +36,30 @@ StatusOr<std::unique_ptr<RankProcess>> RankProcess::Start(const LaunchSpec& spec
     return ErrnoError("pipe for rank stderr", errno);
   }
   const pid_t agent = getpid();
+  // Signals stay blocked across fork until the child has reset every handler: a SIGTERM from
+  // an early Stop() that reached the child before exec ran the agent's handler in the child's
+  // copy (setting a flag nobody reads) and was lost, so the rank ignored it and got SIGKILL
+  // after the grace period.
+  sigset_t all, saved;
+  sigfillset(&all);
+  pthread_sigmask(SIG_BLOCK, &all, &saved);
   const pid_t pid = fork();
-  if (pid < 0) return ErrnoError("fork for " + spec.argv[0], errno);
+  const int fork_errno = errno;
+  if (pid != 0) pthread_sigmask(SIG_SETMASK, &saved, nullptr);
+  if (pid < 0) return ErrnoError("fork for " + spec.argv[0], fork_errno);
   if (pid == 0) {
+    // What exec would do, before it: caught signals back to their default action (ignored
+    // ones stay ignored), and SIGPIPE to its default as a rank expects.
+    struct sigaction dfl {};
+    dfl.sa_handler = SIG_DFL;
+    sigemptyset(&dfl.sa_mask);
+    for (int sig = 1; sig < NSIG; ++sig) {
+      struct sigaction cur {};
+      if (sig == SIGKILL || sig == SIGSTOP || sigaction(sig, nullptr, &cur) != 0) continue;
+      const bool caught = (cur.sa_flags & SA_SIGINFO) != 0 ||
+                          (cur.sa_handler != SIG_DFL && cur.sa_handler != SIG_IGN);
+      if (caught || sig == SIGPIPE) sigaction(sig, &dfl, nullptr);
+    }
     setpgid(0, 0);
     // A rank must not outlive its agent (kill -9 of the worker): nobody would read its output
     // or report its exit, and it would hold the host's GPUs until it ended on its own.
@@ -48,7 +69,6 @@ StatusOr<std::unique_ptr<RankProcess>> RankProcess::Start(const LaunchSpec& spec
     dup2(err[1], 2);
     int devnull = open("/dev/null", O_RDONLY);
     if (devnull >= 0) dup2(devnull, 0);
-    signal(SIGPIPE, SIG_DFL);
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, nullptr);

@@ -48,6 +48,23 @@ StatusOr<std::vector<std::string>> Bootstrap::AllGather(Store& scope, const std:
     }
     out[r] = std::move(v).value();
   }
+  // Rank 0 hosts the TCP store: it leaves only once every rank has read every part. A rank 0
+  // that stopped right after (e.g. on settings that differ) closed the store under a rank
+  // still reading, which then blamed rank 0 for never publishing.
+  GANTRY_RETURN_IF_ERROR(scope.Set(name + "/read/" + std::to_string(rank_), ""));
+  if (rank_ == 0) {
+    for (int r = 1; r < size_; ++r) {
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+          deadline - std::chrono::steady_clock::now());
+      auto v = scope.Get(name + "/read/" + std::to_string(r),
+                         std::max(left, std::chrono::milliseconds(0)));
+      if (!v.ok()) {
+        Status s = v.status();
+        return s.Prepend("bootstrap all-gather '" + name + "': rank " + std::to_string(r) +
+                         " did not confirm it read every rank's part");
+      }
+    }
+  }
   return out;
 }
 

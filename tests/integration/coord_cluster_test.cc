@@ -167,6 +167,29 @@ TEST(CoordCluster, LostWorkerRestartsGangElsewhere) {
   EXPECT_TRUE(saw_lost) << info.DebugString();
 }
 
+// A worker that is stopped (SIGTERM) stops its ranks and reports how they ended before it
+// goes: the job fails with the rank's exit, not later with "worker was lost".
+TEST(CoordCluster, StoppedWorkerReportsItsRanksExits) {
+  Cluster cl("stopworker");
+  cl.StartCoordinator();
+  cl.StartWorker("w0", 1);
+  ASSERT_TRUE(cl.WaitWorkers(1));
+  auto c = cl.Client();
+  auto id = c->Submit(CommandJob("stopped", 1, "echo started; exec sleep 60"), "s.yaml", "");
+  ASSERT_TRUE(id.ok());
+  cl.WaitState(*c, *id, {"RUNNING"});
+  cl.Stop("w0");
+  auto info = cl.WaitState(*c, *id, {"SUCCEEDED", "FAILED"});
+  EXPECT_EQ(info.state(), "FAILED");
+  bool saw_exit = false, saw_lost = false;
+  for (const auto& e : info.events()) {
+    saw_exit = saw_exit || e.reason().find("rank 0 on worker w0 exited") != std::string::npos;
+    saw_lost = saw_lost || e.reason().find("w0 was lost") != std::string::npos;
+  }
+  EXPECT_TRUE(saw_exit) << info.DebugString() << cl.ReadLog("w0");
+  EXPECT_FALSE(saw_lost) << info.DebugString();
+}
+
 TEST(CoordCluster, CoordinatorKill9AndRestartLosesNoJob) {
   Cluster cl("restart");
   cl.StartCoordinator();

@@ -254,7 +254,7 @@ TEST_F(DpTrain, RanksThatDisagreeOnSharedSettingsStopNamingThem) {
        "has 10"},
       {{}, {}, {{}, {"--steps", "40"}}, "rank 1 has train.steps (--steps) = 40 but rank 0 has 50"},
       {{}, {{}, {{"GANTRY_COMM_BACKEND", "shm"}}}, {{"--comm-backend", "tcp"}, {}},
-       "rank 1 has the comm backend"},
+       "rank 1 has comm backend"},
   };
   for (const Case& c : cases) {
     TempDir d;

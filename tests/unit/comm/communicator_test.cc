@@ -253,8 +253,8 @@ TEST(CommAgreement, ShmLayoutAndBackendMustMatchOnEveryRank) {
          o.backend = "shm";
          if (r == 1) o.shm_stages = 2;
        }},
-      {"rank 1 has the comm backend (comm.backend, --comm-backend, GANTRY_COMM_BACKEND) = shm but "
-       "rank 0 has tcp",
+      {"rank 1 has comm backend (comm.backend, --comm-backend, GANTRY_COMM_BACKEND) = shm but rank "
+       "0 has tcp",
        [](CommOptions& o, int r) { o.backend = r == 0 ? "tcp" : "shm"; }},
   };
   for (const Case& c : cases) {

@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <thread>
 
@@ -69,6 +70,28 @@ TEST(RankProcess, StopEscalatesToSigkill) {
   ASSERT_FALSE(lines.empty()) << "the shell never started";
   (*p)->Stop(200ms);
   EXPECT_EQ(WaitExit(**p, lines, 10s), "killed by SIGKILL");
+}
+
+// A Stop() right after Start() may reach the child before it has exec'd. With the agent's
+// SIGTERM handler still installed there, the signal ran that handler in the child's copy and
+// was lost: the rank ignored it and was SIGKILLed after the grace period. Signals are now
+// blocked across fork until the child has reset its handlers, so it dies of the SIGTERM.
+// This test process has a SIGTERM handler too (as the worker does), and repeats the race.
+std::atomic<int> g_sigterms{0};
+TEST(RankProcess, StopRightAfterStartEndsWithSigterm) {
+  struct sigaction sa {}, old {};
+  sa.sa_handler = [](int) { ++g_sigterms; };
+  sigemptyset(&sa.sa_mask);
+  ASSERT_EQ(sigaction(SIGTERM, &sa, &old), 0);
+  for (int i = 0; i < 20; ++i) {
+    auto p = RankProcess::Start({{"/bin/sleep", "30"}, {}, ""});
+    ASSERT_TRUE(p.ok()) << p.status().ToString();
+    (*p)->Stop(5s);
+    std::vector<OutputLine> lines;
+    ASSERT_EQ(WaitExit(**p, lines, 20s), "killed by SIGTERM") << "attempt " << i;
+  }
+  sigaction(SIGTERM, &old, nullptr);
+  EXPECT_EQ(g_sigterms.load(), 0) << "the rank's SIGTERM reached this process";
 }
 
 // kill -9 of the agent must take its ranks with it. The test process becomes a child
