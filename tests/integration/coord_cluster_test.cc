@@ -161,10 +161,7 @@ TEST(CoordCluster, LostWorkerRestartsGangElsewhere) {
   info = cl.WaitState(*c, *id, {"SUCCEEDED", "FAILED"});
   EXPECT_EQ(info.state(), "SUCCEEDED");
   EXPECT_EQ(info.rank_info(0).worker_id(), "w1");
-  bool saw_lost = false;
-  for (const auto& e : info.events())
-    saw_lost = saw_lost || e.reason().find("w0 was lost") != std::string::npos;
-  EXPECT_TRUE(saw_lost) << info.DebugString();
+  EXPECT_TRUE(HasEventReason(info, "w0 was lost")) << info.DebugString();
 }
 
 // A worker that is stopped (SIGTERM) stops its ranks and reports how they ended before it
@@ -181,13 +178,9 @@ TEST(CoordCluster, StoppedWorkerReportsItsRanksExits) {
   cl.Stop("w0");
   auto info = cl.WaitState(*c, *id, {"SUCCEEDED", "FAILED"});
   EXPECT_EQ(info.state(), "FAILED");
-  bool saw_exit = false, saw_lost = false;
-  for (const auto& e : info.events()) {
-    saw_exit = saw_exit || e.reason().find("rank 0 on worker w0 exited") != std::string::npos;
-    saw_lost = saw_lost || e.reason().find("w0 was lost") != std::string::npos;
-  }
-  EXPECT_TRUE(saw_exit) << info.DebugString() << cl.ReadLog("w0");
-  EXPECT_FALSE(saw_lost) << info.DebugString();
+  EXPECT_TRUE(HasEventReason(info, "rank 0 on worker w0 exited"))
+      << info.DebugString() << cl.ReadLog("w0");
+  EXPECT_FALSE(HasEventReason(info, "w0 was lost")) << info.DebugString();
 }
 
 TEST(CoordCluster, CoordinatorKill9AndRestartLosesNoJob) {

@@ -196,6 +196,14 @@ class Cluster {
   std::map<std::string, pid_t> procs_;
 };
 
+// Whether any of the job's events has a reason containing `text`.
+inline bool HasEventReason(const proto::JobInfo& info, const std::string& text) {
+  for (const auto& e : info.events()) {
+    if (e.reason().find(text) != std::string::npos) return true;
+  }
+  return false;
+}
+
 // Milliseconds between the first event matching (state, attempt) pairs, -1 if missing.
 inline int64_t EventGapMs(const proto::JobInfo& info, const std::string& from_state,
                           int from_attempt, const std::string& to_state, int to_attempt) {

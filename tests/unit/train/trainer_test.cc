@@ -159,16 +159,19 @@ TEST(TrainerTest, ResumeIsBitwiseIdenticalToAnUninterruptedRun) {
   EXPECT_TRUE(again.losses.empty());
 }
 
+// The text task's products are all small: while it lives, every one goes through bf16
+// (default: >= 4 MFLOP, GANTRY_BF16_MIN_FLOPS).
+struct AllProductsInBf16 {
+  AllProductsInBf16() { setenv("GANTRY_BF16_MIN_FLOPS", "0", 1); }
+  ~AllProductsInBf16() { unsetenv("GANTRY_BF16_MIN_FLOPS"); }
+};
+
 // train.precision bf16: the loss curve of the text task stays close to f32's (matmuls on
 // bf16-rounded inputs, f32 accumulation; everything else f32), it still learns, and a resumed
 // bf16 run is byte-identical to an uninterrupted one (the bf16 kernels are deterministic).
 TEST(TrainerTest, Bf16PrecisionTracksF32AndResumesExactly) {
   TempDir dir;
-  // This model's products are all small: send every one through bf16 (default: >= 4 MFLOP).
-  setenv("GANTRY_BF16_MIN_FLOPS", "0", 1);
-  struct Unset {
-    ~Unset() { unsetenv("GANTRY_BF16_MIN_FLOPS"); }
-  } unset;
+  const AllProductsInBf16 all_bf16;
   JobSpec f32 = TextJob(dir, 30), bf16 = f32;
   bf16.train.precision = "bf16";
   RunResult a = Train(f32, dir / "f32");
@@ -198,10 +201,7 @@ TEST(TrainerTest, Bf16PrecisionTracksF32AndResumesExactly) {
 // the newer weights), and a trainer that goes away leaves no parameter range registered.
 TEST(TrainerTest, Bf16RestoreAfterStepsReadsTheRestoredWeights) {
   TempDir dir;
-  setenv("GANTRY_BF16_MIN_FLOPS", "0", 1);
-  struct Unset {
-    ~Unset() { unsetenv("GANTRY_BF16_MIN_FLOPS"); }
-  } unset;
+  const AllProductsInBf16 all_bf16;
   JobSpec job = TextJob(dir, 20);
   job.train.precision = "bf16";
   job.optimizer.grad_clip = 0;  // the update runs inside backward, range by range
