@@ -91,6 +91,9 @@ void JobManager::RankDone(Job& job, int rank, const std::string& state, int exit
   r.state = state;
   r.exit_code = exit_code;
   registry_->Release(r.worker_id, r.gpu_indices, job.rec.cpus_per_rank);
+  // Freed slots can place a queued job: schedule again even when no job changes state (a
+  // cancelled or failed gang's ranks end after its transition; the job is then just erased).
+  dirty_ = true;
   SaveRank(job, rank);
 }
 
@@ -115,6 +118,7 @@ void JobManager::MaybeFinishAttempt(Job& job) {
   const JobRecord& r = job.rec;
   if (!job.ranks.empty()) {
     registry_->ReleasePort(job.ranks[0].worker_id, r.master_port);
+    dirty_ = true;  // a freed port can place a queued job too
     kv_->Drop(Rendezvous::Scope(r.id, r.attempt), kv_replies_);
   }
   if (r.state == JobState::kRestarting) {

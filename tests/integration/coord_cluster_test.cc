@@ -73,6 +73,27 @@ TEST(CoordCluster, CancelStopsEveryRank) {
   EXPECT_EQ(used, 0) << "resources released";
 }
 
+// The slots a cancelled job frees go to the job queued behind it at once. The scheduler ran
+// only on job transitions, and the cancelled job's ranks end after its transition (it is then
+// just erased), so the queued job waited for some unrelated event.
+TEST(CoordCluster, CancelledJobsSlotGoesToTheQueuedJob) {
+  Cluster cl("cancelqueue");
+  cl.StartCoordinator();
+  cl.StartWorker("w0", 1);
+  ASSERT_TRUE(cl.WaitWorkers(1));
+  auto c = cl.Client();
+  auto first = c->Submit(CommandJob("first", 1, "echo up; exec sleep 60"), "a.yaml", "");
+  ASSERT_TRUE(first.ok());
+  cl.WaitState(*c, *first, {"RUNNING"});
+  auto second = c->Submit(CommandJob("second", 1, "echo second ran"), "b.yaml", "");
+  ASSERT_TRUE(second.ok());
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  ASSERT_EQ(cl.WaitState(*c, *second, {"PENDING"}).state(), "PENDING") << "one slot only";
+  ASSERT_TRUE(c->Cancel(*first).ok());
+  const auto info = cl.WaitState(*c, *second, {"SUCCEEDED", "FAILED"}, std::chrono::seconds(20));
+  EXPECT_EQ(info.state(), "SUCCEEDED") << info.DebugString();
+}
+
 TEST(CoordCluster, KilledRankRestartsTheGang) {
   Cluster cl("killrank");
   cl.StartCoordinator();
