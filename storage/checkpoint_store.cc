@@ -247,19 +247,35 @@ StatusOr<Checkpoint> CheckpointStore::Load(int64_t step, const CheckpointCheck& 
   ckpt.step = step;
   std::vector<BlobEntry> entries;
   GANTRY_RETURN_IF_ERROR(ParseManifest(*text, step, where, &ckpt.metadata, &entries));
+  const uint64_t piece = std::max<uint64_t>(1, options_.read_piece_bytes);
   for (const BlobEntry& e : entries) {
-    std::string& data = ckpt.blobs[e.name];
-    data.resize(e.bytes + 1);  // one extra byte detects a longer object
-    auto got = store_->Get(dir + "/" + e.name, 0, std::as_writable_bytes(std::span(data)));
-    if (!got.ok() && got.status().code() == StatusCode::kNotFound) {
+    const std::string key = dir + "/" + e.name;
+    // The object's real size first: a manifest's size is not trusted with an allocation.
+    auto size = store_->Size(key);
+    if (!size.ok() && size.status().code() == StatusCode::kNotFound) {
       return DataLossError("checkpoint " + where + ": blob '" + e.name + "' is missing");
     }
-    if (!got.ok()) return got.status();
-    data.resize(std::min(*got, e.bytes));
-    if (*got != e.bytes) {
+    if (!size.ok()) return size.status();
+    if (*size != e.bytes) {
       return DataLossError("checkpoint " + where + ": blob '" + e.name + "' is " +
-                           std::to_string(*got) + (*got > e.bytes ? "+" : "") + " bytes, the " +
-                           "manifest says " + std::to_string(e.bytes) + " (truncated or replaced)");
+                           std::to_string(*size) + " bytes, the manifest says " +
+                           std::to_string(e.bytes) + " (truncated or replaced)");
+    }
+    std::string& data = ckpt.blobs[e.name];
+    data.resize(e.bytes);
+    auto bytes = std::as_writable_bytes(std::span(data));
+    for (uint64_t off = 0; off < e.bytes; off += piece) {
+      const uint64_t n = std::min(piece, e.bytes - off);
+      auto got = store_->Get(key, off, bytes.subspan(off, n));
+      if (!got.ok() && got.status().code() == StatusCode::kNotFound) {
+        return DataLossError("checkpoint " + where + ": blob '" + e.name + "' is missing");
+      }
+      if (!got.ok()) return got.status();
+      if (*got != n) {
+        return DataLossError("checkpoint " + where + ": blob '" + e.name + "' ended at " +
+                             std::to_string(off + *got) + " bytes while read, the manifest says " +
+                             std::to_string(e.bytes) + " (replaced meanwhile?)");
+      }
     }
     if (e.crc32c && Crc32c(data) != *e.crc32c) {
       return DataLossError("checkpoint " + where + ": blob '" + e.name + "' fails its CRC-32C " +

@@ -46,6 +46,9 @@ using CheckpointCheck = std::function<Status(Checkpoint&)>;
 
 struct CheckpointStoreOptions {
   int keep_last = 3;  // committed checkpoints kept after each commit; <= 0 keeps them all
+  // Load reads each blob in pieces of at most this many bytes (one Ceph read takes at most
+  // 2 GiB; a 2 GiB+ checkpoint, ~180M parameters with Adam, was refused as corrupt).
+  uint64_t read_piece_bytes = uint64_t{1} << 30;
 };
 
 // Blocking; not thread-safe (one CheckpointStore per thread). One writer per store: a writer

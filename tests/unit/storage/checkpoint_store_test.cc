@@ -257,6 +257,38 @@ TEST_F(CheckpointStoreTest, CallerChecksRefuseCorruptBlobsWithTheirOwnMessage) {
   EXPECT_NE(none.status().message().find("r3000"), std::string::npos) << none.status().message();
 }
 
+// Blobs are read in pieces (a Ceph read takes at most 2 GiB; here pieces of 4 KiB, not a
+// multiple of the blob sizes): the same bytes as one read.
+TEST_F(CheckpointStoreTest, BlobsAreReadInPieces) {
+  auto s = CheckpointStore::Open(uri_, {.keep_last = 3, .read_piece_bytes = 4096});
+  ASSERT_TRUE(s.ok()) << s.status().ToString();
+  ASSERT_TRUE(SaveStep(**s, 7).ok());
+  auto c = (*s)->Load(7);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->blobs.at("params"), Str(Data(100007, 7)));
+  EXPECT_EQ(c->blobs.at("optim"), Str(Data(5000, 8)));
+}
+
+// A manifest whose blob size is absurd (a flipped high bit) is refused as a size mismatch,
+// before any allocation of that size, and the previous checkpoint is used.
+TEST_F(CheckpointStoreTest, AbsurdBlobSizeInTheManifestIsRefusedNotAllocated) {
+  auto s = Open(5);
+  for (int64_t step : {1, 2}) ASSERT_TRUE(SaveStep(*s, step).ok());
+  auto text = s->store().GetAll("ckpt-000002/manifest.json");
+  ASSERT_TRUE(text.ok());
+  const std::string size = "\"bytes\": " + std::to_string(100002);
+  const size_t at = text->find(size);
+  ASSERT_NE(at, std::string::npos) << *text;
+  text->replace(at, size.size(), "\"bytes\": 4611686018427387904");  // 2^62
+  ASSERT_TRUE(s->store().Put("ckpt-000002/manifest.json", *text).ok());
+  const Status st = s->Load(2).status();
+  EXPECT_EQ(st.code(), StatusCode::kDataLoss) << st.ToString();
+  EXPECT_NE(st.ToString().find("4611686018427387904"), std::string::npos) << st.ToString();
+  auto c = s->LoadLatest();
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->step, 1);
+}
+
 TEST_F(CheckpointStoreTest, ForeignManifestIsInvalidArgument) {
   auto s = Open();
   ASSERT_TRUE(s->store().Put("ckpt-000001/manifest.json", std::string("{\"magic\": 1}")).ok());
