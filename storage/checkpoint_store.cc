@@ -214,16 +214,21 @@ Status CheckpointStore::Prune(int64_t committed_step) {
     if (k == DirName(*step) + "/" + kCheckpointManifestName) committed.insert(*step);
     by_step[*step].push_back(k);
   }
-  std::vector<int64_t> keep(committed.rbegin(), committed.rend());
+  // The keep_last newest checkpoints up to this commit. Newer directories are left alone and
+  // not counted: another writer in progress, or newer checkpoints that a resume refused
+  // (corrupt; `latest` moved back past them). Counting those deleted the valid checkpoints
+  // this one is the only successor of.
+  std::vector<int64_t> keep;
+  for (auto it = committed.rbegin(); it != committed.rend(); ++it) {
+    if (*it <= committed_step) keep.push_back(*it);
+  }
   if (options_.keep_last > 0 && keep.size() > size_t(options_.keep_last)) {
     keep.resize(options_.keep_last);
   }
   keep.push_back(committed_step);
   for (auto& [step, step_keys] : by_step) {
-    const bool is_committed = committed.count(step) > 0;
     const bool kept = std::find(keep.begin(), keep.end(), step) != keep.end();
-    // Uncommitted dirs newer than this commit may be another writer in progress: leave them.
-    if (kept || (!is_committed && step > committed_step)) continue;
+    if (kept || step > committed_step) continue;
     // Manifest first: a half-deleted checkpoint is then "incomplete", never "corrupt".
     std::stable_partition(step_keys.begin(), step_keys.end(), [](const std::string& k) {
       return k.ends_with(kCheckpointManifestName);

@@ -134,6 +134,29 @@ TEST_F(CheckpointStoreTest, CorruptOrIncompleteCheckpointsAreSkippedForThePrevio
   EXPECT_EQ(c->blobs.at("params"), Str(Data(100001, 1)));
 }
 
+// keep_last counts checkpoints up to the one just committed. After a resume refused a corrupt
+// newest checkpoint (300) and fell back to 200, the next commit (250) keeps 200 as its
+// predecessor; the refused 300 is left as it is, neither counted nor deleted.
+TEST_F(CheckpointStoreTest, PruningAfterAFallbackKeepsTheValidPredecessor) {
+  auto s = Open(2);
+  for (int64_t step : {100, 200, 300}) ASSERT_TRUE(SaveStep(*s, step).ok());
+  auto blob = s->store().GetAll("ckpt-000300/params");
+  ASSERT_TRUE(blob.ok());
+  (*blob)[7] ^= 1;
+  ASSERT_TRUE(s->store().Put("ckpt-000300/params", *blob).ok());
+  auto c = s->LoadLatest();
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  ASSERT_EQ(c->step, 200);
+  ASSERT_TRUE(SaveStep(*s, 250).ok());
+  auto steps = s->ListCommitted();
+  ASSERT_TRUE(steps.ok());
+  EXPECT_EQ(*steps, (std::vector<int64_t>{200, 250, 300}));
+  ASSERT_TRUE(s->store().Remove("ckpt-000250/manifest.json").ok());  // 250 lost: 200 remains
+  c = s->LoadLatest();
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->step, 200);
+}
+
 TEST_F(CheckpointStoreTest, BadNamesAndStepsAreRejected) {
   auto s = Open();
   auto d = Data(10, 1);
