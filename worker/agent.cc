@@ -74,6 +74,9 @@ struct WorkerAgent::Impl {
     if (!st.ok()) GANTRY_LOG(DEBUG, "send to coordinator failed").Field("error", st);
     return id;
   }
+  bool stopping = false;  // Run is shutting down: launch nothing more
+  // Handles every message waiting on the socket (at most 64 per call).
+  void ReceiveAll();
   Status StartMetrics();
   void UpdateGauges();
   Status Connect();
@@ -85,6 +88,24 @@ struct WorkerAgent::Impl {
   void Service();
   void StopAll(std::chrono::milliseconds grace);
 };
+
+void WorkerAgent::Impl::ReceiveAll() {
+  for (int budget = 0; budget < 64; ++budget) {
+    zmq_msg_t m;
+    zmq_msg_init(&m);
+    if (zmq_msg_recv(&m, socket, ZMQ_DONTWAIT) < 0) {
+      zmq_msg_close(&m);
+      break;
+    }
+    auto env = wire::Decode(zmq_msg_data(&m), zmq_msg_size(&m), wire::kHardMaxMessageBytes);
+    zmq_msg_close(&m);
+    if (env.ok()) {
+      OnMessage(*env);
+    } else {
+      GANTRY_LOG(WARNING, "bad message from coordinator").Field("error", env.status());
+    }
+  }
+}
 
 Status WorkerAgent::Impl::StartMetrics() {
   MetricsRegistry& r = MetricsRegistry::Default();
@@ -190,7 +211,7 @@ void WorkerAgent::Impl::OnMessage(const proto::Envelope& env) {
       exit_requests.erase(it);
     }
   } else if (env.has_launch_rank()) {
-    Launch(env.launch_rank());
+    if (!stopping) Launch(env.launch_rank());
   } else if (env.has_stop_ranks()) {
     const auto& s = env.stop_ranks();
     for (auto& [key, r] : ranks) {
@@ -426,20 +447,7 @@ Status WorkerAgent::Run(const std::atomic<bool>& stop) {
       if (r.proc->stderr_fd() >= 0) items.push_back({nullptr, r.proc->stderr_fd(), ZMQ_POLLIN, 0});
     }
     zmq_poll(items.data(), static_cast<int>(items.size()), kPollInterval.count());
-    for (int budget = 0; budget < 64; ++budget) {
-      zmq_msg_t m;
-      zmq_msg_init(&m);
-      if (zmq_msg_recv(&m, s.socket, ZMQ_DONTWAIT) < 0) {
-        zmq_msg_close(&m);
-        break;
-      }
-      auto env = wire::Decode(zmq_msg_data(&m), zmq_msg_size(&m), wire::kHardMaxMessageBytes);
-      zmq_msg_close(&m);
-      if (env.ok())
-        s.OnMessage(*env);
-      else
-        GANTRY_LOG(WARNING, "bad message from coordinator").Field("error", env.status());
-    }
+    s.ReceiveAll();
     s.Service();
     s.UpdateGauges();
     const auto now = Clock::now();
@@ -467,12 +475,17 @@ Status WorkerAgent::Run(const std::atomic<bool>& stop) {
   GANTRY_LOG(INFO, "worker stopping")
       .Field("worker", s.opt.worker_id)
       .Field("ranks", s.ranks.size());
+  s.stopping = true;  // no more launches
   s.StopAll(kShutdownGrace);
   s.UpdateGauges();
-  // The last exit reports and log lines are queued on the socket: give them a bounded time to
-  // leave (the socket's linger is 0 while running, so a reconnect drops nothing stale).
-  const int linger_ms = 1000;
-  zmq_setsockopt(s.socket, ZMQ_LINGER, &linger_ms, sizeof(linger_ms));
+  // The last exit reports are queued on the socket, and a process that exits drops what its
+  // ZeroMQ context has not sent: wait (bounded) until the coordinator acknowledged them.
+  const auto until = Clock::now() + kShutdownGrace;
+  while (!s.exit_requests.empty() && Clock::now() < until) {
+    zmq_pollitem_t item{s.socket, 0, ZMQ_POLLIN, 0};
+    zmq_poll(&item, 1, kPollInterval.count());
+    s.ReceiveAll();
+  }
   return OkStatus();
 }
 

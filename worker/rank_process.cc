@@ -14,6 +14,7 @@
 
 #include "base/cpu_set.h"
 #include "base/exec_image.h"
+#include "base/logging.h"
 #include "proto/wire.h"
 
 
@@ -112,10 +113,13 @@ void RankProcess::Drain(int& fd, std::string& buf, const char* stream,
                         std::vector<OutputLine>& lines, bool final) {
   if (fd < 0) return;
   char chunk[8192];
-  for (;;) {
+  // At most kMaxDrainBytes per call: a rank that writes without pause would otherwise keep
+  // the agent here, and its heartbeats would stop.
+  for (size_t taken = 0; taken < kMaxDrainBytes;) {
     const ssize_t n = read(fd, chunk, sizeof(chunk));
     if (n > 0) {
       buf.append(chunk, static_cast<size_t>(n));
+      taken += static_cast<size_t>(n);
       continue;
     }
     if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
@@ -129,14 +133,23 @@ void RankProcess::Drain(int& fd, std::string& buf, const char* stream,
   size_t start = 0;
   for (;;) {
     size_t nl = buf.find('\n', start);
-    if (nl == std::string::npos && buf.size() - start >= kMaxLineBytes) nl = start + kMaxLineBytes;
+    if (nl == std::string::npos && buf.size() - start >= kMaxLineBytes) {
+      nl = start + kMaxLineBytes;
+      // Split between characters: back off over UTF-8 continuation bytes (at most 3).
+      for (int k = 0; k < 3 && nl > start + 1 && (static_cast<unsigned char>(buf[nl]) & 0xC0) == 0x80;
+           ++k) {
+        --nl;
+      }
+    }
     if (nl == std::string::npos) break;
-    lines.push_back({stream, buf.substr(start, nl - start), now});
+    // The coordinator's protobuf string fields take UTF-8 only: a stray byte would make it
+    // refuse the whole batch of lines.
+    lines.push_back({stream, ToValidUtf8(std::string_view(buf).substr(start, nl - start)), now});
     start = nl < buf.size() && buf[nl] == '\n' ? nl + 1 : nl;
   }
   buf.erase(0, start);
   if (final && !buf.empty()) {
-    lines.push_back({stream, buf, now});
+    lines.push_back({stream, ToValidUtf8(buf), now});
     buf.clear();
   }
 }

@@ -31,6 +31,7 @@ struct OutputLine {
 class RankProcess {
  public:
   static constexpr size_t kMaxLineBytes = 16384;
+  static constexpr size_t kMaxDrainBytes = size_t{1} << 20;  // per stream per ReadOutput call
   // Forks and execs. Errors: kInvalidArgument (empty argv, missing workdir), kSystemError.
   // A program that cannot be exec'd exits with 127 and says why on stderr. The child runs in
   // its own process group and gets SIGKILL when the agent dies (PR_SET_PDEATHSIG); call Start

@@ -43,6 +43,27 @@ TEST(RankProcess, RelaysOutputAndExitCode) {
   for (const auto& l : lines) EXPECT_EQ(l.text, l.stream == "stdout" ? "out" : "err");
 }
 
+// Output lines reach the coordinator in protobuf string fields, which take UTF-8 only: a
+// stray byte becomes U+FFFD instead of getting the whole batch refused, and a long line is
+// split between characters, not inside one.
+TEST(RankProcess, OutputLinesAreValidUtf8) {
+  // A 4-byte character straddles the 16 KiB split point of a line still incomplete when read
+  // (the rank pauses before its end).
+  const std::string script =
+      "printf 'ok \\377 bad\\n'; head -c 16382 /dev/zero | tr '\\0' a; "
+      "printf '\\360\\237\\230\\200'; sleep 1; head -c 3614 /dev/zero | tr '\\0' b; echo";
+  auto p = RankProcess::Start({{"/bin/sh", "-c", script}, {}, ""});
+  ASSERT_TRUE(p.ok()) << p.status().ToString();
+  std::vector<OutputLine> lines;
+  ASSERT_EQ(WaitExit(**p, lines, 10s), "exit 0");
+  std::string sizes;
+  for (const auto& l : lines) sizes += " " + l.stream + ":" + std::to_string(l.text.size());
+  ASSERT_EQ(lines.size(), 3u) << sizes;
+  EXPECT_EQ(lines[0].text, "ok \xEF\xBF\xBD bad");
+  EXPECT_EQ(lines[1].text, std::string(16382, 'a'));
+  EXPECT_EQ(lines[2].text, "\xF0\x9F\x98\x80" + std::string(3614, 'b'));
+}
+
 TEST(RankProcess, EnvironmentAndMissingProgram) {
   auto p = RankProcess::Start({{"/bin/sh", "-c", "echo $GANTRY_T"}, {{"GANTRY_T", "v1"}}, ""});
   ASSERT_TRUE(p.ok()) << p.status().ToString();
