@@ -84,6 +84,8 @@ class JobManager {
   void Launch(Job& job, const GangPlacement& placement, const std::vector<std::string>& hosts);
   void FailAttempt(Job& job, const std::string& reason);
   void StopGang(Job& job);
+  // StopRanks of the job's current attempt to one worker.
+  void SendStop(const Job& job, const std::string& worker_id);
   void RankDone(Job& job, int rank, const std::string& state, int exit_code);
   void MaybeFinishAttempt(Job& job);
   void SaveJob(const Job& job);

@@ -75,14 +75,16 @@ void JobManager::StopGang(Job& job) {
   std::set<std::string> workers;
   for (const RankRecord& r : job.ranks)
     if (!RankIsDone(r)) workers.insert(r.worker_id);
-  for (const std::string& w : workers) {
-    proto::Envelope env;
-    env.set_version(wire::kProtocolVersion);
-    env.mutable_stop_ranks()->set_job_id(job.rec.id);
-    env.mutable_stop_ranks()->set_attempt(job.rec.attempt);
-    env.mutable_stop_ranks()->set_grace_ms(static_cast<int>(options_.stop_grace.count()));
-    outbox_.push_back({w, std::move(env)});
-  }
+  for (const std::string& w : workers) SendStop(job, w);
+}
+
+void JobManager::SendStop(const Job& job, const std::string& worker_id) {
+  proto::Envelope env;
+  env.set_version(wire::kProtocolVersion);
+  env.mutable_stop_ranks()->set_job_id(job.rec.id);
+  env.mutable_stop_ranks()->set_attempt(job.rec.attempt);
+  env.mutable_stop_ranks()->set_grace_ms(static_cast<int>(options_.stop_grace.count()));
+  outbox_.push_back({worker_id, std::move(env)});
 }
 
 void JobManager::RankDone(Job& job, int rank, const std::string& state, int exit_code) {
@@ -148,6 +150,9 @@ void JobManager::OnRankStarted(const std::string& worker_id, const proto::RankSt
   }
   RankRecord& r = job->ranks[s.rank()];
   if (RankIsDone(r)) return;
+  // The gang is being stopped (a restart or cancel in flight; after a coordinator restart the
+  // StopRanks may never have left): a rank reported running is told to stop again.
+  if (job->stopping) SendStop(*job, worker_id);
   r.state = "RUNNING";
   r.pid = s.pid();
   r.cpus = s.cpus();
@@ -164,7 +169,6 @@ void JobManager::OnRankStarted(const std::string& worker_id, const proto::RankSt
                "all " + std::to_string(job->rec.ranks) + " rank(s) running (attempt " +
                    std::to_string(job->rec.attempt + 1) + ")");
   }
-  (void)worker_id;
 }
 
 void JobManager::OnRankExited(const std::string& worker_id, const proto::RankStatus& s) {

@@ -232,5 +232,35 @@ TEST_F(JobManagerTest, RecoveryReadoptsReportedRanksAndRestartsMissingOnes) {
   EXPECT_EQ(manager_->Info(b, false)->attempt(), 1) << "lost ranks restart the gang";
 }
 
+// A coordinator killed after committing RESTARTING, before its StopRanks left: after the
+// restart the gang's ranks come back with their worker, and each is told to stop (they used
+// to be adopted and left running, holding their slots, while the next attempt was placed).
+TEST_F(JobManagerTest, RecoveredRestartingGangIsStoppedWhenItsRanksReport) {
+  AddWorker("w0", 4);
+  proto::SubmitJob req;
+  req.set_spec_yaml(Spec(2, 1));
+  auto id = *manager_->Submit(req, "");
+  Drain();
+  manager_->OnRankStarted("w0", Status(id, 0, 0));
+  manager_->OnRankStarted("w0", Status(id, 0, 1));
+  manager_->OnRankExited("w0", Status(id, 0, 0, true, 3));
+  ASSERT_EQ(State(id), "RESTARTING");
+  Open();  // killed: the StopRanks in the outbox never left
+  ASSERT_TRUE(manager_->Recover().ok());
+  AddWorker("w0", 4, {Status(id, 0, 1)});  // rank 1 still runs
+  auto out = manager_->TakeOutbox();
+  int stops = 0;
+  for (const auto& o : out) {
+    if (o.env.has_stop_ranks() && o.env.stop_ranks().job_id() == id &&
+        o.env.stop_ranks().attempt() == 0 && o.worker_id == "w0") {
+      ++stops;
+    }
+  }
+  EXPECT_EQ(stops, 1) << "the surviving rank of the stopping gang must be stopped";
+  manager_->OnRankExited("w0", Status(id, 0, 1, true, 143));
+  out = Drain();  // stopped -> queued again as attempt 1 -> placed
+  EXPECT_EQ(manager_->Info(id, false)->attempt(), 1);
+}
+
 }  // namespace
 }  // namespace gantry::coordinator
