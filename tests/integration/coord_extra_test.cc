@@ -217,7 +217,12 @@ TEST(CoordExtra, WorkerMetricsCountLaunchesAndExits) {
   cl.StartWorker("w0", 2, {"--metrics-port", std::to_string(wport)});
   ASSERT_TRUE(cl.WaitWorkers(1));
   auto c = cl.Client();
-  auto id = c->Submit(CommandJob("exits", 2, "exit $RANK"), "exits.yaml", cl.dir().string());
+  // Rank 1 fails only after rank 0 has exited 0 (else the gang's stop could end rank 0 first).
+  auto id = c->Submit(CommandJob("exits", 2,
+                                 "if [ $RANK = 0 ]; then touch r0-done; exit 0; fi; "
+                                 "for i in $(seq 200); do [ -e r0-done ] && break; sleep 0.05; "
+                                 "done; exit 1"),
+                      "exits.yaml", cl.dir().string());
   ASSERT_TRUE(id.ok()) << id.status().ToString();
   EXPECT_EQ(cl.WaitState(*c, *id, {"SUCCEEDED", "FAILED"}).state(), "FAILED");
   const std::string w = "{worker=\"w0\"}";
