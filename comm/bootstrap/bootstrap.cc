@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <fstream>
 
+#include "base/logging.h"
 #include "comm/bootstrap/mpi_bootstrap.h"
 #include "comm/bootstrap/tcp_store.h"
 
@@ -51,7 +52,11 @@ StatusOr<std::vector<std::string>> Bootstrap::AllGather(Store& scope, const std:
   // Rank 0 hosts the TCP store: it leaves only once every rank has read every part. A rank 0
   // that stopped right after (e.g. on settings that differ) closed the store under a rank
   // still reading, which then blamed rank 0 for never publishing.
-  GANTRY_RETURN_IF_ERROR(scope.Set(name + "/read/" + std::to_string(rank_), ""));
+  // Only rank 0 waits on this mark, and it may leave as soon as it sees it (possibly before
+  // the store has answered this Set): a failure here is not this rank's problem.
+  if (Status mark = scope.Set(name + "/read/" + std::to_string(rank_), ""); !mark.ok()) {
+    GANTRY_LOG(DEBUG, "bootstrap: read mark not stored").Field("all_gather", name).Field("error", mark);
+  }
   if (rank_ == 0) {
     for (int r = 1; r < size_; ++r) {
       auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
