@@ -217,14 +217,18 @@ TEST(CoordExtra, WorkerMetricsCountLaunchesAndExits) {
   cl.StartWorker("w0", 2, {"--metrics-port", std::to_string(wport)});
   ASSERT_TRUE(cl.WaitWorkers(1));
   auto c = cl.Client();
-  // Rank 1 fails only after rank 0 has exited 0 (else the gang's stop could end rank 0 first).
+  // Rank 1 fails only once rank 0 has exited 0 and the worker has reaped it (a zombie still
+  // answers kill -0); else the gang's stop could end rank 0 first and count it failed.
   auto id = c->Submit(CommandJob("exits", 2,
-                                 "if [ $RANK = 0 ]; then touch r0-done; exit 0; fi; "
-                                 "for i in $(seq 200); do [ -e r0-done ] && break; sleep 0.05; "
+                                 "if [ $RANK = 0 ]; then echo $$ > r0-pid; exit 0; fi; "
+                                 "for i in $(seq 400); do [ -s r0-pid ] && "
+                                 "! kill -0 $(cat r0-pid) 2>/dev/null && break; sleep 0.05; "
                                  "done; exit 1"),
                       "exits.yaml", cl.dir().string());
   ASSERT_TRUE(id.ok()) << id.status().ToString();
-  EXPECT_EQ(cl.WaitState(*c, *id, {"SUCCEEDED", "FAILED"}).state(), "FAILED");
+  const auto info = cl.WaitState(*c, *id, {"SUCCEEDED", "FAILED"});
+  EXPECT_EQ(info.state(), "FAILED");
+  const std::string logs = info.DebugString() + cl.Logs(*c, *id);
   const std::string w = "{worker=\"w0\"}";
   std::string text;
   for (int i = 0; i < 40; ++i) {  // gauges refresh every 50 ms loop turn
@@ -241,7 +245,7 @@ TEST(CoordExtra, WorkerMetricsCountLaunchesAndExits) {
   EXPECT_NE(text.find("gantry_worker_rank_launches_total" + w + " 2"), std::string::npos) << text;
   EXPECT_NE(text.find("gantry_worker_rank_exits_total{outcome=\"ok\",worker=\"w0\"} 1"),
             std::string::npos)
-      << text;
+      << text << logs;
   EXPECT_NE(text.find("gantry_worker_rank_exits_total{outcome=\"failed\",worker=\"w0\"} 1"),
             std::string::npos)
       << text;
