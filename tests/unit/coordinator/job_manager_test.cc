@@ -51,6 +51,18 @@ class JobManagerTest : public ::testing::Test {
     manager_->OnWorkerRegistered(reg);
   }
   std::string State(const std::string& id) { return manager_->Info(id, false)->state(); }
+  // A 2-rank job (one restart allowed) running on w0 whose rank 0 then exits with code 3.
+  std::string FailedTwoRankGang() {
+    AddWorker("w0", 4);
+    proto::SubmitJob req;
+    req.set_spec_yaml(Spec(2, 1));
+    const std::string id = *manager_->Submit(req, "");
+    Drain();
+    manager_->OnRankStarted("w0", Status(id, 0, 0));
+    manager_->OnRankStarted("w0", Status(id, 0, 1));
+    manager_->OnRankExited("w0", Status(id, 0, 0, true, 3));
+    return id;
+  }
   std::vector<Outgoing> Drain() {
     manager_->Tick();
     return manager_->TakeOutbox();
@@ -129,14 +141,7 @@ TEST_F(JobManagerTest, FastRankExitingBeforeTheLastStartStillGivesRunning) {
 }
 
 TEST_F(JobManagerTest, FailingRankRestartsWholeGangThenFails) {
-  AddWorker("w0", 4);
-  proto::SubmitJob req;
-  req.set_spec_yaml(Spec(2, 1));
-  auto id = *manager_->Submit(req, "");
-  Drain();
-  manager_->OnRankStarted("w0", Status(id, 0, 0));
-  manager_->OnRankStarted("w0", Status(id, 0, 1));
-  manager_->OnRankExited("w0", Status(id, 0, 0, true, 3));
+  const std::string id = FailedTwoRankGang();
   EXPECT_EQ(State(id), "RESTARTING");
   auto out = manager_->TakeOutbox();
   ASSERT_EQ(out.size(), 1u);
@@ -236,14 +241,7 @@ TEST_F(JobManagerTest, RecoveryReadoptsReportedRanksAndRestartsMissingOnes) {
 // restart the gang's ranks come back with their worker, and each is told to stop (they used
 // to be adopted and left running, holding their slots, while the next attempt was placed).
 TEST_F(JobManagerTest, RecoveredRestartingGangIsStoppedWhenItsRanksReport) {
-  AddWorker("w0", 4);
-  proto::SubmitJob req;
-  req.set_spec_yaml(Spec(2, 1));
-  auto id = *manager_->Submit(req, "");
-  Drain();
-  manager_->OnRankStarted("w0", Status(id, 0, 0));
-  manager_->OnRankStarted("w0", Status(id, 0, 1));
-  manager_->OnRankExited("w0", Status(id, 0, 0, true, 3));
+  const std::string id = FailedTwoRankGang();
   ASSERT_EQ(State(id), "RESTARTING");
   Open();  // killed: the StopRanks in the outbox never left
   ASSERT_TRUE(manager_->Recover().ok());
