@@ -164,6 +164,15 @@ DatasetWriter::DatasetWriter(ObjectStore* store, DatasetIndex index, uint64_t sh
 StatusOr<std::unique_ptr<DatasetWriter>> DatasetWriter::Create(ObjectStore* store, RecordLayout layout,
                                                                DatasetWriterOptions options) {
   GANTRY_RETURN_IF_ERROR(layout.Validate());
+  // Never over an existing dataset: its shards would be rewritten in place before the new
+  // index, so a failed or concurrent ingest (or a trainer reading it) would see a broken mix.
+  auto existing = store->Size(kDatasetIndexKey);
+  if (existing.ok()) {
+    return AlreadyExistsError("a dataset already exists at " + store->Describe() + "/" +
+                              kDatasetIndexKey + "; nothing was overwritten (write to a new "
+                              "location, or remove the old dataset first)");
+  }
+  if (existing.status().code() != StatusCode::kNotFound) return existing.status();
   const uint64_t rb = layout.RecordBytes();
   DatasetIndex index;
   index.layout = std::move(layout);

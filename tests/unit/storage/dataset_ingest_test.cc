@@ -38,8 +38,16 @@ class IngestTest : public ::testing::Test {
     ASSERT_TRUE(s.ok());
     store_ = std::move(s).value();
   }
+  // Another dataset location (an existing dataset is never overwritten).
+  ObjectStore& Fresh(const std::string& name) {
+    auto s = OpenObjectStore("file://" + dir_.path() + "/" + name);
+    EXPECT_TRUE(s.ok()) << s.status().ToString();
+    others_.push_back(std::move(s).value());
+    return *others_.back();
+  }
   TempDir dir_;
   std::unique_ptr<ObjectStore> store_;
+  std::vector<std::unique_ptr<ObjectStore>> others_;
 };
 
 TEST_F(IngestTest, TextBecomesByteTokenWindows) {
@@ -64,6 +72,26 @@ TEST_F(IngestTest, TextBecomesByteTokenWindows) {
   EXPECT_EQ(tokens[9], 'j');
 }
 
+// Ingesting where a dataset already is fails naming it, and the dataset is left as it was
+// (its shards used to be rewritten in place before the new index).
+TEST_F(IngestTest, AnExistingDatasetIsNeverOverwritten) {
+  std::string text(1000, 'a');
+  WriteFile(dir_.path() + "/a.txt", text);
+  WriteFile(dir_.path() + "/b.txt", std::string(1000, 'b'));
+  ASSERT_TRUE(IngestDataset(dir_.path() + "/a.txt", *store_, {.window = 10}).ok());
+  auto before = store_->GetAll("index.json");
+  ASSERT_TRUE(before.ok());
+  auto again = IngestDataset(dir_.path() + "/b.txt", *store_, {.window = 10});
+  EXPECT_EQ(again.status().code(), StatusCode::kAlreadyExists) << again.status().ToString();
+  EXPECT_NE(again.status().ToString().find("index.json"), std::string::npos);
+  EXPECT_EQ(*store_->GetAll("index.json"), *before);
+  auto loader = DatasetLoader::Open("file://" + dir_.path() + "/ds", {.batch = 1, .shuffle = false});
+  ASSERT_TRUE(loader.ok()) << loader.status().ToString();
+  std::vector<std::byte> rec((*loader)->batch_bytes());
+  ASSERT_TRUE((*loader)->Next(rec).ok());
+  EXPECT_EQ(char(rec[0]), 'a') << "the old dataset's records";
+}
+
 TEST_F(IngestTest, TokenFilesKeepTheirWidthAndRejectBadLengths) {
   std::string u32(4 * 64, '\0');
   for (uint32_t i = 0; i < 64; ++i) {
@@ -75,7 +103,7 @@ TEST_F(IngestTest, TokenFilesKeepTheirWidthAndRejectBadLengths) {
   ASSERT_TRUE(idx.ok()) << idx.status().ToString();
   EXPECT_EQ(idx->TotalRecords(), 8u);
   EXPECT_EQ(idx->layout.vocab, 65536 + 64);
-  auto bad = IngestDataset(dir_.path() + "/a.bin", *store_, {.format = "tokens_u16", .window = 8});
+  auto bad = IngestDataset(dir_.path() + "/a.bin", Fresh("u16"), {.format = "tokens_u16", .window = 8});
   EXPECT_TRUE(bad.ok()) << "u16 reading of an even-sized file is legal";
   WriteFile(dir_.path() + "/odd.bin", std::string(7, 'x'));
   bad = IngestDataset(dir_.path() + "/odd.bin", *store_, {.format = "tokens_u32", .window = 2});
@@ -129,11 +157,12 @@ TEST_F(IngestTest, NpyTokensAndLabelledTensors) {
   WriteFile(dir_.path() + "/y.npy", Npy("<i4", "6,", y));
   EXPECT_EQ(IngestDataset(dir_.path() + "/x.npy", *store_, {}).status().code(), StatusCode::kInvalidArgument)
       << "tensors without --labels";
-  idx = IngestDataset(dir_.path() + "/x.npy", *store_, {.labels = dir_.path() + "/y.npy"});
+  ObjectStore& tensors = Fresh("tensors");
+  idx = IngestDataset(dir_.path() + "/x.npy", tensors, {.labels = dir_.path() + "/y.npy"});
   ASSERT_TRUE(idx.ok()) << idx.status().ToString();
   EXPECT_EQ(idx->layout.kind, RecordKind::kTensors);
   EXPECT_EQ(idx->layout.shape, std::vector<int64_t>{3});
-  auto shard = store_->GetAll(idx->shards[0].key);
+  auto shard = tensors.GetAll(idx->shards[0].key);
   ASSERT_TRUE(shard.ok());
   float xs[6 * 3];
   int32_t ys[6];
@@ -143,7 +172,7 @@ TEST_F(IngestTest, NpyTokensAndLabelledTensors) {
   std::string neg(8 * 4, '\0');
   neg.replace(16, 8, std::string(8, '\xff'));  // tokens 0, 0, -1, 0
   WriteFile(dir_.path() + "/neg.npy", Npy("<i8", "4,", neg));
-  auto st = IngestDataset(dir_.path() + "/neg.npy", *store_, {.window = 2}).status();
+  auto st = IngestDataset(dir_.path() + "/neg.npy", Fresh("neg"), {.window = 2}).status();
   EXPECT_EQ(st.code(), StatusCode::kInvalidArgument);
   EXPECT_NE(st.message().find("negative"), std::string::npos) << st.message();
 }
