@@ -36,39 +36,39 @@ StatusOr<std::vector<std::string>> Bootstrap::AllGather(Store& scope, const std:
                                                         const std::string& blob,
                                                         std::chrono::milliseconds timeout) {
   GANTRY_RETURN_IF_ERROR(scope.Set(name + "/" + std::to_string(rank_), blob));
-  std::vector<std::string> out(size_);
-  auto deadline = std::chrono::steady_clock::now() + timeout;
-  for (int r = 0; r < size_; ++r) {
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  // Rank r's value of `key` within the deadline; `missing` says what it failed to do.
+  auto get = [&](const std::string& key, int r, const char* missing) -> StatusOr<std::string> {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
         deadline - std::chrono::steady_clock::now());
-    auto v = scope.Get(name + "/" + std::to_string(r), std::max(left, std::chrono::milliseconds(0)));
+    auto v = scope.Get(key + "/" + std::to_string(r), std::max(left, std::chrono::milliseconds(0)));
     if (!v.ok()) {
       Status s = v.status();
-      return s.Prepend("bootstrap all-gather '" + name + "': rank " + std::to_string(r) +
-                       " did not publish");
+      return s.Prepend("bootstrap all-gather '" + name + "': rank " + std::to_string(r) + " " +
+                       missing);
     }
-    out[r] = std::move(v).value();
+    return v;
+  };
+  std::vector<std::string> out(size_);
+  for (int r = 0; r < size_; ++r) {
+    GANTRY_ASSIGN_OR_RETURN(out[r], get(name, r, "did not publish"));
   }
-  // Rank 0 hosts the TCP store: it leaves only once every rank has read every part. A rank 0
-  // that stopped right after (e.g. on settings that differ) closed the store under a rank
-  // still reading, which then blamed rank 0 for never publishing.
-  // Only rank 0 waits on this mark, and it may leave as soon as it sees it (possibly before
-  // the store has answered this Set): a failure here is not this rank's problem.
-  if (Status mark = scope.Set(name + "/read/" + std::to_string(rank_), ""); !mark.ok()) {
-    GANTRY_LOG(DEBUG, "bootstrap: read mark not stored").Field("all_gather", name).Field("error", mark);
-  }
-  if (rank_ == 0) {
-    for (int r = 1; r < size_; ++r) {
-      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-          deadline - std::chrono::steady_clock::now());
-      auto v = scope.Get(name + "/read/" + std::to_string(r),
-                         std::max(left, std::chrono::milliseconds(0)));
-      if (!v.ok()) {
-        Status s = v.status();
-        return s.Prepend("bootstrap all-gather '" + name + "': rank " + std::to_string(r) +
-                         " did not confirm it read every rank's part");
-      }
+  // Rank 0 hosts the TCP store: it leaves only once every other rank has read every part. A
+  // rank 0 that stopped right after (e.g. on settings that differ) closed the store under a
+  // rank still reading, which then blamed rank 0 for never publishing. Only rank 0 waits on
+  // the marks, and it may leave as soon as it sees them (possibly before the store answered
+  // the Set): a failure to set one is not this rank's problem.
+  if (rank_ != 0) {
+    if (Status mark = scope.Set(name + "/read/" + std::to_string(rank_), ""); !mark.ok()) {
+      GANTRY_LOG(DEBUG, "bootstrap: read mark not stored")
+          .Field("all_gather", name)
+          .Field("error", mark);
     }
+    return out;
+  }
+  for (int r = 1; r < size_; ++r) {
+    GANTRY_RETURN_IF_ERROR(
+        get(name + "/read", r, "did not confirm it read every rank's part").status());
   }
   return out;
 }

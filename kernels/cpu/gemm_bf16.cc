@@ -34,48 +34,6 @@ void ToBf16(const float* src, int64_t rows, int64_t cols, int64_t ld, uint16_t* 
   for (int64_t r = 0; r < rows; ++r) FloatsToBf16(src + r * ld, cols, dst + r * cols);
 }
 
-void ToBf16Parallel(const float* src, int64_t rows, int64_t cols, int64_t ld, uint16_t* dst,
-                    int threads);
-
-// bf16 copies of parameter matrices, made once per weights epoch (runtime.h). A contiguous
-// matrix's copy is its slice of the range's bf16 copy (taken as is when the optimizer wrote
-// it for this epoch); a strided one's is kept here.
-class WeightCache {
- public:
-  // The bf16 copy of the rows x cols matrix at src (leading dim ld), inside the range `w`.
-  // The cast runs on `threads` pool threads (1 inside a parallel region).
-  const uint16_t* Get(const float* src, int64_t rows, int64_t cols, int64_t ld,
-                      const MatmulWeightsInfo& w, int threads) {
-    const bool in_copy = ld == cols && w.bf16_copy != nullptr;
-    if (in_copy && w.bf16_copy_current) return w.bf16_copy;
-    std::lock_guard<std::mutex> lock(mu_);
-    Entry& e = entries_[std::make_tuple(src, rows, cols, ld)];
-    uint16_t* dst = in_copy ? w.bf16_copy : nullptr;
-    if (e.epoch != w.epoch) {
-      if (dst == nullptr) {
-        e.data.resize(size_t(rows * cols));
-        dst = e.data.data();
-      }
-      ToBf16Parallel(src, rows, cols, ld, dst, threads);
-      e.epoch = w.epoch;
-    }
-    return dst != nullptr ? dst : e.data.data();
-  }
-
- private:
-  struct Entry {
-    uint64_t epoch = 0;
-    std::vector<uint16_t> data;  // strided matrices only
-  };
-  std::mutex mu_;
-  std::map<std::tuple<const float*, int64_t, int64_t, int64_t>, Entry> entries_;
-};
-
-WeightCache& Weights() {
-  static WeightCache cache;
-  return cache;
-}
-
 // ToBf16 over row blocks on the kernels' pool (a 2048 x 8192 logit gradient is 64 MiB; an
 // mlp-mnist activation 128 x 784 is 100k elements). Blocks of 32k elements: with 256k, every
 // mlp-mnist cast ran on one thread while the other waited (2 threads, bf16: 9.7% of samples
@@ -90,6 +48,41 @@ void ToBf16Parallel(const float* src, int64_t rows, int64_t cols, int64_t ld, ui
     const int64_t r0 = b * per_block, n = std::min(per_block, rows - r0);
     ToBf16(src + r0 * ld, n, cols, ld, dst + r0 * cols);
   });
+}
+
+// bf16 copies of parameter matrices, made once per weights epoch (runtime.h). A contiguous
+// matrix's copy is its slice of the range's bf16 copy (taken as is when the optimizer wrote
+// it for this epoch); a strided one's is kept here.
+class WeightCache {
+ public:
+  // The bf16 copy of the rows x cols matrix at src (leading dim ld), inside the range `w`.
+  // The cast runs on `threads` pool threads (1 inside a parallel region).
+  const uint16_t* Get(const float* src, int64_t rows, int64_t cols, int64_t ld,
+                      const MatmulWeightsInfo& w, int threads) {
+    const bool in_copy = ld == cols && w.bf16_copy != nullptr;
+    if (in_copy && w.bf16_copy_current) return w.bf16_copy;
+    std::lock_guard<std::mutex> lock(mu_);
+    Entry& e = entries_[std::make_tuple(src, rows, cols, ld)];
+    if (e.epoch != w.epoch) {
+      if (!in_copy) e.data.resize(size_t(rows * cols));
+      ToBf16Parallel(src, rows, cols, ld, in_copy ? w.bf16_copy : e.data.data(), threads);
+      e.epoch = w.epoch;
+    }
+    return in_copy ? w.bf16_copy : e.data.data();
+  }
+
+ private:
+  struct Entry {
+    uint64_t epoch = 0;
+    std::vector<uint16_t> data;  // strided matrices only
+  };
+  std::mutex mu_;
+  std::map<std::tuple<const float*, int64_t, int64_t, int64_t>, Entry> entries_;
+};
+
+WeightCache& Weights() {
+  static WeightCache cache;
+  return cache;
 }
 
 // op's operand as contiguous bf16: the cached copy of a parameter matrix, or a fresh cast into
