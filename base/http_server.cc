@@ -432,4 +432,15 @@ void ServeMetrics(HttpServer& server, const MetricsRegistry& registry) {
   });
 }
 
+StatusOr<std::unique_ptr<HttpServer>> StartMetricsServer(const std::string& host, int port,
+                                                         const MetricsRegistry& registry) {
+  HttpServerOptions options;
+  options.host = host;
+  options.port = port;
+  auto server = std::make_unique<HttpServer>(options);
+  ServeMetrics(*server, registry);
+  GANTRY_RETURN_IF_ERROR(server->Start());
+  return server;
+}
+
 }  // namespace gantry

@@ -100,6 +100,10 @@ class HttpServer {
 
 // GET /metrics -> registry.RenderText() with the Prometheus content type.
 void ServeMetrics(HttpServer& server, const MetricsRegistry& registry);
+// A started HttpServer on host:port (0 = a free port, see port()) serving `registry` at
+// GET /metrics; Start()'s error as it is otherwise (callers name their flag).
+StatusOr<std::unique_ptr<HttpServer>> StartMetricsServer(const std::string& host, int port,
+                                                         const MetricsRegistry& registry);
 
 // "OK", "Not Found", ... for a status code.
 const char* HttpReasonPhrase(int status);

@@ -43,15 +43,14 @@ struct TrainArgs {
 // local rank, so the ranks of one host do not collide; port 0 picks a free one. Null: off.
 StatusOr<std::unique_ptr<HttpServer>> StartMetrics(const TrainArgs& a) {
   if (a.metrics_port < 0) return std::unique_ptr<HttpServer>();
-  HttpServerOptions ho;
-  ho.host = a.metrics_host;
-  ho.port = a.metrics_port == 0 ? 0 : a.metrics_port + std::max(0, train::LocalRankFromEnv());
-  auto http = std::make_unique<HttpServer>(ho);
-  ServeMetrics(*http, MetricsRegistry::Default());
-  if (Status s = http->Start(); !s.ok()) {
+  const int port =
+      a.metrics_port == 0 ? 0 : a.metrics_port + std::max(0, train::LocalRankFromEnv());
+  auto http = StartMetricsServer(a.metrics_host, port, MetricsRegistry::Default());
+  if (!http.ok()) {
+    const Status& s = http.status();
     return Status(s.code(), "--metrics-port " + std::to_string(a.metrics_port) + ": " + s.message());
   }
-  GANTRY_LOG(INFO, "metrics endpoint").Field("host", ho.host).Field("port", http->port());
+  GANTRY_LOG(INFO, "metrics endpoint").Field("host", a.metrics_host).Field("port", (*http)->port());
   return http;
 }
 

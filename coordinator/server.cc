@@ -82,12 +82,7 @@ Status Coordinator::Impl::Init() {
   manager = std::make_unique<JobManager>(store.get(), registry.get(), &kv, &clock, mo);
   GANTRY_RETURN_IF_ERROR(manager->Recover());
   if (opt.metrics_port >= 0) {
-    HttpServerOptions ho;
-    ho.host = opt.metrics_host;
-    ho.port = opt.metrics_port;
-    http = std::make_unique<HttpServer>(ho);
-    ServeMetrics(*http, metrics);
-    GANTRY_RETURN_IF_ERROR(http->Start());
+    GANTRY_ASSIGN_OR_RETURN(http, StartMetricsServer(opt.metrics_host, opt.metrics_port, metrics));
   }
   GANTRY_LOG(INFO, "coordinator listening")
       .Field("endpoint", endpoint)

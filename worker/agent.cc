@@ -133,15 +133,13 @@ Status WorkerAgent::Impl::StartMetrics() {
   m.cpu_slots->Set(resources.cpu_slots());
   m.gpus->Set(resources.gpus_size());
   if (opt.metrics_port < 0) return OkStatus();
-  HttpServerOptions ho;
-  ho.host = opt.metrics_host;
-  ho.port = opt.metrics_port;
-  http = std::make_unique<HttpServer>(ho);
-  ServeMetrics(*http, r);
-  if (Status st = http->Start(); !st.ok()) {
+  auto server = StartMetricsServer(opt.metrics_host, opt.metrics_port, r);
+  if (!server.ok()) {
+    const Status& st = server.status();
     return Status(st.code(), "worker --metrics-port " + std::to_string(opt.metrics_port) + ": " +
                                  st.message());
   }
+  http = std::move(server).value();
   return OkStatus();
 }
 
