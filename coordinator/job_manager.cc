@@ -168,6 +168,9 @@ void JobManager::Launch(Job& job, const GangPlacement& placement,
   JobRecord& r = job.rec;
   r.token = RandomToken();
   job.ranks.assign(r.ranks, RankRecord{});
+  job.launches.assign(r.ranks, proto::Envelope{});
+  job.launch_sent.assign(r.ranks, clock_->Now());
+  job.launch_resends.assign(r.ranks, 0);
   job.waiting.clear();
   job.stopping = false;
   job.adopting = false;
@@ -206,6 +209,7 @@ void JobManager::Launch(Job& job, const GangPlacement& placement,
     l->set_cpus(r.cpus_per_rank);
     for (int g : rk.gpu_indices) l->add_gpu_indices(g);
     FillCommand(r, l);
+    job.launches[rank] = env;
     outbox_.push_back({wid, std::move(env)});
   }
   std::string where;

@@ -67,6 +67,13 @@ class JobManager {
   void OnRankExited(const std::string& worker_id, const proto::RankStatus& rank);
   void OnRankLogs(const proto::RankLogs& logs);
   void OnWorkerLost(const std::string& worker_id);
+  // Reconciles the worker's view (the ranks it holds, in every heartbeat) with ours, which
+  // lost messages can make disagree: a missing LaunchRank is resent (then, after
+  // `lost_after_missed` resends, the attempt fails), a RankStarted that never came is taken
+  // from the heartbeat, a rank we hold as running that the worker no longer has fails the
+  // attempt, and ranks of finished jobs or old attempts, or of a gang being stopped, are told
+  // to stop (again).
+  void OnHeartbeat(const proto::Heartbeat& hb);
 
   // Timers (stop timeouts, re-adoption deadlines) and a scheduling pass when anything changed.
   void Tick();
@@ -86,7 +93,9 @@ class JobManager {
   void StopGang(Job& job);
   // StopRanks of the job's current attempt to one worker.
   void SendStop(const Job& job, const std::string& worker_id);
-  void RankDone(Job& job, int rank, const std::string& state, int exit_code);
+  // `release`: give the rank's slots back to its worker (false when the worker re-registered
+  // without it: a registration starts from no allocations).
+  void RankDone(Job& job, int rank, const std::string& state, int exit_code, bool release = true);
   void MaybeFinishAttempt(Job& job);
   void SaveJob(const Job& job);
   void SaveRank(const Job& job, int rank);

@@ -87,12 +87,13 @@ void JobManager::SendStop(const Job& job, const std::string& worker_id) {
   outbox_.push_back({worker_id, std::move(env)});
 }
 
-void JobManager::RankDone(Job& job, int rank, const std::string& state, int exit_code) {
+void JobManager::RankDone(Job& job, int rank, const std::string& state, int exit_code,
+                          bool release) {
   RankRecord& r = job.ranks[rank];
   if (RankIsDone(r)) return;
   r.state = state;
   r.exit_code = exit_code;
-  registry_->Release(r.worker_id, r.gpu_indices, job.rec.cpus_per_rank);
+  if (release) registry_->Release(r.worker_id, r.gpu_indices, job.rec.cpus_per_rank);
   // Freed slots can place a queued job: schedule again even when no job changes state (a
   // cancelled or failed gang's ranks end after its transition; the job is then just erased).
   dirty_ = true;
@@ -128,6 +129,9 @@ void JobManager::MaybeFinishAttempt(Job& job) {
     job.rec.token.clear();
     job.ranks.clear();
     job.confirmed.clear();
+    job.launches.clear();
+    job.launch_sent.clear();
+    job.launch_resends.clear();
     job.stopping = job.adopting = false;
     job.submitted_at = clock_->Now() - std::chrono::hours(1);  // it has waited already
     Transition(job, JobState::kPending,
@@ -252,7 +256,7 @@ void JobManager::OnWorkerRegistered(const proto::RegisterWorker& reg) {
     for (size_t i = 0; i < job->ranks.size(); ++i) {
       if (job->ranks[i].worker_id != wid || RankIsDone(job->ranks[i])) continue;
       if (reported.count({id, static_cast<int>(i)})) continue;
-      RankDone(*job, static_cast<int>(i), "LOST", -1);
+      RankDone(*job, static_cast<int>(i), "LOST", -1, /*release=*/false);
       lost = true;
     }
     if (lost) FailAttempt(*job, "worker " + wid + " re-registered without rank(s) of this job");
@@ -263,6 +267,87 @@ void JobManager::OnWorkerRegistered(const proto::RegisterWorker& reg) {
     MaybeFinishAttempt(*job);
   }
   dirty_ = true;
+}
+
+void JobManager::OnHeartbeat(const proto::Heartbeat& hb) {
+  const std::string& wid = hb.worker_id();
+  const SteadyTime now = clock_->Now();
+  std::set<std::pair<std::string, int>> reported;  // (job, rank) of current attempts
+  std::set<std::pair<std::string, int>> stops;     // (job, attempt) told to stop
+  auto stop = [&](const std::string& job_id, int attempt) {
+    if (!stops.insert({job_id, attempt}).second) return;
+    proto::Envelope env;
+    env.set_version(wire::kProtocolVersion);
+    env.mutable_stop_ranks()->set_job_id(job_id);
+    env.mutable_stop_ranks()->set_attempt(attempt);
+    env.mutable_stop_ranks()->set_grace_ms(static_cast<int>(options_.stop_grace.count()));
+    outbox_.push_back({wid, std::move(env)});
+  };
+  for (const proto::RankStatus& s : hb.ranks()) {
+    Job* job = FindJob(s.job_id());
+    const bool current = job && job->rec.attempt == s.attempt() && s.rank() >= 0 &&
+                         s.rank() < static_cast<int>(job->ranks.size()) &&
+                         job->ranks[s.rank()].worker_id == wid;
+    if (!current) {
+      // A finished job or an older attempt whose StopRanks never arrived.
+      if (!s.exited()) stop(s.job_id(), s.attempt());
+      continue;
+    }
+    reported.insert({s.job_id(), s.rank()});
+    // Exits come as RankExited, which the worker repeats until it is acknowledged: after the
+    // rank's last output, so they are not taken from here.
+    if (s.exited() || RankIsDone(job->ranks[s.rank()])) continue;
+    if (job->stopping) stop(s.job_id(), s.attempt());
+    if (job->ranks[s.rank()].state == "PLACED") {
+      GANTRY_LOG(INFO, "rank start learned from a heartbeat (its RankStarted was lost)")
+          .Field("job", s.job_id())
+          .Field("rank", s.rank())
+          .Field("worker", wid);
+      OnRankStarted(wid, s);
+    }
+  }
+  std::vector<std::string> ids;
+  for (auto& [id, job] : jobs_) ids.push_back(id);
+  for (const std::string& id : ids) {
+    Job* job = FindJob(id);
+    if (!job || job->stopping) continue;
+    std::string failure;
+    for (size_t i = 0; i < job->ranks.size(); ++i) {
+      const RankRecord& r = job->ranks[i];
+      if (r.worker_id != wid || RankIsDone(r) || reported.count({id, static_cast<int>(i)}))
+        continue;
+      const std::string name = "rank " + std::to_string(i) + " on worker " + wid;
+      if (r.state != "PLACED") {
+        failure = name + " is no longer reported by its worker";
+        break;
+      }
+      if (i >= job->launches.size() || !job->launches[i].has_launch_rank()) continue;
+      // A launch sent less than an interval ago may still be on its way.
+      if (now - job->launch_sent[i] < registry_->heartbeat_interval()) continue;
+      if (job->launch_resends[i] >= registry_->lost_after_missed()) {
+        failure = name + " never started: its worker did not get the launch after " +
+                  std::to_string(job->launch_resends[i] + 1) + " sends";
+        break;
+      }
+      ++job->launch_resends[i];
+      job->launch_sent[i] = now;
+      outbox_.push_back({wid, job->launches[i]});
+      GANTRY_LOG(WARNING, "launch resent: the worker's heartbeat lacks the rank")
+          .Field("job", id)
+          .Field("rank", static_cast<int64_t>(i))
+          .Field("worker", wid)
+          .Field("resend", job->launch_resends[i]);
+    }
+    if (failure.empty()) continue;
+    Status st = store_->Begin();
+    for (size_t i = 0; i < job->ranks.size(); ++i)
+      if (job->ranks[i].worker_id == wid && !reported.count({id, static_cast<int>(i)}))
+        RankDone(*job, static_cast<int>(i), "LOST", -1);
+    FailAttempt(*job, failure);
+    if (st.ok()) st = store_->Commit();
+    if (!st.ok()) GANTRY_LOG(ERROR, "job store commit failed").Field("error", st);
+    MaybeFinishAttempt(*job);
+  }
 }
 
 void JobManager::OnRankLogs(const proto::RankLogs& logs) {

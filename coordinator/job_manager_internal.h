@@ -16,6 +16,11 @@ struct JobManager::Job {
   JobRecord rec;
   std::vector<RankRecord> ranks;  // current attempt, index = rank
   std::vector<bool> confirmed;    // re-adoption after a restart: reported by its worker
+  // LaunchRank per rank of the current attempt, resent while a heartbeat of its worker shows
+  // the rank is missing (the message was lost); empty for gangs re-adopted after a restart.
+  std::vector<proto::Envelope> launches;
+  std::vector<SteadyTime> launch_sent;
+  std::vector<int> launch_resends;
   bool stopping = false;          // StopRanks sent for the current attempt
   SteadyTime stop_deadline{};
   bool adopting = false;

@@ -173,7 +173,16 @@ Status JobStore::Exec(const char* sql, const char* purpose) {
 }
 
 Status JobStore::Begin() { return Exec("BEGIN IMMEDIATE", "begin transaction"); }
-Status JobStore::Commit() { return Exec("COMMIT", "commit transaction"); }
+Status JobStore::Commit() {
+  Status st = Exec("COMMIT", "commit transaction");
+  // A failed COMMIT (disk full, I/O error) may leave the transaction open, and every later
+  // BEGIN would then fail: end it, so that the next transition is written again.
+  if (!st.ok() && sqlite3_get_autocommit(db_) == 0) {
+    Status rb = Exec("ROLLBACK", "rolling back a failed commit");
+    if (!rb.ok()) return Status(st.code(), st.message() + "; " + rb.message());
+  }
+  return st;
+}
 
 int64_t JobStore::NextSequence() {
   Stmt s(db_, "SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs");

@@ -239,10 +239,12 @@ StatusOr<bool> Coordinator::Impl::Dispatch(const std::string& identity, const pr
       out.mutable_register_reply()->set_lost_after_missed(opt.lost_after_missed);
       return true;
     }
-    case E::kHeartbeat:
-      out.mutable_heartbeat_reply()->set_registered(
-          registry->Heartbeat(in.heartbeat().worker_id(), identity));
+    case E::kHeartbeat: {
+      const bool known = registry->Heartbeat(in.heartbeat().worker_id(), identity);
+      if (known) manager->OnHeartbeat(in.heartbeat());
+      out.mutable_heartbeat_reply()->set_registered(known);
       return true;
+    }
     case E::kRankStarted:
       manager->OnRankStarted(in.rank_started().worker_id(), in.rank_started().rank());
       out.mutable_ack();

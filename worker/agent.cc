@@ -55,7 +55,12 @@ struct WorkerAgent::Impl {
   std::chrono::milliseconds interval{1000};
   int lost_after = 5;
   std::map<RankKey, Rank> ranks;
-  std::map<uint64_t, RankKey> exit_requests;  // RankExited awaiting its ack
+  struct ExitRequest {
+    RankKey key;
+    Clock::time_point sent;
+  };
+  // RankExited awaiting its ack, by request id; sent again when none came (a lost message).
+  std::map<uint64_t, ExitRequest> exit_requests;
   std::unique_ptr<HttpServer> http;  // --metrics-port
   // gantry_worker_* series (label worker), created once in StartMetrics.
   struct Metrics {
@@ -84,6 +89,7 @@ struct WorkerAgent::Impl {
   void OnMessage(const proto::Envelope& env);
   void Launch(const proto::LaunchRank& l);
   void ReportExit(const RankKey& key, Rank& r);
+  void ResendUnackedExits();
   void FlushLogs(bool force);
   void Service();
   void StopAll(std::chrono::milliseconds grace);
@@ -204,7 +210,7 @@ void WorkerAgent::Impl::OnMessage(const proto::Envelope& env) {
   } else if (env.has_ack()) {
     auto it = exit_requests.find(env.request_id());
     if (it != exit_requests.end()) {
-      auto r = ranks.find(it->second);
+      auto r = ranks.find(it->second.key);
       if (r != ranks.end() && r->second.pending.empty()) ranks.erase(r);
       exit_requests.erase(it);
     }
@@ -329,8 +335,29 @@ void WorkerAgent::Impl::ReportExit(const RankKey& key, Rank& r) {
   proto::Envelope env;
   env.mutable_rank_exited()->set_worker_id(opt.worker_id);
   *env.mutable_rank_exited()->mutable_rank() = r.status;
-  exit_requests[SendRequest(std::move(env))] = key;
+  exit_requests[SendRequest(std::move(env))] = {key, Clock::now()};
   r.exit_sent = true;
+}
+
+void WorkerAgent::Impl::ResendUnackedExits() {
+  const auto now = Clock::now();
+  std::vector<RankKey> again;
+  for (auto it = exit_requests.begin(); it != exit_requests.end();) {
+    if (now - it->second.sent < interval * 2) {
+      ++it;
+      continue;
+    }
+    again.push_back(it->second.key);
+    it = exit_requests.erase(it);
+  }
+  for (const RankKey& key : again) {
+    auto r = ranks.find(key);
+    if (r == ranks.end()) continue;
+    GANTRY_LOG(WARNING, "rank exit not acknowledged; reporting it again")
+        .Field("job", std::get<0>(key))
+        .Field("rank", std::get<2>(key));
+    ReportExit(key, r->second);
+  }
 }
 
 void WorkerAgent::Impl::FlushLogs(bool force) {
@@ -456,6 +483,7 @@ Status WorkerAgent::Run(const std::atomic<bool>& stop) {
       for (auto& [key, r] : s.ranks) *hb.mutable_heartbeat()->add_ranks() = r.status;
       s.SendRequest(std::move(hb));
       s.m.heartbeats->Inc();
+      s.ResendUnackedExits();
     }
     // Paranoid-pirate liveness: silence means the coordinator is gone; start afresh.
     const bool silent = s.registered ? now - s.last_rx > s.interval * s.lost_after

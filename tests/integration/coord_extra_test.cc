@@ -10,6 +10,7 @@
 #include <zmq.h>
 
 #include <cstdlib>
+#include <optional>
 #include <set>
 
 #include "gantry_config.h"
@@ -176,6 +177,114 @@ TEST(CoordExtra, MalformedAndOversizedMessagesGetErrorReplies) {
   EXPECT_EQ(reply.request_id(), 9u);
   EXPECT_NE(reply.error().message().find("launch_rank"), std::string::npos);
   EXPECT_TRUE(c->Workers().ok()) << "still serving";
+}
+
+// A stand-in coordinator (a ROUTER driven by the test) that can withhold replies, to see how
+// a real worker copes with lost messages.
+class HandCoordinator {
+ public:
+  HandCoordinator() {
+    sock_ = zmq_socket(wire::Context(), ZMQ_ROUTER);
+    const int linger = 0;
+    zmq_setsockopt(sock_, ZMQ_LINGER, &linger, sizeof(linger));
+    EXPECT_EQ(zmq_bind(sock_, "tcp://127.0.0.1:*"), 0);
+    char last[256] = {0};
+    size_t len = sizeof(last);
+    zmq_getsockopt(sock_, ZMQ_LAST_ENDPOINT, last, &len);
+    endpoint_ = last;
+  }
+  ~HandCoordinator() { zmq_close(sock_); }
+  const std::string& endpoint() const { return endpoint_; }
+  // The next message within `timeout`, or nullopt.
+  std::optional<proto::Envelope> Recv(std::chrono::milliseconds timeout) {
+    zmq_pollitem_t item{sock_, 0, ZMQ_POLLIN, 0};
+    if (zmq_poll(&item, 1, timeout.count()) <= 0) return std::nullopt;
+    std::string frames[2];
+    int n = 0, more = 1;
+    while (more) {
+      zmq_msg_t m;
+      zmq_msg_init(&m);
+      if (zmq_msg_recv(&m, sock_, 0) < 0) return std::nullopt;
+      if (n < 2) frames[n].assign(static_cast<char*>(zmq_msg_data(&m)), zmq_msg_size(&m));
+      ++n;
+      more = zmq_msg_more(&m);
+      zmq_msg_close(&m);
+    }
+    identity_ = frames[0];
+    auto env = wire::Decode(frames[1].data(), frames[1].size(), wire::kHardMaxMessageBytes);
+    if (!env.ok()) return std::nullopt;
+    return *env;
+  }
+  void Reply(const proto::Envelope& to, proto::Envelope env) {
+    env.set_version(wire::kProtocolVersion);
+    env.set_request_id(to.request_id());
+    EXPECT_TRUE(wire::Send(sock_, wire::Encode(env), &identity_).ok());
+  }
+  void Push(proto::Envelope env) { Reply(proto::Envelope(), std::move(env)); }
+
+ private:
+  void* sock_ = nullptr;
+  std::string endpoint_, identity_;
+};
+
+// A worker whose RankExited is not acknowledged (the message or its ack was lost) reports
+// the exit again until it is, and forgets the rank only then: the coordinator never keeps a
+// finished rank RUNNING. A LaunchRank delivered twice (the coordinator resends launches that
+// heartbeats do not show) starts the rank once. Heartbeats list the ranks the worker holds.
+TEST(CoordExtra, WorkerRepeatsUnacknowledgedExitsAndStartsADuplicateLaunchOnce) {
+  HandCoordinator hc;
+  Cluster cl("hand");
+  cl.Spawn("w0", {"worker", "--coordinator", hc.endpoint(), "--id", "w0", "--dir",
+                  (cl.dir() / "w0").string(), "--cpus", "2"});
+  std::optional<proto::Envelope> m;
+  for (int i = 0; i < 100 && !(m && m->has_register_worker()); ++i)
+    m = hc.Recv(std::chrono::milliseconds(100));
+  ASSERT_TRUE(m && m->has_register_worker()) << cl.ReadLog("w0");
+  proto::Envelope reply;
+  reply.mutable_register_reply()->set_heartbeat_interval_ms(100);
+  reply.mutable_register_reply()->set_lost_after_missed(100);
+  hc.Reply(*m, reply);
+  proto::Envelope launch;
+  proto::LaunchRank* l = launch.mutable_launch_rank();
+  l->set_job_id("j1");
+  l->set_rank(0);
+  l->set_world_size(1);
+  l->set_local_world_size(1);
+  l->set_kind("command");
+  l->set_token("t");
+  for (const char* a : {"/bin/sh", "-c", "echo started; sleep 0.3"}) l->add_argv(a);
+  hc.Push(launch);
+  hc.Push(launch);  // a resend crossing the first
+  int started = 0, exits = 0, listed_exited = 0;
+  bool forgotten = false;
+  const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (!forgotten && std::chrono::steady_clock::now() < end) {
+    m = hc.Recv(std::chrono::milliseconds(100));
+    if (!m) continue;
+    proto::Envelope r;
+    if (m->has_heartbeat()) {
+      for (const auto& s : m->heartbeat().ranks()) listed_exited += s.exited();
+      forgotten = exits >= 2 && m->heartbeat().ranks_size() == 0;
+      r.mutable_heartbeat_reply()->set_registered(true);
+      hc.Reply(*m, r);
+    } else if (m->has_rank_started()) {
+      ++started;
+      r.mutable_ack();
+      hc.Reply(*m, r);
+    } else if (m->has_rank_exited()) {
+      EXPECT_EQ(m->rank_exited().rank().exit_code(), 0);
+      if (++exits >= 2) {  // the first one is "lost"
+        r.mutable_ack();
+        hc.Reply(*m, r);
+      }
+    }
+  }
+  EXPECT_EQ(started, 1) << "the duplicate launch must not start a second process";
+  EXPECT_GE(exits, 2) << "the unacknowledged exit is reported again\n" << cl.ReadLog("w0");
+  EXPECT_GT(listed_exited, 0) << "heartbeats list the exited rank until its exit is acked";
+  EXPECT_TRUE(forgotten) << "after the ack the rank leaves the heartbeats";
+  cl.Stop("w0");
+  EXPECT_NE(cl.ReadLog("w0").find("reporting it again"), std::string::npos);
 }
 
 using comm::testing::HttpGet;

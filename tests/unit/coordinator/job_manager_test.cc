@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <set>
 
 #include "coordinator/worker_registry.h"
 
@@ -66,6 +67,20 @@ class JobManagerTest : public ::testing::Test {
   std::vector<Outgoing> Drain() {
     manager_->Tick();
     return manager_->TakeOutbox();
+  }
+  std::vector<Outgoing> Beat(const std::string& worker, std::vector<proto::RankStatus> ranks) {
+    proto::Heartbeat hb;
+    hb.set_worker_id(worker);
+    for (auto& r : ranks) *hb.add_ranks() = r;
+    EXPECT_TRUE(registry_->Heartbeat(worker, "id-" + worker));
+    manager_->OnHeartbeat(hb);
+    return Drain();
+  }
+  std::vector<std::string> Events(const std::string& id) {
+    std::vector<std::string> out;
+    const proto::JobInfo info = *manager_->Info(id, true);
+    for (const auto& e : info.events()) out.push_back(e.reason());
+    return out;
   }
   proto::RankStatus Status(const std::string& job, int attempt, int rank, bool exited = false,
                            int code = 0) {
@@ -258,6 +273,124 @@ TEST_F(JobManagerTest, RecoveredRestartingGangIsStoppedWhenItsRanksReport) {
   manager_->OnRankExited("w0", Status(id, 0, 1, true, 143));
   out = Drain();  // stopped -> queued again as attempt 1 -> placed
   EXPECT_EQ(manager_->Info(id, false)->attempt(), 1);
+}
+
+// Lost messages between coordinator and worker are repaired from heartbeats, which list the
+// ranks a worker holds: a LaunchRank that never arrived is sent again (once an interval has
+// passed, so one still on its way is not doubled), and a lost RankStarted is taken from the
+// heartbeat. Before, such a gang stayed PLACED for ever, holding its slots.
+TEST_F(JobManagerTest, LostLaunchIsResentAndALostStartIsLearnedFromHeartbeats) {
+  AddWorker("w0", 4);
+  proto::SubmitJob req;
+  req.set_spec_yaml(Spec(2, 0));
+  const std::string id = *manager_->Submit(req, "");
+  auto first = Drain();  // both LaunchRanks are "lost": never delivered
+  ASSERT_EQ(first.size(), 2u);
+  EXPECT_TRUE(Beat("w0", {}).empty()) << "a launch younger than an interval is not resent";
+  clock_.Advance(milliseconds(1100));
+  auto again = Beat("w0", {Status(id, 0, 0)});  // rank 0 arrived; its RankStarted was lost
+  ASSERT_EQ(again.size(), 1u);
+  ASSERT_TRUE(again[0].env.has_launch_rank());
+  EXPECT_EQ(again[0].env.launch_rank().rank(), 1);
+  EXPECT_EQ(again[0].env.launch_rank().token(), first[1].env.launch_rank().token());
+  EXPECT_EQ(manager_->Info(id, false)->rank_info(0).state(), "RUNNING");
+  EXPECT_EQ(State(id), "PLACED");
+  clock_.Advance(milliseconds(1100));
+  EXPECT_TRUE(Beat("w0", {Status(id, 0, 0), Status(id, 0, 1)}).empty());
+  EXPECT_EQ(State(id), "RUNNING");
+  manager_->OnRankExited("w0", Status(id, 0, 0, true, 0));
+  manager_->OnRankExited("w0", Status(id, 0, 1, true, 0));
+  EXPECT_EQ(State(id), "SUCCEEDED");
+  EXPECT_EQ(registry_->Find("w0")->cpus_used, 0);
+}
+
+// A worker that never takes a launch (it keeps heartbeating without the rank) fails the
+// attempt after `lost_after_missed` resends, naming the rank, and the gang restarts.
+TEST_F(JobManagerTest, LaunchNeverTakenFailsTheAttemptAfterResends) {
+  AddWorker("w0", 4);
+  proto::SubmitJob req;
+  req.set_spec_yaml(Spec(1, 1));
+  const std::string id = *manager_->Submit(req, "");
+  ASSERT_EQ(Drain().size(), 1u);
+  int resent = 0;
+  for (int beat = 0; beat < 10 && manager_->Info(id, false)->attempt() == 0; ++beat) {
+    clock_.Advance(milliseconds(1100));
+    for (const auto& o : Beat("w0", {})) resent += o.env.has_launch_rank();
+  }
+  EXPECT_EQ(manager_->Info(id, false)->attempt(), 1);
+  EXPECT_EQ(resent, 5 + 1) << "five resends, then the next attempt's launch";
+  bool named = false;
+  for (const auto& e : Events(id))
+    named = named || e.find("rank 0 on worker w0 never started") != std::string::npos;
+  EXPECT_TRUE(named);
+  EXPECT_EQ(registry_->Find("w0")->cpus_used, 1) << "only the new attempt's rank";
+}
+
+// A rank the coordinator holds as running that its worker no longer lists (its RankExited
+// was lost and the worker forgot it) fails the attempt instead of leaving the job RUNNING.
+TEST_F(JobManagerTest, RunningRankMissingFromHeartbeatFailsTheAttempt) {
+  AddWorker("w0", 4);
+  proto::SubmitJob req;
+  req.set_spec_yaml(Spec(2, 0));
+  const std::string id = *manager_->Submit(req, "");
+  Drain();
+  manager_->OnRankStarted("w0", Status(id, 0, 0));
+  manager_->OnRankStarted("w0", Status(id, 0, 1));
+  ASSERT_EQ(State(id), "RUNNING");
+  EXPECT_TRUE(Beat("w0", {Status(id, 0, 0), Status(id, 0, 1)}).empty());
+  auto out = Beat("w0", {Status(id, 0, 0)});
+  EXPECT_EQ(State(id), "FAILED");
+  EXPECT_NE(manager_->Info(id, false)->error().find("rank 1 on worker w0 is no longer reported"),
+            std::string::npos)
+      << manager_->Info(id, false)->error();
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_TRUE(out[0].env.has_stop_ranks()) << "rank 0 is stopped";
+}
+
+// Ranks of a finished job or of an older attempt (their StopRanks was lost), and ranks of a
+// gang being stopped, are told to stop at every heartbeat that lists them, once per job.
+TEST_F(JobManagerTest, HeartbeatRanksOfStoppedGangsAreStoppedAgain) {
+  const std::string id = FailedTwoRankGang();  // attempt 0 stopping; rank 1 still runs
+  ASSERT_EQ(State(id), "RESTARTING");
+  manager_->TakeOutbox();  // that StopRanks is lost
+  auto out = Beat("w0", {Status(id, 0, 1)});
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].env.stop_ranks().attempt(), 0);
+  manager_->OnRankExited("w0", Status(id, 0, 1, true, 143));
+  ASSERT_EQ(Drain().size(), 2u);  // attempt 1 placed
+  // An attempt-0 rank still listed (a duplicate that survived) and a finished job's rank.
+  out = Beat("w0", {Status(id, 0, 1), Status(id, 1, 0), Status(id, 1, 1), Status("gone", 3, 0),
+                    Status("gone", 3, 1), Status("done", 0, 0, true, 0)});
+  std::set<std::pair<std::string, int>> stops;
+  for (const auto& o : out) {
+    ASSERT_TRUE(o.env.has_stop_ranks());
+    stops.insert({o.env.stop_ranks().job_id(), o.env.stop_ranks().attempt()});
+  }
+  EXPECT_EQ(out.size(), 2u) << "one StopRanks per (job, attempt); exited ranks need none";
+  EXPECT_EQ(stops, (std::set<std::pair<std::string, int>>{{id, 0}, {"gone", 3}}));
+  EXPECT_EQ(State(id), "RUNNING") << "attempt 1's ranks start from the heartbeat";
+}
+
+// A worker that re-registers with fewer ranks than were placed on it: the ones it lost must
+// not be released from the fresh registration's counts (cpus_used went to 0 with one rank
+// still running, and the scheduler overcommitted the worker).
+TEST_F(JobManagerTest, ReRegistrationWithoutSomeRanksKeepsTheOthersSlots) {
+  AddWorker("w0", 4);
+  proto::SubmitJob req;
+  req.set_spec_yaml(Spec(1, 0));
+  const std::string a = *manager_->Submit(req, "");
+  req.set_spec_yaml(Spec(2, 0));
+  const std::string b = *manager_->Submit(req, "");
+  Drain();
+  for (const std::string& id : {a, b}) {
+    const proto::JobInfo info = *manager_->Info(id, false);
+    for (const auto& ri : info.rank_info()) manager_->OnRankStarted("w0", Status(id, 0, ri.rank()));
+  }
+  ASSERT_EQ(registry_->Find("w0")->cpus_used, 3);
+  AddWorker("w0", 4, {Status(a, 0, 0)});  // b's two ranks are gone
+  EXPECT_EQ(State(a), "RUNNING");
+  EXPECT_EQ(State(b), "FAILED");
+  EXPECT_EQ(registry_->Find("w0")->cpus_used, 1);
 }
 
 }  // namespace
