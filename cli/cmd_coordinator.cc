@@ -61,12 +61,12 @@ struct ClientFlags {
     o.token = token;
     if (o.token.empty())
       if (const char* t = std::getenv("GANTRY_TOKEN")) o.token = t;
-    if (!server_key.empty() || !client_key.empty()) {
-      GANTRY_ASSIGN_OR_RETURN(o.server_public_key, wire::ReadKeyFile(server_key));
-      GANTRY_ASSIGN_OR_RETURN(o.secret_key, wire::ReadKeyFile(client_key));
-      std::string pub = client_key.substr(0, client_key.rfind('.')) + ".pub";
-      GANTRY_ASSIGN_OR_RETURN(o.public_key, wire::ReadKeyFile(pub));
+    std::string skey = server_key, ckey = client_key;
+    if (skey.empty() && ckey.empty()) {  // inside a rank: the files its worker uses
+      if (const char* e = std::getenv(wire::kServerKeyEnv)) skey = e;
+      if (const char* e = std::getenv(wire::kClientKeyEnv)) ckey = e;
     }
+    GANTRY_RETURN_IF_ERROR(wire::LoadCurveKeyFiles(skey, ckey, &o));
     return CoordinatorClient::Connect(o);
   }
   bool json() const { return output == "json"; }
@@ -263,15 +263,16 @@ CommandRegistration kWorker(
             return ReportError(InvalidArgumentError("--label " + l + ": expected KEY=VALUE"));
           o->labels[l.substr(0, eq)] = l.substr(eq + 1);
         }
-        if (!keys->first.empty() || !keys->second.empty()) {
-          auto s = wire::ReadKeyFile(keys->first);
-          auto k = wire::ReadKeyFile(keys->second);
-          auto p = wire::ReadKeyFile(keys->second.substr(0, keys->second.rfind('.')) + ".pub");
-          for (const auto* r : {&s, &k, &p})
-            if (!r->ok()) return ReportError(r->status());
-          o->server_public_key = *s;
-          o->secret_key = *k;
-          o->public_key = *p;
+        wire::ChannelOptions curve;
+        if (Status st = wire::LoadCurveKeyFiles(keys->first, keys->second, &curve); !st.ok())
+          return ReportError(st);
+        o->server_public_key = curve.server_public_key;
+        o->secret_key = curve.secret_key;
+        o->public_key = curve.public_key;
+        if (!keys->second.empty()) {  // ranks reach the coordinator's KV with the same keys
+          std::error_code ec;
+          o->server_key_file = std::filesystem::absolute(keys->first, ec).string();
+          o->key_file = std::filesystem::absolute(keys->second, ec).string();
         }
         InstallStopHandlers();
         auto w = worker::WorkerAgent::Create(*o);

@@ -25,6 +25,9 @@ StatusOr<std::shared_ptr<CoordinatorStore>> CoordinatorStore::FromEnv() {
   wire::ChannelOptions o;
   o.endpoint = endpoint;
   o.timeout = kCallTimeout;
+  // A CURVE-secured coordinator: the key files of the worker that launched this rank.
+  GANTRY_RETURN_IF_ERROR(
+      wire::LoadCurveKeyFiles(Env(wire::kServerKeyEnv), Env(wire::kClientKeyEnv), &o));
   GANTRY_ASSIGN_OR_RETURN(auto channel, wire::Channel::Connect(o));
   return std::make_shared<CoordinatorStore>(o, std::move(channel), job, std::atoi(attempt.c_str()),
                                             token);

@@ -7,6 +7,24 @@
 
 namespace gantry::wire {
 
+Status LoadCurveKeyFiles(const std::string& server_key_file, const std::string& client_key_file,
+                         ChannelOptions* o) {
+  if (server_key_file.empty() && client_key_file.empty()) return OkStatus();
+  if (server_key_file.empty() || client_key_file.empty())
+    return InvalidArgumentError(
+        "CURVE needs both the coordinator's public key file and this client's secret key file "
+        "(--server-key with --key/--client-key, or GANTRY_SERVER_KEY with GANTRY_CLIENT_KEY)");
+  GANTRY_ASSIGN_OR_RETURN(o->server_public_key, ReadKeyFile(server_key_file));
+  GANTRY_ASSIGN_OR_RETURN(o->secret_key, ReadKeyFile(client_key_file));
+  const size_t dot = client_key_file.rfind('.');
+  const size_t slash = client_key_file.rfind('/');
+  const std::string stem = dot == std::string::npos || (slash != std::string::npos && dot < slash)
+                               ? client_key_file
+                               : client_key_file.substr(0, dot);
+  GANTRY_ASSIGN_OR_RETURN(o->public_key, ReadKeyFile(stem + ".pub"));
+  return OkStatus();
+}
+
 Status ApplyCurveClient(void* socket, const ChannelOptions& o) {
   const int set = !o.server_public_key.empty() + !o.public_key.empty() + !o.secret_key.empty();
   if (set == 0) return OkStatus();

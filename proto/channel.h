@@ -44,6 +44,14 @@ class Channel {
   uint64_t next_id_ = 1;
 };
 
+// Reads CURVE keys from files into `o`: the coordinator's public key (`server_key_file`) and
+// this client's secret key (`client_key_file`, with NAME.pub beside it). Both empty: no CURVE.
+Status LoadCurveKeyFiles(const std::string& server_key_file, const std::string& client_key_file,
+                         ChannelOptions* o);
+// Key files a rank uses to reach a CURVE-secured coordinator; its worker sets them.
+inline constexpr char kServerKeyEnv[] = "GANTRY_SERVER_KEY";
+inline constexpr char kClientKeyEnv[] = "GANTRY_CLIENT_KEY";
+
 // Applies CURVE client options to a socket (used by Channel and the worker's DEALER).
 Status ApplyCurveClient(void* socket, const ChannelOptions& options);
 

@@ -278,6 +278,10 @@ void WorkerAgent::Impl::Launch(const proto::LaunchRank& l) {
   std::string hcas;
   for (const auto& h : resources.rdma_devices()) hcas += (hcas.empty() ? "" : ",") + h;
   if (!hcas.empty()) spec.env["NCCL_IB_HCA"] = "=" + hcas;  // exact names, active ports only
+  if (!opt.key_file.empty()) {
+    spec.env[wire::kServerKeyEnv] = opt.server_key_file;
+    spec.env[wire::kClientKeyEnv] = opt.key_file;
+  }
   for (const auto& [k, v] : l.env()) spec.env[k] = v;
   spec.workdir = l.workdir();
   if (spec.workdir.empty() || !std::filesystem::is_directory(spec.workdir, ec)) spec.workdir = dir;

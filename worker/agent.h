@@ -31,6 +31,9 @@ struct WorkerOptions {
   std::string self_exe;  // the gantry binary for train/serve ranks; "" = /proc/self/exe
   // CURVE (all or none): coordinator public key, this worker's key pair.
   std::string server_public_key, public_key, secret_key;
+  // The files those came from: given to ranks as GANTRY_SERVER_KEY / GANTRY_CLIENT_KEY, so
+  // train ranks reach the coordinator's rendezvous KV through CURVE too.
+  std::string server_key_file, key_file;
   std::chrono::milliseconds register_timeout{2000};
   std::chrono::milliseconds max_backoff{8000};
   // Prometheus /metrics (gantry_worker_*: connected, ranks running, launches, exits by

@@ -444,6 +444,18 @@ TEST(CoordExtra, CurveAllowListAndTokens) {
   ASSERT_TRUE(id.ok()) << id.status().ToString();
   auto info = cl.WaitState(*alice, *id, {"SUCCEEDED", "FAILED"});
   EXPECT_EQ(info.tenant(), "team-a");
+  // Train ranks rendezvous through the coordinator's KV, over CURVE with their worker's keys
+  // (GANTRY_SERVER_KEY / GANTRY_CLIENT_KEY); they used to get none and time out.
+  id = alice->Submit(
+      "name: dp\nkind: train\nresources: {ranks: 2}\nmodel: {type: mlp, widths: [16, 32, 4]}\n"
+      "data: {uri: synthetic, batch_per_rank: 8, synthetic_samples: 256}\n"
+      "optimizer: {type: sgd, lr: 0.01}\ntrain: {steps: 10, log_every: 5}\n"
+      "restarts: {max: 0}\n",
+      "dp.yaml", cl.dir().string());
+  ASSERT_TRUE(id.ok()) << id.status().ToString();
+  info = cl.WaitState(*alice, *id, {"SUCCEEDED", "FAILED"}, std::chrono::seconds(60));
+  EXPECT_EQ(info.state(), "SUCCEEDED") << info.error() << "\n" << cl.Logs(*alice, *id);
+  EXPECT_EQ(info.progress().step(), 10);
   auto anonymous = client("alice", "");
   EXPECT_EQ(anonymous->Submit(CommandJob("x", 1, "true"), "x.yaml", "").status().code(),
             StatusCode::kUnauthenticated);
