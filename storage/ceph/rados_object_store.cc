@@ -51,8 +51,8 @@ StatusOr<long long> ParseNumber(const StoreUri& uri, const std::string& key, lon
 
 // Implemented in rados_read.cc.
 }  // namespace
-bool ParseRadosLayout(const std::map<std::string, ceph::bufferlist>& attrs,
-                      RadosObjectStore::Layout* layout);
+StatusOr<bool> ParseRadosLayout(const std::map<std::string, ceph::bufferlist>& attrs,
+                                const std::string& oid, RadosObjectStore::Layout* layout);
 
 StatusOr<RadosOptions> RadosOptions::FromUri(const StoreUri& uri) {
   RadosOptions o;
@@ -151,17 +151,18 @@ Status RadosObjectStore::Connect() {
 StatusOr<RadosObjectStore::Layout> RadosObjectStore::ReadLayout(std::string_view key) {
   GANTRY_RETURN_IF_ERROR(ValidateKey(key));
   Layout layout;
+  uint64_t size = 0;
+  std::map<std::string, ceph::bufferlist> attrs;
   int r = WithRetries([&] {
-    uint64_t size = 0;
-    std::map<std::string, ceph::bufferlist> attrs;
+    attrs.clear();
     librados::ObjectReadOperation op;
     op.stat(&size, nullptr, nullptr);
     op.getxattrs(&attrs, nullptr);
-    int rc = io_.operate(Oid(key), &op, nullptr);
-    if (rc >= 0 && !ParseRadosLayout(attrs, &layout)) layout = {size, 0, 1};
-    return rc;
+    return io_.operate(Oid(key), &op, nullptr);
   });
   if (r < 0) return Error(r, "stat", key);
+  GANTRY_ASSIGN_OR_RETURN(bool striped, ParseRadosLayout(attrs, Oid(key), &layout));
+  if (!striped) layout = {size, 0, 1};
   return layout;
 }
 
@@ -261,11 +262,16 @@ StatusOr<std::vector<std::string>> RadosObjectStore::List(std::string_view prefi
 }
 
 Status RadosObjectStore::Remove(std::string_view key) {
-  GANTRY_ASSIGN_OR_RETURN(Layout layout, ReadLayout(key));
+  StatusOr<Layout> layout = ReadLayout(key);
+  // A damaged layout must not make the object impossible to remove: its stripes are then
+  // removed in order until the first one that does not exist.
+  const bool damaged = layout.status().code() == StatusCode::kDataLoss;
+  if (!layout.ok() && !damaged) return layout.status();
   int r = WithRetries([&] { return io_.remove(Oid(key)); });  // head first: gone atomically
   if (r < 0) return Error(r, "remove", key);
-  for (uint64_t i = 1; i < layout.stripes; ++i) {
+  for (uint64_t i = 1; damaged || i < layout->stripes; ++i) {
     r = WithRetries([&] { return io_.remove(StripeOid(key, i)); });
+    if (damaged && r == -ENOENT) break;
     if (r < 0 && r != -ENOENT) return Error(r, "remove stripe " + std::to_string(i), key);
   }
   return OkStatus();

@@ -8,6 +8,8 @@
 
 namespace gantry::storage {
 namespace {
+// GetAll returns one string: larger objects are read in ranges (GetAsync).
+constexpr uint64_t kMaxGetAllBytes = 16ull << 30;
 
 constexpr const char* kLayoutXattr = "gantry.layout";
 
@@ -53,14 +55,29 @@ uint64_t Deliver(ceph::bufferlist& bl, std::span<std::byte> dst) {
 
 }  // namespace
 
-// Parses "v1 SIZE STRIPE STRIPES"; objects without the xattr are plain.
-bool ParseRadosLayout(const std::map<std::string, ceph::bufferlist>& attrs,
-                      RadosObjectStore::Layout* layout) {
+// Parses "v1 SIZE STRIPE STRIPES": false for an object without the xattr (plain, one RADOS
+// object); DataLoss, naming the object, for a layout that cannot be right (a damaged or foreign
+// xattr), which would otherwise divide by a zero stripe or size a read from garbage.
+StatusOr<bool> ParseRadosLayout(const std::map<std::string, ceph::bufferlist>& attrs,
+                                const std::string& oid, RadosObjectStore::Layout* layout) {
   auto it = attrs.find(kLayoutXattr);
   if (it == attrs.end()) return false;
-  std::string s = it->second.to_str();
-  unsigned long long size, stripe, stripes;
-  if (std::sscanf(s.c_str(), "v1 %llu %llu %llu", &size, &stripe, &stripes) != 3) return false;
+  const std::string s = it->second.to_str();
+  unsigned long long size = 0, stripe = 0, stripes = 0;
+  int used = 0;
+  const bool parsed =
+      std::sscanf(s.c_str(), "v1 %llu %llu %llu%n", &size, &stripe, &stripes, &used) == 3 &&
+      static_cast<size_t>(used) == s.size();
+  // One object: stripe 0. Striped: every stripe but the last is full and the last is not empty.
+  const bool consistent =
+      parsed && stripes >= 1 &&
+      (stripes == 1 || (stripe > 0 && size > 0 && (size - 1) / stripe == stripes - 1));
+  if (!consistent) {
+    return DataLossError("ceph object '" + oid + "': its " + kLayoutXattr + " xattr '" +
+                         s.substr(0, 80) +
+                         "' is not a valid layout (expected 'v1 SIZE STRIPE STRIPES' with "
+                         "STRIPES = ceil(SIZE / STRIPE)); the object is damaged, put it again");
+  }
   *layout = {size, stripe, stripes};
   return true;
 }
@@ -126,7 +143,8 @@ StatusOr<uint64_t> RadosPendingRead::Finish() {
   if (r < 0) return store_->Error(r, "read", key_);
   uint64_t head_bytes = Deliver(bl_, dst_);
   RadosObjectStore::Layout layout;
-  if (!ParseRadosLayout(attrs_, &layout) || layout.stripes <= 1) return head_bytes;
+  GANTRY_ASSIGN_OR_RETURN(bool striped, ParseRadosLayout(attrs_, store_->Oid(key_), &layout));
+  if (!striped || layout.stripes <= 1) return head_bytes;
   return ReadStripes(layout, head_bytes);
 }
 
@@ -197,7 +215,13 @@ StatusOr<std::string> RadosObjectStore::GetAll(std::string_view key) {
   if (r < 0) return Error(r, "read", key);
   std::string out = bl.to_str();
   Layout layout;
-  if (!ParseRadosLayout(attrs, &layout) || layout.stripes <= 1) return out;
+  GANTRY_ASSIGN_OR_RETURN(bool striped, ParseRadosLayout(attrs, Oid(key), &layout));
+  if (!striped || layout.stripes <= 1) return out;
+  if (layout.size > kMaxGetAllBytes) {
+    return ResourceExhaustedError("ceph object '" + Oid(key) + "' has " +
+                                  std::to_string(layout.size) +
+                                  " bytes, more than one GetAll reads; read it in ranges");
+  }
   if (out.size() != layout.stripe) {
     return DataLossError("ceph key '" + Oid(key) + "': head stripe has " +
                          std::to_string(out.size()) + " bytes, layout says " +

@@ -74,6 +74,34 @@ TEST_F(CephStripingTest, RangesAcrossStripeBoundariesAndShrinkingOverwrites) {
   EXPECT_TRUE(keys->empty()) << "stripes left behind after Remove";
 }
 
+// A layout xattr that cannot be right (damaged, or written by something else) is DataLoss
+// naming the object on every read path; it used to divide by a zero stripe or size a read
+// from it. The object can still be removed, stripes included.
+TEST_F(CephStripingTest, DamagedLayoutXattrIsDataLossAndTheObjectCanBeRemoved) {
+  auto* rados = dynamic_cast<RadosObjectStore*>(store_.get());
+  ASSERT_NE(rados, nullptr);
+  const std::string big(65536 * 3 + 5, 'x');
+  std::string buf(200000, '\0');
+  for (const char* bad : {"v1 196613 0 4", "v1 196613 65536 2", "v1 10 65536 4",
+                          "v1 196613 65536 0", "v1 99999999999999 65536 4", "garbage",
+                          "v1 196613 65536 4 trailing"}) {
+    SCOPED_TRACE(bad);
+    ASSERT_TRUE(store_->Put("obj", big).ok());
+    ceph::bufferlist bl;
+    bl.append(bad);
+    ASSERT_EQ(rados->io().setxattr(rados->Oid("obj"), "gantry.layout", bl), 0);
+    auto n = store_->Get("obj", 0, std::as_writable_bytes(std::span<char>(buf)));
+    EXPECT_EQ(n.status().code(), StatusCode::kDataLoss) << n.status().ToString();
+    EXPECT_NE(n.status().message().find("obj"), std::string::npos) << n.status().ToString();
+    EXPECT_EQ(store_->GetAll("obj").status().code(), StatusCode::kDataLoss);
+    EXPECT_EQ(store_->Size("obj").status().code(), StatusCode::kDataLoss);
+    ASSERT_TRUE(store_->Remove("obj").ok());
+    auto keys = store_->List("");
+    ASSERT_TRUE(keys.ok());
+    EXPECT_TRUE(keys->empty()) << "stripes left behind";
+  }
+}
+
 }  // namespace
 }  // namespace gantry::storage::testing
 
