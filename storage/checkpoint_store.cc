@@ -41,18 +41,11 @@ std::optional<int64_t> StepOfKey(std::string_view key) {
   return CheckpointStore::StepOf(key.substr(0, key.find('/')));
 }
 
-// Errors that mean "this checkpoint is bad" (skip it) rather than "the store is unwell".
+// Errors that mean "this checkpoint is damaged or incomplete" (skip it for the previous one).
+// Anything else (the store is unwell or misconfigured, a manifest of another format version)
+// stops the load: falling back would silently throw away the newer checkpoint's progress.
 bool IsCheckpointFault(const Status& s) {
-  switch (s.code()) {
-    case StatusCode::kNotFound:
-    case StatusCode::kDataLoss:
-    case StatusCode::kInvalidArgument:
-    case StatusCode::kFailedPrecondition:
-    case StatusCode::kOutOfRange:
-      return true;
-    default:
-      return false;
-  }
+  return s.code() == StatusCode::kNotFound || s.code() == StatusCode::kDataLoss;
 }
 
 // Parses a manifest: metadata (compact JSON) and the blob table, checked against `step`.
@@ -62,14 +55,18 @@ Status ParseManifest(const std::string& text, int64_t step, const std::string& w
   if (m.is_discarded()) return DataLossError("checkpoint " + where + ": manifest.json is not JSON");
   try {
     if (!m.is_object() || m.value("format", "") != kFormat) {
-      return InvalidArgumentError("checkpoint " + where + ": manifest.json is not a " + kFormat +
-                                  " manifest (written by another program or an older Gantry)");
+      return DataLossError("checkpoint " + where + ": manifest.json is not a " + kFormat +
+                           " manifest (damaged, or written by another program)");
     }
-    if (m.at("version").get<int>() != kFormatVersion || m.at("step").get<int64_t>() != step) {
-      return InvalidArgumentError("checkpoint " + where + ": manifest version " +
-                                  m.at("version").dump() + " / step " + m.at("step").dump() +
-                                  " do not match (this build reads version " +
-                                  std::to_string(kFormatVersion) + ")");
+    if (m.at("version").get<int>() != kFormatVersion) {
+      return FailedPreconditionError(
+          "checkpoint " + where + ": manifest version " + m.at("version").dump() +
+          " is not supported (this build reads version " + std::to_string(kFormatVersion) +
+          "); resume with the Gantry that wrote it, or use another checkpoint directory");
+    }
+    if (m.at("step").get<int64_t>() != step) {
+      return DataLossError("checkpoint " + where + ": manifest says step " + m.at("step").dump() +
+                           "; the checkpoint is damaged");
     }
     const Json& md = m.at("metadata");
     *metadata = md.is_null() ? std::string() : md.dump();

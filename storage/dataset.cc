@@ -58,13 +58,24 @@ Status RecordLayout::Validate() const {
   if (kind == RecordKind::kTokens) {
     if (dtype != DType::kU16 && dtype != DType::kU32) return InvalidArgumentError("token datasets store u16 or u32 tokens, not " + std::string(DTypeName(dtype)));
     if (window < 2) return InvalidArgumentError("token window must be >= 2 (context + 1), got " + std::to_string(window));
+    if (window > kMaxRecordBytes / DTypeBytes(dtype))
+      return InvalidArgumentError("token window " + std::to_string(window) + " is too large: one record would exceed " +
+                                  std::to_string(kMaxRecordBytes) + " bytes");
     return OkStatus();
   }
   if (dtype != DType::kU8 && dtype != DType::kF32) return InvalidArgumentError("tensor datasets store u8 or f32 samples, not " + std::string(DTypeName(dtype)));
   if (shape.empty()) return InvalidArgumentError("tensor dataset needs a sample shape");
+  int64_t elements = 1;
   for (int64_t d : shape) {
     if (d <= 0) return InvalidArgumentError("tensor sample shape has a dimension <= 0");
+    if (elements > kMaxRecordBytes / d)
+      return InvalidArgumentError("tensor sample shape is too large: one record would exceed " +
+                                  std::to_string(kMaxRecordBytes) + " bytes");
+    elements *= d;
   }
+  if (elements > kMaxRecordBytes / DTypeBytes(dtype) - 4)
+    return InvalidArgumentError("tensor sample shape is too large: one record would exceed " +
+                                std::to_string(kMaxRecordBytes) + " bytes");
   return OkStatus();
 }
 
@@ -135,6 +146,11 @@ StatusOr<DatasetIndex> DatasetIndex::FromJson(std::string_view text, const std::
     }
     GANTRY_RETURN_IF_ERROR(idx.layout.Validate().Prepend(where));
     idx.chunk_records = j.at("chunk_records").get<uint64_t>();
+    const uint64_t rb = idx.layout.RecordBytes();  // <= kMaxRecordBytes: validated above
+    if (idx.chunk_records > kMaxChunkBytes / rb) {
+      return DataLossError(where + ": chunk_records " + std::to_string(idx.chunk_records) + " makes chunks of over " +
+                           std::to_string(kMaxChunkBytes) + " bytes; the index is damaged, re-ingest");
+    }
     idx.source = j.value("source", "");
     for (const json& s : j.at("shards")) {
       ShardInfo si;
@@ -144,7 +160,8 @@ StatusOr<DatasetIndex> DatasetIndex::FromJson(std::string_view text, const std::
       si.crc32c = ParseCrc(s.at("crc32c"));
       for (const json& c : s.at("chunk_crc32c")) si.chunk_crc.push_back(ParseCrc(c));
       uint64_t want_chunks = idx.chunk_records ? (si.records + idx.chunk_records - 1) / idx.chunk_records : 0;
-      if (si.bytes != si.records * idx.layout.RecordBytes() || si.chunk_crc.size() != want_chunks) {
+      if (si.records > (uint64_t{1} << 62) / rb || si.bytes != si.records * rb ||
+          si.chunk_crc.size() != want_chunks) {
         return DataLossError(where + ": shard " + si.key + " entry is inconsistent (bytes, records "
                              "and chunk checksums disagree); the index is damaged, re-ingest");
       }
@@ -271,7 +288,8 @@ Status VerifyDataset(ObjectStore& store, const DatasetIndex& index,
   return OkStatus();
 }
 
-Status DecodeTokens(const RecordLayout& layout, std::span<const std::byte> records, int32_t* out) {
+Status DecodeTokens(const RecordLayout& layout, std::span<const std::byte> records, int32_t* out,
+                    size_t* bad_record) {
   if (layout.kind != RecordKind::kTokens) return InvalidArgumentError("DecodeTokens on a tensor dataset");
   const size_t n = records.size() / DTypeBytes(layout.dtype);
   if (layout.dtype == DType::kU16) {
@@ -284,7 +302,10 @@ Status DecodeTokens(const RecordLayout& layout, std::span<const std::byte> recor
     for (size_t i = 0; i < n; ++i) {
       uint32_t v;
       std::memcpy(&v, records.data() + 4 * i, 4);
-      if (v > INT32_MAX) return DataLossError("token id " + std::to_string(v) + " does not fit int32");
+      if (v > INT32_MAX) {
+        if (bad_record) *bad_record = i / static_cast<size_t>(layout.window);
+        return DataLossError("token id " + std::to_string(v) + " does not fit int32");
+      }
       out[i] = static_cast<int32_t>(v);
     }
   }

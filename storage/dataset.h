@@ -17,6 +17,9 @@
 namespace gantry::storage {
 
 inline constexpr int kDatasetFormatVersion = 1;
+// Bounds an index must respect (a damaged one must not size buffers): one record, one chunk.
+inline constexpr int64_t kMaxRecordBytes = int64_t{1} << 30;
+inline constexpr uint64_t kMaxChunkBytes = uint64_t{1} << 30;
 inline constexpr const char* kDatasetIndexKey = "index.json";
 
 enum class RecordKind { kTokens, kTensors };
@@ -100,7 +103,9 @@ Status VerifyDataset(ObjectStore& store, const DatasetIndex& index,
 
 // Decoding for trainers. Tokens: `records` -> n*window int32 ids. Tensors: -> n*elements
 // floats (u8 scaled to [0, 1]) and n int32 labels.
-Status DecodeTokens(const RecordLayout& layout, std::span<const std::byte> records, int32_t* out);
+// A token above INT32_MAX is DataLoss; `bad_record` (optional) gets the index of its record.
+Status DecodeTokens(const RecordLayout& layout, std::span<const std::byte> records, int32_t* out,
+                    size_t* bad_record = nullptr);
 Status DecodeTensors(const RecordLayout& layout, std::span<const std::byte> records, float* x,
                      int32_t* labels);
 

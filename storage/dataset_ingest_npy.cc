@@ -4,8 +4,8 @@
 #include <cstring>
 #include <filesystem>
 #include <memory>
-#include <regex>
 
+#include "base/npy.h"
 #include "storage/dataset_ingest.h"
 
 namespace gantry::storage {
@@ -15,58 +15,6 @@ StatusOr<DatasetIndex> IngestTokenRange(const std::string& src, ObjectStore& dst
                                         uint64_t bytes);
 
 namespace {
-
-struct NpyHeader {
-  char kind = 0;  // 'u' unsigned, 'i' signed, 'f' float
-  int item = 0;   // bytes per element
-  std::vector<int64_t> shape;
-  uint64_t data_offset = 0;
-  uint64_t Elements() const {
-    uint64_t n = 1;
-    for (int64_t d : shape) n *= d;
-    return n;
-  }
-};
-
-StatusOr<NpyHeader> ReadNpyHeader(const std::string& path) {
-  std::unique_ptr<FILE, int (*)(FILE*)> f(std::fopen(path.c_str(), "rb"), std::fclose);
-  if (!f) return NotFoundError(".npy file " + path + " cannot be opened");
-  unsigned char pre[12];
-  if (std::fread(pre, 1, 10, f.get()) != 10 || std::memcmp(pre, "\x93NUMPY", 6) != 0) {
-    return InvalidArgumentError(path + " is not a .npy file (bad magic)");
-  }
-  uint64_t len = pre[8] | (pre[9] << 8), start = 10;
-  if (pre[6] >= 2) {
-    if (std::fread(pre + 10, 1, 2, f.get()) != 2) return InvalidArgumentError(path + ": truncated .npy header");
-    len |= (uint64_t{pre[10]} << 16) | (uint64_t{pre[11]} << 24);
-    start = 12;
-  }
-  std::string h(len, '\0');
-  if (std::fread(h.data(), 1, len, f.get()) != len) return InvalidArgumentError(path + ": truncated .npy header");
-  std::smatch m;
-  NpyHeader out;
-  out.data_offset = start + len;
-  if (!std::regex_search(h, m, std::regex("'descr':\\s*'([<|=])([uif])(\\d+)'"))) {
-    return InvalidArgumentError(path + ": unsupported .npy dtype in header " + h + " (need little-endian int/uint/float)");
-  }
-  out.kind = m[2].str()[0];
-  out.item = std::stoi(m[3].str());
-  if (std::regex_search(h, std::regex("'fortran_order':\\s*True"))) {
-    return InvalidArgumentError(path + " is Fortran-ordered; save it with np.ascontiguousarray");
-  }
-  if (!std::regex_search(h, m, std::regex("'shape':\\s*\\(([^)]*)\\)"))) return InvalidArgumentError(path + ": no shape in .npy header");
-  std::string dims = m[1].str();
-  static const std::regex kDigits("\\d+");
-  for (std::sregex_iterator it(dims.begin(), dims.end(), kDigits), end; it != end; ++it) {
-    out.shape.push_back(std::stoll(it->str()));
-  }
-  if (out.shape.empty()) return InvalidArgumentError(path + " holds a scalar, not an array");
-  std::error_code ec;
-  if (std::filesystem::file_size(path, ec) < out.data_offset + out.Elements() * out.item) {
-    return DataLossError(path + " is shorter than its header's shape says");
-  }
-  return out;
-}
 
 StatusOr<DatasetIndex> IngestNpyTensors(const std::string& src, const NpyHeader& x, ObjectStore& dst,
                                         const IngestOptions& o) {
@@ -120,7 +68,7 @@ StatusOr<DatasetIndex> IngestNpy(const std::string& src, ObjectStore& dst, const
   if (h.kind == 'f') return InvalidArgumentError(src + " is a 1-D float array; token arrays must be integers");
   // 8/16-bit ints fit u16; wider ones are stored as u32 (range-checked while copying).
   DType out = h.item <= 2 ? DType::kU16 : DType::kU32;
-  return IngestTokenRange(src, dst, o, out, h.item, h.kind == 'i', h.data_offset, h.Elements() * h.item);
+  return IngestTokenRange(src, dst, o, out, h.item, h.kind == 'i', h.data_offset, h.data_bytes);
 }
 
 }  // namespace gantry::storage

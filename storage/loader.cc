@@ -59,6 +59,7 @@ struct Group {
   std::vector<std::unique_ptr<PendingRead>> reads;
   std::vector<uint32_t> chunks;
   std::vector<uint32_t> order;  // record permutation within the group
+  std::vector<uint64_t> chunk_start;  // first record (in the group's buffer) of each chunk, + end
   bool ready = false;
 };
 
@@ -75,10 +76,20 @@ class DatasetLoader::Impl {
         chunks_.push_back({s, c, first, std::min(index_.chunk_records, sh.records - first)});
       }
     }
+    // Every epoch gives each rank floor(C / W) or ceil(C / W) of the C chunks, so the smallest
+    // floor(C / W) chunks bound what any rank gets in any epoch: the batch count is the same
+    // in every epoch (a later epoch cannot come up short) and on every rank.
+    std::vector<uint64_t> sizes;
+    for (const ChunkRef& c : chunks_) sizes.push_back(c.records);
+    std::sort(sizes.begin(), sizes.end());
+    const size_t floor_share = sizes.size() / static_cast<size_t>(o_.world);
+    for (size_t i = 0; i < floor_share; ++i) min_rank_records_ += sizes[i];
     group_bufs_.resize(o_.group_buffers);
     for (auto& b : group_bufs_) b.resize(o_.group_chunks * index_.chunk_records * rb_);
     slots_.resize(o_.prefetch_batches);
     for (auto& s : slots_) s.resize(batch_bytes());
+    slot_origin_.assign(o_.prefetch_batches, std::vector<RecordRef>(o_.batch));
+    last_origin_.resize(o_.batch);
   }
   ~Impl() { Stop(); }
 
@@ -86,10 +97,17 @@ class DatasetLoader::Impl {
   const DatasetIndex& index() const { return index_; }
   EpochPlan Plan(uint64_t epoch) const;
   uint64_t BatchesInEpoch(uint64_t epoch) const { return Plan(epoch).batches; }
+  uint64_t min_rank_records() const { return min_rank_records_; }
   Status Next(std::span<std::byte> dst);
   LoaderPosition position() const {
     std::lock_guard<std::mutex> lock(mu_);
     return position_;
+  }
+  std::string RecordOrigin(size_t row) const {
+    if (row >= last_origin_.size()) return store_->Describe();
+    const RecordRef& r = last_origin_[row];
+    return store_->Describe() + "/" + index_.shards[r.shard].key + " record " +
+           std::to_string(r.record);
   }
   void Start(LoaderPosition pos);
   void Stop();
@@ -109,8 +127,15 @@ class DatasetLoader::Impl {
   LoaderOptions o_;
   uint64_t rb_;
   std::vector<ChunkRef> chunks_;
+  uint64_t min_rank_records_ = 0;  // the fewest records any rank gets in any epoch
   std::vector<std::vector<std::byte>> group_bufs_;  // allocated once, reused
   std::vector<std::vector<std::byte>> slots_;       // prefetched batches
+  struct RecordRef {
+    uint32_t shard = 0;
+    uint64_t record = 0;  // within the shard
+  };
+  std::vector<std::vector<RecordRef>> slot_origin_;  // per slot, per row
+  std::vector<RecordRef> last_origin_;               // rows of the batch Next() returned last
   std::vector<Group> groups_;
 
   mutable std::mutex mu_;
@@ -130,12 +155,10 @@ EpochPlan DatasetLoader::Impl::Plan(uint64_t epoch) const {
   std::vector<uint32_t> all(chunks_.size());
   for (uint32_t i = 0; i < all.size(); ++i) all[i] = i;
   if (o_.shuffle) Permute(all, MixSeed(o_.seed, epoch));
-  std::vector<uint64_t> per_rank(o_.world, 0);
   for (size_t i = 0; i < all.size(); ++i) {
-    per_rank[i % o_.world] += chunks_[all[i]].records;
     if (static_cast<int>(i % o_.world) == o_.rank) plan.chunks.push_back(all[i]);
   }
-  plan.batches = *std::min_element(per_rank.begin(), per_rank.end()) / o_.batch;
+  plan.batches = min_rank_records_ / o_.batch;
   uint64_t off = 0;
   for (size_t i = 0; i < plan.chunks.size(); ++i) {
     if (i % o_.group_chunks == 0) plan.group_start.push_back(off);
@@ -153,13 +176,16 @@ void DatasetLoader::Impl::SubmitGroup(const EpochPlan& plan, uint64_t epoch, int
                       plan.chunks.begin() + std::min<size_t>((g + 1) * o_.group_chunks, plan.chunks.size()));
   auto& buf = group_bufs_[g % o_.group_buffers];
   uint64_t off = 0;
+  group.chunk_start.clear();
   for (uint32_t id : group.chunks) {
     const ChunkRef& c = chunks_[id];
     const uint64_t bytes = c.records * rb_;
+    group.chunk_start.push_back(off / rb_);
     group.reads.push_back(store_->GetAsync(index_.shards[c.shard].key, c.first_record * rb_,
                                            std::span<std::byte>(buf.data() + off, bytes)));
     off += bytes;
   }
+  group.chunk_start.push_back(off / rb_);
   group.order.resize(off / rb_);
   for (uint32_t i = 0; i < group.order.size(); ++i) group.order[i] = i;
   if (o_.shuffle) Permute(group.order, MixSeed(o_.seed, epoch, o_.rank + 1, g));
@@ -229,6 +255,10 @@ Status DatasetLoader::Impl::Produce(LoaderPosition pos) {
         if (!grp.ready) GANTRY_RETURN_IF_ERROR(MakeReady(grp, epoch, group_bufs_[g % R]));
         uint32_t rec = grp.order[cursor - plan.group_start[g]];
         std::memcpy(out + i * rb_, group_bufs_[g % R].data() + rec * rb_, rb_);
+        const size_t k = std::upper_bound(grp.chunk_start.begin(), grp.chunk_start.end(), rec) -
+                         grp.chunk_start.begin() - 1;
+        const ChunkRef& c = chunks_[grp.chunks[k]];
+        slot_origin_[slot][i] = {c.shard, c.first_record + (rec - grp.chunk_start[k])};
       }
       std::lock_guard<std::mutex> lock(mu_);
       LoaderPosition after = b + 1 < plan.batches ? LoaderPosition{epoch, b + 1} : LoaderPosition{epoch + 1, 0};
@@ -278,6 +308,7 @@ Status DatasetLoader::Impl::Next(std::span<std::byte> dst) {
   ready_.pop_front();
   lock.unlock();
   std::memcpy(dst.data(), slots_[slot].data(), dst.size());
+  last_origin_ = slot_origin_[slot];  // same size: no allocation
   lock.lock();
   free_.push_back(slot);
   position_ = after;
@@ -330,7 +361,9 @@ StatusOr<std::unique_ptr<DatasetLoader>> DatasetLoader::Create(std::shared_ptr<O
     return InvalidArgumentError(
         "loader: dataset has " + std::to_string(idx.TotalRecords()) + " records in " + std::to_string(chunks) +
         " chunks; split over " + std::to_string(o.world) + " ranks some rank gets less than one batch of " +
-        std::to_string(o.batch) + ". Use a smaller batch or fewer ranks, or re-ingest with smaller chunks");
+        std::to_string(o.batch) + " in some epoch (the smallest share is " +
+        std::to_string(impl->min_rank_records()) + " records)" +
+        ". Use a smaller batch or fewer ranks, or re-ingest with smaller chunks");
   }
   impl->Start({0, 0});
   return std::unique_ptr<DatasetLoader>(new DatasetLoader(std::move(impl)));
@@ -341,6 +374,7 @@ uint64_t DatasetLoader::batch_bytes() const { return impl_->batch_bytes(); }
 uint64_t DatasetLoader::BatchesInEpoch(uint64_t epoch) const { return impl_->BatchesInEpoch(epoch); }
 Status DatasetLoader::Next(std::span<std::byte> dst) { return impl_->Next(dst); }
 LoaderPosition DatasetLoader::position() const { return impl_->position(); }
+std::string DatasetLoader::RecordOrigin(size_t row) const { return impl_->RecordOrigin(row); }
 double DatasetLoader::wait_seconds() const { return impl_->wait_seconds(); }
 
 Status DatasetLoader::Seek(LoaderPosition pos) {

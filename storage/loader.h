@@ -51,12 +51,15 @@ class DatasetLoader {
   const DatasetIndex& index() const;
   const RecordLayout& layout() const { return index().layout; }
   uint64_t batch_bytes() const;                     // batch * record bytes
-  uint64_t BatchesInEpoch(uint64_t epoch) const;    // same on every rank
+  uint64_t BatchesInEpoch(uint64_t epoch) const;    // same on every rank and in every epoch
 
   // Copies the next batch (batch_bytes() bytes: `batch` records back to back) into dst and
   // advances the position (rolling into the next epoch). Blocks until it is ready. After an
   // error every later call returns it too, until Seek().
   Status Next(std::span<std::byte> dst);
+  // Where row `row` of the batch the last Next() returned came from: "<store>/<shard key>
+  // record N" (N counted within the shard), for errors about its content.
+  std::string RecordOrigin(size_t row) const;
   // Position of the batch the next Next() returns.
   LoaderPosition position() const;
   // Continues from `pos` (a batch past the epoch's end means the next epoch's start).

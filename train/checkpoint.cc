@@ -114,7 +114,7 @@ Status Checkpointer::Unpack(storage::Checkpoint& raw, LoadedCheckpoint* out) con
   }
   for (const TensorRecord& t : ck.tensors) {
     const uint64_t expect = uint64_t(kernels::ShapeNumel(t.shape)) * kernels::DTypeSize(t.dtype);
-    if (t.offset + t.nbytes > ck.data.size() || t.nbytes != expect) {
+    if (t.offset > ck.data.size() || t.nbytes > ck.data.size() - t.offset || t.nbytes != expect) {
       return DataLossError("checkpoint " + where + ": tensor '" + t.name +
                            "' has a bad offset/size in the manifest");
     }

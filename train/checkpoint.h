@@ -34,6 +34,13 @@ struct CheckpointMeta {
   OptimizerSpec optimizer;
   std::string tokenizer;  // "bytes" for byte-level text models
   std::string job;        // job name (informational)
+  // What fixes the data order the position refers to. A resume with other values trains on,
+  // but not as the uninterrupted run would (Trainer warns). Absent in older checkpoints
+  // (data_uri empty): nothing is compared.
+  std::string data_uri;
+  uint64_t data_seed = 0;
+  int64_t batch_per_rank = 0;
+  int64_t world_size = 0;
 };
 
 // A tensor to save, or to load into (host or device; shape and dtype must match on load).

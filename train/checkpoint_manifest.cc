@@ -97,6 +97,10 @@ std::string EncodeManifest(const CheckpointMeta& meta, const std::vector<TensorR
          {"data_position", Json{{"epoch", meta.data.epoch}, {"batch", meta.data.batch}}},
          {"rng", Json{{"algorithm", "xoshiro256**"}, {"state", rng}}},
          {"tokenizer", meta.tokenizer},
+         {"data", Json{{"uri", meta.data_uri},
+                       {"seed", meta.data_seed},
+                       {"batch_per_rank", meta.batch_per_rank},
+                       {"world_size", meta.world_size}}},
          {"model", ModelToJson(meta.model)},
          {"optimizer", OptimizerToJson(meta.optimizer)},
          {"data_file", "data.bin"},
@@ -112,13 +116,16 @@ Status DecodeManifest(const std::string& json, const std::string& source, Checkp
   if (j.is_discarded()) return DataLossError(source + ": manifest is not valid JSON");
   try {
     if (j.at("magic").get<std::string>() != kCheckpointMagic) {
-      return InvalidArgumentError(source + ": not a Gantry checkpoint manifest (bad magic)");
+      return DataLossError(source + ": not a Gantry checkpoint manifest (bad magic)");
     }
     const int version = j.at("format_version").get<int>();
     if (version != kCheckpointFormatVersion) {
-      return InvalidArgumentError(source + ": checkpoint format version " +
-                                  std::to_string(version) + " is not supported (this build reads " +
-                                  std::to_string(kCheckpointFormatVersion) + ")");
+      // Not damage: another Gantry wrote it. Stop rather than fall back to older checkpoints
+      // (which would silently throw away its progress).
+      return FailedPreconditionError(
+          source + ": checkpoint format version " + std::to_string(version) +
+          " is not supported (this build reads " + std::to_string(kCheckpointFormatVersion) +
+          "); resume with the Gantry that wrote it, or use another checkpoint directory");
     }
     j.at("job").get_to(meta->job);
     j.at("step").get_to(meta->step);
@@ -130,6 +137,13 @@ Status DecodeManifest(const std::string& json, const std::string& source, Checkp
       meta->rng[i] = std::stoull(rng[i].get<std::string>(), nullptr, 16);
     }
     j.at("tokenizer").get_to(meta->tokenizer);
+    if (j.contains("data")) {  // since the data settings were recorded
+      const Json& d = j.at("data");
+      d.at("uri").get_to(meta->data_uri);
+      d.at("seed").get_to(meta->data_seed);
+      d.at("batch_per_rank").get_to(meta->batch_per_rank);
+      d.at("world_size").get_to(meta->world_size);
+    }
     ModelFromJson(j.at("model"), &meta->model);
     OptimizerFromJson(j.at("optimizer"), &meta->optimizer);
     j.at("data_bytes").get_to(*data_bytes);
@@ -137,7 +151,10 @@ Status DecodeManifest(const std::string& json, const std::string& source, Checkp
     for (const Json& t : j.at("tensors")) {
       TensorRecord r;
       t.at("name").get_to(r.name);
-      GANTRY_ASSIGN_OR_RETURN(r.dtype, kernels::ParseDType(t.at("dtype").get<std::string>()));
+      auto dtype = kernels::ParseDType(t.at("dtype").get<std::string>());
+      if (!dtype.ok()) return DataLossError(source + ": tensor '" + r.name + "': " +
+                                            dtype.status().message());
+      r.dtype = *dtype;
       t.at("shape").get_to(r.shape);
       t.at("offset").get_to(r.offset);
       t.at("nbytes").get_to(r.nbytes);

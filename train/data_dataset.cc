@@ -33,8 +33,13 @@ class DatasetSource : public DataSource {
     if (l.kind == storage::RecordKind::kTokens) return DecodeTokenBatch(batch);
     GANTRY_RETURN_IF_ERROR(storage::DecodeTensors(l, bytes_, batch.inputs.f32(), labels_.data()));
     for (size_t row = 0; row < labels_.size(); ++row) {
+      const int32_t label = labels_[row];
+      if (label < 0 || label >= ModelClasses(model_)) {  // name the shard and record
+        return WriteLabel(batch, int64_t(row), label, ModelClasses(model_),
+                          loader_->RecordOrigin(row).c_str());
+      }
       GANTRY_RETURN_IF_ERROR(
-          WriteLabel(batch, int64_t(row), labels_[row], ModelClasses(model_), uri_.c_str()));
+          WriteLabel(batch, int64_t(row), label, ModelClasses(model_), uri_.c_str()));
     }
     return OkStatus();
   }
@@ -61,15 +66,19 @@ class DatasetSource : public DataSource {
  private:
   Status DecodeTokenBatch(Batch& batch) {
     const int64_t w = loader_->layout().window, t = model_.context;
-    GANTRY_RETURN_IF_ERROR(storage::DecodeTokens(loader_->layout(), bytes_, tokens_.data()));
+    size_t bad = 0;
+    if (Status st = storage::DecodeTokens(loader_->layout(), bytes_, tokens_.data(), &bad);
+        !st.ok()) {
+      return st.Prepend(loader_->RecordOrigin(bad));
+    }
     const int64_t rows = int64_t(tokens_.size()) / w;
     for (int64_t r = 0; r < rows; ++r) {
       const int32_t* rec = tokens_.data() + r * w;
       for (int64_t i = 0; i <= t; ++i) {
         if (rec[i] < 0 || rec[i] >= model_.vocab) {
-          return InvalidArgumentError("token " + std::to_string(rec[i]) + " in " + uri_ +
-                                      " (epoch " + std::to_string(position().epoch) +
-                                      ") is outside model.vocab " + std::to_string(model_.vocab));
+          return InvalidArgumentError("token " + std::to_string(rec[i]) + " in " +
+                                      loader_->RecordOrigin(size_t(r)) + " is outside model.vocab " +
+                                      std::to_string(model_.vocab));
         }
       }
       std::copy(rec, rec + t, batch.inputs.i32() + r * t);

@@ -6,6 +6,7 @@
 #include <immintrin.h>
 #endif
 
+#include "base/npy.h"
 #include "train/data_records.h"
 #include "train/mapped_file.h"
 #include "train/rng.h"
@@ -23,57 +24,21 @@ struct NpyArray {
   const uint8_t* data = nullptr;
 };
 
-// Value of `key` in the header dict text, up to the next ',' or ')' (for shape, the tuple).
-std::string HeaderField(const std::string& h, const std::string& key) {
-  const size_t k = h.find("'" + key + "'");
-  if (k == std::string::npos) return "";
-  size_t v = h.find(':', k);
-  if (v == std::string::npos) return "";
-  ++v;
-  while (v < h.size() && h[v] == ' ') ++v;
-  const size_t end = h[v] == '(' ? h.find(')', v) + 1 : h.find_first_of(",}", v);
-  return h.substr(v, end - v);
-}
-
 StatusOr<NpyArray> OpenNpy(const std::string& path) {
   NpyArray a;
   GANTRY_ASSIGN_OR_RETURN(a.file, MappedFile::Open(path));
-  const uint8_t* p = a.file->data();
-  const size_t n = a.file->size();
-  if (n < 10 || std::memcmp(p, "\x93NUMPY", 6) != 0) {
-    return InvalidArgumentError(path + " is not a .npy file (bad magic)");
+  const std::span<const uint8_t> bytes(a.file->data(), a.file->size());
+  GANTRY_ASSIGN_OR_RETURN(const uint64_t end, NpyHeaderEnd(bytes, path));
+  GANTRY_ASSIGN_OR_RETURN(NpyHeader h,
+                          ParseNpyHeader(bytes.first(std::min<uint64_t>(end, bytes.size())),
+                                         bytes.size(), path));
+  if (h.descr != "<f4" && h.descr != "<i4" && h.descr != "<i8") {
+    return InvalidArgumentError(path + ": dtype '" + h.descr +
+                                "' not supported: need <f4, <i4 or <i8");
   }
-  const bool v1 = p[6] == 1;
-  const size_t hlen =
-      v1 ? (p[8] | p[9] << 8) : (p[8] | p[9] << 8 | p[10] << 16 | size_t(p[11]) << 24);
-  const size_t hstart = v1 ? 10 : 12;
-  if (hstart + hlen > n) return InvalidArgumentError(path + ": truncated .npy header");
-  const std::string h(reinterpret_cast<const char*>(p + hstart), hlen);
-  a.descr = HeaderField(h, "descr");
-  if (a.descr.size() >= 2) a.descr = a.descr.substr(1, a.descr.size() - 2);  // strip quotes
-  if (HeaderField(h, "fortran_order") != "False") {
-    return InvalidArgumentError(path + ": Fortran-order arrays are not supported; save C order");
-  }
-  const std::string shape = HeaderField(h, "shape");
-  int64_t total = 1;
-  for (size_t i = 1; i < shape.size();) {
-    const size_t j = shape.find_first_of(",)", i);
-    const std::string d = shape.substr(i, j - i);
-    if (d.find_first_not_of(' ') != std::string::npos) {
-      a.shape.push_back(std::stoll(d));
-      total *= a.shape.back();
-    }
-    i = j + 1;
-  }
-  size_t item = a.descr == "<f4" || a.descr == "<i4" ? 4 : a.descr == "<i8" ? 8 : 0;
-  if (item == 0 || a.shape.empty()) {
-    return InvalidArgumentError(path + ": dtype '" + a.descr +
-                                "' / shape not supported: need <f4, <i4 or <i8 with rank >= 1");
-  }
-  if (hstart + hlen + size_t(total) * item > n) {
-    return InvalidArgumentError(path + ": data shorter than its shape says");
-  }
-  a.data = p + hstart + hlen;
+  a.descr = h.descr;
+  a.shape = std::move(h.shape);
+  a.data = bytes.data() + h.data_offset;
   return a;
 }
 

@@ -182,6 +182,24 @@ Status Trainer::CheckCompatible(const LoadedCheckpoint& ck) const {
 }
 
 Status Trainer::ApplyMeta(const CheckpointMeta& meta, const std::string& name) {
+  if (!meta.data_uri.empty()) {
+    // The position is a batch of an order fixed by these: with others the run continues,
+    // but it no longer reproduces the uninterrupted run. Say so, naming each.
+    auto differs = [&](const char* what, const std::string& then, const std::string& now) {
+      if (then == now) return;
+      GANTRY_LOG(WARNING, "resuming with other data settings than the checkpoint's: the run "
+                          "continues, but not as the uninterrupted run would")
+          .Field("checkpoint", name)
+          .Field("setting", what)
+          .Field("checkpoint_value", then)
+          .Field("value", now);
+    };
+    differs("data.uri", meta.data_uri, spec_.data.uri);
+    differs("data.seed", std::to_string(meta.data_seed), std::to_string(spec_.data.seed));
+    differs("data.batch_per_rank", std::to_string(meta.batch_per_rank),
+            std::to_string(spec_.data.batch_per_rank));
+    differs("world size", std::to_string(meta.world_size), std::to_string(opts_.world));
+  }
   GANTRY_RETURN_IF_ERROR(data_->Restore(meta.data));
   rng_.set_state(meta.rng);
   step_ = meta.step;
@@ -265,6 +283,10 @@ Status Trainer::SaveCheckpoint() {
     meta.optimizer = spec_.optimizer;
     meta.tokenizer = data_->tokenizer();
     meta.job = spec_.name;
+    meta.data_uri = spec_.data.uri;
+    meta.data_seed = spec_.data.seed;
+    meta.batch_per_rank = spec_.data.batch_per_rank;
+    meta.world_size = opts_.world;
     StatusOr<std::vector<NamedTensor>> tensors = CheckpointTensors();
     saved = tensors.ok() ? checkpointer_->Save(meta, *tensors) : tensors.status();
     if (dp_ && dp_->sharded()) dp_->sharded()->ReleaseFullState();

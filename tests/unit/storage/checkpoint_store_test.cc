@@ -312,12 +312,36 @@ TEST_F(CheckpointStoreTest, AbsurdBlobSizeInTheManifestIsRefusedNotAllocated) {
   EXPECT_EQ(c->step, 1);
 }
 
-TEST_F(CheckpointStoreTest, ForeignManifestIsInvalidArgument) {
+TEST_F(CheckpointStoreTest, ForeignManifestIsDataLoss) {
   auto s = Open();
   ASSERT_TRUE(s->store().Put("ckpt-000001/manifest.json", std::string("{\"magic\": 1}")).ok());
-  EXPECT_EQ(s->Load(1).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(s->Load(1).status().code(), StatusCode::kDataLoss);
   ASSERT_TRUE(s->store().Put("ckpt-000001/manifest.json", std::string("{not json")).ok());
   EXPECT_EQ(s->Load(1).status().code(), StatusCode::kDataLoss);
+}
+
+// A newest checkpoint of another manifest version is not damage: LoadLatest stops with
+// FailedPrecondition naming it instead of falling back to an older checkpoint, which would
+// silently throw away its progress. Damage (DataLoss) still falls back.
+TEST_F(CheckpointStoreTest, OtherManifestVersionStopsInsteadOfFallingBack) {
+  auto s = Open();
+  ASSERT_TRUE(SaveStep(*s, 1).ok());
+  ASSERT_TRUE(SaveStep(*s, 2).ok());
+  auto text = s->store().GetAll("ckpt-000002/manifest.json");
+  ASSERT_TRUE(text.ok());
+  const size_t at = text->find("\"version\":");
+  ASSERT_NE(at, std::string::npos) << *text;
+  std::string newer = *text;
+  newer.replace(at, 11, "\"version\":9");
+  newer.erase(at + 11, newer.find_first_of(",}", at + 11) - (at + 11));
+  ASSERT_TRUE(s->store().Put("ckpt-000002/manifest.json", newer).ok());
+  auto got = s->LoadLatest();
+  EXPECT_EQ(got.status().code(), StatusCode::kFailedPrecondition) << got.status().ToString();
+  EXPECT_NE(got.status().message().find("ckpt-000002"), std::string::npos);
+  ASSERT_TRUE(s->store().Put("ckpt-000002/manifest.json", std::string("{\"magic\": 1}")).ok());
+  got = s->LoadLatest();
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_EQ(got->step, 1);
 }
 
 TEST_F(CheckpointStoreTest, WriterKilledMidwayLeavesThePreviousCheckpointLoadable) {

@@ -110,6 +110,38 @@ TEST(DatasetTest, CorruptShardIsReportedWithItsKeyByVerifyAndLoader) {
   EXPECT_NE(err.message().find("shard-00002.bin"), std::string::npos) << err.message();
 }
 
+// An index whose numbers would size buffers from garbage (a product that wraps, a record or
+// chunk of terabytes) is refused as damaged instead of crashing the reader.
+TEST(DatasetTest, IndexWithAbsurdSizesIsRefusedNotAllocated) {
+  TempDir dir;
+  auto store = MakeDataset(dir.path(), 256, 16, 4);
+  auto idx = ReadDatasetIndex(*store);
+  ASSERT_TRUE(idx.ok());
+  const std::string good = idx->ToJson();
+  auto edit = [&](const std::string& from, const std::string& to) {
+    std::string j = good;
+    const size_t at = j.find(from);
+    EXPECT_NE(at, std::string::npos) << from;
+    return at == std::string::npos ? j : j.replace(at, from.size(), to);
+  };
+  const std::string records = "\"records\": " + std::to_string(idx->shards[0].records);
+  const std::string bytes = "\"bytes\": " + std::to_string(idx->shards[0].bytes);
+  // 2^62 records of 16 bytes wrap to 0 bytes; 2^60 ones need 16 EiB.
+  for (const std::string& bad :
+       {edit(records, "\"records\": 4611686018427387904"),
+        edit(bytes, "\"bytes\": 0"),
+        edit("\"chunk_records\": 16", "\"chunk_records\": 1099511627776"),
+        edit("\"window\": 4", "\"window\": 4611686018427387904")}) {
+    auto parsed = DatasetIndex::FromJson(bad, "idx.json");
+    ASSERT_FALSE(parsed.ok()) << bad;
+    EXPECT_NE(parsed.status().message().find("idx.json"), std::string::npos)
+        << parsed.status().ToString();
+  }
+  RecordLayout huge{.kind = RecordKind::kTensors, .dtype = DType::kF32,
+                    .shape = {1ll << 31, 1ll << 31, 4}};
+  EXPECT_NE(huge.Validate().message().find("too large"), std::string::npos);
+}
+
 TEST(DatasetTest, MissingIndexIsNotFoundWithAHint) {
   TempDir dir;
   auto store = OpenObjectStore("file://" + dir.path());
@@ -203,6 +235,28 @@ TEST(LoaderTest, TooLittleDataForTheWorldIsAClearError) {
   EXPECT_EQ(loader.status().code(), StatusCode::kInvalidArgument);
   EXPECT_NE(loader.status().message().find("smaller chunks"), std::string::npos);
   EXPECT_EQ(LoaderPosition::Parse("x:1").status().code(), StatusCode::kInvalidArgument);
+}
+
+// Chunks of unequal size (a shard's short last chunk) land on different ranks in different
+// epochs. The batch count is bounded by the smallest share any epoch can give, so it is the
+// same in every epoch: a later epoch can never come up short mid-training, and a dataset too
+// small for that is refused when the loader is made.
+TEST(LoaderTest, BatchCountIsTheSameInEveryEpochWithUnequalChunks) {
+  TempDir dir;
+  auto store = MakeDataset(dir.path(), 17, 8, 4);  // one shard: chunks of 8, 8 and 1 records
+  LoaderOptions o{.seed = 5, .rank = 0, .world = 2, .batch = 1, .prefetch_batches = 2,
+                  .group_chunks = 1, .group_buffers = 2};
+  for (int rank = 0; rank < 2; ++rank) {
+    o.rank = rank;
+    auto loader = MakeLoader(store, o);
+    for (uint64_t e = 0; e < 40; ++e) ASSERT_EQ(loader->BatchesInEpoch(e), 1u) << "epoch " << e;
+    ReadBatches(*loader, 40);  // 40 epochs, none short
+  }
+  o.batch = 2;  // some epoch gives a rank only the 1-record chunk
+  auto refused = DatasetLoader::Create(store, *ReadDatasetIndex(*store), o);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.status().message().find("in some epoch"), std::string::npos)
+      << refused.status().ToString();
 }
 
 TEST(LoaderTest, WrongBufferSizeIsRejected) {

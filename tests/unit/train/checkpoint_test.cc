@@ -249,8 +249,7 @@ TEST(CheckpointTest, ForeignManifestIsRejected) {
   fs::create_directories(dir / "ckpt-000001");
   WriteFile(dir / "ckpt-000001/manifest.json", R"({"magic": "something-else"})");
   WriteFile(dir / "ckpt-000001/data.bin", "");
-  EXPECT_EQ(OpenAt(dir.path(), 3)->Read("ckpt-000001").status().code(),
-            StatusCode::kInvalidArgument);
+  EXPECT_EQ(OpenAt(dir.path(), 3)->Read("ckpt-000001").status().code(), StatusCode::kDataLoss);
 }
 
 }  // namespace

@@ -9,6 +9,8 @@
 #include <set>
 #include <vector>
 
+#include "storage/dataset.h"
+#include "storage/object_store.h"
 #include "tests/unit/train/train_test_util.h"
 
 namespace gantry::train {
@@ -112,6 +114,40 @@ TEST(DataTest, U32TokensKeepIdsAbove16Bits) {
   ASSERT_FALSE(st.ok());
   EXPECT_NE(st.message().find("outside model.vocab 1000"), std::string::npos) << st.ToString();
   EXPECT_NE(st.message().find("token 700"), std::string::npos) << st.ToString();
+}
+
+// Bad content in a dataset made by `gantry dataset put` names the shard and the record in it
+// (a batch mixes records of many shards): a u32 token above INT32_MAX, and a token outside the
+// model's vocabulary.
+TEST(DataTest, BadDatasetTokensNameTheirShardAndRecord) {
+  for (const uint32_t bad : {3000000000u, 777u}) {
+    TempDir dir;
+    auto store = storage::OpenObjectStore("file://" + dir.path());
+    ASSERT_TRUE(store.ok());
+    storage::RecordLayout layout{.kind = storage::RecordKind::kTokens,
+                                 .dtype = storage::DType::kU32, .window = 5};
+    // 2 records per chunk, 2 chunks (4 records, 80 bytes) per shard: record 13 is shard 3's
+    // record 1.
+    auto w = storage::DatasetWriter::Create(store->get(), layout,
+                                            {.shard_bytes = 80, .chunk_bytes = 40});
+    ASSERT_TRUE(w.ok()) << w.status().ToString();
+    for (uint32_t i = 0; i < 24; ++i) {
+      std::vector<uint32_t> rec(5, i == 13 ? bad : i);
+      ASSERT_TRUE((*w)->Append(std::as_bytes(std::span<uint32_t>(rec))).ok());
+    }
+    ASSERT_TRUE((*w)->Finish().ok());
+    ModelSpec m = testing::TinyGpt(100, 4);
+    DataSpec d;
+    d.uri = "file://" + dir.path();
+    auto src = Open(d, m, {4, 1});
+    ASSERT_TRUE(src);
+    Batch b = MakeBatch(m, 4);
+    Status st = OkStatus();
+    for (int i = 0; i < 12 && st.ok(); ++i) st = src->Next(b);
+    ASSERT_FALSE(st.ok()) << "the bad record was never read";
+    EXPECT_NE(st.message().find("shard-00003.bin record 1"), std::string::npos) << st.ToString();
+    EXPECT_NE(st.message().find(std::to_string(bad)), std::string::npos) << st.ToString();
+  }
 }
 
 TEST(DataTest, OrderIsAFunctionOfSeedAndEpochAndRestoreContinues) {

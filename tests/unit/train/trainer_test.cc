@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include "base/logging.h"
+
 #include "kernels/cpu/cpu_ops.h"
 #include "kernels/runtime.h"
 
@@ -274,6 +276,37 @@ TEST(TrainerTest, CheckpointOfAnotherModelIsRefused) {
   j.model.d_model = 32;
   RunResult r = Train(j, dir / "ckpt");
   EXPECT_EQ(r.status.code(), StatusCode::kFailedPrecondition) << r.status.ToString();
+}
+
+// A resume with another data seed or batch size trains on (the user may mean it), but it
+// cannot reproduce the uninterrupted run: a warning names each setting and both values. The
+// same settings resume silently.
+TEST(TrainerTest, ResumeWithOtherDataSettingsWarnsNamingThem) {
+  TempDir dir;
+  JobSpec j = TextJob(dir, 10);
+  TrainerOptions stop;
+  stop.stop_after = 5;
+  ASSERT_TRUE(Train(j, dir / "ckpt", stop).status.ok());
+  std::vector<std::string> warnings;
+  SetLogSink([&](std::string_view line) {
+    if (line.find("other data settings") != std::string_view::npos) warnings.emplace_back(line);
+  });
+  j.train.steps = 7;
+  RunResult same = Train(j, dir / "ckpt");
+  EXPECT_TRUE(same.status.ok()) << same.status.ToString();
+  EXPECT_TRUE(warnings.empty()) << warnings[0];
+  j.train.steps = 10;
+  j.data.seed = 6;
+  j.data.batch_per_rank = 2;
+  RunResult other = Train(j, dir / "ckpt");
+  SetLogSink(nullptr);
+  EXPECT_TRUE(other.status.ok()) << other.status.ToString();
+  EXPECT_EQ(other.losses.size(), 3u);
+  ASSERT_EQ(warnings.size(), 2u);
+  EXPECT_NE(warnings[0].find("\"setting\":\"data.seed\""), std::string::npos) << warnings[0];
+  EXPECT_NE(warnings[0].find("\"checkpoint_value\":\"5\""), std::string::npos) << warnings[0];
+  EXPECT_NE(warnings[0].find("\"value\":\"6\""), std::string::npos) << warnings[0];
+  EXPECT_NE(warnings[1].find("data.batch_per_rank"), std::string::npos) << warnings[1];
 }
 
 TEST(TrainerTest, CorruptLatestFallsBackToThePreviousCheckpoint) {
