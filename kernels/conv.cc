@@ -15,6 +15,11 @@ Status CheckConvArgs(const char* op, const Tensor& x, const Tensor& w, const Con
                                 std::to_string(w.dim(1)) + " input channels but x " +
                                 ShapeToString(x.shape()) + " has " + std::to_string(x.dim(1)));
   }
+  if (x.dim(0) == 0 || x.dim(1) == 0 || w.dim(0) == 0) {  // cuDNN refuses empty descriptors
+    return InvalidArgumentError(std::string(op) + ": x " + ShapeToString(x.shape()) + " / w " +
+                                ShapeToString(w.shape()) +
+                                " is empty (batch, input or output channels are 0)");
+  }
   Shape y = Conv2dOutputShape(x.shape(), w.shape(), o);
   if (o.stride < 1 || o.padding < 0 || y.empty() || y[2] <= 0 || y[3] <= 0) {
     return InvalidArgumentError(std::string(op) + ": kernel " + ShapeToString(w.shape()) +

@@ -19,6 +19,13 @@ Status CheckClassTargets(const char* op, const char* scores_name, const Tensor& 
   return CheckNumel(op, "targets", targets, scores.numel() / scores.dim(-1));
 }
 
+// A mean over rows needs one (CPU and CUDA would disagree on 0/0: NaN vs 0).
+Status CheckHasRows(const char* op, const char* name, const Tensor& scores) {
+  if (scores.numel() > 0) return OkStatus();
+  return InvalidArgumentError(std::string(op) + ": '" + name + "' " +
+                              ShapeToString(scores.shape()) + " has no rows to average");
+}
+
 }  // namespace
 
 Status CrossEntropyForward(const Tensor& logits, const Tensor& targets, Tensor& probs,
@@ -30,6 +37,7 @@ Status CrossEntropyForward(const Tensor& logits, const Tensor& targets, Tensor& 
   GANTRY_RETURN_IF_ERROR(CheckClassTargets(kOp, "logits", logits, targets));
   GANTRY_RETURN_IF_ERROR(CheckShape(kOp, "probs", probs, logits.shape()));
   GANTRY_RETURN_IF_ERROR(CheckNumel(kOp, "loss", loss, 1));
+  GANTRY_RETURN_IF_ERROR(CheckHasRows(kOp, "logits", logits));
   GANTRY_KERNELS_DISPATCH(kOp, logits.device(), CrossEntropyForward(logits, targets, probs, loss));
 }
 
@@ -71,6 +79,7 @@ Status HingeForward(const Tensor& scores, const Tensor& targets, Tensor& loss) {
   GANTRY_RETURN_IF_ERROR(CheckSameDevice(kOp, {&scores, &targets, &loss}));
   GANTRY_RETURN_IF_ERROR(CheckClassTargets(kOp, "scores", scores, targets));
   GANTRY_RETURN_IF_ERROR(CheckNumel(kOp, "loss", loss, 1));
+  GANTRY_RETURN_IF_ERROR(CheckHasRows(kOp, "scores", scores));
   GANTRY_KERNELS_DISPATCH(kOp, scores.device(), HingeForward(scores, targets, loss));
 }
 

@@ -4,6 +4,8 @@
 
 #include <algorithm>
 
+#include "comm/lane.h"
+
 namespace gantry::train {
 
 using kernels::DType;
@@ -114,6 +116,16 @@ void BucketReducer::OnGradReady(int64_t begin) {
   }
 }
 
+// Staging the bucket failed (a CUDA error): reducing a stale buffer would be silent, and
+// not issuing the collective would leave the peers waiting for it. The communicator is
+// aborted (the peers fail now) and the bucket carries the error.
+void BucketReducer::FailLaunch(size_t i, const Status& s) {
+  const Status failed = Status(s).Prepend("staging gradient bucket " + std::to_string(i) +
+                                          " on rank " + std::to_string(comm_.rank()));
+  comm_.Abort(failed);
+  work_[i] = comm::MakeDoneWork(failed);
+}
+
 void BucketReducer::Launch(size_t i) {
   const Bucket& b = buckets_[i];
   Tensor grads = model_.flat_grads().View(b.begin, {b.size()});
@@ -125,8 +137,7 @@ void BucketReducer::Launch(size_t i) {
       return;
     }
     Tensor stage = staging_.View(b.begin, {b.size()});
-    Status s = kernels::Cast(grads, stage);
-    (void)s;  // shapes and dtypes are fixed at Create; Cast cannot fail here
+    if (Status s = kernels::Cast(grads, stage); !s.ok()) return FailLaunch(i, s);
     work_[i] =
         comm_.Allreduce(stage.raw(), stage.raw(), size_t(b.size()), wire, comm::ReduceOp::kSum);
     return;
@@ -140,7 +151,7 @@ void BucketReducer::Launch(size_t i) {
   }
   Tensor stage = staging_.View(stage_[i], {b.size()});
   Status s = options_.bf16 ? kernels::Cast(grads, stage) : kernels::Copy(grads, stage);
-  (void)s;
+  if (!s.ok()) return FailLaunch(i, s);
   work_[i] = comm_.ReduceScatter(staging_.View(stage_[i], {b.piece}).raw(), out.raw(),
                                  size_t(b.piece), wire, comm::ReduceOp::kSum);
 }

@@ -98,6 +98,7 @@ class BucketReducer {
       : comm_(comm), model_(model), options_(options) {}
   Status Allocate();
   void Launch(size_t i);
+  void FailLaunch(size_t i, const Status& s);
 
   comm::Communicator& comm_;
   Model& model_;

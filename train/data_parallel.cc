@@ -11,6 +11,7 @@
 #include "base/logging.h"
 #include "base/metrics.h"
 #include "base/tunables.h"
+#include "kernels/optim.h"
 #include "kernels/runtime.h"
 #include "kernels/optim.h"
 #include "storage/checksum.h"
@@ -294,6 +295,9 @@ StatusOr<float> DataParallel::ReduceAndUpdate(Optimizer* optimizer, int64_t step
   UpdateFinishedBuckets(/*block=*/true);
   const Updating done = std::exchange(updating_, {});
   if (!done.status.ok()) return done.status;
+  // On a GPU the update cannot add up the squares as it goes (a CPU-only extra of the update
+  // kernels): the norm of the summed gradients, which the update leaves as they were.
+  if (!model_.device().is_cpu()) return kernels::L2Norm(model_.flat_grads());
   return float(std::sqrt(done.sum_sq));
 }
 
@@ -327,7 +331,8 @@ void DataParallel::UpdateFinishedBuckets(bool block) {
     if (!u.status.ok()) continue;
     // One pass per bucket: the update and its squared gradient norm, while the sum is in cache.
     const Bucket& b = reducer_->buckets()[i];
-    if (Status st = u.optimizer->StepRange(u.step, u.lr, b.begin, b.end, &u.sum_sq); !st.ok()) {
+    double* sum_sq = model_.device().is_cpu() ? &u.sum_sq : nullptr;  // see ReduceAndUpdate
+    if (Status st = u.optimizer->StepRange(u.step, u.lr, b.begin, b.end, sum_sq); !st.ok()) {
       u.status = st;
     }
   }

@@ -67,6 +67,12 @@ Status ApplyUpdate(const OptimizerSpec& spec, int64_t step, float lr, bool decay
   const std::string& t = spec.type;
   const int64_t n = p.numel();
   const float wd = decay ? float(spec.weight_decay) : 0.0f;
+  if (grad_sq_sum != nullptr && !p.device().is_cpu()) {
+    // The kernels add up squares only on the CPU: the norm first (the update keeps g).
+    GANTRY_ASSIGN_OR_RETURN(const float norm, kernels::L2Norm(g));
+    *grad_sq_sum += double(norm) * double(norm);
+    grad_sq_sum = nullptr;
+  }
   // CPU bf16: the updated parameters' bf16 copy for the next step's products (runtime.h).
   uint16_t* bf16_copy = p.device().is_cpu() ? kernels::MatmulWeightsBf16Copy(p.f32(), n) : nullptr;
   if (t == "sgd" || t == "momentum") {

@@ -154,8 +154,17 @@ class NcclWork : public Work {
     const Deadline until = Clock::now() + timeout;
     for (;;) {
       const cudaError_t e = Query();
-      if (e == cudaSuccess) return OkStatus();
-      if (e != cudaErrorNotReady) return CudaError(e, label_);
+      if (e == cudaSuccess) {
+        // An abort makes NCCL's kernels return early and the event complete over partial
+        // data: once the communicator failed, a completion not seen before is that failure.
+        if (!ok_seen_ && state_->failed()) return state_->error();
+        ok_seen_ = true;
+        return OkStatus();
+      }
+      if (e != cudaErrorNotReady) {  // a sticky CUDA error: the peers must not wait for us
+        FailAndAbort(*state_, *handle_, CudaError(e, label_));
+        return state_->error();
+      }
       if (state_->failed()) return state_->error();
       const ncclResult_t r = handle_->Query();
       if (r != ncclSuccess && r != ncclInProgress) {
@@ -171,7 +180,9 @@ class NcclWork : public Work {
         FailAndAbort(*state_, *handle_, s);
         return state_->error();
       }
-      if (now >= until) return DeadlineExceededError(label_ + ": still running");
+      if (now >= until) {
+        return DeadlineExceededError(label_ + ": still running after " + SecondsSince(start_));
+      }
       std::this_thread::sleep_for(std::chrono::microseconds(50));
     }
   }
@@ -193,6 +204,7 @@ class NcclWork : public Work {
   Clock::time_point start_;
   Deadline deadline_;
   std::shared_ptr<CommState> state_;
+  bool ok_seen_ = false;  // completed while the communicator was healthy
 };
 
 }  // namespace
@@ -223,8 +235,11 @@ WorkPtr NcclCommunicator::Impl::Issue(const OpLabel& label, const std::function<
     }
     r = call();
   }
+  // From here on a failure leaves this rank out of step with its peers, which did issue the
+  // operation: the communicator is failed and aborted so that they stop too.
   if (r != ncclSuccess && r != ncclInProgress) {
-    return MakeDoneWork(NcclError(r, what));
+    FailAndAbort(*state, *handle, NcclError(r, what));
+    return MakeDoneWork(state->error());
   }
   // A non-blocking communicator may return ncclInProgress before the operation is on the
   // stream; an event recorded now would complete without it. Wait until NCCL has enqueued it.
@@ -233,11 +248,13 @@ WorkPtr NcclCommunicator::Impl::Issue(const OpLabel& label, const std::function<
     if (!s.ok()) return MakeDoneWork(s);
   }
   if (e = cudaEventCreateWithFlags(&done, cudaEventDisableTiming); e != cudaSuccess) {
-    return MakeDoneWork(CudaError(e, what + ": cudaEventCreate"));
+    FailAndAbort(*state, *handle, CudaError(e, what + ": cudaEventCreate"));
+    return MakeDoneWork(state->error());
   }
   if (e = cudaEventRecord(done, stream); e != cudaSuccess) {
     cudaEventDestroy(done);
-    return MakeDoneWork(CudaError(e, what));
+    FailAndAbort(*state, *handle, CudaError(e, what));
+    return MakeDoneWork(state->error());
   }
   return std::make_shared<NcclWork>(done, handle, what, deadline, state);
 }
@@ -300,10 +317,20 @@ StatusOr<std::unique_ptr<NcclCommunicator>> NcclCommunicator::Create(Bootstrap& 
   ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
   config.blocking = 0;
   ncclResult_t r = ncclCommInitRankConfig(&impl->comm, bootstrap.size(), id, bootstrap.rank(), &config);
-  if (r != ncclSuccess && r != ncclInProgress) return NcclError(r, "ncclCommInitRankConfig");
+  if (r != ncclSuccess && r != ncclInProgress) {
+    if (impl->comm != nullptr) ncclCommAbort(impl->comm);  // what init may have set up
+    return NcclError(r, "ncclCommInitRankConfig (rank " + std::to_string(bootstrap.rank()) +
+                            " of " + std::to_string(bootstrap.size()) + ", cuda:" +
+                            std::to_string(impl->device) + ")");
+  }
   impl->handle->comm = impl->comm;
-  GANTRY_RETURN_IF_ERROR(impl->WaitReady("nccl init (id " + Hex(&id, 8) + "...)",
-                                         DeadlineAfter(options.timeout)));
+  GANTRY_RETURN_IF_ERROR(impl->WaitReady(
+      "nccl init of rank " + std::to_string(bootstrap.rank()) + " of " +
+          std::to_string(bootstrap.size()) + " on cuda:" + std::to_string(impl->device) +
+          " (id " + Hex(&id, 8) + "..., timeout " +
+          std::to_string(std::chrono::duration_cast<std::chrono::seconds>(options.timeout).count()) +
+          " s)",
+      DeadlineAfter(options.timeout)));
   // From here the communicator owns the comm: on a failure below, its destructor aborts it
   // (the state is marked failed first) and frees what was made.
   Impl& im = *impl;

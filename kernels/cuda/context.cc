@@ -45,10 +45,17 @@ StatusOr<Context*> CreateContext(int device) {
   auto ctx = std::make_unique<Context>();
   ctx->device = device;
   GANTRY_CUBLAS_RETURN_IF_ERROR(cublasCreate(&ctx->cublas));
-  GANTRY_CUBLAS_RETURN_IF_ERROR(cublasSetMathMode(
-      ctx->cublas, UseTf32() ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
-  GANTRY_CUDA_RETURN_IF_ERROR(cudaHostAlloc(reinterpret_cast<void**>(&ctx->host_result),
-                                            8 * sizeof(double), cudaHostAllocDefault));
+  Status st = [&]() -> Status {  // the handle is destroyed if the rest fails
+    GANTRY_CUBLAS_RETURN_IF_ERROR(cublasSetMathMode(
+        ctx->cublas, UseTf32() ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
+    GANTRY_CUDA_RETURN_IF_ERROR(cudaHostAlloc(reinterpret_cast<void**>(&ctx->host_result),
+                                              8 * sizeof(double), cudaHostAllocDefault));
+    return OkStatus();
+  }();
+  if (!st.ok()) {
+    cublasDestroy(ctx->cublas);
+    return st;
+  }
   return ctx.release();
 }
 
@@ -77,7 +84,10 @@ StatusOr<IndexError*> IndexErrorSlot(int device, IndexError** dev_ptr = nullptr)
     void* dev = nullptr;
     GANTRY_CUDA_RETURN_IF_ERROR(cudaHostAlloc(&host, sizeof(IndexError), cudaHostAllocMapped));
     std::memset(host, 0, sizeof(IndexError));
-    GANTRY_CUDA_RETURN_IF_ERROR(cudaHostGetDevicePointer(&dev, host, 0));
+    if (cudaError_t err = cudaHostGetDevicePointer(&dev, host, 0); err != cudaSuccess) {
+      cudaFreeHost(host);
+      GANTRY_CUDA_RETURN_IF_ERROR(err);
+    }
     pool.index_error[device] = static_cast<IndexError*>(host);
     pool.index_error_dev[device] = static_cast<IndexError*>(dev);
   }
@@ -120,6 +130,9 @@ Status UseDevice(int device) {
 
 Status TakeIndexError(int device) {
   GANTRY_ASSIGN_OR_RETURN(IndexError * slot, IndexErrorSlot(device));
+  // One taker at a time: two threads on a device must not both report (or half-clear) it.
+  static std::mutex taking;
+  std::lock_guard<std::mutex> lock(taking);
   volatile IndexError* e = slot;
   if (e->op <= 0) return OkStatus();  // -1: a kernel is still filling the record in
   std::string msg = std::string(IndexOpName(e->op)) + " at flat position " +

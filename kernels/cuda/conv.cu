@@ -93,11 +93,14 @@ constexpr size_t kMaxConvWorkspaceBytes = size_t{1} << 30;
 // The first of cuDNN's heuristic candidates that is supported, deterministic (no atomics: some
 // backward algorithms, e.g. BWD_DATA_ALGO_0 and BWD_FILTER_ALGO_0/3, sum in a varying order,
 // which would break the byte-identical resume of a GPU run) and within the workspace limit.
+// Since cuDNN 7.4 a candidate is an (algorithm, math type) pair: only those with the math type
+// set on the descriptor are taken (another would run TF32 in the f32 path, or be refused).
 template <typename Perf>
 int FirstUsable(const Perf* perf, int got) {
+  const cudnnMathType_t math = UseTf32() ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH;
   for (int i = 0; i < got; ++i) {
     if (perf[i].status == CUDNN_STATUS_SUCCESS && perf[i].determinism == CUDNN_DETERMINISTIC &&
-        perf[i].memory <= kMaxConvWorkspaceBytes) {
+        perf[i].memory <= kMaxConvWorkspaceBytes && perf[i].mathType == math) {
       return i;
     }
   }

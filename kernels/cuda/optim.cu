@@ -37,8 +37,9 @@ Status SgdUpdate(Tensor& param, const Tensor& grad, Tensor* momentum_buf,
   const float* g = grad.f32();
   const float lr = opts.lr, wd = opts.weight_decay, mom = opts.momentum;
   if (mom == 0.0f) {
+    // No decay term when wd is 0, as on the CPU: 0 * inf would turn an inf parameter to NaN.
     return LaunchElementwise(param.numel(), env.stream, [=] __device__(int64_t i) {
-      p[i] -= lr * (g[i] + wd * p[i]);
+      p[i] -= lr * (wd != 0.0f ? g[i] + wd * p[i] : g[i]);
     });
   }
   if (momentum_buf == nullptr) {
@@ -49,7 +50,7 @@ Status SgdUpdate(Tensor& param, const Tensor& grad, Tensor* momentum_buf,
   float* buf = momentum_buf->f32();
   const bool nesterov = opts.nesterov;
   return LaunchElementwise(param.numel(), env.stream, [=] __device__(int64_t i) {
-    const float gi = g[i] + wd * p[i];
+    const float gi = wd != 0.0f ? g[i] + wd * p[i] : g[i];
     const float b = mom * buf[i] + gi;
     buf[i] = b;
     p[i] -= lr * (nesterov ? gi + mom * b : b);
@@ -86,7 +87,7 @@ Status AdamUpdate(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v,
   float* pv = v.f32();
   return LaunchElementwise(param.numel(), env.stream, [=] __device__(int64_t i) {
     const float pi = p[i] * decay;
-    const float gi = g[i] + l2 * pi;
+    const float gi = l2 != 0.0f ? g[i] + l2 * pi : g[i];
     const float mi = b1 * pm[i] + (1.0f - b1) * gi;
     const float vi = b2 * pv[i] + (1.0f - b2) * gi * gi;
     pm[i] = mi;

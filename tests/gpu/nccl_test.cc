@@ -9,6 +9,10 @@
 
 #include <cuda_runtime.h>
 
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <cstdlib>
 #include <algorithm>
 #include <chrono>
 #include <cstring>
@@ -46,6 +50,9 @@ void RunRanks(int n, const std::function<void(int, NcclCommunicator&)>& body,
       Bootstrap boot(r, n, store);
       CommOptions o = base;
       o.cuda = true;
+      // A failing rank must not leave the others waiting past ctest's limit (the default comm
+      // timeout is 5 minutes): the error names the operation instead of a test timeout.
+      if (o.timeout == CommOptions{}.timeout) o.timeout = std::chrono::seconds(60);
       auto c = NcclCommunicator::Create(boot, o);
       ASSERT_TRUE(c.ok()) << "rank " << r << ": " << c.status().ToString();
       EXPECT_EQ((*c)->device(), r);
@@ -336,6 +343,84 @@ TEST(Nccl, CreatesThroughATcpStore) {
     });
   }
   for (auto& t : threads) t.join();
+}
+
+// Two processes on one GPU: NCCL refuses two ranks of one host on one device ("Duplicate GPU"),
+// but a different NCCL_HOSTID per process makes them two "hosts" joined by NCCL's socket
+// transport on loopback. This is the one test that runs NCCL's real cross-rank path (proxy
+// threads, connection setup, a sum of two ranks' data) on a one-GPU machine; the one-rank
+// groups above reduce to local copies. The test re-runs its own binary, filtered to itself,
+// once per rank (fork after CUDA is initialised is not safe; exec is).
+TEST(Nccl, TwoProcessesOnOneGpuOverSockets) {
+  if (const char* child = std::getenv("GANTRY_NCCL_CHILD_RANK")) {
+    const int r = std::atoi(child);
+    ASSERT_EQ(cudaSetDevice(0), cudaSuccess);
+    auto store = TcpStore::Connect("127.0.0.1", std::atoi(std::getenv("GANTRY_NCCL_CHILD_PORT")),
+                                   std::chrono::seconds(30));
+    ASSERT_TRUE(store.ok()) << store.status().ToString();
+    Bootstrap boot(r, 2, std::shared_ptr<Store>(std::move(*store)));
+    CommOptions o;
+    o.cuda = true;
+    o.cuda_device = 0;
+    o.timeout = std::chrono::seconds(60);
+    auto c = NcclCommunicator::Create(boot, o);
+    ASSERT_TRUE(c.ok()) << "rank " << r << ": " << c.status().ToString();
+    const size_t n = (size_t{1} << 20) + 3;  // odd, over NCCL's chunk sizes
+    std::vector<float> host(n);
+    for (size_t i = 0; i < n; ++i) host[i] = float((i * (r + 3)) % 13);
+    DeviceBuffer buf(n * sizeof(float));
+    ASSERT_EQ(cudaMemcpy(buf.p, host.data(), n * 4, cudaMemcpyHostToDevice), cudaSuccess);
+    Status st = (*c)->Allreduce(buf.p, buf.p, n, DataType::kF32, ReduceOp::kSum)->Wait();
+    ASSERT_TRUE(st.ok()) << "rank " << r << ": " << st.ToString();
+    ASSERT_EQ(cudaMemcpy(host.data(), buf.p, n * 4, cudaMemcpyDeviceToHost), cudaSuccess);
+    size_t wrong = 0;
+    for (size_t i = 0; i < n; ++i) wrong += host[i] != float((i * 3) % 13 + (i * 4) % 13);
+    EXPECT_EQ(wrong, 0u) << "rank " << r << ": elements differ from the two ranks' sum";
+    st = (*c)->Barrier()->Wait();
+    EXPECT_TRUE(st.ok()) << st.ToString();
+    return;
+  }
+  SKIP_WITHOUT_GPU();
+  auto server = TcpStoreServer::Start("127.0.0.1", 0);
+  ASSERT_TRUE(server.ok()) << server.status().ToString();
+  std::vector<pid_t> pids;
+  for (int r = 0; r < 2; ++r) {
+    const pid_t pid = fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {  // exec at once: nothing CUDA runs in the forked image
+      const std::string rank = std::to_string(r), port = std::to_string((*server)->port());
+      const std::string host_id = "gantry-nccl-test-host-" + rank;
+      setenv("GANTRY_NCCL_CHILD_RANK", rank.c_str(), 1);
+      setenv("GANTRY_NCCL_CHILD_PORT", port.c_str(), 1);
+      setenv("NCCL_HOSTID", host_id.c_str(), 1);
+      for (const char* kv : {"NCCL_P2P_DISABLE=1", "NCCL_SHM_DISABLE=1", "NCCL_IB_DISABLE=1",
+                             "NCCL_SOCKET_IFNAME=lo", "NCCL_NVLS_ENABLE=0"}) {
+        putenv(const_cast<char*>(kv));
+      }
+      execl("/proc/self/exe", "/proc/self/exe", "--gtest_filter=Nccl.TwoProcessesOnOneGpuOverSockets",
+            static_cast<char*>(nullptr));
+      _exit(127);
+    }
+    pids.push_back(pid);
+  }
+  const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(100);
+  std::vector<int> status(2, -1);
+  for (int r = 0; r < 2; ++r) {
+    while (status[r] == -1) {
+      int ws = 0;
+      if (waitpid(pids[r], &ws, WNOHANG) == pids[r]) {
+        status[r] = WIFEXITED(ws) ? WEXITSTATUS(ws) : 128 + WTERMSIG(ws);
+      } else if (std::chrono::steady_clock::now() > end) {
+        for (pid_t p : pids) kill(p, SIGKILL);
+        waitpid(pids[r], &ws, 0);
+        status[r] = 124;
+      } else {
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      }
+    }
+  }
+  EXPECT_EQ(status[0], 0) << "rank 0's run failed (its output is above)";
+  EXPECT_EQ(status[1], 0) << "rank 1's run failed (its output is above)";
 }
 
 }  // namespace

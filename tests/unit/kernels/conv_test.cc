@@ -95,6 +95,10 @@ TEST(ConvErrorsTest, BadArguments) {
   st = Conv2dForward(x, big_w, nullptr, {}, y, ws);
   EXPECT_NE(st.message().find("does not fit"), std::string::npos) << st.message();
   EXPECT_TRUE(Conv2dOutputShape({1, 3}, {2, 3, 3, 3}, {}).empty());
+  // Empty batch or channels: refused on every backend (cuDNN has no empty descriptors).
+  Tensor none = MustEmpty({0, 3, 5, 5}), y0 = MustEmpty({0, 2, 3, 3});
+  st = Conv2dForward(none, w3, nullptr, {}, y0, ws);
+  EXPECT_NE(st.message().find("is empty"), std::string::npos) << st.message();
 }
 
 // Distinct, well-separated values so the max is unambiguous under finite differences.

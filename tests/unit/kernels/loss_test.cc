@@ -55,6 +55,16 @@ TEST(CrossEntropyTest, BackwardMatchesFiniteDifferences) {
   (void)rows;
 }
 
+// A mean over no rows is refused (CPU 0/0 = NaN and CUDA 0 used to disagree).
+TEST(CrossEntropyTest, NoRowsIsAnError) {
+  Tensor logits = MustEmpty({0, 5}), targets = RandomTokens({0}, 5, 1);
+  Tensor probs = MustEmpty({0, 5}), loss = MustEmpty({1});
+  Status st = CrossEntropyForward(logits, targets, probs, loss);
+  EXPECT_NE(st.message().find("no rows"), std::string::npos) << st.message();
+  st = HingeForward(logits, targets, loss);
+  EXPECT_NE(st.message().find("no rows"), std::string::npos) << st.message();
+}
+
 TEST(CrossEntropyTest, OutOfRangeTargetNamesRow) {
   Tensor logits = Random({4, 5}, 5), targets = RandomTokens({4}, 5, 6);
   targets.i32()[2] = 5;
