@@ -13,8 +13,11 @@
 #include "base/tunables.h"
 #include "kernels/optim.h"
 #include "kernels/runtime.h"
-#include "kernels/optim.h"
 #include "storage/checksum.h"
+#include "gantry_config.h"
+#if GANTRY_WITH_NCCL
+#include "comm/nccl/nccl_communicator.h"
+#endif
 
 namespace gantry::train {
 
@@ -51,6 +54,19 @@ bool DataParallel::InlineReduceAuto(std::string_view backend, bool spare_cpu) {
 StatusOr<std::unique_ptr<DataParallel>> DataParallel::Create(comm::Communicator& comm, Model& model,
                                                              const OptimizerSpec& optimizer,
                                                              const DataParallelOptions& options) {
+#if GANTRY_WITH_NCCL
+  if (auto* nccl = dynamic_cast<comm::NcclCommunicator*>(&comm); nccl && model.device().is_cuda()) {
+    if (nccl->device() != model.device().index) {
+      return FailedPreconditionError(
+          "data parallel: rank " + std::to_string(comm.rank()) + " has its model on cuda:" +
+          std::to_string(model.device().index) + " but its NCCL communicator on cuda:" +
+          std::to_string(nccl->device()) +
+          "; use train.device: cuda (each rank then takes GPU rank % visible GPUs)");
+    }
+    // Bucket reductions wait for the backward work queued on the kernels' stream so far.
+    nccl->SetStream(kernels::CurrentStream());
+  }
+#endif
   std::unique_ptr<DataParallel> dp(new DataParallel(comm, model, options));
   dp->inline_reduce_ = options.inline_reduce.value_or(
       InlineReduceAuto(comm.backend(), options.spare_cpu));
