@@ -26,6 +26,8 @@ class Block(nn.Module):
         q, k, v = self.c_attn(self.ln_1(x)).split(c, dim=2)
         q, k, v = (z.view(b, t, self.heads, c // self.heads).transpose(1, 2) for z in (q, k, v))
         att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(c // self.heads))
+        if self.mask.device != x.device:  # not a buffer, so model.to(device) leaves it behind
+            self.mask = self.mask.to(x.device)
         att = att.masked_fill(~self.mask[:t, :t], float("-inf")).softmax(dim=-1)
         x = x + self.attn_proj((att @ v).transpose(1, 2).reshape(b, t, c))
         return x + self.mlp_proj(F.gelu(self.c_fc(self.ln_2(x)), approximate="tanh"))
@@ -44,7 +46,7 @@ class Gpt(nn.Module):
                 nn.init.normal_(p, std=0.02)
 
     def forward(self, idx):
-        x = self.wte(idx) + self.wpe(torch.arange(idx.shape[1]))
+        x = self.wte(idx) + self.wpe(torch.arange(idx.shape[1], device=idx.device))
         for block in self.h:
             x = block(x)
         return F.linear(self.ln_f(x), self.wte.weight)  # tied lm_head

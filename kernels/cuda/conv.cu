@@ -12,10 +12,31 @@
 #include <string>
 
 #include "kernels/cuda/check.h"
+#include "kernels/cuda/common.cuh"
 #include "kernels/cuda/context.h"
 #include "kernels/cuda/cuda_ops.h"
 
 namespace gantry::kernels::cuda {
+
+namespace {
+
+constexpr int kBiasGradBlock = 256;
+
+// db[c] += sum over images and pixels of dy[n, c, :, :]: one block per channel, each thread a
+// fixed strided share, then a fixed tree (BlockSum): the same bits on every run.
+__global__ void BiasGradNchwKernel(const float* dy, int64_t n, int64_t c, int64_t hw, float* db) {
+  __shared__ float shared[32];
+  const int64_t ch = blockIdx.x;
+  float acc = 0.0f;
+  for (int64_t i = threadIdx.x; i < n * hw; i += blockDim.x) {
+    const int64_t img = i / hw, pix = i - img * hw;
+    acc += dy[(img * c + ch) * hw + pix];
+  }
+  acc = BlockSum(acc, shared);
+  if (threadIdx.x == 0) db[ch] += acc;
+}
+
+}  // namespace
 namespace {
 
 // RAII for the descriptors of one call (host-side objects; cheap to create).
@@ -107,11 +128,27 @@ int FirstUsable(const Perf* perf, int got) {
   return -1;
 }
 
-Status NoAlgorithm(const char* direction, int got) {
+// The candidates cuDNN offered, for the error: "algo 1 (status 0, deterministic 1, math 2,
+// 4096 B)".
+template <typename Perf>
+std::string Candidates(const Perf* perf, int got) {
+  std::string out;
+  for (int i = 0; i < got; ++i) {
+    out += std::string(i ? "; " : "") + "algo " + std::to_string(int(perf[i].algo)) +
+           " (status " + std::to_string(int(perf[i].status)) + ", deterministic " +
+           std::to_string(int(perf[i].determinism)) + ", math " +
+           std::to_string(int(perf[i].mathType)) + ", " + std::to_string(perf[i].memory) + " B)";
+  }
+  return out;
+}
+
+template <typename Perf>
+Status NoAlgorithm(const char* direction, const Perf* perf, int got) {
   return InternalError(std::string("cuDNN offers no deterministic ") + direction +
-                       " convolution algorithm within " +
-                       std::to_string(kMaxConvWorkspaceBytes >> 20) + " MiB of workspace (" +
-                       std::to_string(got) + " candidates) for this shape");
+                       " convolution algorithm with math type " +
+                       (UseTf32() ? "DEFAULT" : "FMA") + " within " +
+                       std::to_string(kMaxConvWorkspaceBytes >> 20) + " MiB of workspace for "
+                       "this shape; candidates: " + Candidates(perf, got));
 }
 
 StatusOr<Algos> ChooseAlgos(cudnnHandle_t h, const Descs& d) {
@@ -122,19 +159,19 @@ StatusOr<Algos> ChooseAlgos(cudnnHandle_t h, const Descs& d) {
   GANTRY_CUDNN_RETURN_IF_ERROR(
       cudnnGetConvolutionForwardAlgorithm_v7(h, d.x, d.w, d.conv, d.y, kMax, &got, fwd));
   int i = FirstUsable(fwd, got);
-  if (i < 0) return NoAlgorithm("forward", got);
+  if (i < 0) return NoAlgorithm("forward", fwd, got);
   a.fwd = fwd[i].algo;
   cudnnConvolutionBwdDataAlgoPerf_t bd[kMax];
   GANTRY_CUDNN_RETURN_IF_ERROR(
       cudnnGetConvolutionBackwardDataAlgorithm_v7(h, d.w, d.y, d.conv, d.x, kMax, &got, bd));
   i = FirstUsable(bd, got);
-  if (i < 0) return NoAlgorithm("backward-data", got);
+  if (i < 0) return NoAlgorithm("backward-data", bd, got);
   a.bwd_data = bd[i].algo;
   cudnnConvolutionBwdFilterAlgoPerf_t bf[kMax];
   GANTRY_CUDNN_RETURN_IF_ERROR(
       cudnnGetConvolutionBackwardFilterAlgorithm_v7(h, d.x, d.y, d.conv, d.w, kMax, &got, bf));
   i = FirstUsable(bf, got);
-  if (i < 0) return NoAlgorithm("backward-filter", got);
+  if (i < 0) return NoAlgorithm("backward-filter", bf, got);
   a.bwd_filter = bf[i].algo;
   size_t s1 = 0, s2 = 0, s3 = 0;
   GANTRY_CUDNN_RETURN_IF_ERROR(
@@ -250,8 +287,14 @@ Status Conv2dBackward(const Tensor& x, const Tensor& w, const Tensor& dy,
       p.algos.workspace_bytes, &one, p.d.w, dw.raw()));
   if (db != nullptr) {
     GANTRY_RETURN_IF_ERROR(CheckOperand(kOp, "db", *db, env));
-    GANTRY_CUDNN_RETURN_IF_ERROR(
-        cudnnConvolutionBackwardBias(p.h, &one, p.d.y, dy.raw(), &one, p.d.bias, db->raw()));
+    // Our own fixed-order sum: cuDNN does not promise cudnnConvolutionBackwardBias is
+    // deterministic, and a GPU run must resume byte-identically.
+    const int64_t n = dy.dim(0), c = dy.dim(1), hw = dy.dim(2) * dy.dim(3);
+    if (c > 0) {
+      BiasGradNchwKernel<<<static_cast<unsigned>(c), kBiasGradBlock, 0, env.stream>>>(
+          dy.f32(), n, c, hw, db->f32());
+      GANTRY_CUDA_CHECK_LAUNCH("BiasGradNchwKernel");
+    }
   }
   return OkStatus();
 }
