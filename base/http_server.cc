@@ -13,6 +13,7 @@
 #include <cerrno>
 #include <charconv>
 #include <chrono>
+#include <thread>
 #include <cstring>
 
 #include "base/logging.h"
@@ -169,7 +170,7 @@ HttpServer::HttpServer(HttpServerOptions options) : opt_(std::move(options)) {
   if (opt_.max_connections < 0) {
     opt_.max_connections = int(TunableInt("HTTP_MAX_CONNECTIONS", 256));
   }
-  if (opt_.max_body_bytes < 0) opt_.max_body_bytes = TunableInt("HTTP_MAX_BODY_BYTES", 256 << 20);
+  if (opt_.max_body_bytes < 0) opt_.max_body_bytes = TunableInt("HTTP_MAX_BODY_BYTES", 1 << 20);
 }
 
 HttpServer::~HttpServer() { Stop(); }
@@ -270,7 +271,14 @@ void HttpServer::AcceptLoop() {
     sockaddr_storage addr{};
     socklen_t len = sizeof(addr);
     int fd = ::accept4(listen_fd_, reinterpret_cast<sockaddr*>(&addr), &len, SOCK_CLOEXEC);
-    if (fd < 0) continue;
+    if (fd < 0) {
+      // Out of descriptors: the listener stays readable, so back off instead of spinning.
+      if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+        ReapFinished(false);
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      }
+      continue;
+    }
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     char host[INET6_ADDRSTRLEN] = "?";
@@ -437,6 +445,7 @@ StatusOr<std::unique_ptr<HttpServer>> StartMetricsServer(const std::string& host
   HttpServerOptions options;
   options.host = host;
   options.port = port;
+  options.max_body_bytes = 0;  // GET /metrics only: a request with a body gets 413 unread
   auto server = std::make_unique<HttpServer>(options);
   ServeMetrics(*server, registry);
   GANTRY_RETURN_IF_ERROR(server->Start());

@@ -50,7 +50,9 @@ struct HttpServerOptions {
   int io_timeout_ms = -1;          // < 0: GANTRY_HTTP_IO_TIMEOUT_MS (10000)
   int idle_timeout_ms = -1;        // < 0: GANTRY_HTTP_IDLE_TIMEOUT_MS (30000)
   int max_connections = -1;        // < 0: GANTRY_HTTP_MAX_CONNECTIONS (256)
-  int64_t max_body_bytes = -1;     // < 0: GANTRY_HTTP_MAX_BODY_BYTES (256 MiB)
+  // Larger request bodies get 413 before they are read. < 0: GANTRY_HTTP_MAX_BODY_BYTES
+  // (1 MiB); a server with routes that take big bodies sets its own.
+  int64_t max_body_bytes = -1;
 };
 
 class HttpServer {

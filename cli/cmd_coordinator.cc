@@ -444,6 +444,7 @@ CommandRegistration kLogs("logs", "Print a job's output lines (-f follows until 
                                     std::cout << "[" << r.rank() << "] " << r.text() << "\n";
                                 }
                                 std::cout.flush();
+                                if (!std::cout.good()) return kExitOk;  // reader gone (| head)
                                 after = batch->last_seq();
                                 if (batch->records_size() > 0) continue;
                                 if (!*follow || batch->job_finished() || g_stop) return kExitOk;

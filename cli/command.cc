@@ -2,6 +2,7 @@
 #include "cli/command.h"
 
 #include <algorithm>
+#include <csignal>
 #include <iostream>
 #include <map>
 #include <memory>
@@ -62,6 +63,9 @@ int ReportError(const Status& status) {
 int ExitCodeFor(const Status& status) { return status.ok() ? kExitOk : ReportError(status); }
 
 int RunGantry(int argc, char** argv) {
+  // Sockets send with MSG_NOSIGNAL; a closed stdout/stderr pipe (`gantry logs | head`, a
+  // supervisor gone) must give EPIPE to the writer, not kill a coordinator or a rank.
+  std::signal(SIGPIPE, SIG_IGN);
   CLI::App app{"gantry: train and serve neural networks on a cluster (CPU, CUDA, MPI, Ceph)",
                "gantry"};
   app.set_version_flag("--version", std::string("gantry ") + GANTRY_VERSION);

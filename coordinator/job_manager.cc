@@ -69,6 +69,12 @@ void JobManager::Transition(Job& job, JobState state, const std::string& reason)
 StatusOr<std::string> JobManager::Submit(const proto::SubmitJob& req, const std::string& tenant) {
   const std::string source = req.source_name().empty() ? "<submitted>" : req.source_name();
   GANTRY_ASSIGN_OR_RETURN(JobSpec spec, ParseJobSpec(req.spec_yaml(), source));
+  if (spec.kind == JobKind::kServe) {
+    // The spec format is settled, but no `gantry serve` exists yet: every rank would fail at
+    // once and the gang restart until restarts.max ran out.
+    return UnimplementedError(source + ": kind 'serve' needs `gantry serve`, which this gantry "
+                              "does not have yet; run train or command jobs");
+  }
   if (!tenant.empty() && spec.resources.tenant != "default" && spec.resources.tenant != tenant)
     return PermissionDeniedError("job spec names tenant '" + spec.resources.tenant +
                                  "' but your token belongs to tenant '" + tenant + "'");
@@ -310,12 +316,17 @@ StatusOr<proto::JobList> JobManager::List(bool all, int limit) {
 
 StatusOr<proto::LogBatch> JobManager::Logs(const proto::GetLogs& req) {
   GANTRY_ASSIGN_OR_RETURN(JobRecord rec, store_->LoadJob(req.job_id()));
+  // Bounded pages (clients page with after_seq): one request must not load a whole log into
+  // the single-threaded coordinator or make a reply over the message size limit.
+  const int limit = std::clamp(req.max_records() > 0 ? req.max_records() : 1000, 1, 10000);
   GANTRY_ASSIGN_OR_RETURN(auto rows,
-                          store_->ReadLogs(req.job_id(), req.rank(), req.after_seq(),
-                                           req.max_records() > 0 ? req.max_records() : 1000));
+                          store_->ReadLogs(req.job_id(), req.rank(), req.after_seq(), limit));
   proto::LogBatch batch;
   uint64_t last = req.after_seq();
+  size_t bytes = 0;
   for (const LogRow& row : rows) {
+    bytes += row.text.size() + 64;
+    if (bytes > wire::MaxMessageBytes() / 2 && batch.records_size() > 0) break;
     proto::LogRecord* r = batch.add_records();
     r->set_seq(row.seq);
     r->set_rank(row.rank);

@@ -159,7 +159,8 @@ void Coordinator::Impl::OnFrame(const std::string& identity, const std::string& 
     GANTRY_LOG(WARNING, "rejected message")
         .Field("bytes", payload.size())
         .Field("error", in.status());
-    Send(identity, wire::ErrorReply(0, in.status()));
+    Send(identity,
+         wire::ErrorReply(wire::PeekRequestId(payload.data(), payload.size()), in.status()));
     return;
   }
   proto::Envelope out;

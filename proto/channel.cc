@@ -90,7 +90,9 @@ StatusOr<proto::Envelope> Channel::Call(proto::Envelope request,
     auto env = Decode(zmq_msg_data(&msg), zmq_msg_size(&msg), kHardMaxMessageBytes);
     zmq_msg_close(&msg);
     if (!env.ok()) return Status(env.status()).Prepend("reply to " + what);
-    if (env->request_id() != id) continue;  // a late reply to an earlier, timed-out call
+    // A late reply to an earlier, timed-out call is skipped. An error with id 0 answers a
+    // request the coordinator could not even read an id from: the one in flight.
+    if (env->request_id() != id && !(env->request_id() == 0 && env->has_error())) continue;
     if (env->has_error()) return StatusFromError(env->error());
     return std::move(env).value();
   }

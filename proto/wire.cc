@@ -3,6 +3,7 @@
 
 #include <dirent.h>
 #include <sys/stat.h>
+#include <google/protobuf/io/coded_stream.h>
 #include <zmq.h>
 
 #include <cerrno>
@@ -71,6 +72,22 @@ StatusOr<proto::Envelope> Decode(const void* data, size_t size, size_t max_bytes
     return InvalidArgumentError("message " + std::to_string(env.request_id()) + " has no body");
   }
   return env;
+}
+
+uint64_t PeekRequestId(const void* data, size_t size) {
+  // Envelope fields 1 (version) and 2 (request_id) are varints, serialised first; a refused
+  // message (too big, another version, damaged further on) still has them in its first bytes.
+  google::protobuf::io::CodedInputStream in(static_cast<const uint8_t*>(data),
+                                            static_cast<int>(std::min<size_t>(size, 64)));
+  for (int fields = 0; fields < 4; ++fields) {
+    const uint32_t tag = in.ReadTag();
+    if (tag == 0) return 0;
+    const int field = static_cast<int>(tag >> 3), wire_type = static_cast<int>(tag & 7);
+    uint64_t value = 0;
+    if (wire_type != 0 || !in.ReadVarint64(&value)) return 0;
+    if (field == 2) return value;
+  }
+  return 0;
 }
 
 proto::Envelope ErrorReply(uint64_t request_id, const Status& status) {

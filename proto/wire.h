@@ -31,6 +31,10 @@ std::string Encode(const proto::Envelope& env);
 // Refuses oversized, unparsable and wrong-version frames with a message saying which.
 StatusOr<proto::Envelope> Decode(const void* data, size_t size, size_t max_bytes);
 
+// The request_id of a message Decode refused, read from its first bytes (0 if not there), so
+// the error reply reaches the call that is waiting for it.
+uint64_t PeekRequestId(const void* data, size_t size);
+
 // Error reply for request `request_id`, and back.
 proto::Envelope ErrorReply(uint64_t request_id, const Status& status);
 Status StatusFromError(const proto::Error& error);

@@ -32,6 +32,7 @@ using RankKey = std::tuple<std::string, int, int>;  // job, attempt, rank
 constexpr std::chrono::milliseconds kPollInterval{50};
 constexpr std::chrono::milliseconds kLogFlushInterval{100};
 constexpr size_t kLogBatchLines = 256;
+constexpr size_t kLogBatchBytes = 1 << 20;  // well under GANTRY_MAX_MESSAGE_BYTES (8 MiB)
 constexpr std::chrono::milliseconds kShutdownGrace{3000};
 
 struct Rank {
@@ -375,7 +376,12 @@ void WorkerAgent::Impl::FlushLogs(bool force) {
       logs->set_job_id(std::get<0>(key));
       logs->set_attempt(std::get<1>(key));
       logs->set_rank(std::get<2>(key));
+      // Lines and bytes are both bounded: a batch over the coordinator's message limit would
+      // be refused whole (a line is at most 16 KiB, ~48 KiB once made valid UTF-8).
+      size_t bytes = 0;
       for (size_t n = 0; i < r.pending.size() && n < kLogBatchLines; ++i, ++n) {
+        bytes += r.pending[i].text.size() + 32;
+        if (n > 0 && bytes > kLogBatchBytes) break;
         proto::LogRecord* rec = logs->add_records();
         rec->set_stream(r.pending[i].stream);
         rec->set_text(r.pending[i].text);

@@ -139,6 +139,7 @@ StatusOr<std::unique_ptr<Bootstrap>> BootstrapFromEnv(std::chrono::milliseconds 
     server = std::move(s).value();
   }
   GANTRY_ASSIGN_OR_RETURN(std::unique_ptr<TcpStore> client, TcpStore::Connect(addr, *port, timeout));
+  GANTRY_RETURN_IF_ERROR(client->Identify(*rank));  // its death then fails the others' waits
   std::string host = client->LocalHost();
   return std::make_unique<Bootstrap>(*rank, *size, std::shared_ptr<Store>(std::move(client)), host,
                                      server);

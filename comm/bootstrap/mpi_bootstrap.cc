@@ -93,6 +93,10 @@ StatusOr<std::unique_ptr<Bootstrap>> BootstrapFromMpi(std::chrono::milliseconds 
       last = client.status();
       continue;
     }
+    if (Status st = (*client)->Identify(rank); !st.ok()) {
+      last = st;
+      continue;
+    }
     std::string local = (*client)->LocalHost();
     return std::make_unique<Bootstrap>(rank, size, std::shared_ptr<Store>(std::move(client).value()),
                                        local, server);

@@ -159,25 +159,38 @@ int TryConnect(const Socket& s, const addrinfo* ai, Deadline deadline) {
 
 }  // namespace
 
-StatusOr<Socket> Connect(const std::string& host, int port, Deadline deadline) {
+StatusOr<Socket> Connect(const std::string& host, int port, Deadline deadline,
+                         bool retry_refused) {
   auto start = Clock::now();
   auto backoff = std::chrono::milliseconds(10);
   for (;;) {
-    GANTRY_ASSIGN_OR_RETURN(addrinfo * res, Resolve(host, port, false));
+    StatusOr<addrinfo*> resolved = Resolve(host, port, false);
     int err = 0;
-    for (addrinfo* ai = res; ai; ai = ai->ai_next) {
-      Socket s(::socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol));
-      err = TryConnect(s, ai, deadline);
-      if (err == 0) {
-        freeaddrinfo(res);
-        return s;
+    std::string last;
+    if (resolved.ok()) {
+      addrinfo* res = *resolved;
+      for (addrinfo* ai = res; ai; ai = ai->ai_next) {
+        Socket s(::socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol));
+        err = TryConnect(s, ai, deadline);
+        if (err == 0) {
+          freeaddrinfo(res);
+          return s;
+        }
       }
+      freeaddrinfo(res);
+      last = std::strerror(err);
+      if (err == ECONNREFUSED && !retry_refused) {
+        return UnavailableError("connect to " + host + ":" + std::to_string(port) +
+                                ": connection refused; the peer published this address after "
+                                "it was listening, so it has exited or closed it");
+      }
+    } else {
+      last = resolved.status().message();  // a name that may not exist yet: retried
     }
-    freeaddrinfo(res);
     if (Clock::now() >= deadline) {
       return DeadlineExceededError("connect to " + host + ":" + std::to_string(port) +
                                    " failed for " + SecondsSince(start) + " (last error: " +
-                                   std::strerror(err) + "); is the peer running and reachable?");
+                                   last + "); is the peer running and reachable?");
     }
     std::this_thread::sleep_for(std::min<std::chrono::milliseconds>(
         backoff, std::chrono::milliseconds(MillisLeft(deadline) + 1)));

@@ -49,8 +49,12 @@ class Socket {
 // Binds host:port (port 0 = ephemeral; host "" or "0.0.0.0" = all interfaces) and listens.
 StatusOr<Socket> Listen(const std::string& host, int port, int backlog = 128);
 int BoundPort(const Socket& s);
-// Connects to host:port, retrying refused/unreachable attempts until the deadline.
-StatusOr<Socket> Connect(const std::string& host, int port, Deadline deadline);
+// Connects to host:port, retrying refused/unreachable attempts and names that do not resolve
+// yet (a Kubernetes headless service appears once its pod runs) until the deadline. With
+// `retry_refused` false a refused connection fails at once: for a peer that published its
+// address only after listening, a refusal means it is gone.
+StatusOr<Socket> Connect(const std::string& host, int port, Deadline deadline,
+                         bool retry_refused = true);
 StatusOr<Socket> Accept(const Socket& listener, Deadline deadline);
 
 // Whole-buffer transfer on a blocking or non-blocking socket, giving up at `deadline`.

@@ -81,7 +81,11 @@ Status TcpCommunicator::Connect(Bootstrap& bootstrap) {
     const size_t newline = blobs[r].find('\n');
     std::istringstream in(blobs[r].substr(0, newline));
     uint64_t n = 0;
-    in >> hosts[r] >> ports[r] >> n;
+    if (!(in >> hosts[r] >> ports[r] >> n) || ports[r] <= 0 || ports[r] > 65535) {
+      return DataLossError("tcp communicator: rank " + std::to_string(r) +
+                           " published a malformed address '" + blobs[r].substr(0, 80) +
+                           "' (expected 'HOST PORT NONCE')");
+    }
     if (r == 0) nonce = n;
     their_settings[r] = newline == std::string::npos ? "" : blobs[r].substr(newline + 1);
   }
@@ -93,7 +97,7 @@ Status TcpCommunicator::Connect(Bootstrap& bootstrap) {
   from_prev_.resize(k_socks);
   p2p_.resize(size_);
   auto dial = [&](int peer, int kind, int index) -> StatusOr<Socket> {
-    auto s = comm::Connect(hosts[peer], ports[peer], deadline);
+    auto s = comm::Connect(hosts[peer], ports[peer], deadline, /*retry_refused=*/false);
     if (!s.ok()) {
       Status st = s.status();
       return st.Prepend("connecting to rank " + std::to_string(peer));
@@ -116,8 +120,11 @@ Status TcpCommunicator::Connect(Bootstrap& bootstrap) {
       Status st = s.status();
       return st.Prepend("waiting for " + std::to_string(expected) + " more peer connections");
     }
+    // A stray connection (a port scan, a health probe, a stale dialer) must neither fail the
+    // setup nor hold the accept loop while the real peers wait in the backlog.
     Hello h{};
-    GANTRY_RETURN_IF_ERROR(RecvAll(*s, &h, sizeof(h), deadline));
+    const Deadline hello_deadline = std::min(deadline, DeadlineAfter(std::chrono::seconds(5)));
+    if (!RecvAll(*s, &h, sizeof(h), hello_deadline).ok()) continue;
     if (h.magic != kHelloMagic || h.nonce != nonce) continue;  // stray or stale connection
     GANTRY_RETURN_IF_ERROR(s->Tune(options_.tcp_socket_buffer_bytes));
     if (h.kind == 0 && h.rank == prev && h.index >= 0 && h.index < k_socks &&

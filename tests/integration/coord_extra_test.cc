@@ -177,6 +177,13 @@ TEST(CoordExtra, MalformedAndOversizedMessagesGetErrorReplies) {
   EXPECT_EQ(reply.request_id(), 9u);
   EXPECT_NE(reply.error().message().find("launch_rank"), std::string::npos);
   EXPECT_TRUE(c->Workers().ok()) << "still serving";
+  // The real client gets that error as its answer, at once (it used to wait out its timeout
+  // and ask whether the coordinator was running).
+  const auto t0 = std::chrono::steady_clock::now();
+  auto refused = c->Submit("name: big\n# " + std::string(10000, 'x') + "\n", "big.yaml", "");
+  EXPECT_EQ(refused.status().code(), StatusCode::kResourceExhausted) << refused.status().ToString();
+  EXPECT_NE(refused.status().message().find("GANTRY_MAX_MESSAGE_BYTES"), std::string::npos);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(2));
 }
 
 // A stand-in coordinator (a ROUTER driven by the test) that can withhold replies, to see how

@@ -2,6 +2,9 @@
 // add, timeouts naming the key, server shutdown waking waiters, and env bootstrap errors.
 #include <gtest/gtest.h>
 
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <cstdlib>
 #include <thread>
 
@@ -59,6 +62,77 @@ TEST(Store, ServerShutdownEndsWaitingGet) {
   auto v = (*c)->Get("x", milliseconds(60000));  // must end with the server, not in 60 s
   stop.join();
   EXPECT_FALSE(v.ok());
+}
+
+// A rank that identified itself and then dies (its connection drops without the clean close
+// a destroyed client sends) fails every other rank's wait at once, naming it, instead of at the
+// comm timeout. A client closed cleanly is no death.
+TEST(Store, RankThatDiesFailsTheOthersWaitsAtOnce) {
+  auto server = TcpStoreServer::Start("127.0.0.1", 0);
+  ASSERT_TRUE(server.ok());
+  const int port = (*server)->port();
+  {
+    auto clean = TcpStore::Connect("127.0.0.1", port, milliseconds(2000));
+    ASSERT_TRUE(clean.ok());
+    ASSERT_TRUE((*clean)->Identify(1).ok());
+  }  // destroyed: says bye
+  auto waiter = TcpStore::Connect("127.0.0.1", port, milliseconds(2000));
+  ASSERT_TRUE(waiter.ok());
+  ASSERT_TRUE((*waiter)->Identify(0).ok());
+  EXPECT_EQ((*waiter)->Get("after-clean-close", milliseconds(300)).status().code(),
+            StatusCode::kDeadlineExceeded)
+      << "a clean close is not a death";
+  const pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {  // rank 2: identifies, then "crashes" (no destructors run)
+    auto c = TcpStore::Connect("127.0.0.1", port, milliseconds(2000));
+    if (!c.ok() || !(*c)->Identify(2).ok()) _exit(1);
+    std::this_thread::sleep_for(milliseconds(200));
+    _exit(0);
+  }
+  const auto t0 = std::chrono::steady_clock::now();
+  auto v = (*waiter)->Get("never-set", milliseconds(60000));
+  const auto waited = std::chrono::steady_clock::now() - t0;
+  int status = 0;
+  waitpid(child, &status, 0);
+  EXPECT_EQ(v.status().code(), StatusCode::kUnavailable) << v.status().ToString();
+  EXPECT_NE(v.status().message().find("rank 2 disconnected"), std::string::npos)
+      << v.status().ToString();
+  EXPECT_LT(waited, std::chrono::seconds(10));
+  // Later waits fail the same way; sets and adds still work (the job is failing anyway).
+  EXPECT_EQ((*waiter)->Get("later", milliseconds(60000)).status().code(), StatusCode::kUnavailable);
+}
+
+// Connections beyond the cap are closed at once, and connections that ended are reaped (the
+// server used to keep a thread and a socket per connection ever made).
+TEST(Store, ConnectionsAreCappedAndReaped) {
+  auto server = TcpStoreServer::Start("127.0.0.1", 0, /*max_clients=*/2);
+  ASSERT_TRUE(server.ok());
+  const int port = (*server)->port();
+  // A connection the server serves; the previous round's threads may still be ending.
+  auto served = [&]() -> std::unique_ptr<TcpStore> {
+    for (int attempt = 0; attempt < 50; ++attempt) {
+      auto c = TcpStore::Connect("127.0.0.1", port, milliseconds(2000));
+      if (c.ok() && (*c)->Add("probe", 1).ok()) return std::move(c).value();
+      std::this_thread::sleep_for(milliseconds(100));
+    }
+    return nullptr;
+  };
+  for (int round = 0; round < 5; ++round) {  // more connections than the cap, over time
+    auto a = served();
+    auto b = served();
+    ASSERT_TRUE(a && b) << "round " << round << ": ended connections were not reaped";
+    ASSERT_TRUE(a->Set("k" + std::to_string(round), "v").ok());
+    ASSERT_TRUE(b->Get("k" + std::to_string(round), milliseconds(2000)).ok());
+  }
+  std::this_thread::sleep_for(milliseconds(1500));  // the last pair reaped
+  auto a = TcpStore::Connect("127.0.0.1", port, milliseconds(2000));
+  auto b = TcpStore::Connect("127.0.0.1", port, milliseconds(2000));
+  auto c = TcpStore::Connect("127.0.0.1", port, milliseconds(2000));
+  ASSERT_TRUE(a.ok() && b.ok() && c.ok());
+  int ok = 0;
+  for (auto* s : {&a, &b, &c}) ok += (**s)->Set("x", "y").ok();
+  EXPECT_EQ(ok, 2) << "the third connection is over the cap";
 }
 
 // A taken MASTER_PORT (e.g. a previous job still in TIME_WAIT or running) is an error naming
