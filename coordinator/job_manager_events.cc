@@ -351,9 +351,28 @@ void JobManager::OnHeartbeat(const proto::Heartbeat& hb) {
 }
 
 void JobManager::OnRankLogs(const proto::RankLogs& logs) {
+  Job* job = FindJob(logs.job_id());
+  if (job != nullptr && logs.has_first_line() && logs.records_size() > 0) {
+    std::map<uint64_t, uint64_t>& stored = job->log_lines[{logs.attempt(), logs.rank()}];
+    const uint64_t first = logs.first_line(), end = first + uint64_t(logs.records_size());
+    auto at = stored.upper_bound(first);
+    if (at != stored.begin() && std::prev(at)->second > first) return;  // a resent batch
+    // Insert [first, end), merged with the interval ending at `first` and one starting at `end`.
+    uint64_t begin = first, stop = end;
+    if (at != stored.begin() && std::prev(at)->second == first) {
+      begin = std::prev(at)->first;
+      stored.erase(std::prev(at));
+    }
+    if (auto next = stored.find(end); next != stored.end()) {
+      stop = next->second;
+      stored.erase(next);
+    }
+    stored[begin] = stop;
+  }
   std::vector<LogRow> rows;
   rows.reserve(logs.records_size());
-  for (const proto::LogRecord& rec : logs.records()) {
+  for (int i = 0; i < logs.records_size(); ++i) {
+    const proto::LogRecord& rec = logs.records(i);
     rows.push_back(
         {0, logs.job_id(), logs.attempt(), logs.rank(), rec.stream(), rec.time_ms(), rec.text()});
   }
@@ -362,7 +381,6 @@ void JobManager::OnRankLogs(const proto::RankLogs& logs) {
   if (st.ok()) st = store_->Commit();
   if (!st.ok())
     GANTRY_LOG(ERROR, "storing logs failed").Field("job", logs.job_id()).Field("error", st);
-  Job* job = FindJob(logs.job_id());
   if (job && logs.rank() == 0 && logs.attempt() == job->rec.attempt)
     for (const proto::LogRecord& rec : logs.records()) UpdateProgress(*job, rec.text());
 }

@@ -4,6 +4,7 @@
 #include <unistd.h>
 #include <zmq.h>
 
+#include <deque>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -33,13 +34,33 @@ constexpr std::chrono::milliseconds kPollInterval{50};
 constexpr std::chrono::milliseconds kLogFlushInterval{100};
 constexpr size_t kLogBatchLines = 256;
 constexpr size_t kLogBatchBytes = 1 << 20;  // well under GANTRY_MAX_MESSAGE_BYTES (8 MiB)
+// Output held for a coordinator that is away, all ranks together; beyond it the oldest
+// batches go, and a line in the rank's log says how many lines were lost.
+constexpr size_t kLogSpoolBytes = 64 << 20;
 constexpr std::chrono::milliseconds kShutdownGrace{3000};
+
+// Output lines sent to the coordinator and kept until it acknowledges them: resent after a
+// reconnect (ZeroMQ drops what a closed socket still held) or when no ack comes.
+struct LogBatch {
+  uint64_t request_id = 0;
+  uint64_t first_line = 0;
+  std::vector<OutputLine> lines;
+  size_t bytes = 0;
+  Clock::time_point sent{};
+};
 
 struct Rank {
   std::unique_ptr<RankProcess> proc;
   proto::RankStatus status;
   std::vector<OutputLine> pending;
+  std::deque<LogBatch> unacked;
+  uint64_t next_line = 0;      // number of the next output line
+  uint64_t dropped_lines = 0;  // spool overflow, reported in the next batch
   bool exit_sent = false;
+  bool exit_acked = false;
+  bool Finished() const {
+    return exit_acked && pending.empty() && unacked.empty();
+  }
   std::vector<int> cpus;  // taken from the CpuPool (--pin-cpus); given back at exit
 };
 }  // namespace
@@ -62,6 +83,8 @@ struct WorkerAgent::Impl {
   };
   // RankExited awaiting its ack, by request id; sent again when none came (a lost message).
   std::map<uint64_t, ExitRequest> exit_requests;
+  std::map<uint64_t, RankKey> log_requests;  // RankLogs awaiting its ack
+  size_t spool_bytes = 0;                    // bytes of every rank's unacked batches
   std::unique_ptr<HttpServer> http;  // --metrics-port
   // gantry_worker_* series (label worker), created once in StartMetrics.
   struct Metrics {
@@ -91,6 +114,11 @@ struct WorkerAgent::Impl {
   void Launch(const proto::LaunchRank& l);
   void ReportExit(const RankKey& key, Rank& r);
   void ResendUnackedExits();
+  void SendLogBatch(const RankKey& key, LogBatch& b);
+  // Resends unacknowledged output: every batch (after registering again) or those older than
+  // two heartbeat intervals.
+  void ResendLogs(bool all);
+  void OnLogAck(uint64_t request_id);
   void FlushLogs(bool force);
   void Service();
   void StopAll(std::chrono::milliseconds grace);
@@ -198,11 +226,14 @@ void WorkerAgent::Impl::OnMessage(const proto::Envelope& env) {
         std::chrono::milliseconds(std::max(50, env.register_reply().heartbeat_interval_ms()));
     lost_after = std::max(2, env.register_reply().lost_after_missed());
     // Exits included in the registration were processed there.
-    for (auto& [key, r] : ranks) r.exit_sent = r.exit_sent || r.status.exited();
+    for (auto& [key, r] : ranks) {
+      r.exit_sent = r.exit_sent || r.status.exited();
+      r.exit_acked = r.exit_acked || r.status.exited();
+    }
     exit_requests.clear();
+    ResendLogs(/*all=*/true);  // what the old socket held is gone
     for (auto it = ranks.begin(); it != ranks.end();)
-      it = it->second.status.exited() && it->second.pending.empty() ? ranks.erase(it)
-                                                                    : std::next(it);
+      it = it->second.Finished() ? ranks.erase(it) : std::next(it);
     GANTRY_LOG(INFO, "registered with coordinator")
         .Field("coordinator", opt.coordinator)
         .Field("worker", opt.worker_id);
@@ -212,9 +243,13 @@ void WorkerAgent::Impl::OnMessage(const proto::Envelope& env) {
     auto it = exit_requests.find(env.request_id());
     if (it != exit_requests.end()) {
       auto r = ranks.find(it->second.key);
-      if (r != ranks.end() && r->second.pending.empty()) ranks.erase(r);
+      if (r != ranks.end()) {
+        r->second.exit_acked = true;
+        if (r->second.Finished()) ranks.erase(r);
+      }
       exit_requests.erase(it);
     }
+    OnLogAck(env.request_id());
   } else if (env.has_launch_rank()) {
     if (!stopping) Launch(env.launch_rank());
   } else if (env.has_stop_ranks()) {
@@ -365,29 +400,85 @@ void WorkerAgent::Impl::ResendUnackedExits() {
   }
 }
 
+void WorkerAgent::Impl::SendLogBatch(const RankKey& key, LogBatch& b) {
+  proto::Envelope env;
+  proto::RankLogs* logs = env.mutable_rank_logs();
+  logs->set_job_id(std::get<0>(key));
+  logs->set_attempt(std::get<1>(key));
+  logs->set_rank(std::get<2>(key));
+  logs->set_first_line(b.first_line);
+  for (const OutputLine& line : b.lines) {
+    proto::LogRecord* rec = logs->add_records();
+    rec->set_stream(line.stream);
+    rec->set_text(line.text);
+    rec->set_time_ms(line.time_ms);
+  }
+  if (b.request_id != 0) log_requests.erase(b.request_id);
+  b.request_id = SendRequest(std::move(env));
+  b.sent = Clock::now();
+  log_requests[b.request_id] = key;
+}
+
+void WorkerAgent::Impl::ResendLogs(bool all) {
+  const auto now = Clock::now();
+  for (auto& [key, r] : ranks) {
+    for (LogBatch& b : r.unacked) {
+      if (all || now - b.sent >= interval * 2) SendLogBatch(key, b);
+    }
+  }
+}
+
+void WorkerAgent::Impl::OnLogAck(uint64_t request_id) {
+  auto it = log_requests.find(request_id);
+  if (it == log_requests.end()) return;
+  auto r = ranks.find(it->second);
+  log_requests.erase(it);
+  if (r == ranks.end()) return;
+  auto& q = r->second.unacked;
+  for (auto b = q.begin(); b != q.end(); ++b) {
+    if (b->request_id != request_id) continue;
+    spool_bytes -= b->bytes;
+    q.erase(b);
+    break;
+  }
+  if (r->second.Finished()) ranks.erase(r);
+}
+
 void WorkerAgent::Impl::FlushLogs(bool force) {
   if (!force && Clock::now() - last_flush < kLogFlushInterval) return;
   last_flush = Clock::now();
   for (auto& [key, r] : ranks) {
+    if (r.dropped_lines > 0 && !r.pending.empty()) {
+      r.pending.insert(r.pending.begin(),
+                       {"gantry",
+                        "gantry: " + std::to_string(std::exchange(r.dropped_lines, 0)) +
+                            " output lines of this rank were lost: the coordinator was "
+                            "unreachable and the worker's spool was full",
+                        wire::NowUnixMs()});
+    }
     size_t i = 0;
     while (i < r.pending.size()) {
-      proto::Envelope env;
-      proto::RankLogs* logs = env.mutable_rank_logs();
-      logs->set_job_id(std::get<0>(key));
-      logs->set_attempt(std::get<1>(key));
-      logs->set_rank(std::get<2>(key));
       // Lines and bytes are both bounded: a batch over the coordinator's message limit would
       // be refused whole (a line is at most 16 KiB, ~48 KiB once made valid UTF-8).
-      size_t bytes = 0;
+      LogBatch b;
+      b.first_line = r.next_line;
       for (size_t n = 0; i < r.pending.size() && n < kLogBatchLines; ++i, ++n) {
-        bytes += r.pending[i].text.size() + 32;
-        if (n > 0 && bytes > kLogBatchBytes) break;
-        proto::LogRecord* rec = logs->add_records();
-        rec->set_stream(r.pending[i].stream);
-        rec->set_text(r.pending[i].text);
-        rec->set_time_ms(r.pending[i].time_ms);
+        const size_t line_bytes = r.pending[i].text.size() + 32;
+        if (n > 0 && b.bytes + line_bytes > kLogBatchBytes) break;
+        b.bytes += line_bytes;
+        b.lines.push_back(std::move(r.pending[i]));
       }
-      SendRequest(std::move(env), /*want_reply=*/false);
+      r.next_line += b.lines.size();
+      SendLogBatch(key, b);
+      spool_bytes += b.bytes;
+      r.unacked.push_back(std::move(b));
+      while (spool_bytes > kLogSpoolBytes && !r.unacked.empty()) {  // the oldest go
+        LogBatch& old = r.unacked.front();
+        log_requests.erase(old.request_id);
+        spool_bytes -= old.bytes;
+        r.dropped_lines += old.lines.size();
+        r.unacked.pop_front();
+      }
     }
     r.pending.clear();
   }
@@ -494,6 +585,7 @@ Status WorkerAgent::Run(const std::atomic<bool>& stop) {
       s.SendRequest(std::move(hb));
       s.m.heartbeats->Inc();
       s.ResendUnackedExits();
+      s.ResendLogs(/*all=*/false);
     }
     // Paranoid-pirate liveness: silence means the coordinator is gone; start afresh.
     const bool silent = s.registered ? now - s.last_rx > s.interval * s.lost_after
@@ -517,7 +609,7 @@ Status WorkerAgent::Run(const std::atomic<bool>& stop) {
   // The last exit reports are queued on the socket, and a process that exits drops what its
   // ZeroMQ context has not sent: wait (bounded) until the coordinator acknowledged them.
   const auto until = Clock::now() + kShutdownGrace;
-  while (!s.exit_requests.empty() && Clock::now() < until) {
+  while ((!s.exit_requests.empty() || !s.log_requests.empty()) && Clock::now() < until) {
     zmq_pollitem_t item{s.socket, 0, ZMQ_POLLIN, 0};
     zmq_poll(&item, 1, kPollInterval.count());
     s.ReceiveAll();

@@ -234,8 +234,8 @@ class HandCoordinator {
   std::string endpoint_, identity_;
 };
 
-// A worker whose RankExited is not acknowledged (the message or its ack was lost) reports
-// the exit again until it is, and forgets the rank only then: the coordinator never keeps a
+// A worker whose RankExited or RankLogs is not acknowledged (the message or its ack was lost)
+// sends it again until it is, and forgets the rank only then: the coordinator never keeps a
 // finished rank RUNNING. A LaunchRank delivered twice (the coordinator resends launches that
 // heartbeats do not show) starts the rank once. Heartbeats list the ranks the worker holds.
 TEST(CoordExtra, WorkerRepeatsUnacknowledgedExitsAndStartsADuplicateLaunchOnce) {
@@ -262,7 +262,8 @@ TEST(CoordExtra, WorkerRepeatsUnacknowledgedExitsAndStartsADuplicateLaunchOnce) 
   for (const char* a : {"/bin/sh", "-c", "echo started; sleep 0.3"}) l->add_argv(a);
   hc.Push(launch);
   hc.Push(launch);  // a resend crossing the first
-  int started = 0, exits = 0, listed_exited = 0;
+  int started = 0, exits = 0, listed_exited = 0, log_sends = 0;
+  std::string first_batch;
   bool forgotten = false;
   const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(20);
   while (!forgotten && std::chrono::steady_clock::now() < end) {
@@ -284,12 +285,30 @@ TEST(CoordExtra, WorkerRepeatsUnacknowledgedExitsAndStartsADuplicateLaunchOnce) 
         r.mutable_ack();
         hc.Reply(*m, r);
       }
+    } else if (m->has_rank_logs()) {
+      // Output is kept until acknowledged: the first batch is "lost" and must come again,
+      // the same lines under the same number.
+      const proto::RankLogs& logs = m->rank_logs();
+      ASSERT_TRUE(logs.has_first_line());
+      if (logs.first_line() == 0) {
+        std::string text;
+        for (const auto& rec : logs.records()) text += rec.text() + "\n";
+        if (++log_sends == 1) {
+          first_batch = text;
+          continue;  // no ack
+        }
+        EXPECT_EQ(text, first_batch);
+      }
+      r.mutable_ack();
+      hc.Reply(*m, r);
     }
   }
   EXPECT_EQ(started, 1) << "the duplicate launch must not start a second process";
   EXPECT_GE(exits, 2) << "the unacknowledged exit is reported again\n" << cl.ReadLog("w0");
   EXPECT_GT(listed_exited, 0) << "heartbeats list the exited rank until its exit is acked";
-  EXPECT_TRUE(forgotten) << "after the ack the rank leaves the heartbeats";
+  EXPECT_TRUE(forgotten) << "after the acks the rank leaves the heartbeats";
+  EXPECT_GE(log_sends, 2) << "unacknowledged output is sent again";
+  EXPECT_NE(first_batch.find("started"), std::string::npos) << first_batch;
   cl.Stop("w0");
   EXPECT_NE(cl.ReadLog("w0").find("reporting it again"), std::string::npos);
 }

@@ -371,6 +371,42 @@ TEST_F(JobManagerTest, HeartbeatRanksOfStoppedGangsAreStoppedAgain) {
   EXPECT_EQ(State(id), "RUNNING") << "attempt 1's ranks start from the heartbeat";
 }
 
+// Workers resend an output batch until it is acknowledged, possibly after a later batch got
+// through: each line is stored once, whatever the order.
+TEST_F(JobManagerTest, ResentOutputBatchesAreStoredOnce) {
+  AddWorker("w0", 4);
+  proto::SubmitJob req;
+  req.set_spec_yaml(Spec(1, 0));
+  const std::string id = *manager_->Submit(req, "");
+  Drain();
+  auto batch = [&](uint64_t first, std::vector<std::string> lines) {
+    proto::RankLogs logs;
+    logs.set_job_id(id);
+    logs.set_rank(0);
+    logs.set_first_line(first);
+    for (const auto& l : lines) {
+      proto::LogRecord* r = logs.add_records();
+      r->set_stream("stdout");
+      r->set_text(l);
+    }
+    manager_->OnRankLogs(logs);
+  };
+  batch(0, {"a", "b"});
+  batch(4, {"e"});       // batch 2..3 was lost, 4 got through
+  batch(0, {"a", "b"});  // a resend of a stored batch
+  batch(2, {"c", "d"});  // the lost one, resent
+  batch(4, {"e"});
+  batch(5, {"f"});
+  proto::GetLogs get;
+  get.set_job_id(id);
+  get.set_rank(-1);
+  auto stored = manager_->Logs(get);
+  ASSERT_TRUE(stored.ok()) << stored.status().ToString();
+  std::string all;
+  for (const auto& r : stored->records()) all += r.text();
+  EXPECT_EQ(all, "abecdf") << "stored in arrival order, each line once";
+}
+
 // A worker that re-registers with fewer ranks than were placed on it: the ones it lost must
 // not be released from the fresh registration's counts (cpus_used went to 0 with one rank
 // still running, and the scheduler overcommitted the worker).
