@@ -70,7 +70,16 @@ void ZapHandler::Loop() {
       zmq_msg_close(&m);
     }
     // version, request id, domain, address, identity, mechanism, credentials...
-    if (frames.size() < 6) continue;
+    if (frames.empty()) continue;  // nothing received: the REP socket still awaits a request
+    if (frames.size() < 6) {
+      // A REP socket must answer what it received before it can receive again (a `continue`
+      // here stopped every later handshake): refuse it.
+      const std::string reply[] = {"1.0", frames.size() > 1 ? frames[1] : "", "500",
+                                   "malformed ZAP request", "", ""};
+      for (int i = 0; i < 6; ++i)
+        zmq_send(socket_, reply[i].data(), reply[i].size(), i < 5 ? ZMQ_SNDMORE : 0);
+      continue;
+    }
     bool ok = false;
     std::string key_z85;
     if (frames[5] == "CURVE" && frames.size() >= 7 && frames[6].size() == 32) {

@@ -3,11 +3,13 @@
 #include <gtest/gtest.h>
 #include <sqlite3.h>
 #include <unistd.h>
+#include <zmq.h>
 
 #include <filesystem>
 
 #include "coordinator/job_store.h"
 #include "coordinator/rendezvous.h"
+#include "coordinator/security.h"
 #include "coordinator/worker_registry.h"
 #include "proto/wire.h"
 
@@ -176,6 +178,50 @@ TEST(Wire, DecodeRejectsBadInput) {
   EXPECT_FALSE(wire::IsLoopbackEndpoint("tcp://10.1.2.3:1"));
   Status st = wire::StatusFromError(wire::ErrorReply(1, NotFoundError("x")).error());
   EXPECT_EQ(st.code(), StatusCode::kNotFound);
+  // A refused message's id is still read, so its error reply reaches the waiting call.
+  EXPECT_EQ(wire::PeekRequestId(v2.data(), v2.size()), 3u) << "another version";
+  EXPECT_EQ(wire::PeekRequestId(ok.data(), ok.size()), 3u);
+  EXPECT_EQ(wire::PeekRequestId(junk.data(), junk.size()), 0u);
+  EXPECT_EQ(wire::PeekRequestId(e.data(), e.size()), 0u) << "no id set";
+}
+
+// The ZAP handler answers a malformed request too: a REP socket that skipped one could never
+// receive again, and every later CURVE handshake would have stalled.
+TEST(Zap, MalformedRequestIsAnsweredAndTheNextOneServed) {
+  auto zap = ZapHandler::Start({});
+  ASSERT_TRUE(zap.ok()) << zap.status().ToString();
+  void* req = zmq_socket(wire::Context(), ZMQ_REQ);
+  const int linger = 0, timeout = 2000;
+  zmq_setsockopt(req, ZMQ_LINGER, &linger, sizeof(linger));
+  zmq_setsockopt(req, ZMQ_RCVTIMEO, &timeout, sizeof(timeout));
+  ASSERT_EQ(zmq_connect(req, "inproc://zeromq.zap.01"), 0);
+  auto ask = [&](const std::vector<std::string>& frames) {
+    for (size_t i = 0; i < frames.size(); ++i)
+      zmq_send(req, frames[i].data(), frames[i].size(), i + 1 < frames.size() ? ZMQ_SNDMORE : 0);
+    std::vector<std::string> reply;
+    int more = 1;
+    while (more) {
+      zmq_msg_t m;
+      zmq_msg_init(&m);
+      if (zmq_msg_recv(&m, req, 0) < 0) {
+        zmq_msg_close(&m);
+        return reply;  // timed out: empty or partial
+      }
+      reply.emplace_back(static_cast<char*>(zmq_msg_data(&m)), zmq_msg_size(&m));
+      more = zmq_msg_more(&m);
+      zmq_msg_close(&m);
+    }
+    return reply;
+  };
+  auto bad = ask({"1.0", "7", "gantry"});
+  ASSERT_EQ(bad.size(), 6u) << "the malformed request got no answer";
+  EXPECT_EQ(bad[1], "7");
+  EXPECT_EQ(bad[2], "500");
+  auto next = ask({"1.0", "8", "gantry", "127.0.0.1", "", "NULL"});
+  ASSERT_EQ(next.size(), 6u) << "the handler stopped answering";
+  EXPECT_EQ(next[1], "8");
+  EXPECT_EQ(next[2], "400");
+  zmq_close(req);
 }
 
 }  // namespace
