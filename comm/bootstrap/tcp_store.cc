@@ -13,6 +13,8 @@ enum : uint8_t { kReplyOk = 0, kReplyTimeout = 1, kReplyBad = 2, kReplyRankGone 
 constexpr uint32_t kMaxKeyBytes = 4096;
 constexpr uint64_t kMaxValueBytes = 64ull << 20;
 constexpr uint64_t kValueChunkBytes = 1ull << 20;  // a value is read (and grown) this much at a time
+// Bytes of keys and values the server accepts over its life (sets of the same key count again).
+constexpr uint64_t kMaxTableBytes = 1ull << 30;
 // How long the server waits for the rest of a request once its first byte arrived.
 constexpr std::chrono::seconds kRequestBodyTimeout(30);
 // How often a waiting Get looks for a rank that disconnected without bye.
@@ -129,7 +131,13 @@ void TcpStoreServer::Serve(Conn* conn) {
     uint8_t code = kReplyOk;
     std::string out;
     if (op == kOpSet) {
-      table_.Set(key, value).IgnoreError();
+      // Bootstrap values are small: a client filling the table is refused, not rank 0's memory.
+      if (table_bytes_.fetch_add(key.size() + value.size()) + key.size() + value.size() >
+          kMaxTableBytes) {
+        code = kReplyBad;
+      } else {
+        table_.Set(key, value).IgnoreError();
+      }
     } else if (op == kOpGet) {
       const Deadline until = Clock::now() + std::chrono::milliseconds(timeout_ms);
       for (;;) {

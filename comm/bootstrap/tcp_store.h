@@ -51,6 +51,7 @@ class TcpStoreServer {
   int max_clients_ = 1024;
   std::atomic<bool> stop_{false};
   std::atomic<int> dead_rank_{-1};
+  std::atomic<uint64_t> table_bytes_{0};  // set so far, against kMaxTableBytes (1 GiB)
   MemoryStore table_;
   std::mutex mu_;
   std::vector<std::unique_ptr<Conn>> conns_;

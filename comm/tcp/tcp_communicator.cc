@@ -115,7 +115,18 @@ Status TcpCommunicator::Connect(Bootstrap& bootstrap) {
   }
   int expected = k_socks + (size_ - 1 - rank_);
   while (expected > 0) {
-    auto s = Accept(listener, deadline);
+    auto s = Accept(listener, std::min(deadline, DeadlineAfter(std::chrono::seconds(1))));
+    if (!s.ok() && s.status().code() == StatusCode::kDeadlineExceeded && Clock::now() < deadline) {
+      // A peer that died after publishing its address never dials; the store knows it is gone
+      // (rank 0's TCP store fails waits once a rank dropped without closing; a dead rank 0
+      // takes the store with it): ask it, at once, rather than wait out the whole timeout.
+      auto probe = scope->Get("tcp-liveness-probe", std::chrono::milliseconds(0));
+      if (probe.status().code() == StatusCode::kUnavailable) {
+        Status st = probe.status();
+        return st.Prepend("waiting for " + std::to_string(expected) + " more peer connections");
+      }
+      continue;
+    }
     if (!s.ok()) {
       Status st = s.status();
       return st.Prepend("waiting for " + std::to_string(expected) + " more peer connections");
