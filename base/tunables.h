@@ -48,7 +48,7 @@ inline constexpr TunableDoc kTunables[] = {
     {"HTTP_IO_TIMEOUT_MS", "10000", "HTTP server: max time to read a request or write a reply"},
     {"HTTP_IDLE_TIMEOUT_MS", "30000", "HTTP server: keep-alive connection idle limit"},
     {"HTTP_MAX_CONNECTIONS", "256", "HTTP server: concurrent connections before 503"},
-    {"HTTP_MAX_BODY_BYTES", "268435456", "HTTP server: largest request body accepted (413 above)"},
+    {"HTTP_MAX_BODY_BYTES", "1048576", "HTTP server: largest request body accepted (413 above; /metrics takes none)"},
 };
 
 // Value of GANTRY_<name> parsed as the type, else `dflt`. A malformed value is reported once

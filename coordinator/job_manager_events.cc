@@ -160,6 +160,7 @@ void JobManager::OnRankStarted(const std::string& worker_id, const proto::RankSt
   r.state = "RUNNING";
   r.pid = s.pid();
   r.cpus = s.cpus();
+  if (size_t(s.rank()) < job->launches.size()) job->launches[s.rank()].Clear();  // not resent
   SaveRank(*job, s.rank());
   // A short rank may already have exited (its start came before its exit): it counts as
   // started, or a fast job would go PLACED -> SUCCEEDED without ever being RUNNING.
@@ -296,7 +297,11 @@ void JobManager::OnHeartbeat(const proto::Heartbeat& hb) {
     reported.insert({s.job_id(), s.rank()});
     // Exits come as RankExited, which the worker repeats until it is acknowledged: after the
     // rank's last output, so they are not taken from here.
-    if (s.exited() || RankIsDone(job->ranks[s.rank()])) continue;
+    if (s.exited()) continue;
+    if (RankIsDone(job->ranks[s.rank()])) {  // counted done (its slots freed) yet it runs
+      stop(s.job_id(), s.attempt());
+      continue;
+    }
     if (job->stopping) stop(s.job_id(), s.attempt());
     if (job->ranks[s.rank()].state == "PLACED") {
       GANTRY_LOG(INFO, "rank start learned from a heartbeat (its RankStarted was lost)")
@@ -377,8 +382,14 @@ void JobManager::OnRankLogs(const proto::RankLogs& logs) {
         {0, logs.job_id(), logs.attempt(), logs.rank(), rec.stream(), rec.time_ms(), rec.text()});
   }
   Status st = store_->Begin();
-  if (st.ok()) st = store_->AppendLogs(rows);
-  if (st.ok()) st = store_->Commit();
+  if (st.ok()) {
+    st = store_->AppendLogs(rows);
+    if (st.ok()) {
+      st = store_->Commit();
+    } else {
+      store_->Rollback();  // an open transaction would swallow every later write
+    }
+  }
   if (!st.ok())
     GANTRY_LOG(ERROR, "storing logs failed").Field("job", logs.job_id()).Field("error", st);
   if (job && logs.rank() == 0 && logs.attempt() == job->rec.attempt)

@@ -173,6 +173,10 @@ Status JobStore::Exec(const char* sql, const char* purpose) {
 }
 
 Status JobStore::Begin() { return Exec("BEGIN IMMEDIATE", "begin transaction"); }
+void JobStore::Rollback() {
+  if (sqlite3_get_autocommit(db_) == 0) Exec("ROLLBACK", "rolling back").IgnoreError();
+}
+
 Status JobStore::Commit() {
   Status st = Exec("COMMIT", "commit transaction");
   // A failed COMMIT (disk full, I/O error) may leave the transaction open, and every later

@@ -81,6 +81,7 @@ class JobStore {
 
   Status Begin();
   Status Commit();
+  void Rollback();  // ends an open transaction, dropping its writes (best effort)
 
   int64_t NextSequence();  // max(sequence) + 1
   Status UpsertJob(const JobRecord& job);

@@ -247,14 +247,17 @@ StatusOr<bool> Coordinator::Impl::Dispatch(const std::string& identity, const pr
       return true;
     }
     case E::kRankStarted:
+      registry->Touch(identity);
       manager->OnRankStarted(in.rank_started().worker_id(), in.rank_started().rank());
       out.mutable_ack();
       return true;
     case E::kRankExited:
+      registry->Touch(identity);
       manager->OnRankExited(in.rank_exited().worker_id(), in.rank_exited().rank());
       out.mutable_ack();
       return true;
     case E::kRankLogs:
+      registry->Touch(identity);
       manager->OnRankLogs(in.rank_logs());
       out.mutable_ack();
       return true;

@@ -24,6 +24,15 @@ bool WorkerRegistry::Heartbeat(const std::string& worker_id, const std::string& 
   return true;
 }
 
+void WorkerRegistry::Touch(const std::string& identity) {
+  for (auto& [id, w] : workers_) {
+    if (!w.lost && w.identity == identity) {
+      w.last_seen = clock_->Now();
+      return;
+    }
+  }
+}
+
 std::vector<std::string> WorkerRegistry::ExpireLost() {
   std::vector<std::string> lost;
   const SteadyTime now = clock_->Now();

@@ -38,6 +38,9 @@ class WorkerRegistry {
   WorkerEntry& Register(const proto::RegisterWorker& msg, const std::string& identity);
   // False when the worker is unknown or was declared lost: it must register again.
   bool Heartbeat(const std::string& worker_id, const std::string& identity);
+  // Any message from a registered worker's socket shows it alive (a worker sending a backlog of
+  // output must not be taken for lost because its heartbeats queue behind it).
+  void Touch(const std::string& identity);
   // Marks workers silent for longer than interval * lost_after as lost; returns their ids.
   std::vector<std::string> ExpireLost();
 

@@ -37,16 +37,20 @@ constexpr size_t kLogBatchBytes = 1 << 20;  // well under GANTRY_MAX_MESSAGE_BYT
 // Output held for a coordinator that is away, all ranks together; beyond it the oldest
 // batches go, and a line in the rank's log says how many lines were lost.
 constexpr size_t kLogSpoolBytes = 64 << 20;
+// Batches resent per heartbeat (or registration) at most, oldest first.
+constexpr int kLogResendBatches = 32;
 constexpr std::chrono::milliseconds kShutdownGrace{3000};
 
 // Output lines sent to the coordinator and kept until it acknowledges them: resent after a
 // reconnect (ZeroMQ drops what a closed socket still held) or when no ack comes.
 struct LogBatch {
-  uint64_t request_id = 0;
+  uint64_t request_id = 0;        // the latest send
+  std::vector<uint64_t> ids;      // every send's request id
   uint64_t first_line = 0;
   std::vector<OutputLine> lines;
   size_t bytes = 0;
   Clock::time_point sent{};
+  Clock::time_point created{};
 };
 
 struct Rank {
@@ -58,6 +62,7 @@ struct Rank {
   uint64_t dropped_lines = 0;  // spool overflow, reported in the next batch
   bool exit_sent = false;
   bool exit_acked = false;
+  bool exit_registered = false;  // its exit was in the last RegisterWorker sent
   bool Finished() const {
     return exit_acked && pending.empty() && unacked.empty();
   }
@@ -82,8 +87,12 @@ struct WorkerAgent::Impl {
     Clock::time_point sent;
   };
   // RankExited awaiting its ack, by request id; sent again when none came (a lost message).
+  // Every id it went under stays here until one of them is acknowledged: an ack that comes
+  // after a resend still counts.
   std::map<uint64_t, ExitRequest> exit_requests;
-  std::map<uint64_t, RankKey> log_requests;  // RankLogs awaiting its ack
+  // RankLogs awaiting its ack: request id -> (rank, first line of the batch), every id a
+  // batch was sent under.
+  std::map<uint64_t, std::pair<RankKey, uint64_t>> log_requests;
   size_t spool_bytes = 0;                    // bytes of every rank's unacked batches
   std::unique_ptr<HttpServer> http;  // --metrics-port
   // gantry_worker_* series (label worker), created once in StartMetrics.
@@ -118,7 +127,11 @@ struct WorkerAgent::Impl {
   // Resends unacknowledged output: every batch (after registering again) or those older than
   // two heartbeat intervals.
   void ResendLogs(bool all);
-  void OnLogAck(uint64_t request_id);
+  // An ack (or, `refused`, an error reply) for a RankLogs: the batch is retired.
+  void OnLogAck(uint64_t request_id, bool refused);
+  // Removes a batch from the spool; `lost` counts its lines as lost (reported in the log).
+  void DropBatch(Rank& r, std::deque<LogBatch>::iterator b, bool lost);
+  void EvictOldest();  // while the spool is over kLogSpoolBytes
   void FlushLogs(bool force);
   void Service();
   void StopAll(std::chrono::milliseconds grace);
@@ -211,7 +224,10 @@ void WorkerAgent::Impl::Register() {
   reg->set_hostname(HostName());
   reg->set_address(opt.address);
   *reg->mutable_resources() = resources;
-  for (auto& [key, r] : ranks) *reg->add_ranks() = r.status;
+  for (auto& [key, r] : ranks) {
+    *reg->add_ranks() = r.status;
+    r.exit_registered = r.status.exited();  // the reply acknowledges these exits, no others
+  }
   registered = false;
   register_sent = last_rx = Clock::now();
   SendRequest(std::move(env));
@@ -227,10 +243,16 @@ void WorkerAgent::Impl::OnMessage(const proto::Envelope& env) {
     lost_after = std::max(2, env.register_reply().lost_after_missed());
     // Exits included in the registration were processed there.
     for (auto& [key, r] : ranks) {
-      r.exit_sent = r.exit_sent || r.status.exited();
-      r.exit_acked = r.exit_acked || r.status.exited();
+      // Only exits that were in the registration were processed there; one that happened
+      // since (its report deferred behind its last output) is still to be sent.
+      if (!r.exit_registered) continue;
+      r.exit_sent = true;
+      r.exit_acked = true;
     }
-    exit_requests.clear();
+    for (auto it = exit_requests.begin(); it != exit_requests.end();) {
+      auto r = ranks.find(it->second.key);
+      it = r == ranks.end() || r->second.exit_acked ? exit_requests.erase(it) : std::next(it);
+    }
     ResendLogs(/*all=*/true);  // what the old socket held is gone
     for (auto it = ranks.begin(); it != ranks.end();)
       it = it->second.Finished() ? ranks.erase(it) : std::next(it);
@@ -242,14 +264,16 @@ void WorkerAgent::Impl::OnMessage(const proto::Envelope& env) {
   } else if (env.has_ack()) {
     auto it = exit_requests.find(env.request_id());
     if (it != exit_requests.end()) {
-      auto r = ranks.find(it->second.key);
+      const RankKey key = it->second.key;
+      for (auto e = exit_requests.begin(); e != exit_requests.end();)
+        e = e->second.key == key ? exit_requests.erase(e) : std::next(e);
+      auto r = ranks.find(key);
       if (r != ranks.end()) {
         r->second.exit_acked = true;
         if (r->second.Finished()) ranks.erase(r);
       }
-      exit_requests.erase(it);
     }
-    OnLogAck(env.request_id());
+    OnLogAck(env.request_id(), /*refused=*/false);
   } else if (env.has_launch_rank()) {
     if (!stopping) Launch(env.launch_rank());
   } else if (env.has_stop_ranks()) {
@@ -262,6 +286,7 @@ void WorkerAgent::Impl::OnMessage(const proto::Envelope& env) {
     GANTRY_LOG(WARNING, "coordinator error reply")
         .Field("request", env.request_id())
         .Field("error", wire::StatusFromError(env.error()));
+    OnLogAck(env.request_id(), /*refused=*/true);  // a refused batch is final, not resent
   }
 }
 
@@ -381,15 +406,11 @@ void WorkerAgent::Impl::ReportExit(const RankKey& key, Rank& r) {
 
 void WorkerAgent::Impl::ResendUnackedExits() {
   const auto now = Clock::now();
+  std::map<RankKey, Clock::time_point> latest;  // last send per rank
+  for (const auto& [id, e] : exit_requests) latest[e.key] = std::max(latest[e.key], e.sent);
   std::vector<RankKey> again;
-  for (auto it = exit_requests.begin(); it != exit_requests.end();) {
-    if (now - it->second.sent < interval * 2) {
-      ++it;
-      continue;
-    }
-    again.push_back(it->second.key);
-    it = exit_requests.erase(it);
-  }
+  for (const auto& [key, sent] : latest)
+    if (now - sent >= interval * 2) again.push_back(key);
   for (const RankKey& key : again) {
     auto r = ranks.find(key);
     if (r == ranks.end()) continue;
@@ -413,42 +434,70 @@ void WorkerAgent::Impl::SendLogBatch(const RankKey& key, LogBatch& b) {
     rec->set_text(line.text);
     rec->set_time_ms(line.time_ms);
   }
-  if (b.request_id != 0) log_requests.erase(b.request_id);
   b.request_id = SendRequest(std::move(env));
   b.sent = Clock::now();
-  log_requests[b.request_id] = key;
+  b.ids.push_back(b.request_id);  // an ack under any of them retires the batch
+  log_requests[b.request_id] = {key, b.first_line};
 }
 
 void WorkerAgent::Impl::ResendLogs(bool all) {
+  // A bounded number per call, oldest first: a full spool resent at once would queue ahead of
+  // the heartbeats (and past ZeroMQ's send limit, which drops them), and the coordinator would
+  // take this worker for lost while it reads its backlog.
   const auto now = Clock::now();
+  int budget = kLogResendBatches;
   for (auto& [key, r] : ranks) {
     for (LogBatch& b : r.unacked) {
-      if (all || now - b.sent >= interval * 2) SendLogBatch(key, b);
+      if (budget == 0) return;
+      if (!all && now - b.sent < interval * 2) continue;
+      SendLogBatch(key, b);
+      --budget;
     }
   }
 }
 
-void WorkerAgent::Impl::OnLogAck(uint64_t request_id) {
+void WorkerAgent::Impl::DropBatch(Rank& r, std::deque<LogBatch>::iterator b, bool lost) {
+  for (uint64_t id : b->ids) log_requests.erase(id);
+  spool_bytes -= b->bytes;
+  if (lost) r.dropped_lines += b->lines.size();
+  r.unacked.erase(b);
+}
+
+void WorkerAgent::Impl::OnLogAck(uint64_t request_id, bool refused) {
   auto it = log_requests.find(request_id);
   if (it == log_requests.end()) return;
-  auto r = ranks.find(it->second);
+  const auto [key, first_line] = it->second;
   log_requests.erase(it);
+  auto r = ranks.find(key);
   if (r == ranks.end()) return;
   auto& q = r->second.unacked;
   for (auto b = q.begin(); b != q.end(); ++b) {
-    if (b->request_id != request_id) continue;
-    spool_bytes -= b->bytes;
-    q.erase(b);
+    if (b->first_line != first_line) continue;
+    DropBatch(r->second, b, /*lost=*/refused);
     break;
   }
   if (r->second.Finished()) ranks.erase(r);
+}
+
+void WorkerAgent::Impl::EvictOldest() {
+  while (spool_bytes > kLogSpoolBytes) {  // the oldest batch of any rank goes first
+    Rank* oldest = nullptr;
+    for (auto& [key, r] : ranks) {
+      if (!r.unacked.empty() &&
+          (oldest == nullptr || r.unacked.front().created < oldest->unacked.front().created)) {
+        oldest = &r;
+      }
+    }
+    if (oldest == nullptr) return;
+    DropBatch(*oldest, oldest->unacked.begin(), /*lost=*/true);
+  }
 }
 
 void WorkerAgent::Impl::FlushLogs(bool force) {
   if (!force && Clock::now() - last_flush < kLogFlushInterval) return;
   last_flush = Clock::now();
   for (auto& [key, r] : ranks) {
-    if (r.dropped_lines > 0 && !r.pending.empty()) {
+    if (r.dropped_lines > 0) {  // also for a rank that has exited: its log says so
       r.pending.insert(r.pending.begin(),
                        {"gantry",
                         "gantry: " + std::to_string(std::exchange(r.dropped_lines, 0)) +
@@ -462,6 +511,7 @@ void WorkerAgent::Impl::FlushLogs(bool force) {
       // be refused whole (a line is at most 16 KiB, ~48 KiB once made valid UTF-8).
       LogBatch b;
       b.first_line = r.next_line;
+      b.created = Clock::now();
       for (size_t n = 0; i < r.pending.size() && n < kLogBatchLines; ++i, ++n) {
         const size_t line_bytes = r.pending[i].text.size() + 32;
         if (n > 0 && b.bytes + line_bytes > kLogBatchBytes) break;
@@ -472,13 +522,7 @@ void WorkerAgent::Impl::FlushLogs(bool force) {
       SendLogBatch(key, b);
       spool_bytes += b.bytes;
       r.unacked.push_back(std::move(b));
-      while (spool_bytes > kLogSpoolBytes && !r.unacked.empty()) {  // the oldest go
-        LogBatch& old = r.unacked.front();
-        log_requests.erase(old.request_id);
-        spool_bytes -= old.bytes;
-        r.dropped_lines += old.lines.size();
-        r.unacked.pop_front();
-      }
+      EvictOldest();
     }
     r.pending.clear();
   }

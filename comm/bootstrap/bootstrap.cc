@@ -130,7 +130,8 @@ StatusOr<std::unique_ptr<Bootstrap>> BootstrapFromEnv(std::chrono::milliseconds 
   }
   std::shared_ptr<TcpStoreServer> server;
   if (*rank == 0) {
-    auto s = TcpStoreServer::Start("", *port);
+    // One connection per rank stays open for the job: the cap leaves room above the world.
+    auto s = TcpStoreServer::Start("", *port, std::max(1024, *size + 64));
     if (!s.ok()) {
       Status st = s.status();
       return st.Prepend("bootstrap: rank 0 cannot host the TCP store on port " +

@@ -6,6 +6,7 @@
 #include <netinet/in.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <sstream>
@@ -73,7 +74,7 @@ StatusOr<std::unique_ptr<Bootstrap>> BootstrapFromMpi(std::chrono::milliseconds 
   std::shared_ptr<TcpStoreServer> server;
   char info[1024] = {0};
   if (rank == 0) {
-    GANTRY_ASSIGN_OR_RETURN(server, TcpStoreServer::Start("", 0));
+    GANTRY_ASSIGN_OR_RETURN(server, TcpStoreServer::Start("", 0, std::max(1024, size + 64)));
     char host[256] = {0};
     gethostname(host, sizeof(host) - 1);
     std::snprintf(info, sizeof(info), "%d %s %s", server->port(), host, LocalAddresses().c_str());

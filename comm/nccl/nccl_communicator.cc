@@ -212,18 +212,24 @@ class NcclWork : public Work {
 WorkPtr NcclCommunicator::Impl::Issue(const OpLabel& label, const std::function<ncclResult_t()>& call) {
   if (state->failed()) return MakeDoneWork(state->error());
   const std::string what = label.ToString();
+  // Any failure on the way skips an operation the peers did issue: the communicator is failed
+  // and aborted so that they stop too, instead of waiting out their timeout.
+  auto failed = [&](const Status& s) {
+    FailAndAbort(*state, *handle, s);
+    return MakeDoneWork(state->error());
+  };
   if (cudaError_t e = cudaSetDevice(device); e != cudaSuccess) {
-    return MakeDoneWork(CudaError(e, what + ": cudaSetDevice(" + std::to_string(device) + ")"));
+    return failed(CudaError(e, what + ": cudaSetDevice(" + std::to_string(device) + ")"));
   }
   // Order the op after the work queued on the user stream so far.
   cudaEvent_t ready = nullptr, done = nullptr;
   if (cudaError_t e = cudaEventCreateWithFlags(&ready, cudaEventDisableTiming); e != cudaSuccess) {
-    return MakeDoneWork(CudaError(e, what + ": cudaEventCreate"));
+    return failed(CudaError(e, what + ": cudaEventCreate"));
   }
   cudaError_t e = cudaEventRecord(ready, user_stream);
   if (e == cudaSuccess) e = cudaStreamWaitEvent(stream, ready, 0);
   cudaEventDestroy(ready);
-  if (e != cudaSuccess) return MakeDoneWork(CudaError(e, what + ": ordering after the user stream"));
+  if (e != cudaSuccess) return failed(CudaError(e, what + ": ordering after the user stream"));
   const Deadline deadline = DeadlineAfter(options.timeout);
   ncclResult_t r;
   {

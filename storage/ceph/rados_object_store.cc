@@ -213,7 +213,10 @@ Status RadosObjectStore::PutStripes(std::string_view key, std::span<const std::b
 Status RadosObjectStore::Put(std::string_view key, std::span<const std::byte> data) {
   GANTRY_RETURN_IF_ERROR(ValidateKey(key));
   auto old = ReadLayout(key);
-  if (!old.ok() && old.status().code() != StatusCode::kNotFound) return old.status();
+  // A damaged layout is what "put it again" is for: overwrite, then clear stripes past the new
+  // count until one is missing (their number is unknown).
+  const bool damaged = old.status().code() == StatusCode::kDataLoss;
+  if (!old.ok() && old.status().code() != StatusCode::kNotFound && !damaged) return old.status();
   const uint64_t stripe = options_.stripe_bytes;
   const uint64_t stripes = data.size() <= stripe ? 1 : (data.size() + stripe - 1) / stripe;
   if (stripes > 1) GANTRY_RETURN_IF_ERROR(PutStripes(key, data, stripes));
@@ -231,6 +234,9 @@ Status RadosObjectStore::Put(std::string_view key, std::span<const std::byte> da
   if (r < 0) return Error(r, "put " + std::to_string(data.size()) + " bytes", key);
   for (uint64_t i = stripes; old.ok() && i < old->stripes; ++i) {
     io_.remove(StripeOid(key, i));  // stale stripes of a bigger old version; best effort
+  }
+  for (uint64_t i = std::max<uint64_t>(stripes, 1); damaged; ++i) {
+    if (io_.remove(StripeOid(key, i)) == -ENOENT) break;
   }
   return OkStatus();
 }

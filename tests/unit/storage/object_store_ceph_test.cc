@@ -95,6 +95,14 @@ TEST_F(CephStripingTest, DamagedLayoutXattrIsDataLossAndTheObjectCanBeRemoved) {
     EXPECT_NE(n.status().message().find("obj"), std::string::npos) << n.status().ToString();
     EXPECT_EQ(store_->GetAll("obj").status().code(), StatusCode::kDataLoss);
     EXPECT_EQ(store_->Size("obj").status().code(), StatusCode::kDataLoss);
+    // "Put it again" works: the damaged object is replaced, stale stripes included.
+    ASSERT_TRUE(store_->Put("obj", std::string("small")).ok());
+    auto again = store_->GetAll("obj");
+    ASSERT_TRUE(again.ok()) << again.status().ToString();
+    EXPECT_EQ(*again, "small");
+    auto listed = store_->List("");
+    ASSERT_TRUE(listed.ok());
+    EXPECT_EQ(*listed, std::vector<std::string>{"obj"}) << "stale stripes after the put";
     ASSERT_TRUE(store_->Remove("obj").ok());
     auto keys = store_->List("");
     ASSERT_TRUE(keys.ok());
