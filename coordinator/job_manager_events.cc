@@ -356,30 +356,17 @@ void JobManager::OnHeartbeat(const proto::Heartbeat& hb) {
 }
 
 void JobManager::OnRankLogs(const proto::RankLogs& logs) {
-  Job* job = FindJob(logs.job_id());
-  if (job != nullptr && logs.has_first_line() && logs.records_size() > 0) {
-    std::map<uint64_t, uint64_t>& stored = job->log_lines[{logs.attempt(), logs.rank()}];
-    const uint64_t first = logs.first_line(), end = first + uint64_t(logs.records_size());
-    auto at = stored.upper_bound(first);
-    if (at != stored.begin() && std::prev(at)->second > first) return;  // a resent batch
-    // Insert [first, end), merged with the interval ending at `first` and one starting at `end`.
-    uint64_t begin = first, stop = end;
-    if (at != stored.begin() && std::prev(at)->second == first) {
-      begin = std::prev(at)->first;
-      stored.erase(std::prev(at));
-    }
-    if (auto next = stored.find(end); next != stored.end()) {
-      stop = next->second;
-      stored.erase(next);
-    }
-    stored[begin] = stop;
-  }
+  // Workers resend a batch (the same lines under the same numbers) until it is acknowledged;
+  // the store keeps each numbered line once (a unique index), whatever the order, across job
+  // ends and coordinator restarts.
   std::vector<LogRow> rows;
   rows.reserve(logs.records_size());
   for (int i = 0; i < logs.records_size(); ++i) {
     const proto::LogRecord& rec = logs.records(i);
-    rows.push_back(
-        {0, logs.job_id(), logs.attempt(), logs.rank(), rec.stream(), rec.time_ms(), rec.text()});
+    LogRow row{0, logs.job_id(), logs.attempt(), logs.rank(), rec.stream(), rec.time_ms(),
+               rec.text()};
+    if (logs.has_first_line()) row.line = static_cast<int64_t>(logs.first_line()) + i;
+    rows.push_back(std::move(row));
   }
   Status st = store_->Begin();
   if (st.ok()) {
@@ -392,8 +379,11 @@ void JobManager::OnRankLogs(const proto::RankLogs& logs) {
   }
   if (!st.ok())
     GANTRY_LOG(ERROR, "storing logs failed").Field("job", logs.job_id()).Field("error", st);
-  if (job && logs.rank() == 0 && logs.attempt() == job->rec.attempt)
-    for (const proto::LogRecord& rec : logs.records()) UpdateProgress(*job, rec.text());
+  Job* job = FindJob(logs.job_id());
+  if (st.ok() && job && logs.rank() == 0 && logs.attempt() == job->rec.attempt) {
+    for (const LogRow& row : rows)
+      if (row.seq != 0) UpdateProgress(*job, row.text);  // new lines only
+  }
 }
 
 // Training ranks log JSON lines ({"msg":"step","step":10,"loss":2.3,"tokens_per_s":...}).

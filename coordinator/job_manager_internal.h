@@ -28,10 +28,6 @@ struct JobManager::Job {
   SteadyTime adopt_deadline{};
   SteadyTime submitted_at{};
   std::string waiting;  // scheduler's reason while PENDING
-  // (attempt, rank) -> output line numbers stored so far, as merged [begin, end) intervals:
-  // workers resend a batch (the same lines under the same first number) until acknowledged,
-  // possibly after a later batch got through, and each batch is stored once.
-  std::map<std::pair<int, int>, std::map<uint64_t, uint64_t>> log_lines;
   proto::JobProgress progress;
   bool AllDone() const {
     return std::all_of(ranks.begin(), ranks.end(),

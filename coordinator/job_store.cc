@@ -29,7 +29,7 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE INDEX IF NOT EXISTS events_job ON events(job_id);
 CREATE TABLE IF NOT EXISTS logs (
   seq INTEGER PRIMARY KEY AUTOINCREMENT, job_id TEXT, attempt INTEGER, rank INTEGER,
-  stream TEXT, time_ms INTEGER, text TEXT);
+  stream TEXT, time_ms INTEGER, text TEXT, line INTEGER);
 CREATE INDEX IF NOT EXISTS logs_job ON logs(job_id, seq);
 )sql";
 
@@ -55,6 +55,10 @@ class Stmt {
   }
   Stmt& Bind(int i, int64_t v) {
     sqlite3_bind_int64(stmt_, i, v);
+    return *this;
+  }
+  Stmt& BindNull(int i) {
+    sqlite3_bind_null(stmt_, i);
     return *this;
   }
   // SQLITE_ROW -> true, SQLITE_DONE -> false.
@@ -157,6 +161,19 @@ StatusOr<std::unique_ptr<JobStore>> JobStore::Open(const std::string& path) {
     GANTRY_RETURN_IF_ERROR(store->Exec("ALTER TABLE ranks ADD COLUMN cpus TEXT DEFAULT ''",
                                        "adding ranks.cpus to an older job store"));
   }
+  // Log lines carry the worker's line number (NULL in older stores and for unnumbered lines):
+  // a batch the worker resends is stored once, across job ends and coordinator restarts.
+  probe = nullptr;
+  const bool has_line =
+      sqlite3_prepare_v2(db, "SELECT line FROM logs LIMIT 0", -1, &probe, nullptr) == SQLITE_OK;
+  sqlite3_finalize(probe);
+  if (!has_line) {
+    GANTRY_RETURN_IF_ERROR(store->Exec("ALTER TABLE logs ADD COLUMN line INTEGER",
+                                       "adding logs.line to an older job store"));
+  }
+  GANTRY_RETURN_IF_ERROR(store->Exec(
+      "CREATE UNIQUE INDEX IF NOT EXISTS logs_line ON logs(job_id, attempt, rank, line)",
+      "indexing log line numbers"));
   return store;
 }
 
@@ -308,15 +325,21 @@ StatusOr<std::vector<EventRecord>> JobStore::LoadEvents(const std::string& job_i
 
 Status JobStore::AppendLogs(std::vector<LogRow>& rows) {
   Stmt s(db_,
-         "INSERT INTO logs (job_id, attempt, rank, stream, time_ms, text) "
-         "VALUES (?,?,?,?,?,?)");
+         "INSERT OR IGNORE INTO logs (job_id, attempt, rank, stream, time_ms, text, line) "
+         "VALUES (?,?,?,?,?,?,?)");
   GANTRY_RETURN_IF_ERROR(s.status("saving log lines"));
   for (LogRow& r : rows) {
     s.Reset();
     s.Bind(1, r.job_id).Bind(2, int64_t{r.attempt}).Bind(3, int64_t{r.rank});
     s.Bind(4, r.stream).Bind(5, r.time_ms).Bind(6, r.text);
+    if (r.line >= 0) {
+      s.Bind(7, r.line);
+    } else {
+      s.BindNull(7);
+    }
     GANTRY_RETURN_IF_ERROR(s.Run("saving a log line"));
-    r.seq = static_cast<uint64_t>(sqlite3_last_insert_rowid(db_));
+    // A numbered line stored before (a resent batch) is ignored: seq 0.
+    r.seq = sqlite3_changes(db_) == 1 ? static_cast<uint64_t>(sqlite3_last_insert_rowid(db_)) : 0;
   }
   return OkStatus();
 }

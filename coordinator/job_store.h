@@ -63,12 +63,13 @@ struct EventRecord {
 };
 
 struct LogRow {
-  uint64_t seq = 0;  // assigned by AppendLogs
+  uint64_t seq = 0;  // assigned by AppendLogs; 0 when the line was stored before (a resend)
   std::string job_id;
   int attempt = 0, rank = 0;
   std::string stream;
   int64_t time_ms = 0;
   std::string text;
+  int64_t line = -1;  // the worker's number of the line for its rank (-1: none)
 };
 
 class JobStore {

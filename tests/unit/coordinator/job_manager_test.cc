@@ -405,6 +405,16 @@ TEST_F(JobManagerTest, ResentOutputBatchesAreStoredOnce) {
   std::string all;
   for (const auto& r : stored->records()) all += r.text();
   EXPECT_EQ(all, "abecdf") << "stored in arrival order, each line once";
+  // Also after a coordinator restart (the dedupe is in the store, not in memory).
+  Open();
+  ASSERT_TRUE(manager_->Recover().ok());
+  batch(2, {"c", "d"});
+  batch(6, {"g"});
+  stored = manager_->Logs(get);
+  ASSERT_TRUE(stored.ok());
+  all.clear();
+  for (const auto& r : stored->records()) all += r.text();
+  EXPECT_EQ(all, "abecdfg");
 }
 
 // A worker that re-registers with fewer ranks than were placed on it: the ones it lost must
