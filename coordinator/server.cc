@@ -241,8 +241,10 @@ StatusOr<bool> Coordinator::Impl::Dispatch(const std::string& identity, const pr
       return true;
     }
     case E::kHeartbeat: {
-      const bool known = registry->Heartbeat(in.heartbeat().worker_id(), identity);
-      if (known) manager->OnHeartbeat(in.heartbeat());
+      bool stale = false;
+      const bool known = registry->Heartbeat(in.heartbeat().worker_id(), identity,
+                                             in.heartbeat().epoch(), &stale);
+      if (known && !stale) manager->OnHeartbeat(in.heartbeat());
       out.mutable_heartbeat_reply()->set_registered(known);
       return true;
     }

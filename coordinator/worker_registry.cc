@@ -13,12 +13,19 @@ WorkerEntry& WorkerRegistry::Register(const proto::RegisterWorker& msg,
   w.identity = identity;
   w.resources = msg.resources();
   w.last_seen = clock_->Now();
+  w.epoch = msg.epoch();
   return w;
 }
 
-bool WorkerRegistry::Heartbeat(const std::string& worker_id, const std::string& identity) {
+bool WorkerRegistry::Heartbeat(const std::string& worker_id, const std::string& identity,
+                               uint64_t epoch, bool* stale) {
+  if (stale) *stale = false;
   auto it = workers_.find(worker_id);
   if (it == workers_.end() || it->second.lost) return false;
+  if (epoch != 0 && epoch < it->second.epoch) {
+    if (stale) *stale = true;
+    return true;
+  }
   it->second.last_seen = clock_->Now();
   it->second.identity = identity;
   return true;

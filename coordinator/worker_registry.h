@@ -25,6 +25,7 @@ struct WorkerEntry {
   int cpus_used = 0;
   std::set<int> ports_used;
   int ranks_running = 0;
+  uint64_t epoch = 0;  // of its last registration
 };
 
 class WorkerRegistry {
@@ -36,8 +37,11 @@ class WorkerRegistry {
   // Adds or refreshes a worker (a returning worker starts with no allocations: the caller
   // re-adds those of the ranks it reports).
   WorkerEntry& Register(const proto::RegisterWorker& msg, const std::string& identity);
-  // False when the worker is unknown or was declared lost: it must register again.
-  bool Heartbeat(const std::string& worker_id, const std::string& identity);
+  // False when the worker is unknown or was declared lost: it must register again. A heartbeat
+  // of an older registration (`epoch` below the registered one; 0 = not sent) is stale:
+  // *stale is set and nothing changes.
+  bool Heartbeat(const std::string& worker_id, const std::string& identity, uint64_t epoch = 0,
+                 bool* stale = nullptr);
   // Any message from a registered worker's socket shows it alive (a worker sending a backlog of
   // output must not be taken for lost because its heartbeats queue behind it).
   void Touch(const std::string& identity);

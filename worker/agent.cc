@@ -77,6 +77,7 @@ struct WorkerAgent::Impl {
   void* socket = nullptr;
   uint64_t next_id = 1;
   bool registered = false;
+  uint64_t epoch = 0;  // registrations sent (heartbeats carry it)
   Clock::time_point register_sent{}, last_rx{}, last_hb{}, last_flush{}, reconnect_at{};
   std::chrono::milliseconds backoff{250};
   std::chrono::milliseconds interval{1000};
@@ -221,6 +222,7 @@ void WorkerAgent::Impl::Register() {
   proto::Envelope env;
   proto::RegisterWorker* reg = env.mutable_register_worker();
   reg->set_worker_id(opt.worker_id);
+  reg->set_epoch(++epoch);
   reg->set_hostname(HostName());
   reg->set_address(opt.address);
   *reg->mutable_resources() = resources;
@@ -625,6 +627,7 @@ Status WorkerAgent::Run(const std::atomic<bool>& stop) {
       s.last_hb = now;
       proto::Envelope hb;
       hb.mutable_heartbeat()->set_worker_id(s.opt.worker_id);
+      hb.mutable_heartbeat()->set_epoch(s.epoch);
       for (auto& [key, r] : s.ranks) *hb.mutable_heartbeat()->add_ranks() = r.status;
       s.SendRequest(std::move(hb));
       s.m.heartbeats->Inc();

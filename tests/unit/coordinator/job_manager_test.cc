@@ -417,6 +417,23 @@ TEST_F(JobManagerTest, ResentOutputBatchesAreStoredOnce) {
   EXPECT_EQ(all, "abecdfg");
 }
 
+// A heartbeat still queued on a worker's replaced socket (an older registration) changes
+// nothing: not the routing identity, and its old rank list does not fail the attempt.
+TEST_F(JobManagerTest, HeartbeatOfAnOlderRegistrationIsIgnored) {
+  proto::RegisterWorker reg;
+  reg.set_worker_id("w0");
+  reg.mutable_resources()->set_cpu_slots(4);
+  reg.set_epoch(2);
+  registry_->Register(reg, "id-new");
+  bool stale = false;
+  EXPECT_TRUE(registry_->Heartbeat("w0", "id-old", 1, &stale));
+  EXPECT_TRUE(stale);
+  EXPECT_EQ(registry_->Find("w0")->identity, "id-new");
+  EXPECT_TRUE(registry_->Heartbeat("w0", "id-newer", 2, &stale));
+  EXPECT_FALSE(stale);
+  EXPECT_EQ(registry_->Find("w0")->identity, "id-newer") << "a reconnect of the same registration";
+}
+
 // A worker that re-registers with fewer ranks than were placed on it: the ones it lost must
 // not be released from the fresh registration's counts (cpus_used went to 0 with one rank
 // still running, and the scheduler overcommitted the worker).
