@@ -59,6 +59,9 @@ struct Algos {
   cudnnConvolutionBwdDataAlgo_t bwd_data;
   cudnnConvolutionBwdFilterAlgo_t bwd_filter;
   size_t workspace_bytes;
+  // The math type each choice was validated with (the descriptor is set to it before the call).
+  cudnnMathType_t fwd_math = CUDNN_FMA_MATH, bwd_data_math = CUDNN_FMA_MATH,
+                  bwd_filter_math = CUDNN_FMA_MATH;
 };
 
 std::mutex algo_mu;
@@ -118,10 +121,13 @@ constexpr size_t kMaxConvWorkspaceBytes = size_t{1} << 30;
 // set on the descriptor are taken (another would run TF32 in the f32 path, or be refused).
 template <typename Perf>
 int FirstUsable(const Perf* perf, int got) {
-  const cudnnMathType_t math = UseTf32() ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH;
+  // f32 math (FMA) unless TF32 was asked for; then tensor-op candidates are welcome too.
+  auto wanted = [](cudnnMathType_t m) {
+    return UseTf32() ? m != CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION : m == CUDNN_FMA_MATH;
+  };
   for (int i = 0; i < got; ++i) {
     if (perf[i].status == CUDNN_STATUS_SUCCESS && perf[i].determinism == CUDNN_DETERMINISTIC &&
-        perf[i].memory <= kMaxConvWorkspaceBytes && perf[i].mathType == math) {
+        perf[i].memory <= kMaxConvWorkspaceBytes && wanted(perf[i].mathType)) {
       return i;
     }
   }
@@ -161,23 +167,29 @@ StatusOr<Algos> ChooseAlgos(cudnnHandle_t h, const Descs& d) {
   int i = FirstUsable(fwd, got);
   if (i < 0) return NoAlgorithm("forward", fwd, got);
   a.fwd = fwd[i].algo;
+  a.fwd_math = fwd[i].mathType;
   cudnnConvolutionBwdDataAlgoPerf_t bd[kMax];
   GANTRY_CUDNN_RETURN_IF_ERROR(
       cudnnGetConvolutionBackwardDataAlgorithm_v7(h, d.w, d.y, d.conv, d.x, kMax, &got, bd));
   i = FirstUsable(bd, got);
   if (i < 0) return NoAlgorithm("backward-data", bd, got);
   a.bwd_data = bd[i].algo;
+  a.bwd_data_math = bd[i].mathType;
   cudnnConvolutionBwdFilterAlgoPerf_t bf[kMax];
   GANTRY_CUDNN_RETURN_IF_ERROR(
       cudnnGetConvolutionBackwardFilterAlgorithm_v7(h, d.x, d.y, d.conv, d.w, kMax, &got, bf));
   i = FirstUsable(bf, got);
   if (i < 0) return NoAlgorithm("backward-filter", bf, got);
   a.bwd_filter = bf[i].algo;
+  a.bwd_filter_math = bf[i].mathType;
   size_t s1 = 0, s2 = 0, s3 = 0;
+  GANTRY_CUDNN_RETURN_IF_ERROR(cudnnSetConvolutionMathType(d.conv, a.fwd_math));
   GANTRY_CUDNN_RETURN_IF_ERROR(
       cudnnGetConvolutionForwardWorkspaceSize(h, d.x, d.w, d.conv, d.y, a.fwd, &s1));
+  GANTRY_CUDNN_RETURN_IF_ERROR(cudnnSetConvolutionMathType(d.conv, a.bwd_data_math));
   GANTRY_CUDNN_RETURN_IF_ERROR(
       cudnnGetConvolutionBackwardDataWorkspaceSize(h, d.w, d.y, d.conv, d.x, a.bwd_data, &s2));
+  GANTRY_CUDNN_RETURN_IF_ERROR(cudnnSetConvolutionMathType(d.conv, a.bwd_filter_math));
   GANTRY_CUDNN_RETURN_IF_ERROR(cudnnGetConvolutionBackwardFilterWorkspaceSize(
       h, d.x, d.y, d.conv, d.w, a.bwd_filter, &s3));
   a.workspace_bytes = s1 > s2 ? (s1 > s3 ? s1 : s3) : (s2 > s3 ? s2 : s3);
@@ -255,6 +267,7 @@ Status Conv2dForward(const Tensor& x, const Tensor& w, const Tensor* b, const Co
   GANTRY_RETURN_IF_ERROR(Prepare(kOp, env, x, w, opts, workspace, p));
   GANTRY_RETURN_IF_ERROR(CheckOperand(kOp, "y", y, env));
   const float one = 1.0f, zero = 0.0f;
+  GANTRY_CUDNN_RETURN_IF_ERROR(cudnnSetConvolutionMathType(p.d.conv, p.algos.fwd_math));
   GANTRY_CUDNN_RETURN_IF_ERROR(cudnnConvolutionForward(
       p.h, &one, p.d.x, x.raw(), p.d.w, w.raw(), p.d.conv, p.algos.fwd, workspace.raw(),
       p.algos.workspace_bytes, &zero, p.d.y, y.raw()));
@@ -277,11 +290,13 @@ Status Conv2dBackward(const Tensor& x, const Tensor& w, const Tensor& dy,
   const float one = 1.0f, zero = 0.0f;
   if (dx != nullptr) {  // overwrite
     GANTRY_RETURN_IF_ERROR(CheckOperand(kOp, "dx", *dx, env));
+    GANTRY_CUDNN_RETURN_IF_ERROR(cudnnSetConvolutionMathType(p.d.conv, p.algos.bwd_data_math));
     GANTRY_CUDNN_RETURN_IF_ERROR(cudnnConvolutionBackwardData(
         p.h, &one, p.d.w, w.raw(), p.d.y, dy.raw(), p.d.conv, p.algos.bwd_data, workspace.raw(),
         p.algos.workspace_bytes, &zero, p.d.x, dx->raw()));
   }
   // Parameter gradients accumulate (beta = 1).
+  GANTRY_CUDNN_RETURN_IF_ERROR(cudnnSetConvolutionMathType(p.d.conv, p.algos.bwd_filter_math));
   GANTRY_CUDNN_RETURN_IF_ERROR(cudnnConvolutionBackwardFilter(
       p.h, &one, p.d.x, x.raw(), p.d.y, dy.raw(), p.d.conv, p.algos.bwd_filter, workspace.raw(),
       p.algos.workspace_bytes, &one, p.d.w, dw.raw()));
