@@ -399,9 +399,12 @@ Status Coordinator::Run(const std::atomic<bool>& stop) {
       if (count == 2) {
         s.OnFrame(frames[0], frames[1]);
       } else if (count >= 1) {
+        // The reply names the request when its first body frame has an id (frames[1]).
+        const uint64_t id =
+            count >= 2 ? wire::PeekRequestId(frames[1].data(), frames[1].size()) : 0;
         s.Send(frames[0],
-               wire::ErrorReply(0, InvalidArgumentError("expected one frame per message, got " +
-                                                        std::to_string(count - 1))));
+               wire::ErrorReply(id, InvalidArgumentError("expected one frame per message, got " +
+                                                         std::to_string(count - 1))));
       }
       s.manager->Tick();
       s.Flush();
