@@ -33,9 +33,18 @@ constexpr auto kLivenessPeriod = std::chrono::milliseconds(20);
 
 ShmGroup::ShmGroup(std::unique_ptr<ShmSegment> segment, int rank)
     : segment_(std::move(segment)), rank_(rank), size_(segment_->layout().ranks),
-      pidfds_(size_, -1) {
+      pidfds_(size_, -1), pid_watch_(size_, true) {
+  const uint64_t own_ns = PidNamespaceId();
   for (int j = 0; j < size_; ++j) {
     if (j == rank_) continue;
+    // A peer in another PID namespace: its pid names some other process here (or none, which
+    // would read as "exited" at once). It is then not watched by pid; a death is seen through
+    // the poisoned segment or the operation's timeout.
+    const uint64_t ns = segment_->control(j)->pidns.load();
+    if (ns != 0 && own_ns != 0 && ns != own_ns) {
+      pid_watch_[j] = false;
+      continue;
+    }
 #ifdef SYS_pidfd_open
     pidfds_[j] = static_cast<int>(syscall(SYS_pidfd_open, segment_->control(j)->pid.load(), 0));
 #endif
@@ -62,7 +71,7 @@ Status ShmGroup::CheckPeer(const Op& op, int peer) {
                             " (waited " + SecondsSince(op.start) + ")");
   }
   if (aborted_.load()) return AbortedError(op.label + ": communicator aborted");
-  if (peer < 0 || peer == rank_) return OkStatus();
+  if (peer < 0 || peer == rank_ || !pid_watch_[peer]) return OkStatus();
   const int pid = segment_->control(peer)->pid.load();
   bool dead = false;
   if (pidfds_[peer] >= 0) {

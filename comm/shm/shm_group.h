@@ -84,6 +84,7 @@ class ShmGroup {
   uint64_t next_stage_ = 0;
   std::atomic<bool> aborted_{false};
   std::vector<int> pidfds_;
+  std::vector<bool> pid_watch_;  // false: the peer's pid is in another PID namespace
   std::vector<int> names_;  // empty: ranks are named by their index in the group  // -1 where pidfd_open is unavailable (then kill(pid, 0))
 };
 

@@ -3,6 +3,7 @@
 
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -10,6 +11,12 @@
 #include <random>
 
 namespace gantry::comm {
+
+uint64_t PidNamespaceId() {
+  struct stat st {};
+  return ::stat("/proc/self/ns/pid", &st) == 0 ? static_cast<uint64_t>(st.st_ino) : 0;
+}
+
 namespace {
 
 constexpr uint64_t kShmMagic = 0x47414e5452595348ull;  // "GANTRYSH"
@@ -69,6 +76,7 @@ StatusOr<std::unique_ptr<ShmSegment>> ShmSegment::Create(Bootstrap& bootstrap, c
     seg->header()->failed_rank.store(-1);
     std::strncpy(seg->header()->name, name.c_str(), sizeof(ShmHeader::name) - 1);
   }
+  seg->control(bootstrap.rank())->pidns.store(PidNamespaceId());
   seg->control(bootstrap.rank())->pid.store(getpid());
   // Everyone mapped it: the name can go (the mapping lives until the last munmap).
   GANTRY_RETURN_IF_ERROR(

@@ -39,7 +39,13 @@ struct ShmRankControl {
   ShmCounter done;     // stages this rank has finished reading
   ShmCounter signal[4];  // SymmetricPeers signals (comm/communicator.h), owned by this rank
   alignas(64) std::atomic<int32_t> pid;
+  // Its PID namespace (inode of /proc/self/ns/pid; 0 unknown): a pid means nothing to a peer
+  // in another namespace (containers sharing /dev/shm), which then cannot watch it by pid.
+  std::atomic<uint64_t> pidns;
 };
+
+// Inode of this process's PID namespace, or 0 when it cannot be read.
+uint64_t PidNamespaceId();
 
 struct ShmHeader {
   uint64_t magic;

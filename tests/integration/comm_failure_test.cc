@@ -4,7 +4,11 @@
 // its pidfd fires (shm).
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
+#include <cstdlib>
 #include <regex>
+#include <thread>
 
 #include "tests/integration/comm_launcher.h"
 
@@ -30,6 +34,25 @@ TEST(CommFailureSymmetric, KillOneRankMidWindowAllreduceFailsSurvivorsFast) {
                     {{"GANTRY_COMM_BACKEND", "shm"}, {"GANTRY_COMM_TIMEOUT_S", "60"}});
     KillMidAllreduceAndCheckSurvivors(group, world, world - 1, kTimeoutS);
   }
+}
+
+// Ranks on one host in different PID namespaces (containers sharing /dev/shm): a peer's pid
+// means nothing across them. shm used to take the peer for dead at once (its pid did not
+// exist here) and fail; now such a peer is not watched by pid and the collectives run.
+TEST(CommShm, RanksInAnotherPidNamespaceWork) {
+  if (geteuid() != 0 || std::system("unshare --pid --fork true >/dev/null 2>&1") != 0)
+    GTEST_SKIP() << "needs root to make a PID namespace (unshare --pid)";
+  RankGroup group(GANTRY_COMM_TEST_WORKER, 2, {"conformance", "--big"},
+                  {{"GANTRY_COMM_BACKEND", "shm"}, {"GANTRY_COMM_TIMEOUT_S", "30"}},
+                  {{}, {"unshare", "--pid", "--fork"}});
+  // Rank 0 pauses, so rank 1 waits long enough to check on it (every 20 ms) by pid.
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  group.Signal(0, SIGSTOP);
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  group.Signal(0, SIGCONT);
+  const auto results = group.Wait(120);
+  for (int r = 0; r < 2; ++r)
+    EXPECT_EQ(results[r].exit_code, 0) << "rank " << r << ":\n" << results[r].output;
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, CommFailure,
