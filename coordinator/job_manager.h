@@ -93,6 +93,7 @@ class JobManager {
   void StopGang(Job& job);
   // StopRanks of the job's current attempt to one worker.
   void SendStop(const Job& job, const std::string& worker_id);
+  void SendStop(const std::string& job_id, int attempt, const std::string& worker_id);
   // `release`: give the rank's slots back to its worker (false when the worker re-registered
   // without it: a registration starts from no allocations).
   void RankDone(Job& job, int rank, const std::string& state, int exit_code, bool release = true);

@@ -79,10 +79,14 @@ void JobManager::StopGang(Job& job) {
 }
 
 void JobManager::SendStop(const Job& job, const std::string& worker_id) {
+  SendStop(job.rec.id, job.rec.attempt, worker_id);
+}
+
+void JobManager::SendStop(const std::string& job_id, int attempt, const std::string& worker_id) {
   proto::Envelope env;
   env.set_version(wire::kProtocolVersion);
-  env.mutable_stop_ranks()->set_job_id(job.rec.id);
-  env.mutable_stop_ranks()->set_attempt(job.rec.attempt);
+  env.mutable_stop_ranks()->set_job_id(job_id);
+  env.mutable_stop_ranks()->set_attempt(attempt);
   env.mutable_stop_ranks()->set_grace_ms(static_cast<int>(options_.stop_grace.count()));
   outbox_.push_back({worker_id, std::move(env)});
 }
@@ -227,12 +231,7 @@ void JobManager::OnWorkerRegistered(const proto::RegisterWorker& reg) {
                          job->ranks[s.rank()].worker_id == wid && !RankIsDone(job->ranks[s.rank()]);
     if (!current) {
       if (s.exited()) continue;
-      proto::Envelope env;  // an orphan of a finished job or an older attempt: stop it
-      env.set_version(wire::kProtocolVersion);
-      env.mutable_stop_ranks()->set_job_id(s.job_id());
-      env.mutable_stop_ranks()->set_attempt(s.attempt());
-      env.mutable_stop_ranks()->set_grace_ms(static_cast<int>(options_.stop_grace.count()));
-      outbox_.push_back({wid, std::move(env)});
+      SendStop(s.job_id(), s.attempt(), wid);  // an orphan of a finished job or older attempt
       continue;
     }
     reported.insert({s.job_id(), s.rank()});
@@ -276,13 +275,7 @@ void JobManager::OnHeartbeat(const proto::Heartbeat& hb) {
   std::set<std::pair<std::string, int>> reported;  // (job, rank) of current attempts
   std::set<std::pair<std::string, int>> stops;     // (job, attempt) told to stop
   auto stop = [&](const std::string& job_id, int attempt) {
-    if (!stops.insert({job_id, attempt}).second) return;
-    proto::Envelope env;
-    env.set_version(wire::kProtocolVersion);
-    env.mutable_stop_ranks()->set_job_id(job_id);
-    env.mutable_stop_ranks()->set_attempt(attempt);
-    env.mutable_stop_ranks()->set_grace_ms(static_cast<int>(options_.stop_grace.count()));
-    outbox_.push_back({wid, std::move(env)});
+    if (stops.insert({job_id, attempt}).second) SendStop(job_id, attempt, wid);
   };
   for (const proto::RankStatus& s : hb.ranks()) {
     Job* job = FindJob(s.job_id());

@@ -153,24 +153,10 @@ StatusOr<std::unique_ptr<JobStore>> JobStore::Open(const std::string& path) {
   GANTRY_RETURN_IF_ERROR(store->Exec("PRAGMA synchronous=NORMAL", "setting synchronous"));
   GANTRY_RETURN_IF_ERROR(store->Exec(kSchema, "creating the schema"));
   // Stores written before ranks had a cpus column get it (their ranks read as unpinned).
-  sqlite3_stmt* probe = nullptr;
-  const bool has_cpus =
-      sqlite3_prepare_v2(db, "SELECT cpus FROM ranks LIMIT 0", -1, &probe, nullptr) == SQLITE_OK;
-  sqlite3_finalize(probe);
-  if (!has_cpus) {
-    GANTRY_RETURN_IF_ERROR(store->Exec("ALTER TABLE ranks ADD COLUMN cpus TEXT DEFAULT ''",
-                                       "adding ranks.cpus to an older job store"));
-  }
+  GANTRY_RETURN_IF_ERROR(store->AddColumnIfMissing("ranks", "cpus", "TEXT DEFAULT ''"));
   // Log lines carry the worker's line number (NULL in older stores and for unnumbered lines):
   // a batch the worker resends is stored once, across job ends and coordinator restarts.
-  probe = nullptr;
-  const bool has_line =
-      sqlite3_prepare_v2(db, "SELECT line FROM logs LIMIT 0", -1, &probe, nullptr) == SQLITE_OK;
-  sqlite3_finalize(probe);
-  if (!has_line) {
-    GANTRY_RETURN_IF_ERROR(store->Exec("ALTER TABLE logs ADD COLUMN line INTEGER",
-                                       "adding logs.line to an older job store"));
-  }
+  GANTRY_RETURN_IF_ERROR(store->AddColumnIfMissing("logs", "line", "INTEGER"));
   GANTRY_RETURN_IF_ERROR(store->Exec(
       "CREATE UNIQUE INDEX IF NOT EXISTS logs_line ON logs(job_id, attempt, rank, line)",
       "indexing log line numbers"));
@@ -178,6 +164,18 @@ StatusOr<std::unique_ptr<JobStore>> JobStore::Open(const std::string& path) {
 }
 
 JobStore::~JobStore() { sqlite3_close(db_); }
+
+Status JobStore::AddColumnIfMissing(const std::string& table, const std::string& column,
+                                    const std::string& type) {
+  sqlite3_stmt* probe = nullptr;
+  const std::string select = "SELECT " + column + " FROM " + table + " LIMIT 0";
+  const bool has = sqlite3_prepare_v2(db_, select.c_str(), -1, &probe, nullptr) == SQLITE_OK;
+  sqlite3_finalize(probe);
+  if (has) return OkStatus();
+  const std::string alter = "ALTER TABLE " + table + " ADD COLUMN " + column + " " + type;
+  const std::string purpose = "adding " + table + "." + column + " to an older job store";
+  return Exec(alter.c_str(), purpose.c_str());
+}
 
 Status JobStore::Exec(const char* sql, const char* purpose) {
   char* err = nullptr;

@@ -105,6 +105,9 @@ class JobStore {
  private:
   explicit JobStore(sqlite3* db) : db_(db) {}
   Status Exec(const char* sql, const char* purpose);
+  // Schema upgrade of a store written by an older gantry: adds the column unless it exists.
+  Status AddColumnIfMissing(const std::string& table, const std::string& column,
+                            const std::string& type);
   sqlite3* db_;
 };
 

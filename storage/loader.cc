@@ -96,7 +96,8 @@ class DatasetLoader::Impl {
   uint64_t batch_bytes() const { return static_cast<uint64_t>(o_.batch) * rb_; }
   const DatasetIndex& index() const { return index_; }
   EpochPlan Plan(uint64_t epoch) const;
-  uint64_t BatchesInEpoch(uint64_t epoch) const { return Plan(epoch).batches; }
+  // The same in every epoch (see min_rank_records_): no plan needed.
+  uint64_t BatchesInEpoch(uint64_t /*epoch*/) const { return min_rank_records_ / o_.batch; }
   uint64_t min_rank_records() const { return min_rank_records_; }
   Status Next(std::span<std::byte> dst);
   LoaderPosition position() const {
@@ -158,7 +159,7 @@ EpochPlan DatasetLoader::Impl::Plan(uint64_t epoch) const {
   for (size_t i = 0; i < all.size(); ++i) {
     if (static_cast<int>(i % o_.world) == o_.rank) plan.chunks.push_back(all[i]);
   }
-  plan.batches = min_rank_records_ / o_.batch;
+  plan.batches = BatchesInEpoch(epoch);
   uint64_t off = 0;
   for (size_t i = 0; i < plan.chunks.size(); ++i) {
     if (i % o_.group_chunks == 0) plan.group_start.push_back(off);

@@ -44,7 +44,6 @@ constexpr std::chrono::milliseconds kShutdownGrace{3000};
 // Output lines sent to the coordinator and kept until it acknowledges them: resent after a
 // reconnect (ZeroMQ drops what a closed socket still held) or when no ack comes.
 struct LogBatch {
-  uint64_t request_id = 0;        // the latest send
   std::vector<uint64_t> ids;      // every send's request id
   uint64_t first_line = 0;
   std::vector<OutputLine> lines;
@@ -436,10 +435,10 @@ void WorkerAgent::Impl::SendLogBatch(const RankKey& key, LogBatch& b) {
     rec->set_text(line.text);
     rec->set_time_ms(line.time_ms);
   }
-  b.request_id = SendRequest(std::move(env));
+  const uint64_t id = SendRequest(std::move(env));
   b.sent = Clock::now();
-  b.ids.push_back(b.request_id);  // an ack under any of them retires the batch
-  log_requests[b.request_id] = {key, b.first_line};
+  b.ids.push_back(id);  // an ack under any of them retires the batch
+  log_requests[id] = {key, b.first_line};
 }
 
 void WorkerAgent::Impl::ResendLogs(bool all) {

@@ -25,6 +25,19 @@ void Put(std::string* out, T v) {
   out->append(reinterpret_cast<const char*>(&v), sizeof(T));
 }
 
+// op u8 | key_len u32 | key | val_len u64 | val | timeout_ms u32
+std::string EncodeRequest(uint8_t op, const std::string& key, const std::string& value,
+                          std::chrono::milliseconds timeout) {
+  std::string req;
+  Put<uint8_t>(&req, op);
+  Put<uint32_t>(&req, static_cast<uint32_t>(key.size()));
+  req += key;
+  Put<uint64_t>(&req, value.size());
+  req += value;
+  Put<uint32_t>(&req, static_cast<uint32_t>(std::min<int64_t>(timeout.count(), UINT32_MAX)));
+  return req;
+}
+
 std::string RankGoneMessage(int rank) {
   return "rank " + std::to_string(rank) +
          " disconnected from the TCP store without closing it: it exited or crashed";
@@ -196,13 +209,7 @@ StatusOr<std::unique_ptr<TcpStore>> TcpStore::Connect(const std::string& host, i
 
 StatusOr<std::string> TcpStore::Call(uint8_t op, const std::string& key, const std::string& value,
                                      std::chrono::milliseconds timeout) {
-  std::string req;
-  Put<uint8_t>(&req, op);
-  Put<uint32_t>(&req, static_cast<uint32_t>(key.size()));
-  req += key;
-  Put<uint64_t>(&req, value.size());
-  req += value;
-  Put<uint32_t>(&req, static_cast<uint32_t>(std::min<int64_t>(timeout.count(), UINT32_MAX)));
+  const std::string req = EncodeRequest(op, key, value, timeout);
   std::lock_guard<std::mutex> lock(mu_);
   if (!broken_.ok()) return broken_;
   Deadline deadline = DeadlineAfter(timeout + std::chrono::seconds(30));
@@ -254,11 +261,7 @@ TcpStore::~TcpStore() {
   // server already gone (rank 0 finished first) makes it fail at once.
   std::lock_guard<std::mutex> lock(mu_);
   if (!broken_.ok() || !socket_.valid()) return;
-  std::string req;
-  Put<uint8_t>(&req, kOpBye);
-  Put<uint32_t>(&req, 0);
-  Put<uint64_t>(&req, 0);
-  Put<uint32_t>(&req, 0);
+  const std::string req = EncodeRequest(kOpBye, "", "", std::chrono::milliseconds(0));
   const Deadline deadline = DeadlineAfter(std::chrono::milliseconds(500));
   if (!SendAll(socket_, req.data(), req.size(), deadline).ok()) return;
   char reply[9];
