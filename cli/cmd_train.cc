@@ -15,6 +15,7 @@
 #include "base/metrics.h"
 #include "base/tunables.h"
 #include "cli/command.h"
+#include "comm/bootstrap/mpi_bootstrap.h"
 #include "coordinator/coordinator_store.h"
 #include "train/cpu_binding.h"
 #include "train/launch.h"
@@ -55,14 +56,20 @@ StatusOr<std::unique_ptr<HttpServer>> StartMetrics(const TrainArgs& a) {
 }
 
 int RunTrain(const TrainArgs& a) {
+  // Under mpirun a failed rank leaves without MPI_Finalize (which would wait for peers that are
+  // waiting for it), so mpirun ends the whole job now instead of at the comm timeout.
+  auto fail = [](const Status& s) {
+    comm::MarkMpiFailed();
+    return ReportError(s);
+  };
   StatusOr<JobSpec> spec = ParseJobSpecFile(a.job);
-  if (!spec.ok()) return ReportError(spec.status());
+  if (!spec.ok()) return fail(spec.status());
   // Before any thread exists (communicator, kernel pool): they inherit the rank's CPU set.
   if (StatusOr<train::CpuBindingPlan> bound = train::BindLocalRank(); !bound.ok()) {
-    return ReportError(bound.status());
+    return fail(bound.status());
   }
   StatusOr<std::unique_ptr<HttpServer>> metrics = StartMetrics(a);
-  if (!metrics.ok()) return ReportError(metrics.status());
+  if (!metrics.ok()) return fail(metrics.status());
   train::TrainerOptions o;
   o.resume = !a.no_resume;
   o.steps = a.steps;
@@ -77,16 +84,16 @@ int RunTrain(const TrainArgs& a) {
   lo.cuda = (a.device.empty() ? spec->train.device : a.device).rfind("cuda", 0) == 0;
   lo.coordinator = [] { return coordinator::BootstrapFromCoordinator(); };
   StatusOr<train::Launch> launch = train::ConnectRanks(*spec, lo);
-  if (!launch.ok()) return ReportError(launch.status());
+  if (!launch.ok()) return fail(launch.status());
   o.comm = launch->session.comm.get();
   auto trainer = train::Trainer::Create(*spec, o);
   if (!trainer.ok()) {
     if (o.comm != nullptr) o.comm->Abort(trainer.status());  // peers stop now, not at a timeout
-    return ReportError(trainer.status());
+    return fail(trainer.status());
   }
   const Status run = (*trainer)->Run();
   if (!run.ok() && o.comm != nullptr) o.comm->Abort(run);  // peers fail now, not at a timeout
-  return run.ok() ? kExitOk : ReportError(run);
+  return run.ok() ? kExitOk : fail(run);
 }
 
 CommandRegistration kTrain(

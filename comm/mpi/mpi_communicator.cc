@@ -79,6 +79,7 @@ class MpiWork : public Work {
                                          SecondsSince(start_) + "; a rank is stuck or dead "
                                          "(MPI cannot say which): check every rank's log");
         state_->Fail(s);
+        MarkMpiFailed();
         return s;
       }
       if (now >= wait_until) return DeadlineExceededError(label_ + ": still running");
@@ -99,6 +100,7 @@ class MpiWork : public Work {
     }
     if (rc != MPI_SUCCESS) {
       status_ = InternalError(label_ + ": MPI_Test failed with code " + std::to_string(rc));
+      MarkMpiFailed();
       done_ = true;
     } else if (flag) {
       if (after_) after_();
@@ -153,7 +155,7 @@ MpiCommunicator::MpiCommunicator(std::unique_ptr<Impl> impl) : impl_(std::move(i
 MpiCommunicator::~MpiCommunicator() {
   int finalized = 0;
   MPI_Finalized(&finalized);
-  if (!finalized && impl_->comm != MPI_COMM_NULL) {
+  if (!finalized && impl_->comm != MPI_COMM_NULL && !impl_->state->failed()) {
     std::lock_guard<std::mutex> lock(MpiMutex());
     MPI_Comm_free(&impl_->comm);
   }
@@ -167,9 +169,22 @@ StatusOr<std::unique_ptr<MpiCommunicator>> MpiCommunicator::Create(const CommOpt
   GANTRY_RETURN_IF_ERROR(EnsureMpiInitialized());
   auto impl = std::make_unique<Impl>();
   impl->options = options;
+  MPI_Request req;
+  {
+    std::lock_guard<std::mutex> lock(MpiMutex());
+    InitTypes();
+    // Nonblocking, so a rank that never arrives is a timeout here rather than a hang.
+    if (const int rc = MPI_Comm_idup(MPI_COMM_WORLD, &impl->comm, &req); rc != MPI_SUCCESS) {
+      return InternalError("mpi backend: MPI_Comm_idup failed with code " + std::to_string(rc));
+    }
+  }
+  GANTRY_RETURN_IF_ERROR(WaitMpi(
+      [&](int* flag) {
+        std::lock_guard<std::mutex> lock(MpiMutex());
+        return MPI_Test(&req, flag, MPI_STATUS_IGNORE);
+      },
+      options.timeout, "mpi backend: duplicating MPI_COMM_WORLD (every rank must create it)"));
   std::lock_guard<std::mutex> lock(MpiMutex());
-  InitTypes();
-  MPI_Comm_dup(MPI_COMM_WORLD, &impl->comm);
   MPI_Comm_set_errhandler(impl->comm, MPI_ERRORS_RETURN);
   std::unique_ptr<MpiCommunicator> c(new MpiCommunicator(std::move(impl)));
   MPI_Comm_rank(c->impl_->comm, &c->rank_);
@@ -178,6 +193,7 @@ StatusOr<std::unique_ptr<MpiCommunicator>> MpiCommunicator::Create(const CommOpt
 }
 
 void MpiCommunicator::Abort(const Status& reason) {
+  MarkMpiFailed();  // a peer may be inside a collective with us: leave without MPI_Finalize
   impl_->state->Fail(AbortedError("mpi communicator aborted: " + reason.ToString()));
 }
 

@@ -63,17 +63,16 @@ std::vector<pid_t> Children(pid_t pid) {
   return out;
 }
 
-// MPI reports no peer rank of its own, so "never hang" rests on mpirun: kill -9 one rank in the
-// middle of 64 MiB allreduces and mpirun must end the job (non-zero, naming the dead process)
-// long before the 60 s comm timeout.
-TEST(CommMpirunFailure, KilledRankEndsTheJobInsteadOfHanging) {
-  if (std::system("mpirun --version >/dev/null 2>&1") != 0) GTEST_SKIP() << "mpirun not found";
+// Runs 64 MiB allreduces on 2 ranks under mpirun, sends `sig` to rank 1 in the middle and
+// returns mpirun's output once it ended (the test fails if it did not within 50 s).
+std::string HurtRankUnderMpirun(int sig, int comm_timeout_s) {
   char log[] = "/tmp/gantry-mpirun-kill-XXXXXX";
   const int fd = mkstemp(log);
-  ASSERT_GE(fd, 0);
+  EXPECT_GE(fd, 0);
+  if (fd < 0) return "";
   const std::string cmd = std::string("exec mpirun -np 2") + kMpirunFlags +
-                          "-x GANTRY_COMM_BACKEND=mpi -x GANTRY_COMM_TIMEOUT_S=60 "
-                          GANTRY_COMM_TEST_WORKER " loop";
+                          "-x GANTRY_COMM_BACKEND=mpi -x GANTRY_COMM_TIMEOUT_S=" +
+                          std::to_string(comm_timeout_s) + " " GANTRY_COMM_TEST_WORKER " loop";
   const auto start = std::chrono::steady_clock::now();
   const pid_t mpirun = fork();
   if (mpirun == 0) {
@@ -102,10 +101,17 @@ TEST(CommMpirunFailure, KilledRankEndsTheJobInsteadOfHanging) {
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
-  ASSERT_EQ(ranks.size(), 2u) << output();
+  EXPECT_EQ(ranks.size(), 2u) << output();
+  if (ranks.size() != 2) {
+    kill(mpirun, SIGKILL);
+    waitpid(mpirun, nullptr, 0);
+    for (pid_t r : ranks) kill(r, SIGKILL);
+    unlink(log);
+    return "";
+  }
   std::this_thread::sleep_for(std::chrono::milliseconds(300));  // a few allreduces in flight
   const double killed_at = seconds();
-  kill(ranks[1], SIGKILL);
+  kill(ranks[1], sig);
   int status = 0;
   pid_t done = 0;
   while ((done = waitpid(mpirun, &status, WNOHANG)) == 0 && seconds() < killed_at + 50) {
@@ -117,18 +123,41 @@ TEST(CommMpirunFailure, KilledRankEndsTheJobInsteadOfHanging) {
   }
   const std::string out = output();
   unlink(log);
-  ASSERT_NE(done, 0) << "mpirun still running 50 s after a rank was killed:\n" << out;
+  EXPECT_NE(done, 0) << "mpirun still running 50 s after rank 1 got signal " << sig << ":\n"
+                     << out;
   EXPECT_FALSE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << out;
   EXPECT_LT(seconds() - killed_at, 30.0) << out;
-  EXPECT_NE(out.find("exited on signal 9"), std::string::npos)
-      << "mpirun should name the killed rank:\n" << out;
-  // The survivor is gone too (given a moment to be reaped once mpirun is gone).
+  // Both ranks are gone (given a moment to be reaped once mpirun is gone).
   for (pid_t r : ranks) {
     for (int i = 0; i < 250 && kill(r, 0) == 0; ++i) {
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
-    EXPECT_NE(kill(r, 0), 0) << "rank pid " << r << " survived mpirun";
+    if (kill(r, 0) == 0) {
+      ADD_FAILURE() << "rank pid " << r << " survived mpirun";
+      kill(r, SIGKILL);
+    }
   }
+  return out;
+}
+
+// MPI reports no peer rank of its own, so "never hang" rests on mpirun: kill -9 one rank in the
+// middle of 64 MiB allreduces and mpirun must end the job (non-zero, naming the dead process)
+// long before the 60 s comm timeout.
+TEST(CommMpirunFailure, KilledRankEndsTheJobInsteadOfHanging) {
+  if (std::system("mpirun --version >/dev/null 2>&1") != 0) GTEST_SKIP() << "mpirun not found";
+  const std::string out = HurtRankUnderMpirun(SIGKILL, 60);
+  EXPECT_NE(out.find("exited on signal 9"), std::string::npos)
+      << "mpirun should name the killed rank:\n" << out;
+}
+
+// A stalled rank (SIGSTOP: alive, never answering) is the comm timeout's case: the survivor's
+// allreduce fails naming the operation, and the survivor then leaves without MPI_Finalize (which
+// would wait for the stalled rank forever, as it did before) so mpirun ends the job.
+TEST(CommMpirunFailure, StalledRankTimesOutAndEndsTheJob) {
+  if (std::system("mpirun --version >/dev/null 2>&1") != 0) GTEST_SKIP() << "mpirun not found";
+  const std::string out = HurtRankUnderMpirun(SIGSTOP, 4);
+  EXPECT_NE(out.find("MPI did not complete it within"), std::string::npos) << out;
+  EXPECT_NE(out.find("allreduce #"), std::string::npos) << out;
 }
 
 }  // namespace
