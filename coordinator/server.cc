@@ -273,17 +273,18 @@ StatusOr<bool> Coordinator::Impl::Dispatch(const std::string& identity, const pr
       const std::string scope = Rendezvous::Scope(in.job_id(), in.attempt());
       std::vector<RoutedReply> wake;
       if (in.has_kv_set()) {
-        kv.Set(scope, in.kv_set().key(), in.kv_set().value(), wake);
+        GANTRY_RETURN_IF_ERROR(kv.Set(scope, in.kv_set().key(), in.kv_set().value(), wake));
         out.mutable_ack();
       } else if (in.has_kv_add()) {
-        out.mutable_kv_value()->set_number(
-            kv.Add(scope, in.kv_add().key(), in.kv_add().delta(), wake));
+        GANTRY_ASSIGN_OR_RETURN(int64_t v,
+                                kv.Add(scope, in.kv_add().key(), in.kv_add().delta(), wake));
+        out.mutable_kv_value()->set_number(v);
       } else if (auto v = kv.Get(scope, in.kv_get().key())) {
         out.mutable_kv_value()->set_value(*v);
       } else {
         const int wait = std::clamp(in.kv_get().timeout_ms(), 0, kMaxKvWaitMs);
-        kv.Park(scope, in.kv_get().key(), identity, in.request_id(),
-                clock.Now() + std::chrono::milliseconds(wait));
+        GANTRY_RETURN_IF_ERROR(kv.Park(scope, in.kv_get().key(), identity, in.request_id(),
+                                       clock.Now() + std::chrono::milliseconds(wait)));
         return false;
       }
       for (auto& r : wake) Send(r.identity, r.env);

@@ -144,13 +144,63 @@ TEST(Rendezvous, ScopesParkedGetsAndExpiry) {
   EXPECT_EQ(out[0].env.error().code(), static_cast<int>(StatusCode::kDeadlineExceeded));
   EXPECT_NE(out[0].env.error().message().find("'late'"), std::string::npos);
   out.clear();
-  EXPECT_EQ(kv.Add(s1, "n", 2, out), 2);
-  EXPECT_EQ(kv.Add(s1, "n", 3, out), 5);
-  kv.Park(s1, "never", "peer", 9, t0 + milliseconds(1000));
+  EXPECT_EQ(kv.Add(s1, "n", 2, out).value(), 2);
+  EXPECT_EQ(kv.Add(s1, "n", 3, out).value(), 5);
+  ASSERT_TRUE(kv.Park(s1, "never", "peer", 9, t0 + milliseconds(1000)).ok());
   kv.Drop(s1, out);
   ASSERT_EQ(out.size(), 1u);
   EXPECT_EQ(out[0].env.error().code(), static_cast<int>(StatusCode::kCancelled));
   EXPECT_FALSE(kv.Get(s1, "k").has_value());
+}
+
+// Any rank with its attempt's token writes here: one attempt cannot take more than its budget,
+// all attempts together cannot take more than the store's, a refused write keeps the old value,
+// and dropping a scope returns its bytes.
+TEST(Rendezvous, BudgetsBoundEachAttemptAndTheWholeStore) {
+  Rendezvous kv(Rendezvous::Limits{/*scope_bytes=*/1000, /*total_bytes=*/1500,
+                                   /*scope_parked=*/2});
+  std::vector<RoutedReply> out;
+  const std::string a = Rendezvous::Scope("a", 0), b = Rendezvous::Scope("b", 0);
+  ASSERT_TRUE(kv.Set(a, "k", std::string(900, 'x'), out).ok());
+  Status st = kv.Set(a, "k2", std::string(200, 'y'), out);
+  EXPECT_EQ(st.code(), StatusCode::kResourceExhausted);
+  EXPECT_NE(st.message().find("'k2' of a/0"), std::string::npos) << st.ToString();
+  EXPECT_NE(st.message().find("budget of 1000"), std::string::npos) << st.ToString();
+  EXPECT_FALSE(kv.Get(a, "k2").has_value());
+  // Overwriting in place is measured by the difference; growing past the budget is refused
+  // and keeps the old value.
+  ASSERT_TRUE(kv.Set(a, "k", std::string(990, 'z'), out).ok());
+  EXPECT_EQ(kv.Set(a, "k", std::string(1000, 'w'), out).code(), StatusCode::kResourceExhausted);
+  EXPECT_EQ(kv.Get(a, "k")->size(), 990u);
+  EXPECT_EQ(kv.bytes(), 991u);
+  // The store-wide budget: b's own budget has room, the store does not.
+  st = kv.Set(b, "k", std::string(600, 'x'), out);
+  EXPECT_EQ(st.code(), StatusCode::kResourceExhausted);
+  EXPECT_NE(st.message().find("store is full"), std::string::npos) << st.ToString();
+  // Counters: garbage is not a counter, overflow is refused.
+  ASSERT_TRUE(kv.Set(b, "text", "abc", out).ok());
+  EXPECT_EQ(kv.Add(b, "text", 1, out).status().code(), StatusCode::kInvalidArgument);
+  ASSERT_TRUE(kv.Set(b, "big", std::to_string(INT64_MAX), out).ok());
+  EXPECT_EQ(kv.Add(b, "big", 1, out).status().code(), StatusCode::kOutOfRange);
+  EXPECT_EQ(kv.Add(b, "n", -4, out).value(), -4);
+  // Parked Gets per attempt; answering one frees its place.
+  const SteadyTime t0{};
+  ASSERT_TRUE(kv.Park(b, "w", "peer", 1, t0 + milliseconds(10)).ok());
+  ASSERT_TRUE(kv.Park(b, "w", "peer", 2, t0 + milliseconds(10)).ok());
+  EXPECT_EQ(kv.Park(b, "w", "peer", 3, t0 + milliseconds(10)).code(),
+            StatusCode::kResourceExhausted);
+  EXPECT_TRUE(kv.Park(a, "w", "peer", 4, t0 + milliseconds(10)).ok()) << "a has its own";
+  out.clear();
+  ASSERT_TRUE(kv.Set(b, "w", "v", out).ok());
+  EXPECT_EQ(out.size(), 2u);
+  EXPECT_TRUE(kv.Park(b, "w2", "peer", 5, t0 + milliseconds(10)).ok());
+  out.clear();
+  kv.Expire(t0 + milliseconds(10), out);
+  EXPECT_EQ(out.size(), 2u);
+  EXPECT_EQ(kv.parked(), 0u);
+  // Dropping an attempt returns its bytes to the store.
+  kv.Drop(a, out);
+  EXPECT_TRUE(kv.Set(b, "k", std::string(600, 'x'), out).ok());
 }
 
 TEST(Wire, DecodeRejectsBadInput) {
