@@ -4,6 +4,9 @@
 #include <signal.h>
 
 #include <cstdio>
+#include <cstdlib>
+#include <regex>
+#include <set>
 
 #include "tests/integration/coord_harness.h"
 
@@ -33,6 +36,22 @@ TEST(CoordCluster, SubmitRunSucceedWithTorchrunEnvironment) {
   // 3 ranks over two 2-slot workers: packed as 2 + 1, LOCAL_WORLD_SIZE matches.
   EXPECT_NE(logs.find("LW=2"), std::string::npos) << logs;
   EXPECT_NE(logs.find("LW=1"), std::string::npos) << logs;
+  // LOCAL_RANK (scripts pick their GPU with it): 0 and 1 on the 2-rank worker, 0 on the other;
+  // every rank has the same MASTER_ADDR:MASTER_PORT, a real port.
+  std::multiset<std::string> local;
+  std::set<std::string> masters;
+  const std::regex line(R"(R=(\d) W=3 L=(\d+) LW=(\d) M=(\S+))");
+  for (auto it = std::sregex_iterator(logs.begin(), logs.end(), line);
+       it != std::sregex_iterator(); ++it) {
+    local.insert((*it)[3].str() + ":" + (*it)[2].str());
+    masters.insert((*it)[4].str());
+  }
+  EXPECT_EQ(local, (std::multiset<std::string>{"1:0", "2:0", "2:1"})) << logs;
+  ASSERT_EQ(masters.size(), 1u) << logs;
+  const std::string master = *masters.begin();
+  const int port = std::atoi(master.substr(master.rfind(':') + 1).c_str());
+  EXPECT_EQ(master.substr(0, master.rfind(':')), "127.0.0.1") << master;
+  EXPECT_GT(port, 0) << master;
   const int64_t submit_to_running = EventGapMs(info, "PENDING", 0, "RUNNING", 0);
   EXPECT_GE(submit_to_running, 0);
   std::printf("[measure] submit -> all ranks running: %lld ms\n",

@@ -8,6 +8,7 @@
 
 #include <cmath>
 #include <cstdlib>
+#include <filesystem>
 #include <map>
 #include <regex>
 #include <string>
@@ -62,15 +63,21 @@ std::string Ranks(const std::vector<comm::testing::RankResult>& rs) {
   return out;
 }
 
-// `gantry train job` on `world` env-launched ranks; every rank must exit 0.
-void RunRanks(const std::string& job, const std::string& ckpt, int world,
-              const std::vector<std::string>& extra = {},
-              const std::map<std::string, std::string>& env = {}) {
+// `gantry train job` on `world` env-launched ranks; every rank must exit 0. Returns each rank's
+// output.
+std::vector<std::string> RunRanks(const std::string& job, const std::string& ckpt, int world,
+                                  const std::vector<std::string>& extra = {},
+                                  const std::map<std::string, std::string>& env = {}) {
   std::vector<std::string> args = {"train", job, "--checkpoint-dir", ckpt, "--progress", "off"};
   args.insert(args.end(), extra.begin(), extra.end());
   comm::testing::RankGroup group(GANTRY_BINARY, world, args, env);
   auto rs = group.Wait(120);
-  for (const auto& r : rs) ASSERT_EQ(r.exit_code, 0) << Ranks(rs);
+  std::vector<std::string> out;
+  for (const auto& r : rs) {
+    EXPECT_EQ(r.exit_code, 0) << Ranks(rs);
+    out.push_back(r.output);
+  }
+  return out;
 }
 
 // Runs a shell command line with a time limit; returns its exit code.
@@ -300,6 +307,11 @@ TEST_F(DpTrain, UnderMpirunWithMpiAndAutoBackends) {
       ASSERT_EQ(Shell(cmd), 0) << ReadFile(d / "out.txt");
       const std::string out = ReadFile(d / "out.txt");
       EXPECT_NE(out.find("\"mode\":\"mpi\""), std::string::npos) << out;
+      // The mpi backend really carried the gradients (auto picks shared memory on one host).
+      EXPECT_NE(out.find(std::string("\"backend\":\"") +
+                         (std::string(backend) == "mpi" ? "mpi" : "shm") + "\""),
+                std::string::npos)
+          << out;
       const double rel = RelativeDifference(FinalParams(d / "ck"), Reference(model));
       EXPECT_LE(rel, 1e-5) << model << " " << backend;
       std::printf("[ dp ] mpirun %s %s: relative difference %.3g\n", model, backend, rel);
@@ -345,7 +357,16 @@ TEST_F(DpTrain, UnderTheCoordinatorLikeAnyOtherLaunch) {
 void ExpectExactResume(const TempDir& d, const std::string& job) {
   RunRanks(job, d / "full", 2);
   RunRanks(job, d / "split", 2, {"--stop-after", "20"});
-  RunRanks(job, d / "split", 2);
+  // The first run really stopped at 20 and the second really resumed there: equal bytes alone
+  // would also come from a run that ignored --stop-after or started over from step 0.
+  ASSERT_TRUE(std::filesystem::exists(d / ("split/" + CheckpointName(20) + "/manifest.json")));
+  ASSERT_FALSE(std::filesystem::exists(d / ("split/" + CheckpointName(kSteps))));
+  const std::vector<std::string> second = RunRanks(job, d / "split", 2);
+  ASSERT_FALSE(second.empty());
+  const size_t resumed = second[0].find("resumed from checkpoint");
+  ASSERT_NE(resumed, std::string::npos) << second[0];
+  const std::string line = second[0].substr(resumed, second[0].find('\n', resumed) - resumed);
+  EXPECT_NE(line.find("\"step\":20"), std::string::npos) << line;
   const std::string last = "/" + CheckpointName(kSteps) + "/";
   for (const char* f : {"data.bin", "manifest.json"}) {
     const std::string a = ReadFile(d / ("full" + last + f)), b = ReadFile(d / ("split" + last + f));

@@ -59,6 +59,7 @@ TEST_P(HostBackend, MismatchedCollectivesAreReported) {
     std::vector<float> v(100 + c.rank());
     Status s = c.Allreduce(v.data(), v.data(), v.size(), DataType::kF32, ReduceOp::kSum)->Wait();
     ASSERT_FALSE(s.ok());
+    EXPECT_EQ(s.code(), StatusCode::kFailedPrecondition) << s.ToString();
     EXPECT_NE(s.message().find("allreduce #1"), std::string::npos) << s.ToString();
     // The communicator is broken afterwards: later ops fail at once.
     EXPECT_FALSE(c.Barrier()->Wait(milliseconds(1000)).ok());

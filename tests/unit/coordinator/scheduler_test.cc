@@ -72,6 +72,25 @@ TEST(Scheduler, GangIsAllOrNothing) {
   EXPECT_EQ(r.Waiting("big")->reason, WaitReason::kInfeasible);
 }
 
+// Enough free GPUs in total (12) but split so only two hosts could take a 4-GPU rank: the
+// gang of 3 such ranks must be placed whole or not at all. It waits for resources (each host
+// has 8, so it fits once jobs end), holds nothing, and a small job behind it still runs.
+TEST(Scheduler, GangThatFitsOnlyInPartWaitsWhole) {
+  ClusterView view{{Host("a", 4), Host("b", 4), Host("c", 3), Host("d", 1)}, {}};
+  auto r = RunPass({Gang("big", 3, 4, 0), Gang("small", 1, 1, 1)}, view, {}, {});
+  EXPECT_EQ(r.Placed("big"), nullptr);
+  ASSERT_NE(r.Waiting("big"), nullptr);
+  EXPECT_EQ(r.Waiting("big")->reason, WaitReason::kResources);
+  ASSERT_EQ(r.r.placed.size(), 1u);
+  ASSERT_NE(r.Placed("small"), nullptr);
+  ASSERT_EQ(r.Placed("small")->rank_hosts.size(), 1u);
+  const int h = r.Placed("small")->rank_hosts[0];
+  // Not on a host the big gang is reserved on: it can never take them and delay the head.
+  EXPECT_EQ(r.r.reservation.job_id, "big");
+  EXPECT_FALSE(r.r.reservation.host_indices.empty());
+  for (int reserved : r.r.reservation.host_indices) EXPECT_NE(h, reserved);
+}
+
 TEST(Scheduler, PacksOntoFewestHosts) {
   ClusterView view{{Host("a", 2), Host("b", 8), Host("c", 4), Host("d", 8)}, {}};
   auto r = RunPass({Gang("j", 16, 1, 0)}, view, {}, {});

@@ -175,18 +175,28 @@ TEST_P(ObjectStoreConformance, ReadersNeverSeeAHalfWrittenObject) {
   const std::string a = std::string(300000, 'a'), b = std::string(200000, 'b');
   ASSERT_TRUE(store_->Put("atomic", a).ok());
   std::atomic<bool> stop{false};
-  std::atomic<int> torn{0}, reads{0};
+  std::atomic<int> torn{0}, reads{0}, errors{0};
   std::thread reader([&] {
     while (!stop) {
       auto got = store_->GetAll("atomic");
-      if (!got.ok()) continue;  // size changed between stat and read: DataLoss, retried
+      if (!got.ok()) {  // size changed between stat and read: DataLoss, retried
+        ++errors;
+        continue;
+      }
       ++reads;
       if (*got != a && *got != b) ++torn;
     }
   });
-  for (int i = 0; i < 20; ++i) ASSERT_TRUE(store_->Put("atomic", i % 2 ? a : b).ok());
+  // Keep overwriting until the reader has checked enough whole reads (or 2000 writes).
+  bool put_ok = true;
+  for (int i = 0; put_ok && (i < 20 || (reads < 50 && i < 2000)); ++i) {
+    put_ok = store_->Put("atomic", i % 2 ? a : b).ok();
+  }
   stop = true;
   reader.join();
+  EXPECT_TRUE(put_ok);
+  EXPECT_GE(reads.load(), 50) << "the reader checked too few whole objects (" << errors.load()
+                              << " failed reads)";
   EXPECT_EQ(torn.load(), 0) << "of " << reads.load() << " reads";
 }
 
