@@ -176,6 +176,12 @@ Status BucketReducer::Wait(size_t i) {
   return kernels::Cast(shard_wire_.View(b.shard, {b.piece}), out);
 }
 
+void BucketReducer::Quiesce() {
+  for (size_t i = 0; i < next_ && i < work_.size(); ++i) {
+    if (work_[i]) work_[i]->Wait(options_.timeout).IgnoreError();
+  }
+}
+
 Status BucketReducer::Finish() {
   IssueRemaining();
   Status first;

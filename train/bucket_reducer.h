@@ -75,6 +75,9 @@ class BucketReducer {
   // IssueRemaining, then Wait for every bucket in order (all are waited even after an error;
   // the first error is returned).
   Status Finish();
+  // Waits for every issued bucket's collective to end, ignoring how (bounded by the timeout):
+  // before the buffers they read and write go away after a failed step.
+  void Quiesce();
 
   const std::vector<Bucket>& buckets() const { return buckets_; }
   // Buckets issued since Arm() (they are issued in order: 0 .. issued() - 1).

@@ -5,12 +5,16 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <condition_variable>
 #include <map>
+#include <mutex>
+#include <thread>
 #include <utility>
 
 #include "base/logging.h"
 #include "base/metrics.h"
 #include "base/tunables.h"
+#include "comm/options.h"
 #include "kernels/optim.h"
 #include "kernels/runtime.h"
 #include "storage/checksum.h"
@@ -29,6 +33,10 @@ DataParallelOptions DataParallelOptions::FromSpec(const CommSpec& spec) {
   o.bf16_reduce = spec.bf16_reduce;
   o.zero1 = spec.zero1;
   o.timeout = std::chrono::seconds(std::max(1, spec.timeout_s));
+  // The communicator's deadline comes from the same spec with GANTRY_COMM_TIMEOUT_S applied;
+  // the engine's waits must use that one (launch already refused a malformed value).
+  comm::CommOptions co = comm::CommOptions::FromSpec(spec);
+  if (co.ApplyEnv().ok()) o.timeout = co.timeout;
   o.first_bucket_bytes = size_t(std::max<int64_t>(1, TunableInt("DP_FIRST_BUCKET_KB", 1024))) << 10;
   if (TunableString("DP_MAX_BUCKET_KB", "auto") != "auto") {
     const int64_t kb = TunableInt("DP_MAX_BUCKET_KB", int64_t(kMaxBucketBytes >> 10));
@@ -70,7 +78,7 @@ StatusOr<std::unique_ptr<DataParallel>> DataParallel::Create(comm::Communicator&
   std::unique_ptr<DataParallel> dp(new DataParallel(comm, model, options));
   dp->inline_reduce_ = options.inline_reduce.value_or(
       InlineReduceAuto(comm.backend(), options.spare_cpu));
-  dp->small_ = std::make_unique<HostCollectives>(comm, model.device(), options.timeout);
+  dp->small_ = std::make_unique<HostCollectives>(comm, model.device(), options.work_wait());
   BucketOptions bo;
   bo.bucket_bytes = options.bucket_bytes;
   // The cap is for host memory, where the comm thread shares the cores with compute and small
@@ -83,7 +91,7 @@ StatusOr<std::unique_ptr<DataParallel>> DataParallel::Create(comm::Communicator&
   bo.first_bucket_bytes = std::min(options.first_bucket_bytes, bo.bucket_bytes);
   bo.bf16 = options.bf16_reduce;
   bo.shard = options.zero1;
-  bo.timeout = options.timeout;
+  bo.timeout = options.work_wait();
   // Before any other collective: every rank must plan the same buckets and run the same
   // collectives (a rank whose GANTRY_DP_* differs would read a peer's unfinished gradients
   // under the fused sum, or wait in another collective until the timeout).
@@ -98,6 +106,9 @@ StatusOr<std::unique_ptr<DataParallel>> DataParallel::Create(comm::Communicator&
       {"comm.bf16_reduce", options.bf16_reduce ? "true" : "false"},
       {"comm.zero1", options.zero1 ? "true" : "false"},
       {"GANTRY_DP_SYMMETRIC_GRADS", options.symmetric_grads ? "1" : "0"},
+      // Both decide which collectives a step issues, and in which order (ZeRO-1 above all).
+      {"GANTRY_DP_OVERLAP_UPDATE", options.overlap_update ? "1" : "0"},
+      {"optimizer.grad_clip", std::to_string(optimizer.grad_clip)},
       {"GANTRY_DP_CHECK_EVERY", std::to_string(options.check_every)},
       {"GANTRY_DP_STRAGGLER_EVERY", std::to_string(options.straggler_every)}};
   shared.insert(shared.end(), options.must_match.begin(), options.must_match.end());
@@ -136,7 +147,13 @@ StatusOr<std::unique_ptr<DataParallel>> DataParallel::Create(comm::Communicator&
   return dp;
 }
 
-DataParallel::~DataParallel() { model_.SetGradReadyCallback(nullptr); }
+DataParallel::~DataParallel() {
+  model_.SetGradReadyCallback(nullptr);
+  // A step that failed midway (in Backward) can leave bucket collectives running into the
+  // gradient and staging buffers: they end (the caller aborts the communicator on an error,
+  // so at once) before those buffers are freed.
+  if (reducer_) reducer_->Quiesce();
+}
 
 Status DataParallel::SetUpFusedSum() {
   const int n = world();
@@ -250,7 +267,7 @@ Status DataParallel::BroadcastFromRank0(const std::vector<Tensor>& state) {
   }
   Status status;
   for (auto& w : work) {
-    Status s = w->Wait(options_.timeout);
+    Status s = w->Wait(options_.work_wait());
     if (!s.ok() && status.ok()) status = s.Prepend("broadcasting parameters from rank 0");
   }
   // The parameters now hold rank 0's values (or part of them), not what this rank's optimizer
@@ -275,6 +292,51 @@ Status DataParallel::AgreeOnSettings(const SharedSettings& settings) {
     blobs.emplace_back(p, size_t(std::clamp<int32_t>(lens[size_t(r)], 0, int32_t(words * 4))));
   }
   return CompareSettings("data parallel", blobs);
+}
+
+Status DataParallel::WhileRank0Works(const std::function<Status()>& work) {
+  if (rank() != 0) {
+    for (;;) {  // rank 0's ticks, until its "done"
+      int32_t done = 0;
+      GANTRY_RETURN_IF_ERROR(small_->Broadcast(&done, 1, 0));
+      if (done != 0) return OkStatus();
+    }
+  }
+  Status result, tick_status;
+  if (comm_.memory() != comm::MemoryKind::kHost) {
+    result = work();  // staging a tick needs the device on another thread: no ticks
+  } else {
+    const auto tick = std::clamp<std::chrono::milliseconds>(
+        options_.timeout / 4, std::chrono::milliseconds(100), std::chrono::seconds(10));
+    std::mutex mu;
+    std::condition_variable cv;
+    bool finished = false;
+    // The helper thread is the only one using the communicator until it is joined.
+    std::thread ticker([&] {
+      std::unique_lock<std::mutex> lock(mu);
+      while (!cv.wait_for(lock, tick, [&] { return finished; })) {
+        lock.unlock();
+        int32_t still = 0;
+        Status s = small_->Broadcast(&still, 1, 0);
+        lock.lock();
+        if (!s.ok()) {
+          tick_status = s;
+          return;
+        }
+      }
+    });
+    result = work();
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      finished = true;
+    }
+    cv.notify_all();
+    ticker.join();
+  }
+  GANTRY_RETURN_IF_ERROR(tick_status);
+  int32_t done = 1;
+  GANTRY_RETURN_IF_ERROR(small_->Broadcast(&done, 1, 0));
+  return result;
 }
 
 Status DataParallel::BroadcastBlob(std::string* blob) {
@@ -380,9 +442,10 @@ StatusOr<uint32_t> DataParallel::ParamChecksum() {
 std::vector<int> DataParallel::DivergedRanks(const std::vector<uint32_t>& sums) {
   std::map<uint32_t, int> count;
   for (uint32_t s : sums) ++count[s];
+  // The largest group; among equal ones the group of the lowest rank.
   uint32_t ref = sums.empty() ? 0 : sums[0];
-  for (const auto& [s, c] : count) {
-    if (c > count[ref]) ref = s;
+  for (uint32_t s : sums) {
+    if (count[s] > count[ref]) ref = s;
   }
   std::vector<int> out;
   for (size_t r = 0; r < sums.size(); ++r) {
@@ -402,6 +465,13 @@ Status DataParallel::CheckParameters(int64_t step, bool force) {
   for (int r : bad) names += (names.empty() ? "" : ", ") + std::to_string(r);
   for (size_t r = 0; r < all.size(); ++r) {
     sums += (r ? " " : "") + std::to_string(r) + ":" + storage::Crc32cHex(all[r]);
+  }
+  if (2 * (all.size() - bad.size()) <= all.size()) {  // no majority: nobody to blame
+    return DataLossError("parameters diverged across ranks at step " + std::to_string(step) +
+                         " with no majority (crc32c per rank " + sums + "): which ranks are "
+                         "wrong cannot be told; a rank computed different gradients or its "
+                         "memory was corrupted: check the hosts, then resume from the last "
+                         "checkpoint");
   }
   return DataLossError("parameters diverged across ranks at step " + std::to_string(step) +
                        ": rank(s) " + names + " differ from the others (crc32c per rank " + sums +

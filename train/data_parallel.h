@@ -14,6 +14,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -66,7 +67,12 @@ struct DataParallelOptions {
   int64_t check_every = 100;             // GANTRY_DP_CHECK_EVERY: parameter checksum (0 = off)
   int64_t straggler_every = 50;          // GANTRY_DP_STRAGGLER_EVERY (0 = off)
   double straggler_ratio = 1.5;          // GANTRY_DP_STRAGGLER_RATIO
-  std::chrono::milliseconds timeout = std::chrono::seconds(300);  // comm.timeout_s
+  // comm.timeout_s, or GANTRY_COMM_TIMEOUT_S as the communicator applies it: the same bound.
+  std::chrono::milliseconds timeout = std::chrono::seconds(300);
+  // How long the engine waits for a collective: longer than the communicator's own deadline,
+  // so a stuck peer fails the op with the backend's error naming the op and the peer (and the
+  // op is over) before the wait would give up on an op still running into our buffers.
+  std::chrono::milliseconds work_wait() const { return timeout + std::chrono::seconds(30); }
   // The caller's settings every rank must share (e.g. the trainer's step count), checked with
   // the engine's own (bucket plan, ...) at Create: a difference fails Create on every rank,
   // naming it (base/settings_agreement.h).
@@ -110,6 +116,14 @@ class DataParallel {
   Status BroadcastFromRank0(const std::vector<kernels::Tensor>& state);
   // Collective: rank 0's `blob` (small) on every rank.
   Status BroadcastBlob(std::string* blob);
+  // Collective: rank 0 runs `work` (checkpoint I/O, which may take longer than the comm
+  // timeout) while the other ranks wait for it with no deadline of their own. On host
+  // backends rank 0 broadcasts a "still working" word every timeout/4 (at most 10 s) from a
+  // helper thread, so every collective stays inside the comm timeout however long the I/O
+  // takes, and a rank 0 that dies is still noticed at once. On device backends (nccl) there
+  // are no ticks: the wait is bounded by the comm timeout. Returns `work`'s status on rank 0,
+  // OK elsewhere (the caller agrees on the outcome afterwards).
+  Status WhileRank0Works(const std::function<Status()>& work);
   // Collective: kFailedPrecondition on every rank when any rank's settings differ from rank
   // 0's, naming the first such setting (base/settings_agreement.h).
   Status AgreeOnSettings(const SharedSettings& settings);

@@ -131,7 +131,11 @@ Status Trainer::Build() {
   if (!device.is_cpu()) {
     GANTRY_ASSIGN_OR_RETURN(device_batch_, AllocateBatch(layout, device));
   }
-  GANTRY_ASSIGN_OR_RETURN(checkpointer_, Checkpointer::Open(checkpoint_uri_, ts.keep_last));
+  // Only rank 0 reads and writes checkpoints: the other ranks need not reach the store (a
+  // ceph:// store without a keyring on their hosts used to fail them here).
+  if (opts_.rank == 0) {
+    GANTRY_ASSIGN_OR_RETURN(checkpointer_, Checkpointer::Open(checkpoint_uri_, ts.keep_last));
+  }
   rng_.Seed(MixSeed(spec_.data.seed, kTrainerRngSalt));
   return model_->InitParams(spec_.data.seed);
 }
@@ -235,20 +239,23 @@ StatusOr<bool> Trainer::Restore() {
 // own tensors, then broadcasts the manifest, the parameters and the full optimizer state.
 StatusOr<bool> Trainer::RestoreDistributed() {
   std::string manifest, name;
-  Status status;
-  if (opts_.rank == 0) {
+  // The read may take longer than the comm timeout (a big checkpoint on Ceph): the other
+  // ranks wait for it without a deadline of their own (DataParallel::WhileRank0Works).
+  Status status = dp_->WhileRank0Works([&] {
     StatusOr<LoadedCheckpoint> ck = checkpointer_->ReadNewestValid();
+    Status s;
     if (ck.ok()) {
-      status = CheckCompatible(*ck);
+      s = CheckCompatible(*ck);
       StatusOr<std::vector<NamedTensor>> tensors = CheckpointTensors();
-      if (status.ok()) status = tensors.status();
-      if (status.ok()) status = ck->Restore(*tensors);
+      if (s.ok()) s = tensors.status();
+      if (s.ok()) s = ck->Restore(*tensors);
       manifest = EncodeManifest(ck->meta, {}, 0);
       name = ck->name;
     } else if (ck.status().code() != StatusCode::kNotFound) {
-      status = ck.status();
+      s = ck.status();
     }
-  }
+    return s;
+  });
   GANTRY_RETURN_IF_ERROR(AgreeWithRank0(status));
   GANTRY_RETURN_IF_ERROR(dp_->BroadcastBlob(&manifest));
   GANTRY_RETURN_IF_ERROR(dp_->BroadcastBlob(&name));
@@ -273,8 +280,7 @@ Status Trainer::SaveCheckpoint() {
   // so rank 0's checkpoint is everyone's (with ZeRO-1 the state is gathered first).
   // With ZeRO-1 the state pieces are sent to rank 0 for the save and released after it.
   if (dp_ && dp_->sharded()) GANTRY_RETURN_IF_ERROR(dp_->sharded()->GatherState().status());
-  Status saved;
-  if (opts_.rank == 0) {
+  auto save = [&]() -> Status {
     CheckpointMeta meta;
     meta.step = step_;
     meta.data = data_->position();
@@ -288,16 +294,19 @@ Status Trainer::SaveCheckpoint() {
     meta.batch_per_rank = spec_.data.batch_per_rank;
     meta.world_size = opts_.world;
     StatusOr<std::vector<NamedTensor>> tensors = CheckpointTensors();
-    saved = tensors.ok() ? checkpointer_->Save(meta, *tensors) : tensors.status();
+    Status s = tensors.ok() ? checkpointer_->Save(meta, *tensors) : tensors.status();
     if (dp_ && dp_->sharded()) dp_->sharded()->ReleaseFullState();
-    if (saved.ok()) {
+    if (s.ok()) {
       metrics_.checkpoints->Inc();
       GANTRY_LOG(INFO, "checkpoint saved")
           .Field("checkpoint", CheckpointName(step_))
           .Field("store", checkpoint_uri_)
           .Field("step", step_);
     }
-  }
+    return s;
+  };
+  // Only rank 0 writes; the others wait for it however long the write takes.
+  const Status saved = dp_ ? dp_->WhileRank0Works(save) : save();
   GANTRY_RETURN_IF_ERROR(AgreeWithRank0(saved));
   last_saved_step_ = step_;
   return OkStatus();

@@ -130,7 +130,7 @@ class Trainer {
   std::unique_ptr<Model> model_;
   std::unique_ptr<Optimizer> optimizer_;
   std::unique_ptr<DataSource> data_;
-  std::unique_ptr<Checkpointer> checkpointer_;
+  std::unique_ptr<Checkpointer> checkpointer_;  // rank 0 only
   std::unique_ptr<DataParallel> dp_;
   Batch host_batch_, device_batch_;  // device_batch_ aliases host_batch_ on cpu
   Rng rng_;

@@ -262,6 +262,9 @@ TEST_F(DpTrain, RanksThatDisagreeOnSharedSettingsStopNamingThem) {
       {{}, {}, {{}, {"--steps", "40"}}, "rank 1 has train.steps (--steps) = 40 but rank 0 has 50"},
       {{}, {{}, {{"GANTRY_COMM_BACKEND", "shm"}}}, {{"--comm-backend", "tcp"}, {}},
        "rank 1 has comm backend"},
+      // Overlapped or not decides the order of a step's collectives (ZeRO-1 most of all).
+      {{}, {{}, {{"GANTRY_DP_OVERLAP_UPDATE", "0"}}}, {},
+       "rank 1 has GANTRY_DP_OVERLAP_UPDATE = 0 but rank 0 has 1"},
   };
   for (const Case& c : cases) {
     TempDir d;
@@ -383,6 +386,17 @@ TEST_F(DpTrain, ResumedTwoRankRunIsByteIdentical) {
 TEST_F(DpTrain, ResumedZeroOneRunIsByteIdentical) {
   TempDir d;
   ExpectExactResume(d, WriteJob(d, "resume-z", "gpt", 8, ", zero1: true"));
+}
+
+// gpt clips its gradients, which takes the step through reduce, clip, update in turn; mlp
+// (momentum, no clipping) takes the overlapped paths: updates while buckets arrive, and
+// ZeRO-1's ReduceAndStep. Both must resume to the same bytes too.
+TEST_F(DpTrain, ResumedOverlappedUpdateRunsAreByteIdentical) {
+  for (const char* comm : {", backend: tcp", ", backend: tcp, zero1: true", ""}) {
+    TempDir d;
+    SCOPED_TRACE(comm);
+    ExpectExactResume(d, WriteJob(d, "resume-o", "mlp", 8, comm));
+  }
 }
 
 TEST_F(DpTrain, DatasetFromGantryDatasetPutResumesExactly) {

@@ -23,7 +23,8 @@ using std::chrono::milliseconds;
 
 void RunRanks(const std::string& backend, int world,
               const std::function<void(comm::Communicator&)>& fn,
-              size_t shm_window_min_bytes = comm::CommOptions().shm_window_min_bytes) {
+              size_t shm_window_min_bytes = comm::CommOptions().shm_window_min_bytes,
+              milliseconds timeout = milliseconds(20000)) {
   auto store = std::make_shared<comm::MemoryStore>();
   std::vector<std::thread> threads;
   for (int r = 0; r < world; ++r) {
@@ -31,7 +32,7 @@ void RunRanks(const std::string& backend, int world,
       comm::Bootstrap boot(r, world, store);
       comm::CommOptions o;
       o.backend = backend;
-      o.timeout = milliseconds(20000);
+      o.timeout = timeout;
       o.shm_window_min_bytes = shm_window_min_bytes;
       auto c = comm::CreateCommunicator(o, boot);
       ASSERT_TRUE(c.ok()) << c.status().ToString();
@@ -114,6 +115,9 @@ TEST(DataParallelTest, DivergedRanksAndStragglersArePicked) {
   EXPECT_EQ(DataParallel::DivergedRanks({5, 5, 9, 5}), (std::vector<int>{2}));
   EXPECT_EQ(DataParallel::DivergedRanks({9, 5, 5}), (std::vector<int>{0}));
   EXPECT_EQ(DataParallel::DivergedRanks({5, 9}), (std::vector<int>{1}));  // tie: rank 0 wins
+  // Ties between groups without rank 0: the group of the lowest rank, not the smaller crc.
+  EXPECT_EQ(DataParallel::DivergedRanks({1, 9, 9, 3, 3}), (std::vector<int>{0, 3, 4}));
+  EXPECT_EQ(DataParallel::DivergedRanks({1, 3, 3, 9, 9}), (std::vector<int>{0, 3, 4}));
   std::vector<StepTimes> t = {{1.0, 0.1, 0.5}, {1.0, 0.0, 0.4}, {2.0, 0.0, 0.0}, {1.1, 0.0, 0.3}};
   EXPECT_EQ(DataParallel::FindStragglers(t, 1.5), (std::vector<int>{2}));
   t[2].compute = 1.5;  // 1.5 < 1.5 x 1.1
@@ -187,6 +191,39 @@ TEST_P(Backends, BroadcastThenCorruptedRankIsNamed) {
     EXPECT_NE(s.message().find("rank(s) 2 differ"), std::string::npos) << s.ToString();
     EXPECT_NE(s.message().find("step 2"), std::string::npos) << s.ToString();
   });
+}
+
+// Checkpoint I/O on rank 0 may outlast the comm timeout (a big checkpoint on Ceph): the other
+// ranks wait for it through rank 0's ticks instead of failing it as stuck (they did, and the
+// restart then timed out the same way while rank 0 read the checkpoint back).
+TEST_P(Backends, RanksWaitForRank0sWorkLongerThanTheTimeout) {
+  const milliseconds timeout(400);
+  RunRanks(GetParam(), 3, [&](comm::Communicator& c) {
+    auto model = TinyGptModel();
+    OptimizerSpec os;
+    DataParallelOptions o;
+    o.timeout = timeout;
+    o.check_every = 1;
+    auto dp = DataParallel::Create(c, *model, os, o);
+    ASSERT_TRUE(dp.ok()) << dp.status().ToString();
+    bool ran = false;
+    const auto start = std::chrono::steady_clock::now();
+    Status s = (*dp)->WhileRank0Works([&] {
+      ran = true;
+      std::this_thread::sleep_for(timeout * 4);
+      return NotFoundError("rank 0's own outcome");
+    });
+    const auto waited = std::chrono::steady_clock::now() - start;
+    EXPECT_EQ(ran, c.rank() == 0);
+    if (c.rank() == 0) {
+      EXPECT_EQ(s.code(), StatusCode::kNotFound) << s.ToString();
+    } else {
+      EXPECT_TRUE(s.ok()) << s.ToString();
+      EXPECT_GE(waited, timeout * 4) << "returned before rank 0 finished";
+    }
+    // The communicator is intact: the next collective works on every rank.
+    EXPECT_TRUE((*dp)->CheckParameters(1).ok());
+  }, comm::CommOptions().shm_window_min_bytes, timeout);
 }
 
 TEST_P(Backends, StragglerIsNamedOnEveryRank) {
