@@ -399,6 +399,63 @@ TEST_F(DpTrain, ResumedOverlappedUpdateRunsAreByteIdentical) {
   }
 }
 
+// A checkpoint written by N ranks (ZeRO-1: state gathered to rank 0) resumes on any number of
+// ranks, 1 included: it is the whole state. The run continues from step 20, with a warning
+// naming the world size (the data order then differs from the uninterrupted run's).
+TEST_F(DpTrain, CheckpointsResumeOnAnyWorldSize) {
+  for (const char* comm : {", zero1: true", ""}) {
+    for (int world : {3, 1}) {
+      TempDir d;
+      SCOPED_TRACE(std::string(comm) + " world " + std::to_string(world));
+      const std::string job = WriteJob(d, "reworld", "gpt", 8, comm);
+      RunRanks(job, d / "ck", 2, {"--stop-after", "20"});
+      ASSERT_TRUE(std::filesystem::exists(d / ("ck/" + CheckpointName(20) + "/manifest.json")));
+      const std::vector<std::string> out = RunRanks(job, d / "ck", world);
+      ASSERT_EQ(out.size(), size_t(world));
+      const size_t resumed = out[0].find("resumed from checkpoint");
+      ASSERT_NE(resumed, std::string::npos) << out[0];
+      EXPECT_NE(out[0].find("\"step\":20", resumed), std::string::npos) << out[0];
+      const size_t warn = out[0].find("\"setting\":\"world size\"");
+      ASSERT_NE(warn, std::string::npos) << out[0];
+      const std::string line = out[0].substr(warn, out[0].find('\n', warn) - warn);
+      EXPECT_NE(line.find("\"checkpoint_value\":\"2\""), std::string::npos) << line;
+      EXPECT_NE(line.find("\"value\":\"" + std::to_string(world) + "\""), std::string::npos)
+          << line;
+      EXPECT_TRUE(std::filesystem::exists(d / ("ck/" + CheckpointName(kSteps) + "/manifest.json")));
+      // The resumed parameters are finite and the run went on from them (not from scratch).
+      const std::vector<float> p = FinalParams(d / "ck");
+      ASSERT_FALSE(p.empty());
+      for (float v : p) ASSERT_TRUE(std::isfinite(v));
+    }
+  }
+}
+
+// Rank 0 alone reads the checkpoint; when it refuses it (written for another model), every
+// rank stops with rank 0's reason instead of training on or waiting out the timeout.
+TEST_F(DpTrain, Rank0sResumeFailureStopsEveryRankWithItsReason) {
+  TempDir d;
+  RunRanks(WriteJob(d, "a", "mlp", 8), d / "ck", 2, {"--stop-after", "10"});
+  std::string yaml = ReadFile(WriteJob(d, "b", "mlp", 8));
+  yaml.replace(yaml.find("[20, 32, 16, 5]"), 15, "[20, 24, 16, 5]");
+  WriteFile(d / "b.yaml", yaml);
+  const auto start = std::chrono::steady_clock::now();
+  comm::testing::RankGroup group(GANTRY_BINARY, 2,
+                                 {"train", d / "b.yaml", "--checkpoint-dir", d / "ck",
+                                  "--progress", "off"},
+                                 {});
+  auto rs = group.Wait(60);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(30));
+  ASSERT_EQ(rs.size(), 2u);
+  for (const auto& r : rs) {
+    EXPECT_NE(r.exit_code, 0) << Ranks(rs);
+    EXPECT_NE(r.output.find("was written for model mlp"), std::string::npos) << Ranks(rs);
+  }
+  EXPECT_NE(rs[1].output.find("rank 0 stopped the job"), std::string::npos) << Ranks(rs);
+  // Nothing was overwritten: the checkpoint of the first job is still the newest.
+  EXPECT_TRUE(std::filesystem::exists(d / ("ck/" + CheckpointName(10) + "/manifest.json")));
+  EXPECT_FALSE(std::filesystem::exists(d / ("ck/" + CheckpointName(20))));
+}
+
 TEST_F(DpTrain, DatasetFromGantryDatasetPutResumesExactly) {
   TempDir d;
   std::string text;
