@@ -8,6 +8,7 @@
 
 #include "storage/checkpoint_store.h"
 
+#include <functional>
 #include <mutex>
 
 #include "base/logging.h"
@@ -55,6 +56,35 @@ class PausingStore final : public ObjectStore {
   std::unique_ptr<ObjectStore> inner_;
   std::string pause_key_;
   int fd_;
+};
+
+// Forwards to a real store; a read of a key containing `fail_reads` fails with Unavailable (the
+// store is unreachable, not the data bad), and `before_cas` runs before each CompareAndPut.
+class FaultyStore final : public ObjectStore {
+ public:
+  explicit FaultyStore(std::unique_ptr<ObjectStore> inner) : inner_(std::move(inner)) {}
+  std::string Describe() const override { return inner_->Describe(); }
+  std::unique_ptr<PendingRead> GetAsync(std::string_view k, uint64_t o, std::span<std::byte> d) override {
+    if (!fail_reads.empty() && k.find(fail_reads) != std::string_view::npos) {
+      return std::make_unique<DoneRead>(UnavailableError("injected: store unreachable reading " +
+                                                         std::string(k)));
+    }
+    return inner_->GetAsync(k, o, d);
+  }
+  StatusOr<uint64_t> Size(std::string_view k) override { return inner_->Size(k); }
+  Status Put(std::string_view k, std::span<const std::byte> d) override { return inner_->Put(k, d); }
+  StatusOr<std::vector<std::string>> List(std::string_view p) override { return inner_->List(p); }
+  Status Remove(std::string_view k) override { return inner_->Remove(k); }
+  Status CompareAndPut(std::string_view k, std::optional<std::string_view> e,
+                       std::span<const std::byte> d) override {
+    if (before_cas) before_cas(*inner_);
+    return inner_->CompareAndPut(k, e, d);
+  }
+  std::string fail_reads;
+  std::function<void(ObjectStore&)> before_cas;
+
+ private:
+  std::unique_ptr<ObjectStore> inner_;
 };
 
 // Distinct suite names per backend: ctest test names must not collide across executables.
@@ -132,6 +162,59 @@ TEST_F(CheckpointStoreTest, CorruptOrIncompleteCheckpointsAreSkippedForThePrevio
   ASSERT_TRUE(c.ok());
   EXPECT_EQ(c->step, 1);
   EXPECT_EQ(c->blobs.at("params"), Str(Data(100001, 1)));
+}
+
+// An unreachable store is not a damaged checkpoint: LoadLatest returns the error instead of
+// falling back to an older checkpoint (which would silently rewind training).
+TEST_F(CheckpointStoreTest, StoreErrorsComeBackInsteadOfFallingBack) {
+  auto s = Open(5);
+  for (int64_t step : {1, 2, 3}) ASSERT_TRUE(SaveStep(*s, step).ok());
+  auto inner = OpenObjectStore(uri_);
+  ASSERT_TRUE(inner.ok()) << inner.status().ToString();
+  auto faulty = std::make_shared<FaultyStore>(std::move(inner).value());
+  faulty->fail_reads = "ckpt-000003/params";
+  CheckpointStore cs(faulty, {.keep_last = 5});
+  auto c = cs.LoadLatest();
+  ASSERT_FALSE(c.ok()) << "fell back to step " << c->step;
+  EXPECT_EQ(c.status().code(), StatusCode::kUnavailable) << c.status().ToString();
+  faulty->fail_reads.clear();
+  c = cs.LoadLatest();
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->step, 3);
+}
+
+// A checkpoint directory newer than `latest` was never committed (or was refused and `latest`
+// moved back past it): LoadLatest ignores it even though it is complete.
+TEST_F(CheckpointStoreTest, CheckpointsNewerThanLatestAreIgnored) {
+  auto s = Open(5);
+  for (int64_t step : {1, 2, 3}) ASSERT_TRUE(SaveStep(*s, step).ok());
+  ASSERT_TRUE(s->store().Put(kCheckpointLatestKey, std::string("ckpt-000002\n")).ok());
+  auto c = s->LoadLatest();
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->step, 2);
+  auto latest = s->LatestStep();
+  ASSERT_TRUE(latest.ok());
+  EXPECT_EQ(*latest, std::optional<int64_t>(2));
+}
+
+// Another writer moving `latest` while this one commits: Aborted, and `latest` keeps the
+// other writer's value (this commit does not overwrite it).
+TEST_F(CheckpointStoreTest, AWriterThatFindsLatestMovedIsAborted) {
+  auto s = Open(5);
+  ASSERT_TRUE(SaveStep(*s, 1).ok());
+  ASSERT_TRUE(SaveStep(*s, 2).ok());
+  auto inner = OpenObjectStore(uri_);
+  ASSERT_TRUE(inner.ok()) << inner.status().ToString();
+  auto faulty = std::make_shared<FaultyStore>(std::move(inner).value());
+  faulty->before_cas = [](ObjectStore& st) {
+    ASSERT_TRUE(st.Put(kCheckpointLatestKey, std::string("ckpt-000001\n")).ok());
+  };
+  CheckpointStore cs(faulty, {.keep_last = 5});
+  Status st = SaveStep(cs, 3);
+  EXPECT_EQ(st.code(), StatusCode::kAborted) << st.ToString();
+  auto latest = s->LatestStep();
+  ASSERT_TRUE(latest.ok());
+  EXPECT_EQ(*latest, std::optional<int64_t>(1));
 }
 
 // keep_last counts checkpoints up to the one just committed. After a resume refused a corrupt
