@@ -9,6 +9,7 @@
 #include <arpa/inet.h>
 #include <zmq.h>
 
+#include <functional>
 #include <cstdlib>
 #include <optional>
 #include <set>
@@ -184,6 +185,104 @@ TEST(CoordExtra, MalformedAndOversizedMessagesGetErrorReplies) {
   EXPECT_EQ(refused.status().code(), StatusCode::kResourceExhausted) << refused.status().ToString();
   EXPECT_NE(refused.status().message().find("GANTRY_MAX_MESSAGE_BYTES"), std::string::npos);
   EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(2));
+}
+
+// A worker driven by the test over a raw DEALER (register, heartbeats, rank reports).
+class HandWorker {
+ public:
+  explicit HandWorker(const std::string& endpoint) {
+    sock_ = zmq_socket(wire::Context(), ZMQ_DEALER);
+    int linger = 0, timeout = 200;
+    zmq_setsockopt(sock_, ZMQ_LINGER, &linger, sizeof(linger));
+    zmq_setsockopt(sock_, ZMQ_RCVTIMEO, &timeout, sizeof(timeout));
+    zmq_connect(sock_, endpoint.c_str());
+  }
+  ~HandWorker() { zmq_close(sock_); }
+  void Send(proto::Envelope env) {
+    env.set_version(wire::kProtocolVersion);
+    env.set_request_id(++next_id_);
+    const std::string bytes = wire::Encode(env);
+    zmq_send(sock_, bytes.data(), bytes.size(), 0);
+  }
+  // The next message matching `want`, within `seconds` (others are dropped).
+  std::optional<proto::Envelope> Next(const std::function<bool(const proto::Envelope&)>& want,
+                                      double seconds = 5) {
+    const auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+    std::string buf(1 << 16, '\0');
+    while (std::chrono::steady_clock::now() < until) {
+      const int n = zmq_recv(sock_, buf.data(), buf.size(), 0);
+      if (n < 0) continue;
+      proto::Envelope env;
+      if (env.ParseFromArray(buf.data(), std::min<int>(n, int(buf.size()))) && want(env)) return env;
+    }
+    return std::nullopt;
+  }
+  proto::Envelope Heartbeat(uint64_t epoch, const std::vector<proto::RankStatus>& ranks) {
+    proto::Envelope env;
+    env.mutable_heartbeat()->set_worker_id("hand");
+    env.mutable_heartbeat()->set_epoch(epoch);
+    for (const auto& r : ranks) *env.mutable_heartbeat()->add_ranks() = r;
+    return env;
+  }
+
+ private:
+  void* sock_ = nullptr;
+  uint64_t next_id_ = 0;
+};
+
+// A heartbeat of an older registration (still queued on a replaced socket) carries an old
+// rank list: it must be ignored, not reconciled. Were it reconciled, the running rank it does
+// not list would fail the attempt, and the coordinator would answer the dead socket.
+TEST(CoordExtra, HeartbeatOfAnOlderRegistrationChangesNothing) {
+  Cluster cl("staleepoch");
+  cl.StartCoordinator();
+  auto c = cl.Client();
+  HandWorker w(cl.endpoint());
+  proto::Envelope reg;
+  reg.mutable_register_worker()->set_worker_id("hand");
+  reg.mutable_register_worker()->set_hostname("hand-host");
+  reg.mutable_register_worker()->set_address("127.0.0.1");
+  reg.mutable_register_worker()->mutable_resources()->set_cpu_slots(1);
+  reg.mutable_register_worker()->set_epoch(5);
+  w.Send(reg);
+  ASSERT_TRUE(w.Next([](const proto::Envelope& e) { return e.has_register_reply(); }));
+  auto id = c->Submit(CommandJob("held", 1, "sleep 60"), "held.yaml", "");
+  ASSERT_TRUE(id.ok()) << id.status().ToString();
+  auto launch = w.Next([](const proto::Envelope& e) { return e.has_launch_rank(); });
+  ASSERT_TRUE(launch.has_value()) << "no LaunchRank for the hand worker";
+  proto::RankStatus running;
+  running.set_job_id(launch->launch_rank().job_id());
+  running.set_attempt(launch->launch_rank().attempt());
+  running.set_rank(launch->launch_rank().rank());
+  running.set_pid(424242);
+  proto::Envelope started;
+  started.mutable_rank_started()->set_worker_id("hand");
+  *started.mutable_rank_started()->mutable_rank() = running;
+  w.Send(started);
+  w.Send(w.Heartbeat(5, {running}));
+  auto info = cl.WaitState(*c, *id, {"RUNNING"});
+  ASSERT_EQ(info.state(), "RUNNING");
+  // The stale heartbeat, from another socket, listing no ranks.
+  {
+    HandWorker old(cl.endpoint());
+    old.Send(old.Heartbeat(4, {}));
+    auto reply = old.Next([](const proto::Envelope& e) { return e.has_heartbeat_reply(); });
+    ASSERT_TRUE(reply.has_value());
+    EXPECT_TRUE(reply->heartbeat_reply().registered()) << "a known worker, just an old epoch";
+  }
+  // Current heartbeats keep coming for a few intervals: the job stays RUNNING, attempt 0.
+  for (int i = 0; i < 10; ++i) {
+    w.Send(w.Heartbeat(5, {running}));
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  auto now = c->GetJob(*id, true);
+  ASSERT_TRUE(now.ok()) << now.status().ToString();
+  EXPECT_EQ(now->state(), "RUNNING") << now->DebugString();
+  EXPECT_EQ(now->attempt(), 0) << now->DebugString();
+  // Replies still reach the current socket: cancel -> StopRanks arrives here.
+  ASSERT_TRUE(c->Cancel(*id).ok());
+  EXPECT_TRUE(w.Next([](const proto::Envelope& e) { return e.has_stop_ranks(); }).has_value())
+      << "StopRanks went to the stale socket";
 }
 
 // A stand-in coordinator (a ROUTER driven by the test) that can withhold replies, to see how
