@@ -9,8 +9,8 @@
 #include <arpa/inet.h>
 #include <zmq.h>
 
-#include <functional>
 #include <cstdlib>
+#include <functional>
 #include <optional>
 #include <set>
 
