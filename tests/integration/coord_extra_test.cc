@@ -536,6 +536,27 @@ TEST(CoordExtra, NonLoopbackBindNeedsKeysAndTokens) {
       << cl.ReadLog("coordinator");
 }
 
+// Tokens map to tenants: a tenant cannot cancel another tenant's job; an admin token can.
+TEST(CoordExtra, OnlyTheOwnerOrAnAdminCancelsAJob) {
+  Cluster cl("tenants");
+  std::ofstream(cl.dir() / "tokens") << "alice-token-0123456789 team-a\n"
+                                        "bobby-token-0123456789 team-b\n"
+                                        "opsop-token-0123456789 ops admin\n";
+  cl.StartCoordinator({"--tokens", (cl.dir() / "tokens").string()});
+  auto alice = cl.Client("alice-token-0123456789");
+  auto bob = cl.Client("bobby-token-0123456789");
+  auto ops = cl.Client("opsop-token-0123456789");
+  auto id = alice->Submit(CommandJob("mine", 1, "sleep 60"), "m.yaml", "");
+  ASSERT_TRUE(id.ok()) << id.status().ToString();
+  Status denied = bob->Cancel(*id);
+  EXPECT_EQ(denied.code(), StatusCode::kPermissionDenied) << denied.ToString();
+  EXPECT_NE(denied.message().find("team-a"), std::string::npos) << denied.ToString();
+  EXPECT_EQ(alice->GetJob(*id)->state(), "PENDING") << "the refused cancel changed nothing";
+  ASSERT_TRUE(ops->Cancel(*id).ok()) << "an admin token cancels any tenant's job";
+  EXPECT_EQ(alice->GetJob(*id)->state(), "CANCELLED");
+  EXPECT_EQ(alice->GetJob(*id)->tenant(), "team-a");
+}
+
 TEST(CoordExtra, CurveAllowListAndTokens) {
   if (!wire::CurveAvailable()) GTEST_SKIP() << "libzmq without CURVE";
   Cluster cl("curve");

@@ -174,6 +174,33 @@ TEST_F(JobManagerTest, FailingRankRestartsWholeGangThenFails) {
   EXPECT_NE(manager_->Info(id, false)->error().find("exited with code 9"), std::string::npos);
 }
 
+// A restarted gang keeps its place in the queue: a job submitted after it, waiting for the
+// same slots, does not take them when the failed gang's ranks free them.
+TEST_F(JobManagerTest, RestartedGangKeepsItsPlaceInTheQueue) {
+  AddWorker("w0", 2);
+  proto::SubmitJob req;
+  req.set_spec_yaml(Spec(2, 1));
+  const std::string first = *manager_->Submit(req, "");
+  ASSERT_EQ(Drain().size(), 2u);
+  manager_->OnRankStarted("w0", Status(first, 0, 0));
+  manager_->OnRankStarted("w0", Status(first, 0, 1));
+  req.set_spec_yaml(Spec(2, 0));
+  const std::string later = *manager_->Submit(req, "");
+  EXPECT_TRUE(Drain().empty()) << "no room for the later job yet";
+  EXPECT_EQ(State(later), "PENDING");
+  manager_->OnRankExited("w0", Status(first, 0, 0, true, 3));  // the gang fails
+  EXPECT_EQ(State(first), "RESTARTING");
+  manager_->TakeOutbox();  // StopRanks to rank 1
+  manager_->OnRankExited("w0", Status(first, 0, 1, true, 143));
+  auto out = Drain();
+  ASSERT_EQ(out.size(), 2u);
+  for (const auto& o : out) {
+    EXPECT_EQ(o.env.launch_rank().job_id(), first) << "the later job jumped the queue";
+    EXPECT_EQ(o.env.launch_rank().attempt(), 1);
+  }
+  EXPECT_EQ(State(later), "PENDING");
+}
+
 TEST_F(JobManagerTest, LostWorkerFailsAttemptAndFreesResources) {
   AddWorker("w0", 2);
   AddWorker("w1", 2);
