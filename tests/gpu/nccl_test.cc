@@ -15,6 +15,7 @@
 #include <cstdlib>
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <functional>
 #include <string>
@@ -135,88 +136,95 @@ std::vector<char> Download(const void* p, size_t bytes) {
 
 std::string Name(DataType d) { return std::string(DataTypeName(d)); }
 
-TEST(Nccl, AllreduceEveryDtypeOpAndCountMatchesTheReference) {
-  SKIP_WITHOUT_GPU();
-  const int n = Ranks();
-  RunRanks(n, [&](int rank, NcclCommunicator& c) {
-    for (DataType d : {DataType::kF32, DataType::kBF16, DataType::kF16, DataType::kI32}) {
-      for (ReduceOp op : {ReduceOp::kSum, ReduceOp::kAvg, ReduceOp::kMax, ReduceOp::kMin}) {
-        if (op == ReduceOp::kAvg && d == DataType::kI32) continue;  // avg is for floats
-        for (size_t count : {size_t{0}, size_t{1}, size_t{7}, size_t{1023}, (size_t{1} << 20) + 3}) {
-          for (bool in_place : {false, true}) {
-            const size_t es = DataTypeSize(d), bytes = count * es;
-            std::vector<char> host(bytes);
-            for (size_t i = 0; i < count; ++i) Put(d, host, i, Value(rank, i));
-            DeviceBuffer send(bytes), recv(bytes);
-            if (bytes) ASSERT_EQ(cudaMemcpy(send.p, host.data(), bytes, cudaMemcpyHostToDevice), cudaSuccess);
-            void* out = in_place ? send.p : recv.p;
-            Status s = c.Allreduce(send.p, out, count, d, op)->Wait(std::chrono::seconds(60));
-            ASSERT_TRUE(s.ok()) << s.ToString();
-            std::vector<char> got = Download(out, bytes);
-            size_t bad = 0, first = 0;
-            for (size_t i = 0; i < count; ++i) {
-              float want = Expected(op, n, i);
-              if (d == DataType::kI32 && op == ReduceOp::kAvg) want = static_cast<float>(static_cast<int>(want));
-              const float tol = (op == ReduceOp::kAvg && n % 2 == 1) ? 1e-2f * std::abs(want) + 1e-2f : 0.0f;
-              if (std::abs(Get(d, got, i) - want) > tol && bad++ == 0) first = i;
-            }
-            EXPECT_EQ(bad, 0u) << "rank " << rank << " " << Name(d) << " " << ReduceOpName(op)
-                               << " count " << count << (in_place ? " in place" : "")
-                               << ": first wrong element " << first << " = " << Get(d, got, first)
-                               << ", want " << Expected(op, n, first);
+// Every dtype x op x count (0, 1, 7, 1023, 1 Mi + 3), in and out of place, against the host
+// reference; rank `rank` of `n`.
+void CheckAllreduceMatrix(int rank, int n, NcclCommunicator& c) {
+  for (DataType d : {DataType::kF32, DataType::kBF16, DataType::kF16, DataType::kI32}) {
+    for (ReduceOp op : {ReduceOp::kSum, ReduceOp::kAvg, ReduceOp::kMax, ReduceOp::kMin}) {
+      if (op == ReduceOp::kAvg && d == DataType::kI32) continue;  // avg is for floats
+      for (size_t count : {size_t{0}, size_t{1}, size_t{7}, size_t{1023}, (size_t{1} << 20) + 3}) {
+        for (bool in_place : {false, true}) {
+          const size_t es = DataTypeSize(d), bytes = count * es;
+          std::vector<char> host(bytes);
+          for (size_t i = 0; i < count; ++i) Put(d, host, i, Value(rank, i));
+          DeviceBuffer send(bytes), recv(bytes);
+          if (bytes) ASSERT_EQ(cudaMemcpy(send.p, host.data(), bytes, cudaMemcpyHostToDevice), cudaSuccess);
+          void* out = in_place ? send.p : recv.p;
+          Status s = c.Allreduce(send.p, out, count, d, op)->Wait(std::chrono::seconds(60));
+          ASSERT_TRUE(s.ok()) << s.ToString();
+          std::vector<char> got = Download(out, bytes);
+          size_t bad = 0, first = 0;
+          for (size_t i = 0; i < count; ++i) {
+            float want = Expected(op, n, i);
+            if (d == DataType::kI32 && op == ReduceOp::kAvg) want = static_cast<float>(static_cast<int>(want));
+            const float tol = (op == ReduceOp::kAvg && n % 2 == 1) ? 1e-2f * std::abs(want) + 1e-2f : 0.0f;
+            if (std::abs(Get(d, got, i) - want) > tol && bad++ == 0) first = i;
           }
+          EXPECT_EQ(bad, 0u) << "rank " << rank << " " << Name(d) << " " << ReduceOpName(op)
+                             << " count " << count << (in_place ? " in place" : "")
+                             << ": first wrong element " << first << " = " << Get(d, got, first)
+                             << ", want " << Expected(op, n, first);
         }
       }
     }
-  });
+  }
+}
+
+TEST(Nccl, AllreduceEveryDtypeOpAndCountMatchesTheReference) {
+  SKIP_WITHOUT_GPU();
+  const int n = Ranks();
+  RunRanks(n, [&](int rank, NcclCommunicator& c) { CheckAllreduceMatrix(rank, n, c); });
+}
+
+// Broadcast from every root, allgather, reduce-scatter and a barrier; rank `rank` of `n`.
+void CheckOtherCollectives(int rank, int n, NcclCommunicator& c) {
+  const size_t count = 1000003;
+  std::vector<char> host(count * 4);
+  // Broadcast from every root.
+  for (int root = 0; root < n; ++root) {
+    for (size_t i = 0; i < count; ++i) Put(DataType::kF32, host, i, Value(rank, i));
+    DeviceBuffer buf(count * 4);
+    ASSERT_EQ(cudaMemcpy(buf.p, host.data(), count * 4, cudaMemcpyHostToDevice), cudaSuccess);
+    ASSERT_TRUE(c.Broadcast(buf.p, count, DataType::kF32, root)->Wait().ok());
+    std::vector<char> got = Download(buf.p, count * 4);
+    for (size_t i = 0; i < count; i += 997) ASSERT_EQ(Get(DataType::kF32, got, i), Value(root, i)) << i;
+  }
+  // Allgather: block r of the result is rank r's input.
+  {
+    for (size_t i = 0; i < count; ++i) Put(DataType::kF32, host, i, Value(rank, i));
+    DeviceBuffer send(count * 4), recv(count * 4 * n);
+    ASSERT_EQ(cudaMemcpy(send.p, host.data(), count * 4, cudaMemcpyHostToDevice), cudaSuccess);
+    ASSERT_TRUE(c.Allgather(send.p, recv.p, count, DataType::kF32)->Wait().ok());
+    std::vector<char> got = Download(recv.p, count * 4 * n);
+    for (int r = 0; r < n; ++r) {
+      for (size_t i = 0; i < count; i += 991) {
+        ASSERT_EQ(Get(DataType::kF32, got, r * count + i), Value(r, i)) << "block " << r << " " << i;
+      }
+    }
+  }
+  // ReduceScatter: this rank gets the sum over ranks of block `rank`.
+  {
+    const size_t block = 4099;
+    std::vector<char> in(block * n * 4);
+    for (size_t i = 0; i < block * n; ++i) Put(DataType::kF32, in, i, Value(rank, i));
+    DeviceBuffer send(in.size()), recv(block * 4);
+    ASSERT_EQ(cudaMemcpy(send.p, in.data(), in.size(), cudaMemcpyHostToDevice), cudaSuccess);
+    ASSERT_TRUE(c.ReduceScatter(send.p, recv.p, block, DataType::kF32, ReduceOp::kSum)->Wait().ok());
+    std::vector<char> got = Download(recv.p, block * 4);
+    for (size_t i = 0; i < block; ++i) {
+      ASSERT_EQ(Get(DataType::kF32, got, i), Expected(ReduceOp::kSum, n, rank * block + i)) << i;
+    }
+  }
+  ASSERT_TRUE(c.Barrier()->Wait().ok());
+  EXPECT_TRUE(c.AsyncError().ok());
+  EXPECT_EQ(c.memory(), MemoryKind::kCuda);
+  EXPECT_EQ(c.backend(), "nccl");
 }
 
 TEST(Nccl, BroadcastAllgatherReduceScatterAndBarrier) {
   SKIP_WITHOUT_GPU();
   const int n = Ranks();
-  RunRanks(n, [&](int rank, NcclCommunicator& c) {
-    const size_t count = 1000003;
-    std::vector<char> host(count * 4);
-    // Broadcast from every root.
-    for (int root = 0; root < n; ++root) {
-      for (size_t i = 0; i < count; ++i) Put(DataType::kF32, host, i, Value(rank, i));
-      DeviceBuffer buf(count * 4);
-      ASSERT_EQ(cudaMemcpy(buf.p, host.data(), count * 4, cudaMemcpyHostToDevice), cudaSuccess);
-      ASSERT_TRUE(c.Broadcast(buf.p, count, DataType::kF32, root)->Wait().ok());
-      std::vector<char> got = Download(buf.p, count * 4);
-      for (size_t i = 0; i < count; i += 997) ASSERT_EQ(Get(DataType::kF32, got, i), Value(root, i)) << i;
-    }
-    // Allgather: block r of the result is rank r's input.
-    {
-      for (size_t i = 0; i < count; ++i) Put(DataType::kF32, host, i, Value(rank, i));
-      DeviceBuffer send(count * 4), recv(count * 4 * n);
-      ASSERT_EQ(cudaMemcpy(send.p, host.data(), count * 4, cudaMemcpyHostToDevice), cudaSuccess);
-      ASSERT_TRUE(c.Allgather(send.p, recv.p, count, DataType::kF32)->Wait().ok());
-      std::vector<char> got = Download(recv.p, count * 4 * n);
-      for (int r = 0; r < n; ++r) {
-        for (size_t i = 0; i < count; i += 991) {
-          ASSERT_EQ(Get(DataType::kF32, got, r * count + i), Value(r, i)) << "block " << r << " " << i;
-        }
-      }
-    }
-    // ReduceScatter: this rank gets the sum over ranks of block `rank`.
-    {
-      const size_t block = 4099;
-      std::vector<char> in(block * n * 4);
-      for (size_t i = 0; i < block * n; ++i) Put(DataType::kF32, in, i, Value(rank, i));
-      DeviceBuffer send(in.size()), recv(block * 4);
-      ASSERT_EQ(cudaMemcpy(send.p, in.data(), in.size(), cudaMemcpyHostToDevice), cudaSuccess);
-      ASSERT_TRUE(c.ReduceScatter(send.p, recv.p, block, DataType::kF32, ReduceOp::kSum)->Wait().ok());
-      std::vector<char> got = Download(recv.p, block * 4);
-      for (size_t i = 0; i < block; ++i) {
-        ASSERT_EQ(Get(DataType::kF32, got, i), Expected(ReduceOp::kSum, n, rank * block + i)) << i;
-      }
-    }
-    ASSERT_TRUE(c.Barrier()->Wait().ok());
-    EXPECT_TRUE(c.AsyncError().ok());
-    EXPECT_EQ(c.memory(), MemoryKind::kCuda);
-    EXPECT_EQ(c.backend(), "nccl");
-  });
+  RunRanks(n, [&](int rank, NcclCommunicator& c) { CheckOtherCollectives(rank, n, c); });
 }
 
 TEST(Nccl, LargeInPlaceAllreduceOf64MiB) {
@@ -378,11 +386,23 @@ TEST(Nccl, TwoProcessesOnOneGpuOverSockets) {
     EXPECT_EQ(wrong, 0u) << "rank " << r << ": elements differ from the two ranks' sum";
     st = (*c)->Barrier()->Wait();
     EXPECT_TRUE(st.ok()) << st.ToString();
+    // The same matrices as the one-process tests, now with a real second rank: every dtype,
+    // op and count summed across two processes, and the other collectives.
+    CheckAllreduceMatrix(r, 2, **c);
+    CheckOtherCollectives(r, 2, **c);
+    // Proof that this child ran this test (a filter matching nothing would exit 0 silently).
+    if (!::testing::Test::HasFailure()) {
+      std::FILE* f = std::fopen(std::getenv("GANTRY_NCCL_CHILD_DONE"), "w");
+      if (f) std::fclose(f);
+    }
     return;
   }
   SKIP_WITHOUT_GPU();
   auto server = TcpStoreServer::Start("127.0.0.1", 0);
   ASSERT_TRUE(server.ok()) << server.status().ToString();
+  const std::string done_prefix =
+      "/tmp/gantry-nccl-child-" + std::to_string(getpid()) + "-done-";
+  for (int r = 0; r < 2; ++r) std::remove((done_prefix + std::to_string(r)).c_str());
   std::vector<pid_t> pids;
   for (int r = 0; r < 2; ++r) {
     const pid_t pid = fork();
@@ -392,6 +412,7 @@ TEST(Nccl, TwoProcessesOnOneGpuOverSockets) {
       const std::string host_id = "gantry-nccl-test-host-" + rank;
       setenv("GANTRY_NCCL_CHILD_RANK", rank.c_str(), 1);
       setenv("GANTRY_NCCL_CHILD_PORT", port.c_str(), 1);
+      setenv("GANTRY_NCCL_CHILD_DONE", (done_prefix + rank).c_str(), 1);
       setenv("NCCL_HOSTID", host_id.c_str(), 1);
       for (const char* kv : {"NCCL_P2P_DISABLE=1", "NCCL_SHM_DISABLE=1", "NCCL_IB_DISABLE=1",
                              "NCCL_SOCKET_IFNAME=lo", "NCCL_NVLS_ENABLE=0"}) {
@@ -421,6 +442,11 @@ TEST(Nccl, TwoProcessesOnOneGpuOverSockets) {
   }
   EXPECT_EQ(status[0], 0) << "rank 0's run failed (its output is above)";
   EXPECT_EQ(status[1], 0) << "rank 1's run failed (its output is above)";
+  for (int r = 0; r < 2; ++r) {
+    const std::string done = done_prefix + std::to_string(r);
+    EXPECT_EQ(access(done.c_str(), F_OK), 0) << "rank " << r << " did not run the test through";
+    std::remove(done.c_str());
+  }
 }
 
 }  // namespace
