@@ -418,6 +418,97 @@ TEST(CoordExtra, WorkerRepeatsUnacknowledgedExitsAndStartsADuplicateLaunchOnce) 
   EXPECT_NE(cl.ReadLog("w0").find("reporting it again"), std::string::npos);
 }
 
+// While the coordinator acknowledges no output, the worker spools at most 64 MiB: past that the
+// oldest batches go, and once output is acknowledged again the rank's log says how many lines
+// were lost. Every line is then either delivered or counted lost, and the lost ones are the
+// oldest. (84,000 lines of ~1 KB = 82 MiB.)
+TEST(CoordExtra, WorkerSpoolDropsTheOldestOutputPastItsLimitAndSaysHowMuch) {
+  HandCoordinator hc;
+  Cluster cl("spool");
+  cl.Spawn("w0", {"worker", "--coordinator", hc.endpoint(), "--id", "w0", "--dir",
+                  (cl.dir() / "w0").string(), "--cpus", "1"});
+  std::optional<proto::Envelope> m;
+  for (int i = 0; i < 100 && !(m && m->has_register_worker()); ++i)
+    m = hc.Recv(std::chrono::milliseconds(100));
+  ASSERT_TRUE(m && m->has_register_worker()) << cl.ReadLog("w0");
+  proto::Envelope reply;
+  reply.mutable_register_reply()->set_heartbeat_interval_ms(100);
+  reply.mutable_register_reply()->set_lost_after_missed(1000);
+  hc.Reply(*m, reply);
+  constexpr int kLines = 84000;
+  proto::Envelope launch;
+  proto::LaunchRank* l = launch.mutable_launch_rank();
+  l->set_job_id("spool");
+  l->set_rank(0);
+  l->set_world_size(1);
+  l->set_local_world_size(1);
+  l->set_kind("command");
+  l->set_token("t");
+  for (const char* a : {"/usr/bin/awk", "BEGIN { s = sprintf(\"%990s\", \"\"); gsub(/ /, \"x\", s); "
+                                        "for (i = 0; i < 84000; i++) print \"L\" i, s }"}) {
+    l->add_argv(a);
+  }
+  hc.Push(launch);
+  std::set<int> delivered;
+  int64_t lost = -1;
+  bool exited = false, acking = false, forgotten = false;
+  std::vector<proto::Envelope> exits;
+  std::chrono::steady_clock::time_point exited_at;
+  const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(90);
+  while (!forgotten && std::chrono::steady_clock::now() < end) {
+    // Acknowledge output only from 1 s after the rank exited: by then it all sat in the spool.
+    if (exited && !acking && std::chrono::steady_clock::now() - exited_at > std::chrono::seconds(1)) {
+      acking = true;
+      for (const auto& e : exits) {
+        proto::Envelope ack;
+        ack.mutable_ack();
+        hc.Reply(e, ack);
+      }
+    }
+    m = hc.Recv(std::chrono::milliseconds(100));
+    if (!m) continue;
+    proto::Envelope r;
+    if (m->has_heartbeat()) {
+      forgotten = acking && m->heartbeat().ranks_size() == 0;
+      r.mutable_heartbeat_reply()->set_registered(true);
+      hc.Reply(*m, r);
+    } else if (m->has_rank_started()) {
+      r.mutable_ack();
+      hc.Reply(*m, r);
+    } else if (m->has_rank_exited()) {
+      if (!exited) exited_at = std::chrono::steady_clock::now();
+      exited = true;
+      if (acking) {
+        r.mutable_ack();
+        hc.Reply(*m, r);
+      } else {
+        exits.push_back(*m);
+      }
+    } else if (m->has_rank_logs() && acking) {
+      for (const auto& rec : m->rank_logs().records()) {
+        const std::string& t = rec.text();
+        if (t.rfind("L", 0) == 0) {
+          delivered.insert(std::atoi(t.c_str() + 1));
+        } else if (t.find("output lines of this rank were lost") != std::string::npos) {
+          EXPECT_EQ(lost, -1) << "one report of the loss";
+          lost = std::atoll(t.c_str() + std::string("gantry: ").size());
+        }
+      }
+      r.mutable_ack();
+      hc.Reply(*m, r);
+    }
+  }
+  cl.Stop("w0");
+  ASSERT_TRUE(exited) << cl.ReadLog("w0");
+  EXPECT_TRUE(forgotten) << "the rank was not retired after its output was acknowledged";
+  ASSERT_GT(lost, 0) << "82 MiB of unacknowledged output must overflow the 64 MiB spool";
+  EXPECT_LT(lost, kLines / 2) << "no more than the overflow is dropped";
+  EXPECT_EQ(int64_t(delivered.size()) + lost, kLines) << "every line delivered or counted lost";
+  ASSERT_FALSE(delivered.empty());
+  EXPECT_EQ(*delivered.begin(), lost) << "the oldest lines are the lost ones";
+  EXPECT_EQ(*delivered.rbegin(), kLines - 1);
+}
+
 using comm::testing::HttpGet;
 
 TEST(CoordExtra, MetricsEndpointReportsWorkersAndJobs) {
