@@ -490,8 +490,9 @@ TEST(CoordExtra, WorkerSpoolDropsTheOldestOutputPastItsLimitAndSaysHowMuch) {
         if (t.rfind("L", 0) == 0) {
           delivered.insert(std::atoi(t.c_str() + 1));
         } else if (t.find("output lines of this rank were lost") != std::string::npos) {
-          EXPECT_EQ(lost, -1) << "one report of the loss";
-          lost = std::atoll(t.c_str() + std::string("gantry: ").size());
+          // Several reports when evictions came at different times (a report still unacked
+          // can itself be evicted; it then counts as a lost line of the next one).
+          lost = std::max<int64_t>(lost, 0) + std::atoll(t.c_str() + std::string("gantry: ").size());
         }
       }
       r.mutable_ack();
@@ -502,10 +503,13 @@ TEST(CoordExtra, WorkerSpoolDropsTheOldestOutputPastItsLimitAndSaysHowMuch) {
   ASSERT_TRUE(exited) << cl.ReadLog("w0");
   EXPECT_TRUE(forgotten) << "the rank was not retired after its output was acknowledged";
   ASSERT_GT(lost, 0) << "82 MiB of unacknowledged output must overflow the 64 MiB spool";
-  EXPECT_LT(lost, kLines / 2) << "no more than the overflow is dropped";
-  EXPECT_EQ(int64_t(delivered.size()) + lost, kLines) << "every line delivered or counted lost";
   ASSERT_FALSE(delivered.empty());
-  EXPECT_EQ(*delivered.begin(), lost) << "the oldest lines are the lost ones";
+  const int64_t missing = kLines - int64_t(delivered.size());
+  EXPECT_LT(missing, kLines / 2) << "no more than the overflow is dropped";
+  EXPECT_GE(lost, missing) << "every line not delivered is counted lost";
+  EXPECT_LE(lost, missing + 100) << "beyond the missing lines only evicted loss reports count";
+  // The lost ones are the oldest: what arrived is the tail, without gaps.
+  EXPECT_EQ(*delivered.begin(), missing);
   EXPECT_EQ(*delivered.rbegin(), kLines - 1);
 }
 
