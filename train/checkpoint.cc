@@ -103,6 +103,10 @@ Status Checkpointer::Unpack(storage::Checkpoint& raw, LoadedCheckpoint* out) con
   uint64_t data_bytes = 0;
   GANTRY_RETURN_IF_ERROR(DecodeManifest(raw.metadata, where + "/manifest.json", &ck.meta,
                                         &ck.tensors, &data_bytes));
+  if (ck.meta.step != raw.step) {
+    return DataLossError("checkpoint " + where + ": its metadata says step " +
+                         std::to_string(ck.meta.step) + ": the manifest is damaged");
+  }
   auto blob = raw.blobs.find(kDataFile);
   if (blob == raw.blobs.end()) {
     return DataLossError("checkpoint " + where + ": the manifest lists no data.bin");

@@ -327,7 +327,7 @@ TEST_F(CheckpointStoreTest, CallerChecksRefuseCorruptBlobsWithTheirOwnMessage) {
   ASSERT_TRUE(save(2).ok());
   auto manifest = s->store().GetAll("ckpt-000002/manifest.json");
   ASSERT_TRUE(manifest.ok());
-  EXPECT_EQ(manifest->find("crc32c"), std::string::npos) << *manifest;
+  EXPECT_EQ(manifest->find("\"crc32c\""), std::string::npos) << *manifest;  // no blob CRC
   auto blob = s->store().GetAll("ckpt-000002/data.bin");
   ASSERT_TRUE(blob.ok());
   (*blob)[3000] ^= 0x10;

@@ -147,6 +147,35 @@ TEST(CheckpointTest, CorruptTensorIsRefusedByNameAndThePreviousOneUsed) {
   EXPECT_TRUE(warned);
 }
 
+// The metadata (step, data position, RNG) is checksummed like the tensors: a changed step
+// inside it (one flipped bit turns 3 into 7) used to be trusted, skipping steps and letting
+// keep-last prune the good checkpoints. Now the checkpoint is refused and the previous used.
+TEST(CheckpointTest, DamagedMetadataIsRefusedAndThePreviousOneUsed) {
+  for (const std::string& field : {std::string("\"step\": 2"), std::string("\"job\": \"unit\"")}) {
+    TempDir dir;
+    Fixture f;
+    auto ck = OpenAt(dir.path(), 3);
+    ASSERT_TRUE(ck->Save(Meta(1), f.tensors()).ok());
+    ASSERT_TRUE(ck->Save(Meta(2), f.tensors()).ok());
+    const std::string path = dir.path() + "/ckpt-000002/manifest.json";
+    std::string text = ReadFile(path);
+    // The metadata's copy of the field (the top-level "step" comes first in the manifest).
+    const size_t md = text.find("\"metadata\"");
+    ASSERT_NE(md, std::string::npos) << text;
+    const size_t at = text.find(field, md);
+    ASSERT_NE(at, std::string::npos) << field << " in " << text;
+    const std::string changed = field == "\"step\": 2" ? "\"step\": 6" : "\"job\": \"uniT\"";
+    text.replace(at, field.size(), changed);
+    WriteFile(path, text);
+    auto bad = ck->Read("ckpt-000002");
+    ASSERT_EQ(bad.status().code(), StatusCode::kDataLoss) << field;
+    EXPECT_NE(bad.status().message().find("metadata"), std::string::npos) << bad.status().ToString();
+    auto loaded = ck->ReadNewestValid();
+    ASSERT_TRUE(loaded.ok()) << loaded.status().ToString();
+    EXPECT_EQ(loaded->meta.step, 1) << field;
+  }
+}
+
 TEST(CheckpointTest, AllCorruptIsDataLoss) {
   TempDir dir;
   Fixture f;
