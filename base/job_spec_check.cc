@@ -237,7 +237,7 @@ void CheckTraining(Checker& c, const JobSpec& s) {
     c.OneOf("data.format", d.format, {"tokens_u16", "tokens_u32", "text", "mnist", "tensors"});
   }
   c.Range("data.batch_per_rank", d.batch_per_rank, 1, kMaxDim);
-  c.Range<int64_t>("data.synthetic_samples", d.synthetic_samples, 1, int64_t(1) << 40);
+  c.Range<int64_t>("data.synthetic_samples", d.synthetic_samples, 1, int64_t(1) << 32);
 
   const OptimizerSpec& o = s.optimizer;
   c.OneOf("optimizer.type", o.type, {"sgd", "momentum", "adam", "adamw"});

@@ -96,10 +96,16 @@ CommandRegistration kDataset("dataset", "Ingest, describe and verify datasets (p
       put->add_option("SRC", f->src, "source file (or MNIST directory)")->required();
       put->add_option("URI", f->uri, "dataset root: file:///dir, dir, or ceph://pool/prefix?...")->required();
       put->add_option("--format", f->format, "tokens_u16 | tokens_u32 | text | mnist | npy (default: from the name)");
-      put->add_option("--window", f->window, "tokens per record (context + 1)")->capture_default_str();
+      put->add_option("--window", f->window, "tokens per record (context + 1)")
+          ->capture_default_str()
+          ->check(CLI::Range(int64_t{2}, int64_t{1} << 24));
       put->add_option("--labels", f->labels, "labels file (.npy tensors; MNIST default: beside the images)");
-      put->add_option("--shard-mb", f->shard_mb, "target shard size in MiB")->capture_default_str();
-      put->add_option("--chunk-kb", f->chunk_kb, "checksum/shuffle chunk in KiB (default: size/64, 4 KiB..4 MiB)");
+      put->add_option("--shard-mb", f->shard_mb, "target shard size in MiB")
+          ->capture_default_str()
+          ->check(FiniteIn(0.001, 1 << 20));
+      put->add_option("--chunk-kb", f->chunk_kb,
+                      "checksum/shuffle chunk in KiB (default: size/64, 4 KiB..4 MiB)")
+          ->check(FiniteIn(0, 1 << 20));
       put->callback([which] { *which = "put"; });
       auto* info = app.add_subcommand("info", "Print the dataset index");
       info->add_option("URI", f->uri, "dataset root")->required();

@@ -2,10 +2,14 @@
 #include "cli/command.h"
 
 #include <algorithm>
+#include <cmath>
+#include <cstdlib>
 #include <csignal>
 #include <iostream>
 #include <map>
 #include <memory>
+#include <iomanip>
+#include <sstream>
 
 #include "base/logging.h"
 #include "gantry_config.h"
@@ -61,6 +65,21 @@ int ReportError(const Status& status) {
 }
 
 int ExitCodeFor(const Status& status) { return status.ok() ? kExitOk : ReportError(status); }
+
+CLI::Validator FiniteIn(double lo, double hi) {
+  std::ostringstream range;
+  range << std::setprecision(12) << "[" << lo << ", " << hi << "]";
+  return CLI::Validator(
+      [lo, hi, r = range.str()](std::string& text) -> std::string {
+        char* end = nullptr;
+        const double v = std::strtod(text.c_str(), &end);
+        if (text.empty() || *end != '\0' || !std::isfinite(v) || v < lo || v > hi) {
+          return "'" + text + "' is not a number in " + r;
+        }
+        return "";
+      },
+      "NUMBER in " + range.str());
+}
 
 int RunGantry(int argc, char** argv) {
   // Sockets send with MSG_NOSIGNAL; a closed stdout/stderr pipe (`gantry logs | head`, a

@@ -54,6 +54,9 @@ int ReportError(const Status& status);
 // Runs a handler that returns Status: kExitOk, or ReportError(status).
 int ExitCodeFor(const Status& status);
 
+// An option check: a finite number in [lo, hi] (CLI::Range lets NaN through).
+CLI::Validator FiniteIn(double lo, double hi);
+
 // The whole program (main() calls this); separate so tests can drive it.
 int RunGantry(int argc, char** argv);
 

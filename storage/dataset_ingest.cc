@@ -159,6 +159,14 @@ StatusOr<DatasetIndex> IngestDataset(const std::string& src, ObjectStore& dst, c
     else format = "tokens_u16";
   }
   if (format != "mnist" && fs::is_directory(src)) return InvalidArgumentError(src + " is a directory; only MNIST (--format mnist) ingests a directory");
+  // A FIFO, socket or device would block the read forever or never end: files only.
+  for (const std::string& path : {src, o.labels}) {
+    if (path.empty() || fs::is_directory(path, ec)) continue;
+    if (!fs::is_regular_file(path, ec)) {
+      return InvalidArgumentError("dataset source " + path +
+                                  " is not a regular file (a pipe, socket or device)");
+    }
+  }
   const uint64_t size = FileSize(src);
   if (format == "tokens_u16") return IngestTokens(src, dst, o, DType::kU16, 2, false, 0, size);
   if (format == "tokens_u32") return IngestTokens(src, dst, o, DType::kU32, 4, false, 0, size);

@@ -20,7 +20,7 @@ class ShuffledSource : public DataSource {
       : records_(std::move(records)), opts_(opts), batches_(batches) {}
 
   Status Next(Batch& batch) override {
-    if (perm_epoch_ != int64_t(pos_.epoch)) Shuffle();
+    if (perm_epoch_ != int64_t(pos_.epoch)) GANTRY_RETURN_IF_ERROR(Shuffle());
     const int64_t b = opts_.batch, w = opts_.world;
     rows_.resize(size_t(b));
     for (int64_t row = 0; row < b; ++row) {
@@ -50,13 +50,22 @@ class ShuffledSource : public DataSource {
  private:
   // Fisher-Yates over all records with an Rng seeded from (seed, epoch); every rank computes
   // the same permutation and takes its stride of it.
-  void Shuffle() {
+  Status Shuffle() {
     const int64_t n = records_->size();
-    perm_.resize(n);
+    try {
+      perm_.resize(n);
+    } catch (const std::exception&) {  // bad_alloc, length_error
+      return ResourceExhaustedError(
+          "data " + records_->description() + ": the epoch's shuffled order of " +
+          std::to_string(n) + " records needs " + std::to_string((n * 8) >> 20) +
+          " MiB, which this host cannot allocate; use fewer records (data.synthetic_samples, "
+          "or a smaller dataset)");
+    }
     for (int64_t i = 0; i < n; ++i) perm_[i] = i;
     Rng rng(MixSeed(MixSeed(opts_.seed, kOrderSalt), pos_.epoch));
     for (int64_t i = n - 1; i > 0; --i) std::swap(perm_[i], perm_[rng.Below(uint64_t(i) + 1)]);
     perm_epoch_ = int64_t(pos_.epoch);
+    return OkStatus();
   }
 
   std::unique_ptr<RecordSet> records_;

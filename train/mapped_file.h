@@ -19,7 +19,8 @@ namespace gantry::train {
 class MappedFile {
  public:
   static StatusOr<std::unique_ptr<MappedFile>> Open(const std::string& path) {
-    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    // O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer forever.
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) {
       if (errno == ENOENT) return NotFoundError("data file not found: " + path);
       return ErrnoError("open data file " + path, errno);
@@ -29,6 +30,12 @@ class MappedFile {
       const int err = errno;
       ::close(fd);
       return ErrnoError("stat data file " + path, err);
+    }
+    if (!S_ISREG(st.st_mode)) {
+      ::close(fd);
+      return InvalidArgumentError("data file " + path + " is not a regular file (" +
+                                  (S_ISDIR(st.st_mode) ? "a directory" : "a pipe, socket or device") +
+                                  ")");
     }
     std::unique_ptr<MappedFile> f(new MappedFile());
     f->path_ = path;

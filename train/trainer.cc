@@ -76,6 +76,12 @@ Status Trainer::Build() {
   if (opts_.threads >= 0) ts.threads = opts_.threads;
   if (!opts_.checkpoint_dir.empty()) ts.checkpoint_uri = opts_.checkpoint_dir;
   if (ts.checkpoint_uri.empty()) ts.checkpoint_uri = ".gantry/ckpt/" + spec_.name;
+  // The overrides obey the spec's rules (--steps 0 wrote an untrained checkpoint; --steps
+  // below the warmup, or 100000 threads, passed where the same YAML is refused).
+  if (opts_.steps >= 0 || opts_.threads >= 0 || !opts_.device.empty()) {
+    GANTRY_RETURN_IF_ERROR(ValidateJobSpec(spec_).Prepend(
+        "with the command-line overrides (--steps, --threads, --device)"));
+  }
   checkpoint_uri_ = ts.checkpoint_uri;
   total_steps_ = ts.steps;
   if (ts.threads > 0) kernels::SetNumThreads(ts.threads);

@@ -56,6 +56,12 @@ TEST(GantryCliTest, UsageErrorsExitTwo) {
   Result level = RunGantry("--log-level loud info");
   EXPECT_EQ(level.code, 2);
   EXPECT_NE(level.out.find("'loud'"), std::string::npos) << level.out;
+  // Sizes that used to reach a static_cast<uint64_t> of a negative or NaN (std::bad_alloc).
+  for (const char* bad : {"--shard-mb -1", "--shard-mb nan", "--chunk-kb inf", "--window 1"}) {
+    Result r = RunGantry(std::string("dataset put /nonexistent /tmp/gantry-cli-test-never ") + bad);
+    EXPECT_EQ(r.code, 2) << bad << "\n" << r.out;
+    EXPECT_NE(r.out.find(std::string(bad).substr(0, 8)), std::string::npos) << r.out;
+  }
 }
 
 TEST(GantryCliTest, InfoJson) {

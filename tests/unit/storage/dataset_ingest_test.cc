@@ -1,6 +1,7 @@
 // Ingest of text, token, MNIST idx and .npy files: records, layout and labels come out as
 // the source says; bad sources are clear errors.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include <cstring>
 #include <fstream>
@@ -112,6 +113,12 @@ TEST_F(IngestTest, TokenFilesKeepTheirWidthAndRejectBadLengths) {
   EXPECT_EQ(bad.status().code(), StatusCode::kNotFound);
   bad = IngestDataset(dir_.path() + "/a.bin", *store_, {.format = "parquet"});
   EXPECT_EQ(bad.status().code(), StatusCode::kInvalidArgument);
+  // A FIFO would block the read forever (nobody writes it): refused at once.
+  const std::string fifo = dir_.path() + "/fifo.bin";
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+  bad = IngestDataset(fifo, Fresh("fifo"), {.format = "tokens_u16", .window = 2});
+  EXPECT_EQ(bad.status().code(), StatusCode::kInvalidArgument) << bad.status().ToString();
+  EXPECT_NE(bad.status().message().find("not a regular file"), std::string::npos);
 }
 
 TEST_F(IngestTest, MnistIdxBecomesLabelledImages) {

@@ -4,6 +4,7 @@
 #include "train/data_records.h"
 
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include <cstring>
 #include <set>
@@ -174,6 +175,34 @@ TEST(DataTest, OrderIsAFunctionOfSeedAndEpochAndRestoreContinues) {
   ASSERT_TRUE(c->Next(bc).ok());
   EXPECT_NE(0, std::memcmp(ba.inputs.raw(), bc.inputs.raw(), ba.inputs.nbytes()));
   EXPECT_EQ(a->Restore({0, 99}).code(), StatusCode::kOutOfRange);
+}
+
+// More records than the host can hold an epoch's order for: a clear error from Next, not
+// std::bad_alloc ending the process (the job spec limits synthetic_samples; files can be big).
+TEST(DataTest, AnOrderTooBigToAllocateIsAnError) {
+  ModelSpec m = testing::TinyGpt(50, 4);
+  DataSpec d;
+  d.synthetic_samples = int64_t(1) << 60;
+  auto a = Open(d, m, {4, 3});
+  Batch b = MakeBatch(m, 4);
+  Status st = a->Next(b);
+  EXPECT_EQ(st.code(), StatusCode::kResourceExhausted) << st.ToString();
+  EXPECT_NE(st.message().find("records"), std::string::npos) << st.ToString();
+}
+
+// A data file that is a FIFO (or a device) is refused at once; opening it used to wait for a
+// writer forever.
+TEST(DataTest, ADataFileThatIsNotARegularFileIsRefused) {
+  TempDir dir;
+  const std::string fifo = dir.path() + "/tokens.bin";
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+  DataSpec d;
+  d.uri = fifo;
+  d.format = "tokens_u16";
+  auto s = OpenDataSource(d, testing::TinyGpt(50, 4), {2, 1});
+  EXPECT_EQ(s.status().code(), StatusCode::kInvalidArgument) << s.status().ToString();
+  EXPECT_NE(s.status().message().find("not a regular file"), std::string::npos)
+      << s.status().ToString();
 }
 
 TEST(DataTest, EpochsUseDifferentOrders) {
