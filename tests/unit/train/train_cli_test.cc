@@ -290,5 +290,22 @@ TEST(TrainCliTest, ImpossibleShapesAndMistypedValuesExitNonZero) {
   EXPECT_FALSE(std::filesystem::exists(dir / "c"));
 }
 
+// Command-line overrides obey the spec's rules: --steps 0 used to write an untrained
+// checkpoint, and steps below the warmup or 100000 threads passed where YAML is refused.
+TEST(TrainCliTest, OverridesAreCheckedLikeTheSpec) {
+  TempDir dir;
+  WriteFile(dir / "job.yaml",
+            "name: x\nkind: train\nmodel: {type: mlp, widths: [4, 2]}\n"
+            "optimizer: {type: adamw, lr: 0.001, warmup_steps: 5, schedule: cosine}\n"
+            "train: {steps: 10}\n");
+  for (const char* flag : {"--steps 0", "--steps 3", "--threads 100000"}) {
+    Result r = Gantry(dir, "train " + (dir / "job.yaml") + " --checkpoint-dir " + (dir / "c") +
+                               " " + flag);
+    EXPECT_NE(r.exit_code, 0) << flag;
+    EXPECT_NE(r.err.find("command-line overrides"), std::string::npos) << flag << ": " << r.err;
+    EXPECT_FALSE(std::filesystem::exists(dir / "c/latest")) << flag << " wrote a checkpoint";
+  }
+}
+
 }  // namespace
 }  // namespace gantry::train
