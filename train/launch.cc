@@ -39,10 +39,35 @@ LaunchMode DetectLaunchMode() {
   return LaunchMode::kSingle;
 }
 
+// A single-process launch whose environment says otherwise is a mistake to report, not to
+// run: RANK=5 WORLD_SIZE=1, or WORLD_SIZE=4 without a RANK (every such process would train
+// alone as rank 0 and write the same checkpoints).
+Status CheckSingleEnvironment() {
+  const char* world = std::getenv("WORLD_SIZE");
+  const char* rank = std::getenv("RANK");
+  const char* index = std::getenv("JOB_COMPLETION_INDEX");
+  const char* r = rank && *rank ? rank : index;
+  if (world != nullptr && std::string(world) == "1" && r != nullptr && *r &&
+      std::string(r) != "0") {
+    return InvalidArgumentError(std::string(rank && *rank ? "RANK" : "JOB_COMPLETION_INDEX") +
+                                "=" + r + " but WORLD_SIZE=1: a rank must be below the world "
+                                "size");
+  }
+  if (world != nullptr && *world && std::string(world) != "1" && (r == nullptr || !*r)) {
+    return InvalidArgumentError(std::string("WORLD_SIZE=") + world +
+                                " but neither RANK nor JOB_COMPLETION_INDEX is set: set this "
+                                "process's rank (or unset WORLD_SIZE for one process)");
+  }
+  return OkStatus();
+}
+
 StatusOr<Launch> ConnectRanks(const JobSpec& spec, const LaunchOptions& options) {
   Launch launch;
   launch.mode = DetectLaunchMode();
-  if (launch.mode == LaunchMode::kSingle) return launch;
+  if (launch.mode == LaunchMode::kSingle) {
+    GANTRY_RETURN_IF_ERROR(CheckSingleEnvironment());
+    return launch;
+  }
   comm::CommOptions co = comm::CommOptions::FromSpec(spec.comm);
   GANTRY_RETURN_IF_ERROR(co.ApplyEnv());
   if (!options.backend.empty()) co.backend = options.backend;

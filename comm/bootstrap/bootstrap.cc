@@ -128,6 +128,10 @@ StatusOr<std::unique_ptr<Bootstrap>> BootstrapFromEnv(std::chrono::milliseconds 
     return InvalidArgumentError("bootstrap: MASTER_ADDR and MASTER_PORT (1..65535) must name rank "
                                 "0's TCP store, e.g. MASTER_ADDR=127.0.0.1 MASTER_PORT=29500");
   }
+  if (const std::string a = addr; std::count(a.begin(), a.end(), ':') == 1) {
+    return InvalidArgumentError("bootstrap: MASTER_ADDR=" + a + " looks like host:port; "
+                                "MASTER_ADDR is the host alone, the port goes in MASTER_PORT");
+  }
   std::shared_ptr<TcpStoreServer> server;
   if (*rank == 0) {
     // One connection per rank stays open for the job: the cap leaves room above the world.

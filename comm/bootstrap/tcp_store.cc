@@ -170,6 +170,9 @@ void TcpStoreServer::Serve(Conn* conn) {
           break;
         }
       }
+      // The server is going away (rank 0 exits): no answer, the client sees the connection
+      // close. A "not set within the timeout" reply here claimed a wait that never happened.
+      if (code == kReplyTimeout && stop_) return;
     } else if (op == kOpAdd && val_len == 8) {
       int64_t delta;
       std::memcpy(&delta, value.data(), 8);

@@ -16,6 +16,8 @@
 #include <cstring>
 #include <thread>
 
+#include "base/logging.h"
+
 namespace gantry::comm {
 
 int MillisLeft(Deadline deadline) {
@@ -163,6 +165,7 @@ StatusOr<Socket> Connect(const std::string& host, int port, Deadline deadline,
                          bool retry_refused) {
   auto start = Clock::now();
   auto backoff = std::chrono::milliseconds(10);
+  auto next_warning = start + std::chrono::seconds(10);
   for (;;) {
     StatusOr<addrinfo*> resolved = Resolve(host, port, false);
     int err = 0;
@@ -191,6 +194,13 @@ StatusOr<Socket> Connect(const std::string& host, int port, Deadline deadline,
       return DeadlineExceededError("connect to " + host + ":" + std::to_string(port) +
                                    " failed for " + SecondsSince(start) + " (last error: " +
                                    last + "); is the peer running and reachable?");
+    }
+    if (Clock::now() >= next_warning) {  // a long silent wait looks like a hang
+      GANTRY_LOG(WARNING, "still connecting")
+          .Field("to", host + ":" + std::to_string(port))
+          .Field("waited", SecondsSince(start))
+          .Field("last_error", last);
+      next_warning = Clock::now() + std::chrono::seconds(30);
     }
     std::this_thread::sleep_for(std::min<std::chrono::milliseconds>(
         backoff, std::chrono::milliseconds(MillisLeft(deadline) + 1)));

@@ -181,6 +181,14 @@ TEST(Bootstrap, EnvErrorsNameTheVariable) {
   ASSERT_FALSE(b.ok());
   EXPECT_EQ(b.status().code(), StatusCode::kInvalidArgument);
   EXPECT_NE(b.status().message().find("RANK='one'"), std::string::npos) << b.status().ToString();
+  // host:port in MASTER_ADDR is named at once (it was retried for the whole timeout).
+  setenv("RANK", "0", 1);
+  setenv("MASTER_ADDR", "127.0.0.1:29611", 1);
+  setenv("MASTER_PORT", "29611", 1);
+  b = BootstrapFromEnv(milliseconds(60000));
+  ASSERT_FALSE(b.ok());
+  EXPECT_NE(b.status().message().find("looks like host:port"), std::string::npos)
+      << b.status().ToString();
   unsetenv("RANK");
   unsetenv("JOB_COMPLETION_INDEX");
   unsetenv("WORLD_SIZE");

@@ -527,5 +527,33 @@ TEST(LaunchTest, ModeComesFromTheEnvironment) {
   EXPECT_EQ(launch.status().code(), StatusCode::kFailedPrecondition);
 }
 
+// A one-process launch whose environment claims otherwise is refused, not run as rank 0.
+TEST(LaunchTest, ContradictoryRankEnvironmentIsRefused) {
+  for (const char* v : {"GANTRY_TOKEN", "RANK", "JOB_COMPLETION_INDEX", "WORLD_SIZE",
+                        "OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK"}) {
+    ::unsetenv(v);
+  }
+  JobSpec spec;
+  ::setenv("RANK", "5", 1);
+  ::setenv("WORLD_SIZE", "1", 1);
+  auto launch = ConnectRanks(spec, LaunchOptions{});
+  EXPECT_EQ(launch.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(launch.status().message().find("RANK=5"), std::string::npos)
+      << launch.status().ToString();
+  ::unsetenv("RANK");
+  ::setenv("WORLD_SIZE", "2", 1);
+  launch = ConnectRanks(spec, LaunchOptions{});
+  EXPECT_EQ(launch.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(launch.status().message().find("neither RANK"), std::string::npos)
+      << launch.status().ToString();
+  ::setenv("WORLD_SIZE", "1", 1);
+  ::setenv("RANK", "0", 1);
+  launch = ConnectRanks(spec, LaunchOptions{});
+  EXPECT_TRUE(launch.ok()) << launch.status().ToString();
+  EXPECT_EQ(launch->mode, LaunchMode::kSingle);
+  ::unsetenv("RANK");
+  ::unsetenv("WORLD_SIZE");
+}
+
 }  // namespace
 }  // namespace gantry::train
