@@ -185,6 +185,10 @@ void HttpServer::RoutePrefix(const std::string& method, const std::string& prefi
 }
 
 Status HttpServer::Start() {
+  if (opt_.port < 0 || opt_.port > 65535) {
+    return InvalidArgumentError("http server: port " + std::to_string(opt_.port) +
+                                " is not in 0..65535");
+  }
   std::string where = opt_.host + ":" + std::to_string(opt_.port);
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;

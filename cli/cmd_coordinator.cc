@@ -50,7 +50,9 @@ struct ClientFlags {
     app.add_option("--token", token, "user token (default: $GANTRY_TOKEN)");
     app.add_option("--server-key", server_key, "coordinator public key file (CURVE)");
     app.add_option("--client-key", client_key, "this client's secret key file; NAME.pub beside it");
-    app.add_option("--timeout-ms", timeout_ms, "per-request timeout")->capture_default_str();
+    app.add_option("--timeout-ms", timeout_ms, "per-request timeout")
+        ->capture_default_str()
+        ->check(CLI::Range(1, 24 * 3600 * 1000));
     if (with_output)
       app.add_option("-o,--output", output, "text | json")->check(CLI::IsMember({"text", "json"}));
   }
@@ -204,14 +206,17 @@ CommandRegistration kCoordinator(
       app.add_option("--dir", o->state_dir, "state directory (SQLite job store)")
           ->capture_default_str();
       app.add_option("--heartbeat-ms", *heartbeat_ms, "worker heartbeat interval")
-          ->capture_default_str();
+          ->capture_default_str()
+          ->check(CLI::Range(10, 3600 * 1000));
       app.add_option("--lost-after", o->lost_after_missed,
                      "missed heartbeats before a worker is lost")
-          ->capture_default_str();
+          ->capture_default_str()
+          ->check(CLI::Range(2, 100000));
       app.add_option("--key", o->secret_key_file, "CURVE secret key file (enables encryption)");
       app.add_option("--allow", o->allow_list, "allowed public keys: directory of *.pub or a file");
       app.add_option("--tokens", o->tokens_file, "user tokens file: 'TOKEN TENANT [admin]' lines");
-      app.add_option("--metrics-port", o->metrics_port, "serve /metrics on this port (0: any)");
+      app.add_option("--metrics-port", o->metrics_port, "serve /metrics on this port (0: any)")
+          ->check(CLI::Range(-1, 65535));
       app.add_option("--metrics-host", o->metrics_host, "address for /metrics")
           ->capture_default_str();
       app.add_option("--quota", *quotas, "tenant GPU quota, TENANT=GPUS (repeatable)");
@@ -224,7 +229,14 @@ CommandRegistration kCoordinator(
           const size_t eq = q.find('=');
           if (eq == std::string::npos)
             return ReportError(InvalidArgumentError("--quota " + q + ": expected TENANT=GPUS"));
-          o->manager.scheduling.tenant_gpu_quota[q.substr(0, eq)] = std::atoi(q.c_str() + eq + 1);
+          const std::string tenant = q.substr(0, eq), gpus = q.substr(eq + 1);
+          char* end = nullptr;
+          const long n = std::strtol(gpus.c_str(), &end, 10);
+          if (tenant.empty() || gpus.empty() || *end != '\0' || n < 0 || n > 1000000) {
+            return ReportError(InvalidArgumentError(
+                "--quota " + q + ": expected TENANT=GPUS with GPUS a whole number >= 0"));
+          }
+          o->manager.scheduling.tenant_gpu_quota[tenant] = int(n);
         }
         InstallStopHandlers();
         auto c = coordinator::Coordinator::Create(*o);
@@ -244,8 +256,9 @@ CommandRegistration kWorker(
       app.add_option("--id", o->worker_id, "worker id (default: hostname)");
       app.add_option("--address", o->address, "address peers use to reach ranks on this host");
       app.add_option("--dir", o->dir, "working directory for rank files")->capture_default_str();
-      app.add_option("--cpus", o->cpu_slots, "CPU slots to offer (0: usable cores)");
-      app.add_option("--gpus", o->gpus, "GPUs to offer (-1: detect)");
+      app.add_option("--cpus", o->cpu_slots, "CPU slots to offer (0: usable cores)")
+          ->check(CLI::Range(0, 1 << 20));
+      app.add_option("--gpus", o->gpus, "GPUs to offer (-1: detect)")->check(CLI::Range(-1, 4096));
       app.add_flag("--pin-cpus", o->pin_cpus,
                    "pin each rank to cpus_per_rank cores of its own (one worker per host)");
       app.add_option("--label", *labels, "KEY=VALUE label, e.g. rack=r1 (repeatable)");
@@ -253,7 +266,8 @@ CommandRegistration kWorker(
       app.add_option("--key", keys->second, "this worker's secret key file; NAME.pub beside it");
       app.add_option("--metrics-port", o->metrics_port,
                      "serve Prometheus /metrics on this port (0: any free port, -1: off)")
-          ->capture_default_str();
+          ->capture_default_str()
+          ->check(CLI::Range(-1, 65535));
       app.add_option("--metrics-host", o->metrics_host, "address for /metrics")
           ->capture_default_str();
       return [o, labels, keys]() -> int {
@@ -285,13 +299,19 @@ CommandRegistration kUp(
     "up", "Start a local cluster: coordinator + N workers (Ctrl-C stops all)",
     [](CLI::App& app) -> CommandHandler {
       auto o = std::make_shared<coordinator::LocalClusterOptions>();
-      app.add_option("--workers", o->workers, "workers to start")->capture_default_str();
+      app.add_option("--workers", o->workers, "workers to start")
+          ->capture_default_str()
+          ->check(CLI::Range(1, 1024));
       app.add_option("--dir", o->dir, "state, logs and worker directories")->capture_default_str();
       app.add_option("--port", o->port, "coordinator port on 127.0.0.1 (0: any)")
-          ->capture_default_str();
-      app.add_option("--cpus-per-worker", o->cpus_per_worker, "CPU slots per worker (0: cores)");
-      app.add_option("--gpus-per-worker", o->gpus_per_worker, "GPUs per worker (-1: detect)");
-      app.add_option("--metrics-port", o->metrics_port, "coordinator /metrics port (-1: off)");
+          ->capture_default_str()
+          ->check(CLI::Range(0, 65535));
+      app.add_option("--cpus-per-worker", o->cpus_per_worker, "CPU slots per worker (0: cores)")
+          ->check(CLI::Range(0, 1 << 20));
+      app.add_option("--gpus-per-worker", o->gpus_per_worker, "GPUs per worker (-1: detect)")
+          ->check(CLI::Range(-1, 4096));
+      app.add_option("--metrics-port", o->metrics_port, "coordinator /metrics port (-1: off)")
+          ->check(CLI::Range(-1, 65535));
       return [o]() -> int {
         InstallStopHandlers();
         coordinator::LocalCluster cluster(*o);

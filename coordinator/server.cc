@@ -109,6 +109,10 @@ Status Coordinator::Impl::BindRouter() {
         zmq_setsockopt(router, ZMQ_ZAP_DOMAIN, "gantry", 6) != 0)
       return wire::ZmqError("enabling CURVE on the coordinator socket");
   }
+  GANTRY_RETURN_IF_ERROR(wire::CheckEndpoint(opt.bind, "--bind"));
+  if (!opt.advertise.empty()) {
+    GANTRY_RETURN_IF_ERROR(wire::CheckEndpoint(opt.advertise, "--advertise"));
+  }
   std::string bind = opt.bind;
   if (bind.size() > 2 && bind.substr(bind.size() - 2) == ":0")
     bind.replace(bind.size() - 1, 1, "*");

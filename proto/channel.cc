@@ -40,6 +40,7 @@ Status ApplyCurveClient(void* socket, const ChannelOptions& o) {
 }
 
 StatusOr<std::unique_ptr<Channel>> Channel::Connect(const ChannelOptions& options) {
+  GANTRY_RETURN_IF_ERROR(CheckEndpoint(options.endpoint, "coordinator endpoint"));
   void* s = zmq_socket(Context(), ZMQ_DEALER);
   if (!s) return ZmqError("creating a DEALER socket");
   const int linger = 0;

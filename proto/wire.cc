@@ -1,11 +1,13 @@
 // Envelope framing, ZeroMQ errors and CURVE key files (see proto/wire.h).
 #include "proto/wire.h"
 
+#include <algorithm>
 #include <dirent.h>
 #include <sys/stat.h>
 #include <google/protobuf/io/coded_stream.h>
 #include <zmq.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <fstream>
@@ -206,6 +208,24 @@ bool IsLoopbackEndpoint(const std::string& endpoint) {
   if (endpoint.rfind("tcp://", 0) != 0) return false;
   const std::string host = endpoint.substr(6, endpoint.rfind(':') - 6);
   return host.rfind("127.", 0) == 0 || host == "localhost" || host == "[::1]";
+}
+
+Status CheckEndpoint(const std::string& endpoint, const std::string& what) {
+  if (endpoint.rfind("ipc://", 0) == 0 || endpoint.rfind("inproc://", 0) == 0) return OkStatus();
+  const size_t colon = endpoint.rfind(':');
+  if (endpoint.rfind("tcp://", 0) != 0 || colon == std::string::npos || colon < 6) {
+    return InvalidArgumentError(what + " '" + endpoint +
+                                "': expected tcp://HOST:PORT (or ipc://PATH)");
+  }
+  const std::string port = endpoint.substr(colon + 1);
+  if (port == "*") return OkStatus();
+  const bool digits = !port.empty() && port.size() <= 5 &&
+                      std::all_of(port.begin(), port.end(), [](char c) { return c >= '0' && c <= '9'; });
+  if (!digits || std::stoi(port) > 65535) {
+    return InvalidArgumentError(what + " '" + endpoint + "': port '" + port +
+                                "' is not a number in 0..65535 (or *)");
+  }
+  return OkStatus();
 }
 
 int64_t NowUnixMs() {

@@ -61,6 +61,9 @@ StatusOr<std::vector<std::string>> ReadAllowList(const std::string& path);
 
 // True for tcp://127.x.y.z:port, tcp://localhost:port, ipc:// and inproc://.
 bool IsLoopbackEndpoint(const std::string& endpoint);
+// kInvalidArgument naming `what` unless `endpoint` is tcp://HOST:PORT (PORT 0..65535 or *),
+// ipc://PATH or inproc://NAME. ZeroMQ takes tcp://h:99999 as port 34463 without a word.
+Status CheckEndpoint(const std::string& endpoint, const std::string& what);
 int64_t NowUnixMs();
 
 }  // namespace gantry::wire

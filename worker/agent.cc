@@ -211,6 +211,7 @@ Status WorkerAgent::Impl::Connect() {
   co.public_key = opt.public_key;
   co.secret_key = opt.secret_key;
   GANTRY_RETURN_IF_ERROR(wire::ApplyCurveClient(socket, co));
+  GANTRY_RETURN_IF_ERROR(wire::CheckEndpoint(opt.coordinator, "--coordinator"));
   if (zmq_connect(socket, opt.coordinator.c_str()) != 0)
     return wire::ZmqError("connecting to coordinator " + opt.coordinator);
   Register();

@@ -62,6 +62,22 @@ TEST(GantryCliTest, UsageErrorsExitTwo) {
     EXPECT_EQ(r.code, 2) << bad << "\n" << r.out;
     EXPECT_NE(r.out.find(std::string(bad).substr(0, 8)), std::string::npos) << r.out;
   }
+  // Cluster settings that left it broken (workers flapping, ports wrapped to another number).
+  for (const char* bad : {"coordinator --heartbeat-ms 0", "coordinator --lost-after 0",
+                          "up --workers 0", "up --port 99999", "worker --metrics-port 99999",
+                          "list --timeout-ms -1"}) {
+    Result r = RunGantry(bad);
+    EXPECT_EQ(r.code, 2) << bad << "\n" << r.out;
+  }
+  Result bind = RunGantry("coordinator --bind tcp://127.0.0.1:99999 --dir /nonexistent/gantry");
+  EXPECT_EQ(bind.code, 1) << bind.out;
+  EXPECT_NE(bind.out.find("port '99999'"), std::string::npos) << bind.out;
+  Result scheme = RunGantry("workers --coordinator 127.0.0.1:7450");
+  EXPECT_EQ(scheme.code, 1) << scheme.out;
+  EXPECT_NE(scheme.out.find("tcp://HOST:PORT"), std::string::npos) << scheme.out;
+  Result quota = RunGantry("coordinator --quota team=lots --dir /nonexistent/gantry");
+  EXPECT_EQ(quota.code, 1) << quota.out;
+  EXPECT_NE(quota.out.find("--quota team=lots"), std::string::npos) << quota.out;
 }
 
 TEST(GantryCliTest, InfoJson) {
