@@ -3,20 +3,40 @@
 // job_spec_yaml.cc.
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
 #include <charconv>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <limits>
 #include <set>
 #include <sstream>
+#include <vector>
 
 #include "base/job_spec.h"
 #include "base/job_spec_internal.h"
 
 namespace gantry {
 namespace {
+
+// Offset of the first byte that does not belong to well-formed UTF-8, or npos.
+size_t FirstNonUtf8(const std::string& s) {
+  size_t i = 0;
+  while (i < s.size()) {
+    const unsigned char c = static_cast<unsigned char>(s[i]);
+    size_t n = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3 : (c >> 3) == 0x1E ? 4 : 0;
+    if (n == 0 || (n == 2 && c < 0xC2) || i + n > s.size()) return i;
+    for (size_t k = 1; k < n; ++k) {
+      if ((static_cast<unsigned char>(s[i + k]) >> 6) != 0x2) return i;
+    }
+    i += n;
+  }
+  return std::string::npos;
+}
+
 
 using job_spec_internal::LineMap;
 
@@ -56,7 +76,8 @@ class Reader {
       case YAML::NodeType::Sequence: return "a list";
       case YAML::NodeType::Map: return "a mapping";
       case YAML::NodeType::Scalar:
-        return (n.Tag() == "!" ? "the quoted string '" : "'") + n.Scalar() + "'";
+        return (n.Tag() == "!" ? "the quoted string '" : "'") +
+               job_spec_internal::Clip(n.Scalar()) + "'";
       default: return "nothing";
     }
   }
@@ -366,9 +387,24 @@ const char* JobKindName(JobKind kind) {
 
 StatusOr<JobSpec> ParseJobSpec(const std::string& yaml_text, const std::string& source_name) {
   Reader reader(source_name);
+  // YAML is Unicode text: other bytes (a Latin-1 'é') are named with their line here rather
+  // than passing locally and failing as a malformed message on the way to the coordinator.
+  if (const size_t bad = FirstNonUtf8(yaml_text); bad != std::string::npos) {
+    const int line = 1 + int(std::count(yaml_text.begin(), yaml_text.begin() + bad, '\n'));
+    char hex[8];
+    std::snprintf(hex, sizeof(hex), "0x%02X", unsigned(static_cast<unsigned char>(yaml_text[bad])));
+    return reader.Error(line, "", std::string("not UTF-8 text (byte ") + hex +
+                                      "): save the file as UTF-8");
+  }
   YAML::Node root;
   try {
-    root = YAML::Load(yaml_text);
+    std::vector<YAML::Node> docs = YAML::LoadAll(yaml_text);
+    if (docs.size() > 1) {
+      return reader.Error(docs[1].Mark().is_null() ? 1 : docs[1].Mark().line + 1, "",
+                          "a job spec is one YAML document; this file holds " +
+                              std::to_string(docs.size()) + " (remove the '---' separators)");
+    }
+    if (!docs.empty()) root = docs[0];
   } catch (const YAML::Exception& e) {
     int line = e.mark.is_null() ? 1 : e.mark.line + 1;
     return reader.Error(line, "", "invalid YAML: " + e.msg + " (column " +
@@ -391,6 +427,10 @@ StatusOr<JobSpec> ParseJobSpec(const std::string& yaml_text, const std::string& 
 }
 
 StatusOr<JobSpec> ParseJobSpecFile(const std::string& path) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) {
+    return InvalidArgumentError("job spec '" + path + "' is a directory, not a YAML file");
+  }
   std::ifstream in(path, std::ios::binary);
   if (!in) {
     return ErrnoError("cannot open job spec '" + path + "' (check the path)", errno);

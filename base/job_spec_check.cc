@@ -13,7 +13,7 @@ namespace {
 constexpr int kMaxRanks = 65536;
 constexpr int kMaxDim = 1 << 20;
 
-std::string Quote(const std::string& s) { return "'" + s + "'"; }
+std::string Quote(const std::string& s) { return "'" + job_spec_internal::Clip(s) + "'"; }
 
 class Checker {
  public:
@@ -247,7 +247,9 @@ void CheckTraining(Checker& c, const JobSpec& s) {
   c.Range("optimizer.beta2", o.beta2, 0.0, 0.99999);
   c.RangeOpen("optimizer.eps", o.eps, 0.0, 1.0);
   c.Range("optimizer.weight_decay", o.weight_decay, 0.0, 10.0);
-  c.Range<int64_t>("optimizer.warmup_steps", o.warmup_steps, 0, s.train.steps,
+  // Against train.steps only when that is valid itself (else its own error says it all).
+  c.Range<int64_t>("optimizer.warmup_steps", o.warmup_steps, 0,
+                   std::max<int64_t>(s.train.steps, 0) >= 1 ? s.train.steps : int64_t(1) << 40,
                    "warm-up cannot be longer than train.steps");
   c.OneOf("optimizer.schedule", o.schedule, {"constant", "cosine"});
   c.Range("optimizer.min_lr_ratio", o.min_lr_ratio, 0.0, 1.0);

@@ -16,4 +16,12 @@ using LineMap = std::map<std::string, int>;
 // the message, each "<source>:<line>: <path>: <what>" (":<line>" omitted when unknown).
 Status Validate(const JobSpec& spec, const LineMap* lines);
 
+// A value as errors quote it: at most 120 bytes, then "... (N bytes)" (a 10 MB name was
+// echoed whole).
+inline std::string Clip(const std::string& s) {
+  constexpr size_t kMax = 120;
+  if (s.size() <= kMax) return s;
+  return s.substr(0, kMax) + "... (" + std::to_string(s.size()) + " bytes)";
+}
+
 }  // namespace gantry::job_spec_internal

@@ -111,12 +111,16 @@ LogLevel GetLogLevel() {
   int v = g_level.load(std::memory_order_relaxed);
   if (v != kLevelUnset) return LogLevel(v);
   LogLevel level = LogLevel::kInfo;
+  Status bad;
   if (const char* env = std::getenv("GANTRY_LOG_LEVEL"); env && *env) {
     auto parsed = ParseLogLevel(env);
-    if (parsed.ok()) level = *parsed;
+    if (parsed.ok()) level = *parsed; else bad = parsed.status();
   }
   int expected = kLevelUnset;
-  g_level.compare_exchange_strong(expected, int(level));
+  // The level is set before the warning, so logging it does not come back here.
+  if (g_level.compare_exchange_strong(expected, int(level)) && !bad.ok()) {
+    GANTRY_LOG(WARNING, "GANTRY_LOG_LEVEL ignored; logging at info").Field("error", bad);
+  }
   return LogLevel(g_level.load(std::memory_order_relaxed));
 }
 

@@ -14,6 +14,7 @@
 #include <sstream>
 #include <thread>
 
+#include "base/job_spec.h"
 #include "base/logging.h"
 #include "base/progress.h"
 #include "cli/command.h"
@@ -145,14 +146,18 @@ bool Terminal(const std::string& s) {
 
 // `submit --wait`: state changes as lines, a progress bar for training, exit code = result.
 int WaitForJob(CoordinatorClient& client, const std::string& id, bool json) {
-  std::string last_state;
+  std::string last_state, last_waiting;
   int last_attempt = -1;
   std::unique_ptr<Progress> bar;
   const auto t0 = std::chrono::steady_clock::now();
   for (;;) {
     auto info = client.GetJob(id);
     if (!info.ok()) return ReportError(info.status());
-    if (info->state() != last_state || info->attempt() != last_attempt) {
+    // A pending job also says why it waits (no host can hold it, quota, reservation) and
+    // again when that changes: a bare "PENDING" forever looked like a hang.
+    const std::string waiting = info->state() == "PENDING" ? info->waiting() : "";
+    if (info->state() != last_state || info->attempt() != last_attempt ||
+        waiting != last_waiting) {
       if (bar) bar->Finish();
       bar.reset();
       const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -165,11 +170,15 @@ int WaitForJob(CoordinatorClient& client, const std::string& id, bool json) {
                                      info->state() == "PENDING" ? info->waiting() : info->error()}}
                   << std::endl;
       } else {
+        const std::string detail =
+            info->state() == "PENDING" ? waiting
+            : info->state() == "RUNNING" ? std::string()
+                                         : info->error();
         std::fprintf(stderr, "[%6.2fs] %s: %s (attempt %d)%s%s\n", s, id.c_str(),
-                     info->state().c_str(), info->attempt() + 1,
-                     info->error().empty() || info->state() == "RUNNING" ? "" : ": ",
-                     info->state() == "RUNNING" ? "" : info->error().c_str());
+                     info->state().c_str(), info->attempt() + 1, detail.empty() ? "" : ": ",
+                     detail.c_str());
       }
+      last_waiting = waiting;
       last_state = info->state();
       last_attempt = info->attempt();
     }
@@ -345,7 +354,11 @@ CommandRegistration kSubmit(
       app.add_flag("--wait", *wait, "wait for the result (exit code 0 only if it succeeds)");
       f->Add(app);
       return [f, file, wait]() -> int {
-        std::ifstream in(*file);
+        // Checked here first: a bad spec is named with its line even when no coordinator runs
+        // (the coordinator checks it again; its version of the rules decides).
+        StatusOr<JobSpec> spec = ParseJobSpecFile(*file);
+        if (!spec.ok()) return ReportError(spec.status());
+        std::ifstream in(*file, std::ios::binary);
         if (!in) return ReportError(NotFoundError("cannot read job spec " + *file));
         std::stringstream ss;
         ss << in.rdbuf();

@@ -109,16 +109,16 @@ CommandRegistration kTrain(
                    "start from scratch; refuses if the checkpoint dir already has checkpoints")
           ->excludes(resume);
       app.add_option("--steps", a->steps, "total steps (overrides train.steps and the schedule)")
-          ->check(CLI::NonNegativeNumber);
+          ->check(CLI::Range(int64_t{0}, int64_t{1} << 40));
       app.add_option("--stop-after", a->stop_after,
                      "stop with a checkpoint after this step, as if interrupted (resume later)")
-          ->check(CLI::NonNegativeNumber);
+          ->check(CLI::Range(int64_t{0}, int64_t{1} << 40));
       app.add_option(
           "--checkpoint-dir", a->checkpoint_dir,
           "checkpoint location (dir, file:// or ceph://); overrides train.checkpoint_uri");
       app.add_option("--device", a->device, "cpu | cuda | cuda:N (overrides train.device)");
       app.add_option("--threads", a->threads, "CPU threads (overrides train.threads; 0 = auto)")
-          ->check(CLI::NonNegativeNumber);
+          ->check(CLI::Range(0, 4096));
       app.add_option("--progress", a->progress, "auto | bar | json | off (auto: bar on a TTY)")
           ->check(CLI::IsMember({"auto", "bar", "json", "off"}));
       app.add_option("--comm-backend", a->comm_backend,
@@ -143,8 +143,8 @@ CommandRegistration kSample(
           ->required();
       app.add_option("--prompt", o->prompt, "text to continue (default: a newline)");
       app.add_option("--tokens", o->tokens, "bytes to generate (default 200)")
-          ->check(CLI::NonNegativeNumber);
-      app.add_option("--threads", o->threads, "CPU threads (0 = auto)");
+          ->check(CLI::Range(0, 1 << 24));
+      app.add_option("--threads", o->threads, "CPU threads (0 = auto)")->check(CLI::Range(0, 4096));
       return [path, o]() {
         StatusOr<std::string> text = train::SampleGreedy(*path, *o);
         if (!text.ok()) return ReportError(text.status());

@@ -139,6 +139,22 @@ TEST(JobSpecTest, MalformedYamlNamesTheLine) {
   ExpectError("name: x\n  kind: [\n", 2, "", "invalid YAML");
   ExpectError("- just\n- a list\n", 1, "", "must be a YAML mapping");
   ExpectError("", 1, "", "must be a YAML mapping");
+  // Bytes that are not UTF-8 (Latin-1 'é' on line 2), a second document (it was ignored).
+  ExpectError("name: x\n# caf\xe9\nkind: train\n", 2, "", "not UTF-8 text (byte 0xE9)");
+  ExpectError("name: x\nkind: command\ncommand: {argv: [true]}\n---\nname: y\n", 5, "",
+              "one YAML document");
+  // Multi-byte UTF-8 is fine.
+  MustParse(std::string(kMlp) + "# caf\xc3\xa9 \xe2\x9c\x93\n");
+  // A huge value is quoted clipped, not whole.
+  auto spec = ParseJobSpec("name: " + std::string(100000, 'n') + "\nkind: train\n", "job.yaml");
+  ASSERT_FALSE(spec.ok());
+  EXPECT_LT(spec.status().message().size(), 2000u) << spec.status().message().size();
+  EXPECT_NE(spec.status().message().find("(100000 bytes)"), std::string::npos);
+  // A negative train.steps is reported once, not also as a warm-up longer than it.
+  auto neg = ParseJobSpec(Replace(kMlp, "  steps: 50", "  steps: -3"), "job.yaml");
+  ASSERT_FALSE(neg.ok());
+  EXPECT_EQ(neg.status().message().find("warmup_steps"), std::string::npos)
+      << neg.status().message();
 }
 
 TEST(JobSpecTest, UnknownFieldsAreErrors) {
