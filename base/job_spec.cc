@@ -28,9 +28,15 @@ size_t FirstNonUtf8(const std::string& s) {
   while (i < s.size()) {
     const unsigned char c = static_cast<unsigned char>(s[i]);
     size_t n = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3 : (c >> 3) == 0x1E ? 4 : 0;
-    if (n == 0 || (n == 2 && c < 0xC2) || i + n > s.size()) return i;
+    if (n == 0 || (n == 2 && c < 0xC2) || c > 0xF4 || i + n > s.size()) return i;
     for (size_t k = 1; k < n; ++k) {
       if ((static_cast<unsigned char>(s[i + k]) >> 6) != 0x2) return i;
+    }
+    // Overlong forms, UTF-16 surrogates and code points past U+10FFFF.
+    const unsigned char c1 = static_cast<unsigned char>(n > 1 ? s[i + 1] : 0);
+    if ((c == 0xE0 && c1 < 0xA0) || (c == 0xED && c1 >= 0xA0) || (c == 0xF0 && c1 < 0x90) ||
+        (c == 0xF4 && c1 >= 0x90)) {
+      return i;
     }
     i += n;
   }
@@ -393,12 +399,19 @@ StatusOr<JobSpec> ParseJobSpec(const std::string& yaml_text, const std::string& 
     const int line = 1 + int(std::count(yaml_text.begin(), yaml_text.begin() + bad, '\n'));
     char hex[8];
     std::snprintf(hex, sizeof(hex), "0x%02X", unsigned(static_cast<unsigned char>(yaml_text[bad])));
-    return reader.Error(line, "", std::string("not UTF-8 text (byte ") + hex +
-                                      "): save the file as UTF-8");
+    const bool utf16 = yaml_text.size() >= 2 &&
+                       ((yaml_text[0] == '\xFF' && yaml_text[1] == '\xFE') ||
+                        (yaml_text[0] == '\xFE' && yaml_text[1] == '\xFF'));
+    return reader.Error(line, "", std::string(utf16 ? "UTF-16 text" : "not UTF-8 text") +
+                                      " (byte " + hex + "): save the file as UTF-8");
   }
   YAML::Node root;
   try {
     std::vector<YAML::Node> docs = YAML::LoadAll(yaml_text);
+    // Empty documents (a trailing '---', common in generated YAML) do not count.
+    docs.erase(std::remove_if(docs.begin(), docs.end(),
+                              [](const YAML::Node& d) { return d.IsNull(); }),
+               docs.end());
     if (docs.size() > 1) {
       return reader.Error(docs[1].Mark().is_null() ? 1 : docs[1].Mark().line + 1, "",
                           "a job spec is one YAML document; this file holds " +

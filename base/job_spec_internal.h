@@ -21,7 +21,9 @@ Status Validate(const JobSpec& spec, const LineMap* lines);
 inline std::string Clip(const std::string& s) {
   constexpr size_t kMax = 120;
   if (s.size() <= kMax) return s;
-  return s.substr(0, kMax) + "... (" + std::to_string(s.size()) + " bytes)";
+  size_t cut = kMax;  // not inside a UTF-8 character
+  while (cut > 0 && (static_cast<unsigned char>(s[cut]) & 0xC0) == 0x80) --cut;
+  return s.substr(0, cut) + "... (" + std::to_string(s.size()) + " bytes)";
 }
 
 }  // namespace gantry::job_spec_internal

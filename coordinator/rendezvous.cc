@@ -19,6 +19,12 @@ proto::Envelope ValueReply(uint64_t request_id, const std::string& value) {
 }  // namespace
 
 Status Rendezvous::Store(const std::string& scope, const std::string& key, std::string value) {
+  if (value.size() > limits_.value_bytes) {
+    return ResourceExhaustedError("rendezvous key '" + key + "' of " + scope + ": a value of " +
+                                  std::to_string(value.size()) + " bytes is over the limit of " +
+                                  std::to_string(limits_.value_bytes) +
+                                  " (the KV is for addresses and ids, not data)");
+  }
   ScopeData& d = data_[scope];
   auto it = d.keys.find(key);
   const size_t old_bytes = it == d.keys.end() ? 0 : key.size() + it->second.size();

@@ -33,7 +33,8 @@ class Rendezvous {
   struct Limits {
     size_t scope_bytes = 64u << 20;   // keys + values of one attempt
     size_t total_bytes = 1u << 30;    // every scope together
-    size_t scope_parked = 1u << 16;   // Gets waiting in one attempt
+    size_t scope_parked = 1u << 14;   // Gets waiting in one attempt
+    size_t value_bytes = 1u << 20;    // one value (each waiting Get gets its own copy)
   };
   Rendezvous() = default;
   explicit Rendezvous(Limits limits) : limits_(limits) {}

@@ -162,6 +162,7 @@ StatusOr<DatasetIndex> IngestDataset(const std::string& src, ObjectStore& dst, c
   // A FIFO, socket or device would block the read forever or never end: files only.
   for (const std::string& path : {src, o.labels}) {
     if (path.empty() || fs::is_directory(path, ec)) continue;
+    if (!fs::exists(path, ec)) return NotFoundError("dataset source " + path + " does not exist");
     if (!fs::is_regular_file(path, ec)) {
       return InvalidArgumentError("dataset source " + path +
                                   " is not a regular file (a pipe, socket or device)");

@@ -57,7 +57,7 @@ class ShuffledSource : public DataSource {
     } catch (const std::exception&) {  // bad_alloc, length_error
       return ResourceExhaustedError(
           "data " + records_->description() + ": the epoch's shuffled order of " +
-          std::to_string(n) + " records needs " + std::to_string((n * 8) >> 20) +
+          std::to_string(n) + " records needs " + std::to_string(n >> 17) +
           " MiB, which this host cannot allocate; use fewer records (data.synthetic_samples, "
           "or a smaller dataset)");
     }

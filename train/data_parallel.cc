@@ -298,7 +298,8 @@ Status DataParallel::WhileRank0Works(const std::function<Status()>& work) {
   if (rank() != 0) {
     for (;;) {  // rank 0's ticks, until its "done"
       int32_t done = 0;
-      GANTRY_RETURN_IF_ERROR(small_->Broadcast(&done, 1, 0));
+      GANTRY_RETURN_IF_ERROR(small_->Broadcast(&done, 1, 0).Prepend(
+          "waiting for rank 0's checkpoint I/O (it sends a word every few seconds while it works)"));
       if (done != 0) return OkStatus();
     }
   }
@@ -307,7 +308,13 @@ Status DataParallel::WhileRank0Works(const std::function<Status()>& work) {
     result = work();  // staging a tick needs the device on another thread: no ticks
   } else {
     const auto tick = std::clamp<std::chrono::milliseconds>(
-        options_.timeout / 4, std::chrono::milliseconds(100), std::chrono::seconds(10));
+        options_.timeout / 4, std::chrono::milliseconds(1), std::chrono::seconds(10));
+    // Not forever: I/O stuck past this (a hung mount) lets the other ranks time out, so the
+    // job fails and is restarted instead of hanging with every rank alive.
+    using SteadyClock = std::chrono::steady_clock;
+    const auto limit =
+        std::max<SteadyClock::duration>(options_.timeout * 10, std::chrono::minutes(30));
+    const auto started = SteadyClock::now();
     std::mutex mu;
     std::condition_variable cv;
     bool finished = false;
@@ -315,6 +322,12 @@ Status DataParallel::WhileRank0Works(const std::function<Status()>& work) {
     std::thread ticker([&] {
       std::unique_lock<std::mutex> lock(mu);
       while (!cv.wait_for(lock, tick, [&] { return finished; })) {
+        if (SteadyClock::now() - started > limit) {
+          GANTRY_LOG(ERROR, "rank 0's checkpoint I/O is stuck; the other ranks stop waiting")
+              .Field("waited_s",
+                     std::chrono::duration<double>(SteadyClock::now() - started).count());
+          return;
+        }
         lock.unlock();
         int32_t still = 0;
         Status s = small_->Broadcast(&still, 1, 0);

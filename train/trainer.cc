@@ -76,11 +76,22 @@ Status Trainer::Build() {
   if (opts_.threads >= 0) ts.threads = opts_.threads;
   if (!opts_.checkpoint_dir.empty()) ts.checkpoint_uri = opts_.checkpoint_dir;
   if (ts.checkpoint_uri.empty()) ts.checkpoint_uri = ".gantry/ckpt/" + spec_.name;
-  // The overrides obey the spec's rules (--steps 0 wrote an untrained checkpoint; --steps
-  // below the warmup, or 100000 threads, passed where the same YAML is refused).
-  if (opts_.steps >= 0 || opts_.threads >= 0 || !opts_.device.empty()) {
-    GANTRY_RETURN_IF_ERROR(ValidateJobSpec(spec_).Prepend(
-        "with the command-line overrides (--steps, --threads, --device)"));
+  // The overrides obey the ranges of the fields they replace (--steps 0 wrote an untrained
+  // checkpoint). Not the spec's cross-field rules: --device cuda on a spec without
+  // resources.gpus_per_rank (a scheduler setting) and --steps below the warm-up for a quick
+  // run are what the flags are for.
+  if (opts_.steps == 0 || opts_.steps > (int64_t(1) << 40)) {
+    return InvalidArgumentError("--steps " + std::to_string(opts_.steps) +
+                                ": must be in [1, 2^40] (train.steps' range)");
+  }
+  if (opts_.threads > 4096) {
+    return InvalidArgumentError("--threads " + std::to_string(opts_.threads) +
+                                ": must be in [0, 4096] (train.threads' range)");
+  }
+  if (!opts_.device.empty()) {
+    if (auto d = kernels::ParseDevice(opts_.device); !d.ok()) {
+      return Status(d.status()).Prepend("--device");
+    }
   }
   checkpoint_uri_ = ts.checkpoint_uri;
   total_steps_ = ts.steps;
@@ -139,7 +150,7 @@ Status Trainer::Build() {
   }
   // Only rank 0 reads and writes checkpoints: the other ranks need not reach the store (a
   // ceph:// store without a keyring on their hosts used to fail them here).
-  if (opts_.rank == 0) {
+  if (opts_.rank == 0 || !dp_) {
     GANTRY_ASSIGN_OR_RETURN(checkpointer_, Checkpointer::Open(checkpoint_uri_, ts.keep_last));
   }
   rng_.Seed(MixSeed(spec_.data.seed, kTrainerRngSalt));

@@ -143,13 +143,27 @@ TEST(JobSpecTest, MalformedYamlNamesTheLine) {
   ExpectError("name: x\n# caf\xe9\nkind: train\n", 2, "", "not UTF-8 text (byte 0xE9)");
   ExpectError("name: x\nkind: command\ncommand: {argv: [true]}\n---\nname: y\n", 5, "",
               "one YAML document");
-  // Multi-byte UTF-8 is fine.
+  // Multi-byte UTF-8 is fine; a trailing '---' (an empty document) too.
   MustParse(std::string(kMlp) + "# caf\xc3\xa9 \xe2\x9c\x93\n");
+  MustParse(std::string(kMlp) + "---\n");
+  // Surrogates, overlong forms and code points past U+10FFFF are not UTF-8.
+  for (const char* bad : {"\xed\xa0\x80", "\xe0\x80\xaf", "\xf4\x90\x80\x80", "\xf5\x80\x80\x80"}) {
+    ExpectError("name: x\n# " + std::string(bad) + "\nkind: train\n", 2, "", "not UTF-8 text");
+  }
   // A huge value is quoted clipped, not whole.
   auto spec = ParseJobSpec("name: " + std::string(100000, 'n') + "\nkind: train\n", "job.yaml");
   ASSERT_FALSE(spec.ok());
   EXPECT_LT(spec.status().message().size(), 2000u) << spec.status().message().size();
   EXPECT_NE(spec.status().message().find("(100000 bytes)"), std::string::npos);
+  // Clipped on a character boundary: 'é' is 2 bytes, the cut never splits one.
+  std::string accents;
+  for (int i = 0; i < 200; ++i) accents += "\xc3\xa9";
+  auto clipped = ParseJobSpec("name: x" + accents + "\nkind: train\n", "job.yaml");
+  ASSERT_FALSE(clipped.ok());
+  const std::string& msg = clipped.status().message();
+  const size_t cut = msg.find("...");
+  ASSERT_NE(cut, std::string::npos) << msg;
+  EXPECT_NE(static_cast<unsigned char>(msg[cut - 1]), 0xC3) << "a split character";
   // A negative train.steps is reported once, not also as a warm-up longer than it.
   auto neg = ParseJobSpec(Replace(kMlp, "  steps: 50", "  steps: -3"), "job.yaml");
   ASSERT_FALSE(neg.ok());

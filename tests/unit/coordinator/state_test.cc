@@ -158,7 +158,7 @@ TEST(Rendezvous, ScopesParkedGetsAndExpiry) {
 // and dropping a scope returns its bytes.
 TEST(Rendezvous, BudgetsBoundEachAttemptAndTheWholeStore) {
   Rendezvous kv(Rendezvous::Limits{/*scope_bytes=*/1000, /*total_bytes=*/1500,
-                                   /*scope_parked=*/2});
+                                   /*scope_parked=*/2, /*value_bytes=*/2000});
   std::vector<RoutedReply> out;
   const std::string a = Rendezvous::Scope("a", 0), b = Rendezvous::Scope("b", 0);
   ASSERT_TRUE(kv.Set(a, "k", std::string(900, 'x'), out).ok());
@@ -171,6 +171,11 @@ TEST(Rendezvous, BudgetsBoundEachAttemptAndTheWholeStore) {
   // and keeps the old value.
   ASSERT_TRUE(kv.Set(a, "k", std::string(990, 'z'), out).ok());
   EXPECT_EQ(kv.Set(a, "k", std::string(1000, 'w'), out).code(), StatusCode::kResourceExhausted);
+  // One value over the per-value limit, whatever the budgets.
+  Rendezvous small(Rendezvous::Limits{1000, 1500, 2, /*value_bytes=*/100});
+  st = small.Set(Rendezvous::Scope("c", 0), "big", std::string(101, 'v'), out);
+  EXPECT_EQ(st.code(), StatusCode::kResourceExhausted);
+  EXPECT_NE(st.message().find("over the limit of 100"), std::string::npos) << st.ToString();
   EXPECT_EQ(kv.Get(a, "k")->size(), 990u);
   EXPECT_EQ(kv.bytes(), 991u);
   // The store-wide budget: b's own budget has room, the store does not.
