@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -45,12 +46,17 @@ StatusOr<pid_t> LocalCluster::Spawn(const std::string& name, const std::vector<s
   std::vector<char*> cargv;
   for (auto& a : argv) cargv.push_back(a.data());
   cargv.push_back(nullptr);
+  const pid_t parent = getpid();
   const pid_t pid = fork();
   if (pid < 0) {
     close(fd);
     return ErrnoError("fork for " + name, errno);
   }
   if (pid == 0) {
+    // The cluster dies with `gantry up`, even when it is killed with SIGKILL: orphans kept
+    // running jobs, and a second `gantry up` on the same --dir ran them again.
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (getppid() != parent) _exit(1);
     dup2(fd, 1);
     dup2(fd, 2);
     execv(cargv[0], cargv.data());

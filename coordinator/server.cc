@@ -1,6 +1,9 @@
 // Coordinator loop: the ROUTER socket, dispatch, replies, timers and /metrics.
 #include "coordinator/server.h"
 
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
 #include <zmq.h>
 
 #include <filesystem>
@@ -35,10 +38,14 @@ struct Coordinator::Impl {
   SteadyTime last_tick{}, last_counts{};
   MetricsRegistry& metrics = MetricsRegistry::Default();
 
+  int lock_fd = -1;  // flock on <state_dir>/coordinator.lock, held for the process's life
+
   ~Impl() {
     if (http) http->Stop();
     if (router) zmq_close(router);
+    if (lock_fd >= 0) close(lock_fd);
   }
+  Status LockStateDir();
   Status Init();
   Status BindRouter();
   void OnFrame(const std::string& identity, const std::string& payload);
@@ -52,10 +59,39 @@ struct Coordinator::Impl {
   void UpdateMetrics();
 };
 
+// One coordinator per state directory: a second one on the same job store (say, `gantry up`
+// run again while the first cluster still runs) would place every job a second time.
+Status Coordinator::Impl::LockStateDir() {
+  const std::string path = opt.state_dir + "/coordinator.lock";
+  lock_fd = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (lock_fd < 0) return ErrnoError("opening " + path, errno);
+  if (flock(lock_fd, LOCK_EX | LOCK_NB) != 0) {
+    const int err = errno;
+    char buf[32] = {0};
+    const ssize_t n = pread(lock_fd, buf, sizeof(buf) - 1, 0);
+    std::string holder = n > 0 ? std::string(buf, size_t(n)) : std::string("?");
+    while (!holder.empty() && (holder.back() == '\n' || holder.back() == ' ')) holder.pop_back();
+    close(lock_fd);
+    lock_fd = -1;
+    if (err == EWOULDBLOCK) {
+      return FailedPreconditionError("state directory " + opt.state_dir +
+                                     " is in use by another coordinator (pid " + holder +
+                                     "); stop it first, or use another --dir");
+    }
+    return ErrnoError("locking " + path, err);
+  }
+  const std::string pid = std::to_string(getpid()) + "\n";
+  if (ftruncate(lock_fd, 0) != 0 || pwrite(lock_fd, pid.data(), pid.size(), 0) < 0) {
+    GANTRY_LOG(WARNING, "cannot write the pid into the lock file").Field("path", path);
+  }
+  return OkStatus();
+}
+
 Status Coordinator::Impl::Init() {
   std::error_code ec;
   std::filesystem::create_directories(opt.state_dir, ec);
   if (ec) return ErrnoError("creating state directory " + opt.state_dir, ec.value());
+  GANTRY_RETURN_IF_ERROR(LockStateDir());
   GANTRY_ASSIGN_OR_RETURN(store, JobStore::Open(opt.state_dir + "/gantry.db"));
   const bool loopback = wire::IsLoopbackEndpoint(opt.bind);
   if (!loopback &&

@@ -1,12 +1,16 @@
 // Coordinator + workers as real processes on loopback: submit -> run -> succeed, cancel,
 // kill -9 a rank (gang restarted), a failing job exhausts its restarts, a lost worker, and
 // kill -9 of the coordinator followed by a restart (no job lost, running gang re-adopted).
+#include <fcntl.h>
 #include <signal.h>
+#include <sys/wait.h>
 
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
 #include <regex>
 #include <set>
+#include <sstream>
 
 #include "tests/integration/coord_harness.h"
 
@@ -56,6 +60,74 @@ TEST(CoordCluster, SubmitRunSucceedWithTorchrunEnvironment) {
   EXPECT_GE(submit_to_running, 0);
   std::printf("[measure] submit -> all ranks running: %lld ms\n",
               static_cast<long long>(submit_to_running));
+}
+
+// One coordinator per state directory: a second one on the same job store would place every
+// job again (two gangs writing the same checkpoints). It is refused naming the holder's pid.
+TEST(CoordCluster, ASecondCoordinatorOnTheSameStateDirIsRefused) {
+  Cluster cl("statelock");
+  const pid_t first = cl.StartCoordinator();
+  auto c = cl.Client();
+  bool up = false;
+  for (int i = 0; i < 50 && !up; ++i) {
+    up = c->Workers().ok();
+    if (!up) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_TRUE(up);
+  const std::string out = (cl.dir() / "second.txt").string();
+  const std::string cmd = std::string("timeout 20 ") + GANTRY_BINARY + " coordinator --bind " +
+                          "tcp://127.0.0.1:0 --dir " + (cl.dir() / "state").string() + " >" +
+                          out + " 2>&1";
+  const int rc = std::system(cmd.c_str());
+  ASSERT_TRUE(WIFEXITED(rc));
+  EXPECT_EQ(WEXITSTATUS(rc), 1);
+  std::ifstream f(out);
+  std::stringstream text;
+  text << f.rdbuf();
+  EXPECT_NE(text.str().find("in use by another coordinator (pid " + std::to_string(first) + ")"),
+            std::string::npos)
+      << text.str();
+  EXPECT_TRUE(c->Workers().ok()) << "the first one still serves";
+}
+
+// `gantry up` killed with SIGKILL takes its coordinator and workers with it (they were left
+// running jobs under PID 1).
+TEST(CoordCluster, KilledGantryUpTakesItsClusterWithIt) {
+  Cluster cl("upkill");
+  const std::string dir = (cl.dir() / "up").string();
+  const pid_t up = fork();
+  ASSERT_GE(up, 0);
+  if (up == 0) {
+    const int null = open("/dev/null", O_WRONLY);
+    dup2(null, 1);
+    dup2(null, 2);
+    execl(GANTRY_BINARY, GANTRY_BINARY, "up", "--workers", "1", "--dir", dir.c_str(), "--port", "0",
+          static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  std::vector<pid_t> children;
+  for (int i = 0; i < 100 && children.size() < 2; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    std::ifstream f("/proc/" + std::to_string(up) + "/task/" + std::to_string(up) + "/children");
+    children.clear();
+    for (pid_t c; f >> c;) children.push_back(c);
+  }
+  ASSERT_EQ(children.size(), 2u) << "coordinator and one worker";
+  kill(up, SIGKILL);
+  waitpid(up, nullptr, 0);
+  for (pid_t c : children) {
+    bool gone = false;
+    for (int i = 0; i < 100 && !gone; ++i) {
+      // Gone, or a zombie nobody reaped yet (PID 1 of a container may never reap).
+      std::ifstream stat("/proc/" + std::to_string(c) + "/stat");
+      std::string pid_field, comm, state;
+      stat >> pid_field >> comm >> state;
+      gone = kill(c, 0) != 0 || state == "Z";
+      if (!gone) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    if (!gone) kill(c, SIGKILL);
+    EXPECT_TRUE(gone) << "pid " << c << " outlived gantry up";
+  }
 }
 
 TEST(CoordCluster, CancelStopsEveryRank) {
