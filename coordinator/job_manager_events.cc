@@ -200,7 +200,7 @@ void JobManager::OnRankExited(const std::string& worker_id, const proto::RankSta
   MaybeFinishAttempt(*job);
 }
 
-void JobManager::OnWorkerLost(const std::string& worker_id) {
+void JobManager::OnWorkerLost(const std::string& worker_id, const std::string& reason) {
   std::vector<std::string> ids;
   for (auto& [id, job] : jobs_) ids.push_back(id);
   for (const std::string& id : ids) {
@@ -213,10 +213,12 @@ void JobManager::OnWorkerLost(const std::string& worker_id) {
       hit = true;
     }
     if (!hit) continue;
-    FailAttempt(*job, "worker " + worker_id + " was lost (no heartbeat for " +
-                          std::to_string(registry_->heartbeat_interval().count() *
-                                         registry_->lost_after_missed()) +
-                          " ms)");
+    FailAttempt(*job, !reason.empty()
+                          ? "worker " + worker_id + " " + reason
+                          : "worker " + worker_id + " was lost (no heartbeat for " +
+                                std::to_string(registry_->heartbeat_interval().count() *
+                                               registry_->lost_after_missed()) +
+                                " ms)");
     MaybeFinishAttempt(*job);
   }
 }

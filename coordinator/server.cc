@@ -288,6 +288,15 @@ StatusOr<bool> Coordinator::Impl::Dispatch(const std::string& identity, const pr
       out.mutable_heartbeat_reply()->set_registered(known);
       return true;
     }
+    case E::kWorkerLeaving: {
+      const proto::WorkerLeaving& l = in.worker_leaving();
+      if (registry->MarkLeaving(l.worker_id(), l.epoch())) {
+        GANTRY_LOG(INFO, "worker leaving").Field("worker", l.worker_id());
+        manager->OnWorkerLost(l.worker_id(), "is shutting down");
+      }
+      out.mutable_ack();
+      return true;
+    }
     case E::kRankStarted:
       registry->Touch(identity);
       manager->OnRankStarted(in.rank_started().worker_id(), in.rank_started().rank());

@@ -57,6 +57,19 @@ std::vector<std::string> WorkerRegistry::ExpireLost() {
   return lost;
 }
 
+bool WorkerRegistry::MarkLeaving(const std::string& worker_id, uint64_t epoch) {
+  auto it = workers_.find(worker_id);
+  if (it == workers_.end() || it->second.lost) return false;
+  WorkerEntry& w = it->second;
+  if (epoch != 0 && epoch < w.epoch) return false;
+  w.lost = true;
+  w.gpus_used.clear();
+  w.cpus_used = 0;
+  w.ports_used.clear();
+  w.ranks_running = 0;
+  return true;
+}
+
 WorkerEntry* WorkerRegistry::Find(const std::string& id) {
   auto it = workers_.find(id);
   return it == workers_.end() ? nullptr : &it->second;

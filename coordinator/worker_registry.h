@@ -47,6 +47,9 @@ class WorkerRegistry {
   void Touch(const std::string& identity);
   // Marks workers silent for longer than interval * lost_after as lost; returns their ids.
   std::vector<std::string> ExpireLost();
+  // The worker said it is leaving: lost now (nothing is placed on it; it re-registers to
+  // come back). False when unknown, already lost, or `epoch` is of an older registration.
+  bool MarkLeaving(const std::string& worker_id, uint64_t epoch);
 
   WorkerEntry* Find(const std::string& id);
   const std::map<std::string, WorkerEntry>& workers() const { return workers_; }

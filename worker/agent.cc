@@ -113,6 +113,8 @@ struct WorkerAgent::Impl {
     return id;
   }
   bool stopping = false;  // Run is shutting down: launch nothing more
+  uint64_t leaving_request = 0;  // WorkerLeaving's request id while its ack is awaited
+  bool leaving_acked = false;
   // Handles every message waiting on the socket (at most 64 per call).
   void ReceiveAll();
   Status StartMetrics();
@@ -264,6 +266,7 @@ void WorkerAgent::Impl::OnMessage(const proto::Envelope& env) {
   } else if (env.has_heartbeat_reply()) {
     if (!env.heartbeat_reply().registered()) Register();
   } else if (env.has_ack()) {
+    if (leaving_request != 0 && env.request_id() == leaving_request) leaving_acked = true;
     auto it = exit_requests.find(env.request_id());
     if (it != exit_requests.end()) {
       const RankKey key = it->second.key;
@@ -651,6 +654,21 @@ Status WorkerAgent::Run(const std::atomic<bool>& stop) {
       .Field("worker", s.opt.worker_id)
       .Field("ranks", s.ranks.size());
   s.stopping = true;  // no more launches
+  // Say so first (bounded): the coordinator then fails the attempts here once, naming the
+  // shutdown, and places nothing more here, instead of taking the ranks' SIGTERM exits for
+  // failures and restarting them on this worker.
+  if (s.registered) {
+    proto::Envelope leaving;
+    leaving.mutable_worker_leaving()->set_worker_id(s.opt.worker_id);
+    leaving.mutable_worker_leaving()->set_epoch(s.epoch);
+    s.leaving_request = s.SendRequest(std::move(leaving));
+    const auto leave_until = Clock::now() + std::chrono::seconds(1);
+    while (!s.leaving_acked && Clock::now() < leave_until) {
+      zmq_pollitem_t item{s.socket, 0, ZMQ_POLLIN, 0};
+      zmq_poll(&item, 1, kPollInterval.count());
+      s.ReceiveAll();
+    }
+  }
   s.StopAll(kShutdownGrace);
   s.UpdateGauges();
   // The last exit reports are queued on the socket, and a process that exits drops what its

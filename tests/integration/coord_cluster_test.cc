@@ -130,6 +130,44 @@ TEST(CoordCluster, KilledGantryUpTakesItsClusterWithIt) {
   }
 }
 
+// A worker stopped with SIGTERM says it is leaving: the attempt on it fails once, naming the
+// shutdown, and the restart goes to another worker. It used to take the ranks' SIGTERM exits
+// for a failure, place the restart on the leaving worker, then lose it: two restarts for one
+// stop, and FAILED with restarts {max: 1}.
+TEST(CoordCluster, AWorkerStoppedWithSigtermCostsOneRestart) {
+  Cluster cl("leaving");
+  cl.StartCoordinator();
+  cl.StartWorker("w0", 1);
+  cl.StartWorker("w1", 1);
+  ASSERT_TRUE(cl.WaitWorkers(2));
+  auto c = cl.Client();
+  auto id = c->Submit(CommandJob("stay", 1, "echo up; exec sleep 60", /*max_restarts=*/1),
+                      "s.yaml", "");
+  ASSERT_TRUE(id.ok()) << id.status().ToString();
+  auto info = cl.WaitState(*c, *id, {"RUNNING"});
+  ASSERT_EQ(info.rank_info_size(), 1);
+  const std::string first = info.rank_info(0).worker_id();
+  const std::string other = first == "w0" ? "w1" : "w0";
+  cl.Stop(first);
+  // Attempt 1 runs on the other worker; the job is not FAILED and used one restart.
+  for (int i = 0; i < 100; ++i) {
+    info = *c->GetJob(*id, true);
+    if (info.attempt() == 1 && info.state() == "RUNNING") break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_EQ(info.state(), "RUNNING") << info.DebugString() << cl.ReadLog(first);
+  EXPECT_EQ(info.attempt(), 1) << info.DebugString();
+  ASSERT_EQ(info.rank_info_size(), 1);
+  EXPECT_EQ(info.rank_info(0).worker_id(), other);
+  EXPECT_TRUE(HasEventReason(info, "worker " + first + " is shutting down")) << info.DebugString();
+  // Still attempt 1 a moment later (no second failure from the leaving worker's exits).
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  info = *c->GetJob(*id, true);
+  EXPECT_EQ(info.attempt(), 1) << info.DebugString();
+  EXPECT_EQ(info.state(), "RUNNING") << info.DebugString();
+  ASSERT_TRUE(c->Cancel(*id).ok());
+}
+
 TEST(CoordCluster, CancelStopsEveryRank) {
   Cluster cl("cancel");
   cl.StartCoordinator();
@@ -290,7 +328,9 @@ TEST(CoordCluster, StoppedWorkerReportsItsRanksExits) {
   cl.Stop("w0");
   auto info = cl.WaitState(*c, *id, {"SUCCEEDED", "FAILED"});
   EXPECT_EQ(info.state(), "FAILED");
-  EXPECT_TRUE(HasEventReason(info, "rank 0 on worker w0 exited"))
+  // The worker says it is leaving before it stops its ranks: the attempt fails at once with
+  // that reason, not at the lost-worker timeout.
+  EXPECT_TRUE(HasEventReason(info, "worker w0 is shutting down"))
       << info.DebugString() << cl.ReadLog("w0");
   EXPECT_FALSE(HasEventReason(info, "w0 was lost")) << info.DebugString();
 }
