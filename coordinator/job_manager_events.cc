@@ -18,8 +18,10 @@ void FillCommand(const JobRecord& rec, proto::LaunchRank* l) {
   for (const auto& a : spec->command.argv) l->add_argv(a);
   for (const auto& [k, v] : spec->command.env) (*l->mutable_env())[k] = v;
   const std::string& wd = spec->command.workdir;
-  if (!wd.empty())
+  if (!wd.empty()) {
     l->set_workdir(wd[0] == '/' || rec.workdir.empty() ? wd : rec.workdir + "/" + wd);
+    l->set_workdir_required(true);
+  }
 }
 
 Status JobManager::Recover() {

@@ -50,6 +50,7 @@ struct LogBatch {
   size_t bytes = 0;
   Clock::time_point sent{};
   Clock::time_point created{};
+  uint64_t lost_reported = 0;  // lines its first line (a loss report) says were lost
 };
 
 struct Rank {
@@ -350,7 +351,12 @@ void WorkerAgent::Impl::Launch(const proto::LaunchRank& l) {
   }
   for (const auto& [k, v] : l.env()) spec.env[k] = v;
   spec.workdir = l.workdir();
-  if (spec.workdir.empty() || !std::filesystem::is_directory(spec.workdir, ec)) spec.workdir = dir;
+  // The submitter's directory may not exist on this host: then the worker's. A workdir the
+  // spec names must exist (RankProcess::Start says it does not, and the launch fails).
+  if (spec.workdir.empty() ||
+      (!l.workdir_required() && !std::filesystem::is_directory(spec.workdir, ec))) {
+    spec.workdir = dir;
+  }
   if (cpu_pool && l.cpus() > 0) {
     if (auto cpus = cpu_pool->Take(l.cpus())) {
       r.cpus = *cpus;
@@ -464,7 +470,9 @@ void WorkerAgent::Impl::ResendLogs(bool all) {
 void WorkerAgent::Impl::DropBatch(Rank& r, std::deque<LogBatch>::iterator b, bool lost) {
   for (uint64_t id : b->ids) log_requests.erase(id);
   spool_bytes -= b->bytes;
-  if (lost) r.dropped_lines += b->lines.size();
+  // An evicted loss report carries its count on: the lines it reported are still lost (they
+  // were dropped from the total before, and the report itself counted as one line).
+  if (lost) r.dropped_lines += b->lines.size() - (b->lost_reported > 0 ? 1 : 0) + b->lost_reported;
   r.unacked.erase(b);
 }
 
@@ -502,12 +510,14 @@ void WorkerAgent::Impl::FlushLogs(bool force) {
   if (!force && Clock::now() - last_flush < kLogFlushInterval) return;
   last_flush = Clock::now();
   for (auto& [key, r] : ranks) {
+    uint64_t reported = 0;
     if (r.dropped_lines > 0) {  // also for a rank that has exited: its log says so
+      reported = std::exchange(r.dropped_lines, 0);
       r.pending.insert(r.pending.begin(),
                        {"gantry",
-                        "gantry: " + std::to_string(std::exchange(r.dropped_lines, 0)) +
-                            " output lines of this rank were lost: the coordinator was "
-                            "unreachable and the worker's spool was full",
+                        "gantry: " + std::to_string(reported) +
+                            " output lines of this rank were lost: the worker's spool was full "
+                            "(the coordinator was unreachable or did not keep up)",
                         wire::NowUnixMs()});
     }
     size_t i = 0;
@@ -517,6 +527,7 @@ void WorkerAgent::Impl::FlushLogs(bool force) {
       LogBatch b;
       b.first_line = r.next_line;
       b.created = Clock::now();
+      b.lost_reported = std::exchange(reported, 0);  // the report is this batch's first line
       for (size_t n = 0; i < r.pending.size() && n < kLogBatchLines; ++i, ++n) {
         const size_t line_bytes = r.pending[i].text.size() + 32;
         if (n > 0 && b.bytes + line_bytes > kLogBatchBytes) break;

@@ -5,6 +5,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -35,6 +36,14 @@ StatusOr<std::unique_ptr<RankProcess>> RankProcess::Start(const LaunchSpec& spec
     close(out[0]);
     close(out[1]);
     return ErrnoError("pipe for rank stderr", errno);
+  }
+  // The child reports a failed chdir or exec here ({stage, errno}); a successful exec closes
+  // it (close-on-exec), so the parent reads nothing. The failure then comes back from Start
+  // naming the program and the reason, instead of as a bare "exit 127".
+  int exec_report[2];
+  if (pipe2(exec_report, O_CLOEXEC) != 0) {
+    for (int fd : {out[0], out[1], err[0], err[1]}) close(fd);
+    return ErrnoError("pipe for the rank's exec report", errno);
   }
   const pid_t agent = getpid();
   // Signals stay blocked across fork until the child has reset every handler: a SIGTERM from
@@ -70,15 +79,29 @@ StatusOr<std::unique_ptr<RankProcess>> RankProcess::Start(const LaunchSpec& spec
     dup2(err[1], 2);
     int devnull = open("/dev/null", O_RDONLY);
     if (devnull >= 0) dup2(devnull, 0);
+    if (devnull > 2) close(devnull);
+    // Nothing else reaches the rank: a descriptor the worker inherited without close-on-exec
+    // (a CI or ssh pipe) would be held open by every rank and its children.
+#ifdef SYS_close_range
+    syscall(SYS_close_range, 3u, ~0u, 4u /* CLOSE_RANGE_CLOEXEC */);
+#endif
+    auto report = [&](int stage) {
+      const int payload[2] = {stage, errno};
+      (void)!write(exec_report[1], payload, sizeof(payload));
+    };
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, nullptr);
-    if (!spec.workdir.empty() && chdir(spec.workdir.c_str()) != 0) _exit(126);
+    if (!spec.workdir.empty() && chdir(spec.workdir.c_str()) != 0) {
+      report(1);
+      _exit(126);
+    }
     if (!spec.cpus.empty() && sched_setaffinity(0, sizeof(cpus), &cpus) != 0) {
       const char* msg = "gantry worker: cannot pin the rank to its CPUs; running unpinned\n";
       (void)!write(2, msg, strlen(msg));
     }
     execvpe(image.program(), image.argv(), image.envp());
+    report(2);
     const char* msg = "gantry worker: cannot execute ";
     (void)!write(2, msg, strlen(msg));
     (void)!write(2, image.program(), strlen(image.program()));
@@ -91,6 +114,21 @@ StatusOr<std::unique_ptr<RankProcess>> RankProcess::Start(const LaunchSpec& spec
   setpgid(pid, pid);  // also from the parent: no race with an early Stop()
   close(out[1]);
   close(err[1]);
+  close(exec_report[1]);
+  int failure[2] = {0, 0};
+  ssize_t got;
+  do {
+    got = read(exec_report[0], failure, sizeof(failure));
+  } while (got < 0 && errno == EINTR);
+  close(exec_report[0]);
+  if (got == ssize_t(sizeof(failure))) {
+    waitpid(pid, nullptr, 0);
+    close(out[0]);
+    close(err[0]);
+    return failure[0] == 1
+               ? ErrnoError("cannot change to working directory " + spec.workdir, failure[1])
+               : ErrnoError("cannot execute " + spec.argv[0], failure[1]);
+  }
   fcntl(out[0], F_SETFL, O_NONBLOCK);
   fcntl(err[0], F_SETFL, O_NONBLOCK);
   std::unique_ptr<RankProcess> p(new RankProcess());

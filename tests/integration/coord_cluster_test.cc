@@ -268,7 +268,7 @@ TEST(CoordCluster, FailsWithFirstErrorAfterMaxRestarts) {
   EXPECT_EQ(info.state(), "FAILED");
   EXPECT_EQ(info.attempt(), 1);
   EXPECT_NE(info.error().find("exited with code 3"), std::string::npos) << info.error();
-  // A program that does not exist fails with 127 and says why.
+  // A program that does not exist fails with 127 and says why (in the job's error too).
   auto id2 = c->Submit(
       "name: nope\nkind: command\ncommand: {argv: [/nonexistent/prog]}\n"
       "restarts: {max: 0}\n",
@@ -276,7 +276,19 @@ TEST(CoordCluster, FailsWithFirstErrorAfterMaxRestarts) {
   ASSERT_TRUE(id2.ok());
   info = cl.WaitState(*c, *id2, {"FAILED", "SUCCEEDED"});
   EXPECT_NE(info.error().find("127"), std::string::npos) << info.error();
+  EXPECT_NE(info.error().find("cannot execute /nonexistent/prog"), std::string::npos)
+      << info.error();
   EXPECT_NE(cl.Logs(*c, *id2).find("/nonexistent/prog"), std::string::npos);
+  // A working directory the spec names must exist (it was silently replaced by the worker's).
+  auto id3 = c->Submit(
+      "name: nowd\nkind: command\ncommand: {argv: [pwd], workdir: /nonexistent/gantry-wd}\n"
+      "restarts: {max: 0}\n",
+      "w.yaml", "");
+  ASSERT_TRUE(id3.ok()) << id3.status().ToString();
+  info = cl.WaitState(*c, *id3, {"FAILED", "SUCCEEDED"});
+  EXPECT_EQ(info.state(), "FAILED");
+  EXPECT_NE(info.error().find("/nonexistent/gantry-wd does not exist"), std::string::npos)
+      << info.error();
 }
 
 TEST(CoordCluster, BadSpecIsRejectedWithLineNumber) {

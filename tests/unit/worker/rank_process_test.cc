@@ -71,13 +71,31 @@ TEST(RankProcess, EnvironmentAndMissingProgram) {
   EXPECT_EQ(WaitExit(**p, lines, 10s), "exit 0");
   ASSERT_EQ(lines.size(), 1u);
   EXPECT_EQ(lines[0].text, "v1");
+  // A program that cannot run is Start's error, naming it and why (it was a bare exit 127).
   auto q = RankProcess::Start({{"/nonexistent/prog"}, {}, ""});
-  ASSERT_TRUE(q.ok()) << q.status().ToString();
-  lines.clear();
-  EXPECT_EQ(WaitExit(**q, lines, 10s), "exit 127");
-  ASSERT_FALSE(lines.empty());
-  EXPECT_NE(lines[0].text.find("/nonexistent/prog"), std::string::npos) << lines[0].text;
+  ASSERT_FALSE(q.ok());
+  EXPECT_NE(q.status().message().find("cannot execute /nonexistent/prog"), std::string::npos)
+      << q.status().ToString();
+  EXPECT_NE(q.status().message().find("No such file or directory"), std::string::npos)
+      << q.status().ToString();
+  char plain[] = "/tmp/gantry-not-executable-XXXXXX";  // mode 0600: no x bit
+  const int fd = mkstemp(plain);
+  ASSERT_GE(fd, 0);
+  close(fd);
+  auto not_exec = RankProcess::Start({{plain}, {}, ""});
+  unlink(plain);
+  ASSERT_FALSE(not_exec.ok());
+  EXPECT_NE(not_exec.status().message().find("Permission denied"), std::string::npos)
+      << not_exec.status().ToString();
   EXPECT_FALSE(RankProcess::Start({{}, {}, ""}).ok());
+  // Only 0, 1 and 2 reach the rank (the /dev/null it got as stdin used to stay open too).
+  auto fds = RankProcess::Start({{"/bin/sh", "-c", "ls /proc/self/fd | wc -l"}, {}, ""});
+  ASSERT_TRUE(fds.ok()) << fds.status().ToString();
+  lines.clear();
+  EXPECT_EQ(WaitExit(**fds, lines, 10s), "exit 0");
+  ASSERT_EQ(lines.size(), 1u);
+  // ls's own directory descriptor is the fourth.
+  EXPECT_EQ(lines[0].text, "4") << "descriptors leaked into the rank";
 }
 
 TEST(RankProcess, StopEscalatesToSigkill) {
