@@ -1,13 +1,12 @@
 // Coordinator loop: the ROUTER socket, dispatch, replies, timers and /metrics.
 #include "coordinator/server.h"
 
-#include <fcntl.h>
-#include <sys/file.h>
 #include <unistd.h>
 #include <zmq.h>
 
 #include <filesystem>
 
+#include "base/dir_lock.h"
 #include "base/http_server.h"
 #include "base/logging.h"
 #include "base/metrics.h"
@@ -62,28 +61,8 @@ struct Coordinator::Impl {
 // One coordinator per state directory: a second one on the same job store (say, `gantry up`
 // run again while the first cluster still runs) would place every job a second time.
 Status Coordinator::Impl::LockStateDir() {
-  const std::string path = opt.state_dir + "/coordinator.lock";
-  lock_fd = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-  if (lock_fd < 0) return ErrnoError("opening " + path, errno);
-  if (flock(lock_fd, LOCK_EX | LOCK_NB) != 0) {
-    const int err = errno;
-    char buf[32] = {0};
-    const ssize_t n = pread(lock_fd, buf, sizeof(buf) - 1, 0);
-    std::string holder = n > 0 ? std::string(buf, size_t(n)) : std::string("?");
-    while (!holder.empty() && (holder.back() == '\n' || holder.back() == ' ')) holder.pop_back();
-    close(lock_fd);
-    lock_fd = -1;
-    if (err == EWOULDBLOCK) {
-      return FailedPreconditionError("state directory " + opt.state_dir +
-                                     " is in use by another coordinator (pid " + holder +
-                                     "); stop it first, or use another --dir");
-    }
-    return ErrnoError("locking " + path, err);
-  }
-  const std::string pid = std::to_string(getpid()) + "\n";
-  if (ftruncate(lock_fd, 0) != 0 || pwrite(lock_fd, pid.data(), pid.size(), 0) < 0) {
-    GANTRY_LOG(WARNING, "cannot write the pid into the lock file").Field("path", path);
-  }
+  GANTRY_ASSIGN_OR_RETURN(lock_fd, LockDirectory(opt.state_dir, "coordinator.lock",
+                                                 "state directory", "coordinator"));
   return OkStatus();
 }
 

@@ -1,20 +1,26 @@
 // WorkerAgent loop: connection and registration, heartbeats, launches, output relay, exits.
 #include "worker/agent.h"
 
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <zmq.h>
 
+#include <cerrno>
 #include <deque>
 #include <filesystem>
 #include <fstream>
 #include <map>
 #include <optional>
+#include <set>
 #include <thread>
 #include <tuple>
 #include <utility>
 #include <vector>
 
 #include "base/cpu_set.h"
+#include "base/dir_lock.h"
 #include "base/http_server.h"
 #include "base/job_spec.h"
 #include "base/logging.h"
@@ -22,6 +28,7 @@
 #include "proto/channel.h"
 #include "proto/wire.h"
 #include "worker/cpu_pool.h"
+#include "worker/leftovers.h"
 #include "worker/rank_process.h"
 #include "worker/resources.h"
 
@@ -102,9 +109,20 @@ struct WorkerAgent::Impl {
     Counter *launches, *launch_failures, *exits_ok, *exits_failed, *reconnects, *heartbeats;
   } m{};
 
+  std::string abs_dir;   // --dir, absolute (GANTRY_WORKER_DIR of the ranks)
+  int dir_lock = -1;     // worker.lock in --dir, held for the process's life
+  std::set<pid_t> orphans;  // ranks' descendants reparented here, until reaped
+  Clock::time_point last_orphan_scan{};
+
   ~Impl() {
     if (socket) zmq_close(socket);
+    if (dir_lock >= 0) close(dir_lock);
   }
+  // Kills (SIGKILL) the processes a previous worker on this directory left behind.
+  void KillLeftoversOfThisDir();
+  // Ranks' descendants that outlived their rank (a setsid child escapes the group kill) are
+  // this process's children (it is their subreaper): killed once their rank is done, reaped.
+  void ReapOrphans();
   uint64_t SendRequest(proto::Envelope env, bool want_reply = true) {
     const uint64_t id = want_reply ? next_id++ : 0;
     env.set_version(wire::kProtocolVersion);
@@ -339,6 +357,9 @@ void WorkerAgent::Impl::Launch(const proto::LaunchRank& l) {
               {"GANTRY_COORDINATOR", l.coordinator()},
               {"GANTRY_TOKEN", l.token()},
               {"GANTRY_HOST_ID", opt.worker_id},
+              {kWorkerDirEnv, abs_dir},
+              {kRankKeyEnv, l.job_id() + "/" + std::to_string(l.attempt()) + "/" +
+                                std::to_string(l.rank())},
               {"GANTRY_ADVERTISE_ADDR", opt.address},
               {"PYTHONUNBUFFERED", "1"}};
   if (!resources.gpus().empty() || !visible.empty()) spec.env["CUDA_VISIBLE_DEVICES"] = visible;
@@ -566,6 +587,57 @@ void WorkerAgent::Impl::Service() {
   FlushLogs(false);
   for (auto& [key, r] : ranks)
     if (r.status.exited() && !r.exit_sent && r.pending.empty()) ReportExit(key, r);
+  if (Clock::now() - last_orphan_scan >= std::chrono::milliseconds(500)) {
+    last_orphan_scan = Clock::now();
+    ReapOrphans();
+  }
+}
+
+void WorkerAgent::Impl::ReapOrphans() {
+  std::set<pid_t> leaders;
+  std::map<std::string, bool> live;  // rank key -> its leader still runs
+  for (auto& [key, r] : ranks) {
+    const std::string k = std::get<0>(key) + "/" + std::to_string(std::get<1>(key)) + "/" +
+                          std::to_string(std::get<2>(key));
+    const bool running = r.proc && !r.proc->exited();
+    live[k] = running;
+    if (r.proc) leaders.insert(r.proc->pid());
+  }
+  // Only children that carry a rank key are touched: the worker's own children (none today)
+  // are never waited for here.
+  for (pid_t c : ChildrenExcept(leaders)) {
+    if (orphans.count(c)) continue;
+    const std::optional<std::string> key = EnvOf(c, kRankKeyEnv);
+    if (key && EnvOf(c, kWorkerDirEnv) == abs_dir) orphans.insert(c);
+  }
+  for (auto it = orphans.begin(); it != orphans.end();) {
+    const pid_t c = *it;
+    int status = 0;
+    if (waitpid(c, &status, WNOHANG) == c || (kill(c, 0) != 0 && errno == ESRCH)) {
+      it = orphans.erase(it);
+      continue;
+    }
+    const std::optional<std::string> key = EnvOf(c, kRankKeyEnv);
+    auto rank = key ? live.find(*key) : live.end();
+    if (rank == live.end() || !rank->second) {  // its rank is done: it goes too
+      GANTRY_LOG(INFO, "killing a process its rank left behind")
+          .Field("pid", int64_t(c))
+          .Field("rank_key", key.value_or("?"));
+      if (getpgid(c) == c) kill(-c, SIGKILL);  // its own group (setsid)
+      kill(c, SIGKILL);
+    }
+    ++it;
+  }
+}
+
+void WorkerAgent::Impl::KillLeftoversOfThisDir() {
+  const std::vector<pid_t> left = ProcessesOfWorkerDir(abs_dir);
+  for (pid_t p : left) kill(p, SIGKILL);
+  if (!left.empty()) {
+    GANTRY_LOG(WARNING, "killed processes a previous worker on this directory left running")
+        .Field("dir", abs_dir)
+        .Field("processes", int64_t(left.size()));
+  }
 }
 
 void WorkerAgent::Impl::StopAll(std::chrono::milliseconds grace) {
@@ -606,6 +678,18 @@ StatusOr<std::unique_ptr<WorkerAgent>> WorkerAgent::Create(WorkerOptions options
     }
   }
   impl->opt = std::move(options);
+  {
+    std::error_code ec;
+    std::filesystem::create_directories(impl->opt.dir, ec);
+    if (ec) return ErrnoError("creating worker directory " + impl->opt.dir, ec.value());
+    impl->abs_dir = std::filesystem::absolute(impl->opt.dir, ec).lexically_normal().string();
+  }
+  // One worker per directory; then whatever a previous one here left (its ranks' children,
+  // after a kill -9) is ours to end, and this worker adopts its ranks' orphans from now on.
+  GANTRY_ASSIGN_OR_RETURN(impl->dir_lock,
+                          LockDirectory(impl->abs_dir, "worker.lock", "worker directory", "worker"));
+  impl->KillLeftoversOfThisDir();
+  prctl(PR_SET_CHILD_SUBREAPER, 1);
   GANTRY_RETURN_IF_ERROR(impl->StartMetrics());
   return std::unique_ptr<WorkerAgent>(new WorkerAgent(std::move(impl)));
 }

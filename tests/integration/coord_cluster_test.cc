@@ -168,6 +168,73 @@ TEST(CoordCluster, AWorkerStoppedWithSigtermCostsOneRestart) {
   ASSERT_TRUE(c->Cancel(*id).ok());
 }
 
+// The pid a rank printed as "child=PID" (after waiting for it to appear in the logs).
+pid_t ChildPidFromLogs(Cluster& cl, coordinator::CoordinatorClient& c, const std::string& id) {
+  for (int i = 0; i < 100; ++i) {
+    const std::string logs = cl.Logs(c, id);
+    const size_t at = logs.find("child=");
+    if (at != std::string::npos) return pid_t(std::atoi(logs.c_str() + at + 6));
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return 0;
+}
+
+// True once `pid` has ended (or is a zombie nobody reaped).
+bool EndsWithin(pid_t pid, std::chrono::milliseconds limit) {
+  const auto until = std::chrono::steady_clock::now() + limit;
+  for (;;) {
+    std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+    std::string pid_field, comm, state;
+    stat >> pid_field >> comm >> state;
+    if (kill(pid, 0) != 0 || state == "Z") return true;
+    if (std::chrono::steady_clock::now() > until) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+}
+
+// A rank's child in a session of its own escapes the process-group kill of a cancel; the
+// worker (their subreaper) kills it once its rank is done. It used to run on under PID 1.
+TEST(CoordCluster, CancelEndsARanksChildInItsOwnSession) {
+  Cluster cl("setsid");
+  cl.StartCoordinator();
+  cl.StartWorker("w0", 1);
+  ASSERT_TRUE(cl.WaitWorkers(1));
+  auto c = cl.Client();
+  auto id = c->Submit(CommandJob("escape", 1, "setsid sleep 1009 & echo child=$!; sleep 1010"),
+                      "e.yaml", "");
+  ASSERT_TRUE(id.ok()) << id.status().ToString();
+  cl.WaitState(*c, *id, {"RUNNING"});
+  const pid_t child = ChildPidFromLogs(cl, *c, *id);
+  ASSERT_GT(child, 0) << cl.Logs(*c, *id);
+  ASSERT_TRUE(c->Cancel(*id).ok());
+  cl.WaitState(*c, *id, {"CANCELLED"});
+  const bool ended = EndsWithin(child, std::chrono::seconds(10));
+  if (!ended) kill(child, SIGKILL);
+  EXPECT_TRUE(ended) << "pid " << child << " (setsid) outlived its cancelled rank";
+}
+
+// kill -9 of a worker ends its rank leaders (PDEATHSIG) but not their children, which run on
+// under PID 1; a worker started again on the same directory kills them.
+TEST(CoordCluster, AWorkerOnTheSameDirEndsWhatAKilledOneLeft) {
+  Cluster cl("leftovers");
+  cl.StartCoordinator();
+  cl.StartWorker("w0", 1);
+  ASSERT_TRUE(cl.WaitWorkers(1));
+  auto c = cl.Client();
+  auto id = c->Submit(CommandJob("left", 1, "sleep 1003 & echo child=$!; wait"), "l.yaml", "");
+  ASSERT_TRUE(id.ok()) << id.status().ToString();
+  cl.WaitState(*c, *id, {"RUNNING"});
+  const pid_t child = ChildPidFromLogs(cl, *c, *id);
+  ASSERT_GT(child, 0) << cl.Logs(*c, *id);
+  cl.Kill9("w0");
+  EXPECT_FALSE(EndsWithin(child, std::chrono::milliseconds(500))) << "the leftover to clean up";
+  cl.StartWorker("w0", 1);
+  const bool ended = EndsWithin(child, std::chrono::seconds(10));
+  if (!ended) kill(child, SIGKILL);
+  EXPECT_TRUE(ended) << "pid " << child << " left by the killed worker still runs";
+  c->Cancel(*id).IgnoreError();
+}
+
 TEST(CoordCluster, CancelStopsEveryRank) {
   Cluster cl("cancel");
   cl.StartCoordinator();
