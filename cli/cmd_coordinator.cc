@@ -229,6 +229,10 @@ CommandRegistration kCoordinator(
       app.add_option("--metrics-host", o->metrics_host, "address for /metrics")
           ->capture_default_str();
       app.add_option("--quota", *quotas, "tenant GPU quota, TENANT=GPUS (repeatable)");
+      app.add_option("--max-job-log-mb", o->max_job_log_mb,
+                     "stored output per job; past it the oldest lines are deleted (0: no limit)")
+          ->capture_default_str()
+          ->check(CLI::Range(0, 1 << 20));
       app.add_option("--topology-label", o->manager.scheduling.topology_key,
                      "worker label that groups hosts (gangs stay inside one value)")
           ->capture_default_str();

@@ -3,7 +3,11 @@
 
 #include <sqlite3.h>
 
+#include <set>
+
 #include <nlohmann/json.hpp>
+
+#include "proto/wire.h"
 
 namespace gantry::coordinator {
 
@@ -322,6 +326,17 @@ StatusOr<std::vector<EventRecord>> JobStore::LoadEvents(const std::string& job_i
 }
 
 Status JobStore::AppendLogs(std::vector<LogRow>& rows) {
+  if (log_limit_ > 0) {  // a job's first append since start: what the store holds already
+    for (const LogRow& r : rows) {
+      if (log_bytes_.count(r.job_id)) continue;
+      Stmt sum(db_,
+               "SELECT COALESCE(SUM(LENGTH(CAST(text AS BLOB))), 0) FROM logs WHERE job_id = ?");
+      GANTRY_RETURN_IF_ERROR(sum.status("measuring a job's logs"));
+      sum.Bind(1, r.job_id);
+      GANTRY_ASSIGN_OR_RETURN(bool row, sum.Step("measuring a job's logs"));
+      log_bytes_[r.job_id] = row ? uint64_t(sum.Int(0)) : 0;
+    }
+  }
   Stmt s(db_,
          "INSERT OR IGNORE INTO logs (job_id, attempt, rank, stream, time_ms, text, line) "
          "VALUES (?,?,?,?,?,?,?)");
@@ -339,6 +354,49 @@ Status JobStore::AppendLogs(std::vector<LogRow>& rows) {
     // A numbered line stored before (a resent batch) is ignored: seq 0.
     r.seq = sqlite3_changes(db_) == 1 ? static_cast<uint64_t>(sqlite3_last_insert_rowid(db_)) : 0;
   }
+  if (log_limit_ == 0) return OkStatus();
+  std::set<std::string> grown;
+  for (const LogRow& r : rows) {
+    if (r.seq == 0) continue;
+    uint64_t& bytes = log_bytes_[r.job_id];
+    bytes += r.text.size();
+    if (bytes > log_limit_) grown.insert(r.job_id);
+  }
+  for (const std::string& job : grown) GANTRY_RETURN_IF_ERROR(TrimLogs(job, log_limit_ / 4 * 3));
+  return OkStatus();
+}
+
+Status JobStore::TrimLogs(const std::string& job_id, uint64_t target) {
+  uint64_t& bytes = log_bytes_[job_id];
+  Stmt scan(db_, "SELECT seq, LENGTH(CAST(text AS BLOB)) FROM logs WHERE job_id = ? ORDER BY seq");
+  GANTRY_RETURN_IF_ERROR(scan.status("trimming a job's logs"));
+  scan.Bind(1, job_id);
+  int64_t last = -1, lines = 0;
+  uint64_t freed = 0;
+  while (freed < bytes && bytes - freed > target) {
+    GANTRY_ASSIGN_OR_RETURN(bool row, scan.Step("trimming a job's logs"));
+    if (!row) break;
+    last = scan.Int(0);
+    freed += uint64_t(scan.Int(1));
+    ++lines;
+  }
+  if (last < 0) return OkStatus();
+  Stmt del(db_, "DELETE FROM logs WHERE job_id = ? AND seq <= ?");
+  GANTRY_RETURN_IF_ERROR(del.status("trimming a job's logs"));
+  del.Bind(1, job_id).Bind(2, last);
+  GANTRY_RETURN_IF_ERROR(del.Run("trimming a job's logs"));
+  // The note takes the deleted seq just below the oldest kept line, so it reads first. A
+  // previous note is among the deleted lines; its count carries on.
+  Stmt note(db_,
+            "INSERT INTO logs (seq, job_id, attempt, rank, stream, time_ms, text, line) "
+            "VALUES (?, ?, -1, -1, 'gantry', ?, ?, NULL)");
+  GANTRY_RETURN_IF_ERROR(note.status("noting trimmed logs"));
+  const std::string text = "gantry: the oldest " + std::to_string(lines) +
+                           " stored output lines of this job were deleted (its log passed " +
+                           std::to_string(log_limit_ >> 20) + " MiB)";
+  note.Bind(1, last).Bind(2, job_id).Bind(3, wire::NowUnixMs()).Bind(4, text);
+  GANTRY_RETURN_IF_ERROR(note.Run("noting trimmed logs"));
+  bytes = bytes - freed + text.size();
   return OkStatus();
 }
 

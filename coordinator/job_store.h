@@ -96,8 +96,12 @@ class JobStore {
   Status AddEvent(const EventRecord& event);
   StatusOr<std::vector<EventRecord>> LoadEvents(const std::string& job_id);
 
-  // Assigns seq to each row (monotonic across jobs).
+  // Assigns seq to each row (monotonic across jobs). A job whose stored text grows past the
+  // log limit loses its oldest lines down to 3/4 of it, and a line (at the seq just below the
+  // oldest kept) says how many went: one chatty rank must not fill the coordinator's disk.
   Status AppendLogs(std::vector<LogRow>& rows);
+  // Bytes of text per job (0: unlimited). Default 256 MiB (coordinator --max-job-log-mb).
+  void set_log_limit(uint64_t bytes) { log_limit_ = bytes; }
   // rank < 0: every rank. Rows with seq > after_seq, ascending, at most `limit`.
   StatusOr<std::vector<LogRow>> ReadLogs(const std::string& job_id, int rank, uint64_t after_seq,
                                          int limit);
@@ -108,7 +112,11 @@ class JobStore {
   // Schema upgrade of a store written by an older gantry: adds the column unless it exists.
   Status AddColumnIfMissing(const std::string& table, const std::string& column,
                             const std::string& type);
+  // Deletes `job_id`'s oldest lines until its text is at most `target` bytes.
+  Status TrimLogs(const std::string& job_id, uint64_t target);
   sqlite3* db_;
+  uint64_t log_limit_ = uint64_t{256} << 20;
+  std::map<std::string, uint64_t> log_bytes_;  // per job, loaded on its first append
 };
 
 }  // namespace gantry::coordinator

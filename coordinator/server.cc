@@ -72,6 +72,7 @@ Status Coordinator::Impl::Init() {
   if (ec) return ErrnoError("creating state directory " + opt.state_dir, ec.value());
   GANTRY_RETURN_IF_ERROR(LockStateDir());
   GANTRY_ASSIGN_OR_RETURN(store, JobStore::Open(opt.state_dir + "/gantry.db"));
+  store->set_log_limit(uint64_t(std::max(0, opt.max_job_log_mb)) << 20);
   const bool loopback = wire::IsLoopbackEndpoint(opt.bind);
   if (!loopback &&
       (opt.secret_key_file.empty() || opt.allow_list.empty() || opt.tokens_file.empty()))

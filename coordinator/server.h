@@ -27,6 +27,7 @@ struct CoordinatorOptions {
   std::string tokens_file;      // lines "TOKEN TENANT [admin]"; submit/cancel need a token
   int metrics_port = -1;        // -1: no HTTP; 0: any free port
   std::string metrics_host = "127.0.0.1";
+  int max_job_log_mb = 256;     // stored output per job; the oldest lines go past it (0: no cap)
   ManagerOptions manager;
 };
 

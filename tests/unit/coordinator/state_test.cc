@@ -59,6 +59,55 @@ TEST(JobStore, RoundTripsJobsRanksEventsLogs) {
   for (const char* ext : {"", "-wal", "-shm"}) std::filesystem::remove(path + ext);
 }
 
+// A job's stored log is bounded: past the limit its oldest lines go (down to 3/4 of it), a
+// note first in the log says how many, other jobs keep theirs, and a store opened again
+// measures what a job already holds.
+TEST(JobStore, AJobsLogIsTrimmedFromTheOldestLinePastTheLimit) {
+  const std::string path =
+      std::filesystem::temp_directory_path() / ("js-trim-" + std::to_string(getpid()) + ".db");
+  std::filesystem::remove(path);
+  const std::string line(100, 'x');
+  auto append = [&](JobStore& store, const std::string& job, int first, int n) {
+    std::vector<LogRow> rows;
+    for (int i = first; i < first + n; ++i) {
+      LogRow r{0, job, 0, 0, "stdout", i, std::to_string(i) + ":" + line};
+      r.line = i;
+      rows.push_back(std::move(r));
+    }
+    ASSERT_TRUE(store.AppendLogs(rows).ok());
+  };
+  auto text_bytes = [](const std::vector<LogRow>& rows) {
+    uint64_t b = 0;
+    for (const LogRow& r : rows) b += r.text.size();
+    return b;
+  };
+  {
+    auto store = std::move(JobStore::Open(path)).value();
+    store->set_log_limit(10000);  // ~96 lines of ~104 bytes
+    append(*store, "other", 0, 50);
+    append(*store, "chatty", 0, 200);
+    auto logs = store->ReadLogs("chatty", -1, 0, 1000);
+    ASSERT_TRUE(logs.ok());
+    ASSERT_FALSE(logs->empty());
+    EXPECT_LE(text_bytes(*logs), 10000u);
+    EXPECT_NE((*logs)[0].text.find("stored output lines of this job were deleted"),
+              std::string::npos) << (*logs)[0].text;
+    EXPECT_EQ(logs->back().text.substr(0, 4), "199:") << "the newest lines are kept";
+    // The kept lines are the newest, without gaps.
+    int expect = std::atoi((*logs)[1].text.c_str());
+    for (size_t i = 1; i < logs->size(); ++i) EXPECT_EQ(std::atoi((*logs)[i].text.c_str()), expect++);
+    EXPECT_EQ(store->ReadLogs("other", -1, 0, 1000)->size(), 50u) << "other jobs keep theirs";
+  }
+  auto store = std::move(JobStore::Open(path)).value();
+  store->set_log_limit(10000);
+  append(*store, "chatty", 200, 100);  // measured from the store on this first append
+  auto logs = store->ReadLogs("chatty", -1, 0, 1000);
+  ASSERT_TRUE(logs.ok());
+  EXPECT_LE(text_bytes(*logs), 10000u);
+  EXPECT_EQ(logs->back().text.substr(0, 4), "299:");
+  for (const char* ext : {"", "-wal", "-shm"}) std::filesystem::remove(path + ext);
+}
+
 // A store written before ranks had a cpus column opens, keeps its ranks (unpinned) and gets
 // the column.
 TEST(JobStore, OlderStoreGainsTheCpusColumn) {
