@@ -109,7 +109,7 @@ void JobManager::RunScheduler() {
   ClusterView view;
   std::vector<std::string> host_ids;
   for (const auto& [id, w] : registry_->workers()) {
-    if (w.lost) continue;
+    if (w.lost || w.leaving) continue;
     HostState h;
     h.id = id;
     h.gpus_total = w.resources.gpus_size();

@@ -66,8 +66,7 @@ class JobManager {
   void OnRankStarted(const std::string& worker_id, const proto::RankStatus& rank);
   void OnRankExited(const std::string& worker_id, const proto::RankStatus& rank);
   void OnRankLogs(const proto::RankLogs& logs);
-  // Fails the attempts with ranks on the worker; `reason` (default: no heartbeat) is the error.
-  void OnWorkerLost(const std::string& worker_id, const std::string& reason = "");
+  void OnWorkerLost(const std::string& worker_id);
   // Reconciles the worker's view (the ranks it holds, in every heartbeat) with ours, which
   // lost messages can make disagree: a missing LaunchRank is resent (then, after
   // `lost_after_missed` resends, the attempt fails), a RankStarted that never came is taken

@@ -195,6 +195,10 @@ void JobManager::OnRankExited(const std::string& worker_id, const proto::RankSta
     std::string reason = "rank " + std::to_string(s.rank()) + " on worker " + worker_id +
                          " exited with code " + std::to_string(s.exit_code());
     if (!s.error().empty()) reason += " (" + s.error() + ")";
+    // Stopped because its worker shuts down (WorkerLeaving): that is the reason to give.
+    if (const WorkerEntry* w = registry_->Find(worker_id); w != nullptr && w->leaving) {
+      reason = "worker " + worker_id + " is shutting down (" + reason + ")";
+    }
     FailAttempt(*job, reason);
   }
   if (st.ok()) st = store_->Commit();
@@ -202,7 +206,7 @@ void JobManager::OnRankExited(const std::string& worker_id, const proto::RankSta
   MaybeFinishAttempt(*job);
 }
 
-void JobManager::OnWorkerLost(const std::string& worker_id, const std::string& reason) {
+void JobManager::OnWorkerLost(const std::string& worker_id) {
   std::vector<std::string> ids;
   for (auto& [id, job] : jobs_) ids.push_back(id);
   for (const std::string& id : ids) {
@@ -215,12 +219,10 @@ void JobManager::OnWorkerLost(const std::string& worker_id, const std::string& r
       hit = true;
     }
     if (!hit) continue;
-    FailAttempt(*job, !reason.empty()
-                          ? "worker " + worker_id + " " + reason
-                          : "worker " + worker_id + " was lost (no heartbeat for " +
-                                std::to_string(registry_->heartbeat_interval().count() *
-                                               registry_->lost_after_missed()) +
-                                " ms)");
+    FailAttempt(*job, "worker " + worker_id + " was lost (no heartbeat for " +
+                          std::to_string(registry_->heartbeat_interval().count() *
+                                         registry_->lost_after_missed()) +
+                          " ms)");
     MaybeFinishAttempt(*job);
   }
 }

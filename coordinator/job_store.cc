@@ -3,6 +3,7 @@
 
 #include <sqlite3.h>
 
+#include <cstdlib>
 #include <set>
 
 #include <nlohmann/json.hpp>
@@ -194,6 +195,7 @@ Status JobStore::Exec(const char* sql, const char* purpose) {
 Status JobStore::Begin() { return Exec("BEGIN IMMEDIATE", "begin transaction"); }
 void JobStore::Rollback() {
   if (sqlite3_get_autocommit(db_) == 0) Exec("ROLLBACK", "rolling back").IgnoreError();
+  log_bytes_.clear();  // counted inside the rolled-back transaction: measured again
 }
 
 Status JobStore::Commit() {
@@ -368,7 +370,10 @@ Status JobStore::AppendLogs(std::vector<LogRow>& rows) {
 
 Status JobStore::TrimLogs(const std::string& job_id, uint64_t target) {
   uint64_t& bytes = log_bytes_[job_id];
-  Stmt scan(db_, "SELECT seq, LENGTH(CAST(text AS BLOB)) FROM logs WHERE job_id = ? ORDER BY seq");
+  // Earlier notes (rank -1) are among the oldest rows: their counts carry on into this one.
+  Stmt scan(db_,
+            "SELECT seq, LENGTH(CAST(text AS BLOB)), CASE WHEN rank = -1 THEN text END "
+            "FROM logs WHERE job_id = ? ORDER BY seq");
   GANTRY_RETURN_IF_ERROR(scan.status("trimming a job's logs"));
   scan.Bind(1, job_id);
   int64_t last = -1, lines = 0;
@@ -378,7 +383,9 @@ Status JobStore::TrimLogs(const std::string& job_id, uint64_t target) {
     if (!row) break;
     last = scan.Int(0);
     freed += uint64_t(scan.Int(1));
-    ++lines;
+    const std::string note = scan.Text(2);
+    const size_t n = note.find("the oldest ");
+    lines += n == std::string::npos ? 1 : std::atoll(note.c_str() + n + 11);
   }
   if (last < 0) return OkStatus();
   Stmt del(db_, "DELETE FROM logs WHERE job_id = ? AND seq <= ?");

@@ -103,6 +103,7 @@ Status LocalCluster::Start() {
     auto workers = client->Workers();
     if (workers.ok() && workers->workers_size() >= opt_.workers) {
       std::ofstream(opt_.dir + "/coordinator") << endpoint_ << "\n";
+      wrote_endpoint_ = true;
       return OkStatus();
     }
     last = workers.ok() ? UnavailableError(std::to_string(workers->workers_size()) + " of " +
@@ -150,7 +151,9 @@ void LocalCluster::Stop() {
     }
   }
   children_.clear();
-  if (!endpoint_.empty()) {
+  // Only a file this cluster wrote: a second `gantry up` refused on the same --dir must not
+  // remove the running cluster's endpoint.
+  if (wrote_endpoint_) {
     std::error_code ec;
     std::filesystem::remove(opt_.dir + "/coordinator", ec);
   }

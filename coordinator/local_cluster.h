@@ -44,6 +44,7 @@ class LocalCluster {
   LocalClusterOptions opt_;
   std::vector<Child> children_;
   std::string endpoint_;
+  bool wrote_endpoint_ = false;  // <dir>/coordinator is ours to remove
 };
 
 }  // namespace gantry::coordinator

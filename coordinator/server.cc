@@ -270,9 +270,10 @@ StatusOr<bool> Coordinator::Impl::Dispatch(const std::string& identity, const pr
     }
     case E::kWorkerLeaving: {
       const proto::WorkerLeaving& l = in.worker_leaving();
+      // Nothing more is placed there; its ranks' exits (it stops them next) fail their
+      // attempts once, naming the shutdown, and the restarts go elsewhere.
       if (registry->MarkLeaving(l.worker_id(), l.epoch())) {
         GANTRY_LOG(INFO, "worker leaving").Field("worker", l.worker_id());
-        manager->OnWorkerLost(l.worker_id(), "is shutting down");
       }
       out.mutable_ack();
       return true;

@@ -62,11 +62,7 @@ bool WorkerRegistry::MarkLeaving(const std::string& worker_id, uint64_t epoch) {
   if (it == workers_.end() || it->second.lost) return false;
   WorkerEntry& w = it->second;
   if (epoch != 0 && epoch < w.epoch) return false;
-  w.lost = true;
-  w.gpus_used.clear();
-  w.cpus_used = 0;
-  w.ports_used.clear();
-  w.ranks_running = 0;
+  w.leaving = true;
   return true;
 }
 

@@ -21,6 +21,7 @@ struct WorkerEntry {
   proto::WorkerResources resources;
   SteadyTime last_seen{};
   bool lost = false;
+  bool leaving = false;  // said it is shutting down: nothing is placed on it
   std::set<int> gpus_used;
   int cpus_used = 0;
   std::set<int> ports_used;
@@ -47,8 +48,8 @@ class WorkerRegistry {
   void Touch(const std::string& identity);
   // Marks workers silent for longer than interval * lost_after as lost; returns their ids.
   std::vector<std::string> ExpireLost();
-  // The worker said it is leaving: lost now (nothing is placed on it; it re-registers to
-  // come back). False when unknown, already lost, or `epoch` is of an older registration.
+  // The worker said it is shutting down: nothing more is placed on it (registering again
+  // clears it). False when unknown, lost, or `epoch` is of an older registration.
   bool MarkLeaving(const std::string& worker_id, uint64_t epoch);
 
   WorkerEntry* Find(const std::string& id);

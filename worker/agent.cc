@@ -8,6 +8,7 @@
 #include <zmq.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <deque>
 #include <filesystem>
 #include <fstream>
@@ -122,7 +123,8 @@ struct WorkerAgent::Impl {
   void KillLeftoversOfThisDir();
   // Ranks' descendants that outlived their rank (a setsid child escapes the group kill) are
   // this process's children (it is their subreaper): killed once their rank is done, reaped.
-  void ReapOrphans();
+  // `all_done`: every rank is over (shutdown): every orphan goes, whatever its rank key.
+  void ReapOrphans(bool all_done = false);
   uint64_t SendRequest(proto::Envelope env, bool want_reply = true) {
     const uint64_t id = want_reply ? next_id++ : 0;
     env.set_version(wire::kProtocolVersion);
@@ -283,7 +285,8 @@ void WorkerAgent::Impl::OnMessage(const proto::Envelope& env) {
         .Field("coordinator", opt.coordinator)
         .Field("worker", opt.worker_id);
   } else if (env.has_heartbeat_reply()) {
-    if (!env.heartbeat_reply().registered()) Register();
+    // Not while shutting down: placeable again, it would drop the launches sent to it.
+    if (!env.heartbeat_reply().registered() && !stopping) Register();
   } else if (env.has_ack()) {
     if (leaving_request != 0 && env.request_id() == leaving_request) leaving_acked = true;
     auto it = exit_requests.find(env.request_id());
@@ -358,6 +361,7 @@ void WorkerAgent::Impl::Launch(const proto::LaunchRank& l) {
               {"GANTRY_TOKEN", l.token()},
               {"GANTRY_HOST_ID", opt.worker_id},
               {kWorkerDirEnv, abs_dir},
+              {kWorkerPidEnv, std::to_string(getpid())},
               {kRankKeyEnv, l.job_id() + "/" + std::to_string(l.attempt()) + "/" +
                                 std::to_string(l.rank())},
               {"GANTRY_ADVERTISE_ADDR", opt.address},
@@ -593,7 +597,7 @@ void WorkerAgent::Impl::Service() {
   }
 }
 
-void WorkerAgent::Impl::ReapOrphans() {
+void WorkerAgent::Impl::ReapOrphans(bool all_done) {
   std::set<pid_t> leaders;
   std::map<std::string, bool> live;  // rank key -> its leader still runs
   for (auto& [key, r] : ranks) {
@@ -603,13 +607,10 @@ void WorkerAgent::Impl::ReapOrphans() {
     live[k] = running;
     if (r.proc) leaders.insert(r.proc->pid());
   }
-  // Only children that carry a rank key are touched: the worker's own children (none today)
-  // are never waited for here.
-  for (pid_t c : ChildrenExcept(leaders)) {
-    if (orphans.count(c)) continue;
-    const std::optional<std::string> key = EnvOf(c, kRankKeyEnv);
-    if (key && EnvOf(c, kWorkerDirEnv) == abs_dir) orphans.insert(c);
-  }
+  // Every child but a rank leader (RankProcess waits for those) is a descendant of a rank
+  // reparented here: the worker starts nothing else. Each is reaped when it ends (one that
+  // died before this scan, or cleared its environment, too: zombies would pile up).
+  for (pid_t c : ChildrenExcept(leaders)) orphans.insert(c);
   for (auto it = orphans.begin(); it != orphans.end();) {
     const pid_t c = *it;
     int status = 0;
@@ -619,7 +620,9 @@ void WorkerAgent::Impl::ReapOrphans() {
     }
     const std::optional<std::string> key = EnvOf(c, kRankKeyEnv);
     auto rank = key ? live.find(*key) : live.end();
-    if (rank == live.end() || !rank->second) {  // its rank is done: it goes too
+    // Without a key (cleared environment) the rank is unknown: it goes only at shutdown.
+    const bool done = all_done || (key && (rank == live.end() || !rank->second));
+    if (done) {  // its rank is done: it goes too
       GANTRY_LOG(INFO, "killing a process its rank left behind")
           .Field("pid", int64_t(c))
           .Field("rank_key", key.value_or("?"));
@@ -631,7 +634,15 @@ void WorkerAgent::Impl::ReapOrphans() {
 }
 
 void WorkerAgent::Impl::KillLeftoversOfThisDir() {
-  const std::vector<pid_t> left = ProcessesOfWorkerDir(abs_dir);
+  std::vector<pid_t> left;
+  for (pid_t p : ProcessesOfWorkerDir(abs_dir)) {
+    // Only what a worker that is gone left: a live worker (its lock file removed under it,
+    // say) keeps its ranks.
+    const std::optional<std::string> owner = EnvOf(p, kWorkerPidEnv);
+    const pid_t owner_pid = owner ? pid_t(std::atol(owner->c_str())) : 0;
+    if (owner_pid > 0 && owner_pid != getpid() && kill(owner_pid, 0) == 0) continue;
+    left.push_back(p);
+  }
   for (pid_t p : left) kill(p, SIGKILL);
   if (!left.empty()) {
     GANTRY_LOG(WARNING, "killed processes a previous worker on this directory left running")
@@ -654,6 +665,14 @@ void WorkerAgent::Impl::StopAll(std::chrono::milliseconds grace) {
   Service();
   FlushLogs(true);
   Service();  // an exit is reported once its output is out: now, for the last ones
+  // What the ranks left behind (reparented here once they died) goes with them: SIGKILL,
+  // then reaped, briefly (a worker that exits first would hand them to PID 1).
+  const auto orphans_until = Clock::now() + std::chrono::milliseconds(500);
+  do {
+    ReapOrphans(/*all_done=*/true);
+    if (orphans.empty()) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  } while (Clock::now() < orphans_until);
 }
 
 StatusOr<std::unique_ptr<WorkerAgent>> WorkerAgent::Create(WorkerOptions options) {
@@ -682,7 +701,10 @@ StatusOr<std::unique_ptr<WorkerAgent>> WorkerAgent::Create(WorkerOptions options
     std::error_code ec;
     std::filesystem::create_directories(impl->opt.dir, ec);
     if (ec) return ErrnoError("creating worker directory " + impl->opt.dir, ec.value());
-    impl->abs_dir = std::filesystem::absolute(impl->opt.dir, ec).lexically_normal().string();
+    // Canonical: another spelling of the same directory (a trailing '/', a symlink) must
+    // find the same leftovers.
+    impl->abs_dir = std::filesystem::canonical(impl->opt.dir, ec).string();
+    if (ec) return ErrnoError("resolving worker directory " + impl->opt.dir, ec.value());
   }
   // One worker per directory; then whatever a previous one here left (its ranks' children,
   // after a kill -9) is ours to end, and this worker adopts its ranks' orphans from now on.

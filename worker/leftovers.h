@@ -19,6 +19,7 @@ namespace gantry::worker {
 
 inline constexpr char kWorkerDirEnv[] = "GANTRY_WORKER_DIR";
 inline constexpr char kRankKeyEnv[] = "GANTRY_RANK_KEY";
+inline constexpr char kWorkerPidEnv[] = "GANTRY_WORKER_PID";
 
 // The value of `name` in process `pid`'s initial environment (nullopt: unset, or unreadable:
 // the process is gone, a zombie, or another user's).

@@ -2,6 +2,7 @@
 #include "worker/rank_process.h"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -56,7 +57,10 @@ StatusOr<std::unique_ptr<RankProcess>> RankProcess::Start(const LaunchSpec& spec
   const pid_t pid = fork();
   const int fork_errno = errno;
   if (pid != 0) pthread_sigmask(SIG_SETMASK, &saved, nullptr);
-  if (pid < 0) return ErrnoError("fork for " + spec.argv[0], fork_errno);
+  if (pid < 0) {
+    for (int fd : {out[0], out[1], err[0], err[1], exec_report[0], exec_report[1]}) close(fd);
+    return ErrnoError("fork for " + spec.argv[0], fork_errno);
+  }
   if (pid == 0) {
     // What exec would do, before it: caught signals back to their default action (ignored
     // ones stay ignored), and SIGPIPE to its default as a rank expects.
@@ -101,13 +105,10 @@ StatusOr<std::unique_ptr<RankProcess>> RankProcess::Start(const LaunchSpec& spec
       (void)!write(2, msg, strlen(msg));
     }
     execvpe(image.program(), image.argv(), image.envp());
-    report(2);
+    report(2);  // the parent names the reason (strerror is not safe here)
     const char* msg = "gantry worker: cannot execute ";
     (void)!write(2, msg, strlen(msg));
     (void)!write(2, image.program(), strlen(image.program()));
-    (void)!write(2, ": ", 2);
-    const char* why = strerror(errno);
-    (void)!write(2, why, strlen(why));
     (void)!write(2, "\n", 1);
     _exit(127);
   }
@@ -115,11 +116,20 @@ StatusOr<std::unique_ptr<RankProcess>> RankProcess::Start(const LaunchSpec& spec
   close(out[1]);
   close(err[1]);
   close(exec_report[1]);
+  // Bounded: an exec stuck on a hung mount must not stall the worker's loop (then the
+  // launch counts as started, and a late failure shows as exit 127 with its log line).
   int failure[2] = {0, 0};
-  ssize_t got;
+  ssize_t got = -1;
+  pollfd pfd{exec_report[0], POLLIN, 0};
+  int ready;
   do {
-    got = read(exec_report[0], failure, sizeof(failure));
-  } while (got < 0 && errno == EINTR);
+    ready = poll(&pfd, 1, 5000);
+  } while (ready < 0 && errno == EINTR);
+  if (ready > 0) {
+    do {
+      got = read(exec_report[0], failure, sizeof(failure));
+    } while (got < 0 && errno == EINTR);
+  }
   close(exec_report[0]);
   if (got == ssize_t(sizeof(failure))) {
     waitpid(pid, nullptr, 0);

@@ -213,6 +213,55 @@ TEST(CoordCluster, CancelEndsARanksChildInItsOwnSession) {
   EXPECT_TRUE(ended) << "pid " << child << " (setsid) outlived its cancelled rank";
 }
 
+// Children a finished rank left running are killed and reaped by the worker (their
+// subreaper): neither running on nor piling up as zombies.
+TEST(CoordCluster, ChildrenAFinishedRankLeftAreKilledAndReaped) {
+  Cluster cl("reaped");
+  cl.StartCoordinator();
+  cl.StartWorker("w0", 1);
+  ASSERT_TRUE(cl.WaitWorkers(1));
+  auto c = cl.Client();
+  auto id = c->Submit(
+      CommandJob("leaves", 1, "for i in 1 2 3; do sleep 300 & echo child=$!; done; exit 0"),
+      "r.yaml", "");
+  ASSERT_TRUE(id.ok()) << id.status().ToString();
+  auto info = cl.WaitState(*c, *id, {"SUCCEEDED", "FAILED"});
+  EXPECT_EQ(info.state(), "SUCCEEDED");
+  std::vector<pid_t> children;
+  const std::string logs = cl.Logs(*c, *id);
+  for (size_t at = logs.find("child="); at != std::string::npos; at = logs.find("child=", at + 1))
+    children.push_back(pid_t(std::atoi(logs.c_str() + at + 6)));
+  ASSERT_EQ(children.size(), 3u) << logs;
+  for (pid_t child : children) {
+    bool gone = false;  // strictly gone: a zombie would mean nobody reaped it
+    for (int i = 0; i < 100 && !gone; ++i) {
+      gone = kill(child, 0) != 0;
+      if (!gone) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    if (!gone) kill(child, SIGKILL);
+    EXPECT_TRUE(gone) << "pid " << child << " still exists (running or an unreaped zombie)";
+  }
+}
+
+// A worker stopped with SIGTERM takes what its ranks left (a setsid child) with it.
+TEST(CoordCluster, AStoppedWorkerTakesItsRanksLeftoversWithIt) {
+  Cluster cl("stopleft");
+  cl.StartCoordinator();
+  cl.StartWorker("w0", 1);
+  ASSERT_TRUE(cl.WaitWorkers(1));
+  auto c = cl.Client();
+  auto id = c->Submit(CommandJob("esc", 1, "setsid sleep 1009 & echo child=$!; sleep 1010"),
+                      "s.yaml", "");
+  ASSERT_TRUE(id.ok()) << id.status().ToString();
+  cl.WaitState(*c, *id, {"RUNNING"});
+  const pid_t child = ChildPidFromLogs(cl, *c, *id);
+  ASSERT_GT(child, 0) << cl.Logs(*c, *id);
+  cl.Stop("w0");
+  const bool ended = EndsWithin(child, std::chrono::seconds(5));
+  if (!ended) kill(child, SIGKILL);
+  EXPECT_TRUE(ended) << "pid " << child << " outlived its stopped worker";
+}
+
 // kill -9 of a worker ends its rank leaders (PDEATHSIG) but not their children, which run on
 // under PID 1; a worker started again on the same directory kills them.
 TEST(CoordCluster, AWorkerOnTheSameDirEndsWhatAKilledOneLeft) {

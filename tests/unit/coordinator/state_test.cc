@@ -76,6 +76,11 @@ TEST(JobStore, AJobsLogIsTrimmedFromTheOldestLinePastTheLimit) {
     }
     ASSERT_TRUE(store.AppendLogs(rows).ok());
   };
+  // "gantry: the oldest N stored output lines..." -> N.
+  auto deleted = [](const LogRow& note) {
+    const size_t at = note.text.find("the oldest ");
+    return at == std::string::npos ? -1 : std::atoi(note.text.c_str() + at + 11);
+  };
   auto text_bytes = [](const std::vector<LogRow>& rows) {
     uint64_t b = 0;
     for (const LogRow& r : rows) b += r.text.size();
@@ -97,6 +102,7 @@ TEST(JobStore, AJobsLogIsTrimmedFromTheOldestLinePastTheLimit) {
     int expect = std::atoi((*logs)[1].text.c_str());
     for (size_t i = 1; i < logs->size(); ++i) EXPECT_EQ(std::atoi((*logs)[i].text.c_str()), expect++);
     EXPECT_EQ(store->ReadLogs("other", -1, 0, 1000)->size(), 50u) << "other jobs keep theirs";
+    EXPECT_EQ(deleted((*logs)[0]) + int(logs->size()) - 1, 200) << "every line kept or counted";
   }
   auto store = std::move(JobStore::Open(path)).value();
   store->set_log_limit(10000);
@@ -105,6 +111,8 @@ TEST(JobStore, AJobsLogIsTrimmedFromTheOldestLinePastTheLimit) {
   ASSERT_TRUE(logs.ok());
   EXPECT_LE(text_bytes(*logs), 10000u);
   EXPECT_EQ(logs->back().text.substr(0, 4), "299:");
+  // Earlier notes' counts carry on into the newest one.
+  EXPECT_EQ(deleted((*logs)[0]) + int(logs->size()) - 1, 300) << (*logs)[0].text;
   for (const char* ext : {"", "-wal", "-shm"}) std::filesystem::remove(path + ext);
 }
 
