@@ -337,19 +337,26 @@ class HandCoordinator {
 // sends it again until it is, and forgets the rank only then: the coordinator never keeps a
 // finished rank RUNNING. A LaunchRank delivered twice (the coordinator resends launches that
 // heartbeats do not show) starts the rank once. Heartbeats list the ranks the worker holds.
-TEST(CoordExtra, WorkerRepeatsUnacknowledgedExitsAndStartsADuplicateLaunchOnce) {
-  HandCoordinator hc;
-  Cluster cl("hand");
+// Starts a real worker "w0" against `hc` and answers its registration: heartbeats every
+// 100 ms, lost after `lost_after` missed.
+void RegisterHandWorker(HandCoordinator& hc, Cluster& cl, int cpus, int lost_after) {
   cl.Spawn("w0", {"worker", "--coordinator", hc.endpoint(), "--id", "w0", "--dir",
-                  (cl.dir() / "w0").string(), "--cpus", "2"});
+                  (cl.dir() / "w0").string(), "--cpus", std::to_string(cpus)});
   std::optional<proto::Envelope> m;
   for (int i = 0; i < 100 && !(m && m->has_register_worker()); ++i)
     m = hc.Recv(std::chrono::milliseconds(100));
   ASSERT_TRUE(m && m->has_register_worker()) << cl.ReadLog("w0");
   proto::Envelope reply;
   reply.mutable_register_reply()->set_heartbeat_interval_ms(100);
-  reply.mutable_register_reply()->set_lost_after_missed(100);
+  reply.mutable_register_reply()->set_lost_after_missed(lost_after);
   hc.Reply(*m, reply);
+}
+
+TEST(CoordExtra, WorkerRepeatsUnacknowledgedExitsAndStartsADuplicateLaunchOnce) {
+  HandCoordinator hc;
+  Cluster cl("hand");
+  ASSERT_NO_FATAL_FAILURE(RegisterHandWorker(hc, cl, 2, 100));
+  std::optional<proto::Envelope> m;
   proto::Envelope launch;
   proto::LaunchRank* l = launch.mutable_launch_rank();
   l->set_job_id("j1");
@@ -425,16 +432,8 @@ TEST(CoordExtra, WorkerRepeatsUnacknowledgedExitsAndStartsADuplicateLaunchOnce) 
 TEST(CoordExtra, WorkerSpoolDropsTheOldestOutputPastItsLimitAndSaysHowMuch) {
   HandCoordinator hc;
   Cluster cl("spool");
-  cl.Spawn("w0", {"worker", "--coordinator", hc.endpoint(), "--id", "w0", "--dir",
-                  (cl.dir() / "w0").string(), "--cpus", "1"});
+  ASSERT_NO_FATAL_FAILURE(RegisterHandWorker(hc, cl, 1, 1000));
   std::optional<proto::Envelope> m;
-  for (int i = 0; i < 100 && !(m && m->has_register_worker()); ++i)
-    m = hc.Recv(std::chrono::milliseconds(100));
-  ASSERT_TRUE(m && m->has_register_worker()) << cl.ReadLog("w0");
-  proto::Envelope reply;
-  reply.mutable_register_reply()->set_heartbeat_interval_ms(100);
-  reply.mutable_register_reply()->set_lost_after_missed(1000);
-  hc.Reply(*m, reply);
   constexpr int kLines = 84000;
   proto::Envelope launch;
   proto::LaunchRank* l = launch.mutable_launch_rank();
