@@ -188,24 +188,37 @@ TEST(CoordCluster, AWorkerStoppedWithSigtermCostsOneRestart) {
   ASSERT_TRUE(c->Cancel(*id).ok());
 }
 
+// A coordinator and one 1-slot worker "w0" running `script` (a 1-rank command job that
+// prints "child=PID"); `child` is that pid (0 if it never printed it).
+struct JobWithAChild {
+  std::unique_ptr<coordinator::CoordinatorClient> client;
+  std::string id;
+  pid_t child = 0;
+};
+JobWithAChild StartJobWithAChild(Cluster& cl, const std::string& script) {
+  JobWithAChild j;
+  cl.StartCoordinator();
+  cl.StartWorker("w0", 1);
+  if (!cl.WaitWorkers(1)) return j;
+  j.client = cl.Client();
+  auto id = j.client->Submit(CommandJob("child", 1, script), "c.yaml", "");
+  if (!id.ok()) return j;
+  j.id = *id;
+  cl.WaitState(*j.client, j.id, {"RUNNING"});
+  j.child = ChildPidFromLogs(cl, *j.client, j.id);
+  return j;
+}
+
 // A rank's child in a session of its own escapes the process-group kill of a cancel; the
 // worker (their subreaper) kills it once its rank is done. It used to run on under PID 1.
 TEST(CoordCluster, CancelEndsARanksChildInItsOwnSession) {
   Cluster cl("setsid");
-  cl.StartCoordinator();
-  cl.StartWorker("w0", 1);
-  ASSERT_TRUE(cl.WaitWorkers(1));
-  auto c = cl.Client();
-  auto id = c->Submit(CommandJob("escape", 1, "setsid sleep 1009 & echo child=$!; sleep 1010"),
-                      "e.yaml", "");
-  ASSERT_TRUE(id.ok()) << id.status().ToString();
-  cl.WaitState(*c, *id, {"RUNNING"});
-  const pid_t child = ChildPidFromLogs(cl, *c, *id);
-  ASSERT_GT(child, 0) << cl.Logs(*c, *id);
-  ASSERT_TRUE(c->Cancel(*id).ok());
-  cl.WaitState(*c, *id, {"CANCELLED"});
-  EXPECT_TRUE(EndsWithin(child, std::chrono::seconds(10)))
-      << "pid " << child << " (setsid) outlived its cancelled rank";
+  JobWithAChild j = StartJobWithAChild(cl, "setsid sleep 1009 & echo child=$!; sleep 1010");
+  ASSERT_GT(j.child, 0) << (j.client ? cl.Logs(*j.client, j.id) : "no cluster");
+  ASSERT_TRUE(j.client->Cancel(j.id).ok());
+  cl.WaitState(*j.client, j.id, {"CANCELLED"});
+  EXPECT_TRUE(EndsWithin(j.child, std::chrono::seconds(10)))
+      << "pid " << j.child << " (setsid) outlived its cancelled rank";
 }
 
 // Children a finished rank left running are killed and reaped by the worker (their
@@ -236,41 +249,26 @@ TEST(CoordCluster, ChildrenAFinishedRankLeftAreKilledAndReaped) {
 // A worker stopped with SIGTERM takes what its ranks left (a setsid child) with it.
 TEST(CoordCluster, AStoppedWorkerTakesItsRanksLeftoversWithIt) {
   Cluster cl("stopleft");
-  cl.StartCoordinator();
-  cl.StartWorker("w0", 1);
-  ASSERT_TRUE(cl.WaitWorkers(1));
-  auto c = cl.Client();
-  auto id = c->Submit(CommandJob("esc", 1, "setsid sleep 1009 & echo child=$!; sleep 1010"),
-                      "s.yaml", "");
-  ASSERT_TRUE(id.ok()) << id.status().ToString();
-  cl.WaitState(*c, *id, {"RUNNING"});
-  const pid_t child = ChildPidFromLogs(cl, *c, *id);
-  ASSERT_GT(child, 0) << cl.Logs(*c, *id);
+  JobWithAChild j = StartJobWithAChild(cl, "setsid sleep 1009 & echo child=$!; sleep 1010");
+  ASSERT_GT(j.child, 0) << (j.client ? cl.Logs(*j.client, j.id) : "no cluster");
   cl.Stop("w0");
-  EXPECT_TRUE(EndsWithin(child, std::chrono::seconds(5)))
-      << "pid " << child << " outlived its stopped worker";
+  EXPECT_TRUE(EndsWithin(j.child, std::chrono::seconds(5)))
+      << "pid " << j.child << " outlived its stopped worker";
 }
 
 // kill -9 of a worker ends its rank leaders (PDEATHSIG) but not their children, which run on
 // under PID 1; a worker started again on the same directory kills them.
 TEST(CoordCluster, AWorkerOnTheSameDirEndsWhatAKilledOneLeft) {
   Cluster cl("leftovers");
-  cl.StartCoordinator();
-  cl.StartWorker("w0", 1);
-  ASSERT_TRUE(cl.WaitWorkers(1));
-  auto c = cl.Client();
-  auto id = c->Submit(CommandJob("left", 1, "sleep 1003 & echo child=$!; wait"), "l.yaml", "");
-  ASSERT_TRUE(id.ok()) << id.status().ToString();
-  cl.WaitState(*c, *id, {"RUNNING"});
-  const pid_t child = ChildPidFromLogs(cl, *c, *id);
-  ASSERT_GT(child, 0) << cl.Logs(*c, *id);
+  JobWithAChild j = StartJobWithAChild(cl, "sleep 1003 & echo child=$!; wait");
+  ASSERT_GT(j.child, 0) << (j.client ? cl.Logs(*j.client, j.id) : "no cluster");
   cl.Kill9("w0");
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
-  EXPECT_EQ(kill(child, 0), 0) << "the leftover to clean up is still there";
+  EXPECT_EQ(kill(j.child, 0), 0) << "the leftover to clean up is still there";
   cl.StartWorker("w0", 1);
-  EXPECT_TRUE(EndsWithin(child, std::chrono::seconds(10)))
-      << "pid " << child << " left by the killed worker still runs";
-  c->Cancel(*id).IgnoreError();
+  EXPECT_TRUE(EndsWithin(j.child, std::chrono::seconds(10)))
+      << "pid " << j.child << " left by the killed worker still runs";
+  j.client->Cancel(j.id).IgnoreError();
 }
 
 TEST(CoordCluster, CancelStopsEveryRank) {
