@@ -91,6 +91,10 @@ StatusOr<std::unique_ptr<RankProcess>> RankProcess::Start(const LaunchSpec& spec
 #endif
     auto report = [&](int stage) {
       const int payload[2] = {stage, errno};
+      // The parent may have stopped waiting (a slow exec) and closed its end: no SIGPIPE.
+      struct sigaction ign {};
+      ign.sa_handler = SIG_IGN;
+      sigaction(SIGPIPE, &ign, nullptr);
       (void)!write(exec_report[1], payload, sizeof(payload));
     };
     sigset_t none;
