@@ -122,10 +122,21 @@ void JobManager::RunScheduler() {
   }
   std::vector<GangRequest> queue;
   std::vector<Job*> queued;
+  std::vector<std::pair<Job*, Status>> unlaunchable;
   for (auto& [id, job] : jobs_) {
     for (const RankRecord& rk : job->ranks)
       if (!RankIsDone(rk)) view.tenant_gpus_used[job->rec.tenant] += job->rec.gpus_per_rank;
     if (job->rec.state != JobState::kPending) continue;
+    // A spec stored by another coordinator version that these rules refuse cannot be
+    // launched (a command job would start without its argv): it fails, saying why.
+    if (!job->spec_checked) {
+      StatusOr<JobSpec> spec = ParseJobSpec(job->rec.spec_yaml, job->rec.name);
+      if (!spec.ok()) {
+        unlaunchable.emplace_back(job.get(), spec.status());
+        continue;
+      }
+      job->spec_checked = true;
+    }
     GangRequest g;
     g.job_id = id;
     g.tenant = job->rec.tenant;
@@ -138,6 +149,15 @@ void JobManager::RunScheduler() {
     g.submitted = job->submitted_at;
     queue.push_back(std::move(g));
     queued.push_back(job.get());
+  }
+  if (!unlaunchable.empty()) {
+    Status st = store_->Begin();
+    for (auto& [job, why] : unlaunchable) {
+      job->rec.error = "its stored spec does not parse with this coordinator: " + why.message();
+      Transition(*job, JobState::kFailed, job->rec.error);
+    }
+    if (st.ok()) st = store_->Commit();
+    if (!st.ok()) GANTRY_LOG(ERROR, "job store commit failed").Field("error", st);
   }
   if (queue.empty()) return;
   SchedulerOptions opts = options_.scheduling;

@@ -28,6 +28,7 @@ struct JobManager::Job {
   SteadyTime adopt_deadline{};
   SteadyTime submitted_at{};
   std::string waiting;  // scheduler's reason while PENDING
+  bool spec_checked = false;  // its stored spec parsed with this coordinator's rules
   proto::JobProgress progress;
   bool AllDone() const {
     return std::all_of(ranks.begin(), ranks.end(),

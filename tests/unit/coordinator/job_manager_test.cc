@@ -248,6 +248,28 @@ TEST_F(JobManagerTest, CancelPendingAndRunning) {
   EXPECT_EQ(State(running), "CANCELLED");
 }
 
+// A pending job whose stored spec this coordinator's rules refuse (stored by another version)
+// fails saying why, instead of a command job launching without its argv.
+TEST_F(JobManagerTest, AStoredSpecThatNoLongerParsesFailsTheJob) {
+  JobRecord rec;
+  rec.id = "old-1";
+  rec.name = "old";
+  rec.kind = "command";
+  rec.state = JobState::kPending;
+  rec.ranks = 1;
+  rec.cpus_per_rank = 1;
+  rec.sequence = store_->NextSequence();
+  rec.spec_yaml = "name: old\nkind: command\ncommand: {argv: [true]}\n---\nname: other\n";
+  ASSERT_TRUE(store_->UpsertJob(rec).ok());
+  Open();  // a coordinator (re)starting on that store
+  ASSERT_TRUE(manager_->Recover().ok());
+  AddWorker("w0", 2);
+  EXPECT_TRUE(Drain().empty()) << "nothing launched";
+  EXPECT_EQ(State("old-1"), "FAILED");
+  EXPECT_NE(manager_->Info("old-1", false)->error().find("does not parse"), std::string::npos)
+      << manager_->Info("old-1", false)->error();
+}
+
 TEST_F(JobManagerTest, RecoveryReadoptsReportedRanksAndRestartsMissingOnes) {
   AddWorker("w0", 2);
   AddWorker("w1", 2);
