@@ -191,14 +191,15 @@ void JobManager::OnRankExited(const std::string& worker_id, const proto::RankSta
   if (RankIsDone(r)) return;
   Status st = store_->Begin();
   RankDone(*job, s.rank(), "EXITED", s.exit_code());
-  if (s.exit_code() != 0) {
+  // Stopped because its worker shuts down (WorkerLeaving): the attempt failed, whatever the
+  // code (a rank that exits 0 on SIGTERM did not finish its work).
+  const WorkerEntry* w = registry_->Find(worker_id);
+  const bool leaving = w != nullptr && w->leaving;
+  if (s.exit_code() != 0 || leaving) {
     std::string reason = "rank " + std::to_string(s.rank()) + " on worker " + worker_id +
                          " exited with code " + std::to_string(s.exit_code());
     if (!s.error().empty()) reason += " (" + s.error() + ")";
-    // Stopped because its worker shuts down (WorkerLeaving): that is the reason to give.
-    if (const WorkerEntry* w = registry_->Find(worker_id); w != nullptr && w->leaving) {
-      reason = "worker " + worker_id + " is shutting down (" + reason + ")";
-    }
+    if (leaving) reason = "worker " + worker_id + " is shutting down (" + reason + ")";
     FailAttempt(*job, reason);
   }
   if (st.ok()) st = store_->Commit();

@@ -200,6 +200,7 @@ void JobStore::Rollback() {
 
 Status JobStore::Commit() {
   Status st = Exec("COMMIT", "commit transaction");
+  if (!st.ok()) log_bytes_.clear();  // counted in a transaction that did not land
   // A failed COMMIT (disk full, I/O error) may leave the transaction open, and every later
   // BEGIN would then fail: end it, so that the next transition is written again.
   if (!st.ok() && sqlite3_get_autocommit(db_) == 0) {

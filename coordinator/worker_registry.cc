@@ -45,7 +45,8 @@ std::vector<std::string> WorkerRegistry::ExpireLost() {
   const SteadyTime now = clock_->Now();
   for (auto& [id, w] : workers_) {
     if (w.lost) continue;
-    if (now - w.last_seen > interval_ * lost_after_) {
+    if (now - w.last_seen >
+        interval_ * lost_after_ + (w.leaving ? kLeavingGrace : std::chrono::seconds(0))) {
       w.lost = true;
       w.gpus_used.clear();
       w.cpus_used = 0;
@@ -63,6 +64,7 @@ bool WorkerRegistry::MarkLeaving(const std::string& worker_id, uint64_t epoch) {
   WorkerEntry& w = it->second;
   if (epoch != 0 && epoch < w.epoch) return false;
   w.leaving = true;
+  w.last_seen = clock_->Now();
   return true;
 }
 

@@ -21,13 +21,18 @@ struct WorkerEntry {
   proto::WorkerResources resources;
   SteadyTime last_seen{};
   bool lost = false;
-  bool leaving = false;  // said it is shutting down: nothing is placed on it
+  bool leaving = false;  // said it is shutting down: nothing is placed on it, and it has
+                         // kLeavingGrace more to report its ranks' exits before it is lost
   std::set<int> gpus_used;
   int cpus_used = 0;
   std::set<int> ports_used;
   int ranks_running = 0;
   uint64_t epoch = 0;  // of its last registration
 };
+
+// How long past the usual heartbeat deadline a leaving worker has to stop its ranks and
+// report their exits (it sends no heartbeats meanwhile) before it is taken for lost.
+inline constexpr std::chrono::seconds kLeavingGrace{15};
 
 class WorkerRegistry {
  public:

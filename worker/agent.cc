@@ -302,7 +302,24 @@ void WorkerAgent::Impl::OnMessage(const proto::Envelope& env) {
     }
     OnLogAck(env.request_id(), /*refused=*/false);
   } else if (env.has_launch_rank()) {
-    if (!stopping) Launch(env.launch_rank());
+    if (!stopping) {
+      Launch(env.launch_rank());
+    } else {
+      // Shutting down: say so at once (a silent drop left the rank PLACED until this worker
+      // was taken for lost).
+      const proto::LaunchRank& l = env.launch_rank();
+      const RankKey key{l.job_id(), l.attempt(), l.rank()};
+      if (!ranks.count(key)) {
+        Rank& r = ranks[key];
+        r.status.set_job_id(l.job_id());
+        r.status.set_attempt(l.attempt());
+        r.status.set_rank(l.rank());
+        r.status.set_exited(true);
+        r.status.set_exit_code(143);
+        r.status.set_error("not started: the worker is shutting down");
+        ReportExit(key, r);
+      }
+    }
   } else if (env.has_stop_ranks()) {
     const auto& s = env.stop_ranks();
     for (auto& [key, r] : ranks) {
@@ -640,7 +657,7 @@ void WorkerAgent::Impl::KillLeftoversOfThisDir() {
     // say) keeps its ranks.
     const std::optional<std::string> owner = EnvOf(p, kWorkerPidEnv);
     const pid_t owner_pid = owner ? pid_t(std::atol(owner->c_str())) : 0;
-    if (owner_pid > 0 && owner_pid != getpid() && kill(owner_pid, 0) == 0) continue;
+    if (owner_pid > 0 && owner_pid != getpid() && IsLiveWorker(owner_pid)) continue;
     left.push_back(p);
   }
   for (pid_t p : left) kill(p, SIGKILL);

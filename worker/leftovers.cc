@@ -36,6 +36,21 @@ std::vector<pid_t> ChildrenExcept(const std::set<pid_t>& leaders) {
   return out;
 }
 
+bool IsLiveWorker(pid_t pid) {
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string pid_field, comm, state;
+  if (!(stat >> pid_field >> comm >> state) || state == "Z") return false;
+  if (EnvOf(pid, kWorkerDirEnv)) return false;  // a rank's process, not a worker
+  std::ifstream cmdline("/proc/" + std::to_string(pid) + "/cmdline", std::ios::binary);
+  std::string arg;
+  bool gantry = false, worker = false;
+  for (int i = 0; std::getline(cmdline, arg, '\0'); ++i) {
+    if (i == 0) gantry = arg.find("gantry") != std::string::npos;
+    worker = worker || arg == "worker";
+  }
+  return gantry && worker;
+}
+
 std::vector<pid_t> ProcessesOfWorkerDir(const std::string& dir) {
   std::vector<pid_t> out;
   DIR* proc = opendir("/proc");

@@ -28,6 +28,10 @@ std::optional<std::string> EnvOf(pid_t pid, const std::string& name);
 // This process's children (every thread's), except those in `leaders`.
 std::vector<pid_t> ChildrenExcept(const std::set<pid_t>& leaders);
 
+// True when `pid` runs (not a zombie) a gantry worker: a reused pid (say, a leftover's own
+// child) or a dead worker not yet reaped does not count.
+bool IsLiveWorker(pid_t pid);
+
 // Every process but this one whose environment has GANTRY_WORKER_DIR=dir.
 std::vector<pid_t> ProcessesOfWorkerDir(const std::string& dir);
 
