@@ -114,6 +114,7 @@ struct WorkerAgent::Impl {
   int dir_lock = -1;     // worker.lock in --dir, held for the process's life
   std::set<pid_t> orphans;  // ranks' descendants reparented here, until reaped
   Clock::time_point last_orphan_scan{};
+  std::chrono::milliseconds exec_wait_left{5000};  // shared by the launches of one pass
 
   ~Impl() {
     if (socket) zmq_close(socket);
@@ -161,6 +162,9 @@ struct WorkerAgent::Impl {
 };
 
 void WorkerAgent::Impl::ReceiveAll() {
+  // Launches of this pass share one exec wait: several hung execs (a dead mount) must not
+  // stall the loop past a heartbeat's worth of deadlines.
+  exec_wait_left = std::chrono::milliseconds(5000);
   for (int budget = 0; budget < 64; ++budget) {
     zmq_msg_t m;
     zmq_msg_init(&m);
@@ -417,7 +421,12 @@ void WorkerAgent::Impl::Launch(const proto::LaunchRank& l) {
           .Field("cpus_free", int64_t(cpu_pool->free_count()));
     }
   }
+  spec.exec_wait = exec_wait_left;
+  const auto exec_started = Clock::now();
   auto proc = RankProcess::Start(spec);
+  exec_wait_left = std::max(std::chrono::milliseconds(0),
+                            exec_wait_left - std::chrono::duration_cast<std::chrono::milliseconds>(
+                                                 Clock::now() - exec_started));
   if (!proc.ok()) {
     if (cpu_pool) cpu_pool->Give(std::exchange(r.cpus, {}));
     r.status.clear_cpus();

@@ -11,6 +11,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -127,7 +128,7 @@ StatusOr<std::unique_ptr<RankProcess>> RankProcess::Start(const LaunchSpec& spec
   pollfd pfd{exec_report[0], POLLIN, 0};
   int ready;
   do {
-    ready = poll(&pfd, 1, 5000);
+    ready = poll(&pfd, 1, int(std::max<int64_t>(0, spec.exec_wait.count())));
   } while (ready < 0 && errno == EINTR);
   if (ready > 0) {
     do {

@@ -20,6 +20,9 @@ struct LaunchSpec {
   std::map<std::string, std::string> env;  // added to (and overriding) the worker's environment
   std::string workdir;
   std::vector<int> cpus;  // pin the child to these CPUs before exec (empty: inherit)
+  // How long Start waits for the exec to succeed or fail (a failure then is Start's error);
+  // past it the launch counts as started and a late failure shows as exit 127.
+  std::chrono::milliseconds exec_wait{5000};
 };
 
 struct OutputLine {
