@@ -5,11 +5,13 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <memory>
+#include <optional>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <thread>
@@ -115,7 +117,11 @@ void PrintDescribe(const proto::JobInfo& j) {
       j.priority().c_str(), j.ranks(), j.gpus_per_rank(), j.cpus_per_rank(), j.attempt() + 1,
       j.max_restarts() + 1);
   if (!j.waiting().empty()) std::printf("Waiting:    %s\n", j.waiting().c_str());
-  if (!j.error().empty()) std::printf("Error:      %s\n", j.error().c_str());
+  // While an attempt runs, the error is an earlier attempt's: say so.
+  if (!j.error().empty()) {
+    const bool earlier = j.state() == "RUNNING" || j.state() == "PLACED" || j.state() == "PENDING";
+    std::printf("%s%s\n", earlier ? "Last error: " : "Error:      ", j.error().c_str());
+  }
   if (j.progress().step() > 0)
     std::printf("Progress:   step %lld/%lld, loss %.4f, %.1f %s\n",
                 static_cast<long long>(j.progress().step()),
@@ -126,10 +132,13 @@ void PrintDescribe(const proto::JobInfo& j) {
     std::string placed;
     for (int g : r.gpu_indices()) placed += (placed.empty() ? "  gpus " : ",") + std::to_string(g);
     if (!r.cpus().empty()) placed += "  cpus " + r.cpus();
-    std::printf("  %3d  %-16s %-8s pid %-8d exit %d%s\n", r.rank(), r.worker_id().c_str(),
-                r.state().c_str(), r.pid(), r.exit_code(), placed.c_str());
+    // An exit code only for ranks that exited ("exit 0" on a running rank read as done).
+    const std::string exit_code =
+        r.state() == "EXITED" ? "exit " + std::to_string(r.exit_code()) : std::string();
+    std::printf("  %3d  %-16s %-8s pid %-8d %-8s%s\n", r.rank(), r.worker_id().c_str(),
+                r.state().c_str(), r.pid(), exit_code.c_str(), placed.c_str());
   }
-  std::printf("Events:\n");
+  if (j.events_size() > 0) std::printf("Events:\n");
   for (const auto& e : j.events()) {
     const std::time_t t = e.time_ms() / 1000;
     char buf[32];
@@ -366,7 +375,7 @@ CommandRegistration kSubmit(
           return ReportError(InvalidArgumentError("job spec '" + *file + "' is a directory"));
         }
         std::ifstream in(*file, std::ios::binary);
-        if (!in) return ReportError(NotFoundError("cannot read job spec " + *file));
+        if (!in) return ReportError(ErrnoError("cannot read job spec " + *file, errno));
         std::stringstream ss;
         ss << in.rdbuf();
         StatusOr<JobSpec> spec = ParseJobSpec(ss.str(), *file);
@@ -422,7 +431,9 @@ CommandRegistration kList(
       auto all = std::make_shared<bool>(false);
       auto limit = std::make_shared<int>(50);
       app.add_flag("-a,--all", *all, "include finished jobs");
-      app.add_option("--limit", *limit, "at most this many (newest first)")->capture_default_str();
+      app.add_option("--limit", *limit, "at most this many (newest first)")
+          ->capture_default_str()
+          ->check(CLI::Range(1, 1 << 30));
       f->Add(app);
       return [f, all, limit]() -> int {
         auto client = f->Connect();
@@ -468,13 +479,29 @@ CommandRegistration kLogs("logs", "Print a job's output lines (-f follows until 
                             app.add_option("job", *id, "job id")->required();
                             app.add_flag("-f,--follow", *follow,
                                          "keep printing new lines until the job ends");
-                            app.add_option("--rank", *rank, "only this rank (-1: all)");
+                            app.add_option("--rank", *rank, "only this rank (-1: all)")
+                                ->check(CLI::Range(-1, 1 << 24));
                             f->Add(app);
                             return [f, id, follow, rank]() -> int {
                               auto client = f->Connect();
                               if (!client.ok()) return ReportError(client.status());
+                              if (*rank >= 0) {  // a rank the job does not have is an error
+                                auto info = (*client)->GetJob(*id);
+                                if (!info.ok()) return ReportError(info.status());
+                                if (*rank >= info->ranks()) {
+                                  return ReportError(InvalidArgumentError(
+                                      "--rank " + std::to_string(*rank) + ": job " + *id +
+                                      " has " + std::to_string(info->ranks()) + " rank(s) (0.." +
+                                      std::to_string(info->ranks() - 1) + ")"));
+                                }
+                              }
                               InstallStopHandlers();
                               uint64_t after = 0;
+                              // After the job ended, output can still arrive (a worker resends
+                              // what a restarted coordinator missed): -f stops only after a
+                              // quiet spell, not at the first empty read.
+                              constexpr auto kQuiet = std::chrono::seconds(3);
+                              std::optional<std::chrono::steady_clock::time_point> quiet_since;
                               for (;;) {
                                 auto batch = (*client)->Logs(*id, *rank, after);
                                 if (!batch.ok()) return ReportError(batch.status());
@@ -487,8 +514,16 @@ CommandRegistration kLogs("logs", "Print a job's output lines (-f follows until 
                                 std::cout.flush();
                                 if (!std::cout.good()) return kExitOk;  // reader gone (| head)
                                 after = batch->last_seq();
-                                if (batch->records_size() > 0) continue;
-                                if (!*follow || batch->job_finished() || g_stop) return kExitOk;
+                                if (batch->records_size() > 0) {
+                                  quiet_since.reset();
+                                  continue;
+                                }
+                                if (!*follow || g_stop) return kExitOk;
+                                if (batch->job_finished()) {
+                                  const auto now = std::chrono::steady_clock::now();
+                                  if (!quiet_since) quiet_since = now;
+                                  if (now - *quiet_since >= kQuiet) return kExitOk;
+                                }
                                 std::this_thread::sleep_for(std::chrono::milliseconds(250));
                               }
                             };

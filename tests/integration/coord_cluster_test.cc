@@ -86,6 +86,15 @@ TEST(CoordCluster, SubmitRunSucceedWithTorchrunEnvironment) {
   const int port = std::atoi(master.substr(master.rfind(':') + 1).c_str());
   EXPECT_EQ(master.substr(0, master.rfind(':')), "127.0.0.1") << master;
   EXPECT_GT(port, 0) << master;
+  // `gantry logs --rank` of a rank the job does not have is an error naming the range.
+  const std::string out = (cl.dir() / "rank.txt").string();
+  const int rc = std::system((std::string(GANTRY_BINARY) + " logs " + *id + " --rank 3 " +
+                              "--coordinator " + cl.endpoint() + " >" + out + " 2>&1")
+                                 .c_str());
+  EXPECT_EQ(WEXITSTATUS(rc), 1);
+  std::stringstream rank_err;
+  rank_err << std::ifstream(out).rdbuf();
+  EXPECT_NE(rank_err.str().find("has 3 rank(s) (0..2)"), std::string::npos) << rank_err.str();
   const int64_t submit_to_running = EventGapMs(info, "PENDING", 0, "RUNNING", 0);
   EXPECT_GE(submit_to_running, 0);
   std::printf("[measure] submit -> all ranks running: %lld ms\n",

@@ -65,7 +65,7 @@ TEST(GantryCliTest, UsageErrorsExitTwo) {
   // Cluster settings that left it broken (workers flapping, ports wrapped to another number).
   for (const char* bad : {"coordinator --heartbeat-ms 0", "coordinator --lost-after 0",
                           "up --workers 0", "up --port 99999", "worker --metrics-port 99999",
-                          "list --timeout-ms -1"}) {
+                          "list --timeout-ms -1", "list --limit 0", "logs j-1 --rank -2"}) {
     Result r = RunGantry(bad);
     EXPECT_EQ(r.code, 2) << bad << "\n" << r.out;
   }
