@@ -18,31 +18,10 @@
 
 #include "base/job_spec.h"
 #include "base/job_spec_internal.h"
+#include "base/logging.h"
 
 namespace gantry {
 namespace {
-
-// Offset of the first byte that does not belong to well-formed UTF-8, or npos.
-size_t FirstNonUtf8(const std::string& s) {
-  size_t i = 0;
-  while (i < s.size()) {
-    const unsigned char c = static_cast<unsigned char>(s[i]);
-    size_t n = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3 : (c >> 3) == 0x1E ? 4 : 0;
-    if (n == 0 || (n == 2 && c < 0xC2) || c > 0xF4 || i + n > s.size()) return i;
-    for (size_t k = 1; k < n; ++k) {
-      if ((static_cast<unsigned char>(s[i + k]) >> 6) != 0x2) return i;
-    }
-    // Overlong forms, UTF-16 surrogates and code points past U+10FFFF.
-    const unsigned char c1 = static_cast<unsigned char>(n > 1 ? s[i + 1] : 0);
-    if ((c == 0xE0 && c1 < 0xA0) || (c == 0xED && c1 >= 0xA0) || (c == 0xF0 && c1 < 0x90) ||
-        (c == 0xF4 && c1 >= 0x90)) {
-      return i;
-    }
-    i += n;
-  }
-  return std::string::npos;
-}
-
 
 using job_spec_internal::LineMap;
 
@@ -395,7 +374,7 @@ StatusOr<JobSpec> ParseJobSpec(const std::string& yaml_text, const std::string& 
   Reader reader(source_name);
   // YAML is Unicode text: other bytes (a Latin-1 'é') are named with their line here rather
   // than passing locally and failing as a malformed message on the way to the coordinator.
-  if (const size_t bad = FirstNonUtf8(yaml_text); bad != std::string::npos) {
+  if (const size_t bad = FirstInvalidUtf8(yaml_text); bad != std::string::npos) {
     const int line = 1 + int(std::count(yaml_text.begin(), yaml_text.begin() + bad, '\n'));
     char hex[8];
     std::snprintf(hex, sizeof(hex), "0x%02X", unsigned(static_cast<unsigned char>(yaml_text[bad])));

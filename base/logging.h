@@ -45,6 +45,9 @@ void AppendJsonString(std::string* out, std::string_view s);
 // `s` with every byte that is not part of a valid UTF-8 sequence replaced by U+FFFD (what a
 // protobuf string field or a JSON consumer accepts).
 std::string ToValidUtf8(std::string_view s);
+// Offset of the first byte of `s` that is not part of a valid UTF-8 sequence (overlong forms,
+// surrogates and code points past U+10FFFF included), or npos.
+size_t FirstInvalidUtf8(std::string_view s);
 // Shortest round-trip form; NaN and infinities become the strings "NaN", "Infinity".
 void AppendJsonNumber(std::string* out, double v);
 // RFC3339 UTC timestamp with milliseconds, e.g. "2024-05-01T12:00:00.123Z".
