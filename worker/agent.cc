@@ -12,6 +12,7 @@
 #include <deque>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <optional>
 #include <set>
@@ -38,6 +39,12 @@ namespace gantry::worker {
 namespace {
 using Clock = std::chrono::steady_clock;
 using RankKey = std::tuple<std::string, int, int>;  // job, attempt, rank
+
+// "job/attempt/rank": the rank's GANTRY_RANK_KEY, which its descendants inherit.
+std::string RankKeyString(const RankKey& key) {
+  return std::get<0>(key) + "/" + std::to_string(std::get<1>(key)) + "/" +
+         std::to_string(std::get<2>(key));
+}
 constexpr std::chrono::milliseconds kPollInterval{50};
 constexpr std::chrono::milliseconds kLogFlushInterval{100};
 constexpr size_t kLogBatchLines = 256;
@@ -145,6 +152,11 @@ struct WorkerAgent::Impl {
   void Register();
   void OnMessage(const proto::Envelope& env);
   void Launch(const proto::LaunchRank& l);
+  // The rank a launch names, added with its identity in its status; nullptr for a launch
+  // delivered twice.
+  Rank* TrackRank(const proto::LaunchRank& l);
+  // Polls the socket and handles what comes until `done()` or `until`.
+  void PumpUntil(const std::function<bool()>& done, Clock::time_point until);
   void ReportExit(const RankKey& key, Rank& r);
   void ResendUnackedExits();
   void SendLogBatch(const RankKey& key, LogBatch& b);
@@ -308,21 +320,14 @@ void WorkerAgent::Impl::OnMessage(const proto::Envelope& env) {
   } else if (env.has_launch_rank()) {
     if (!stopping) {
       Launch(env.launch_rank());
-    } else {
+    } else if (Rank* r = TrackRank(env.launch_rank())) {
       // Shutting down: say so at once (a silent drop left the rank PLACED until this worker
       // was taken for lost).
+      r->status.set_exited(true);
+      r->status.set_exit_code(143);
+      r->status.set_error("not started: the worker is shutting down");
       const proto::LaunchRank& l = env.launch_rank();
-      const RankKey key{l.job_id(), l.attempt(), l.rank()};
-      if (!ranks.count(key)) {
-        Rank& r = ranks[key];
-        r.status.set_job_id(l.job_id());
-        r.status.set_attempt(l.attempt());
-        r.status.set_rank(l.rank());
-        r.status.set_exited(true);
-        r.status.set_exit_code(143);
-        r.status.set_error("not started: the worker is shutting down");
-        ReportExit(key, r);
-      }
+      ReportExit({l.job_id(), l.attempt(), l.rank()}, *r);
     }
   } else if (env.has_stop_ranks()) {
     const auto& s = env.stop_ranks();
@@ -338,13 +343,21 @@ void WorkerAgent::Impl::OnMessage(const proto::Envelope& env) {
   }
 }
 
-void WorkerAgent::Impl::Launch(const proto::LaunchRank& l) {
+Rank* WorkerAgent::Impl::TrackRank(const proto::LaunchRank& l) {
   const RankKey key{l.job_id(), l.attempt(), l.rank()};
-  if (ranks.count(key)) return;  // duplicate delivery
+  if (ranks.count(key)) return nullptr;  // duplicate delivery
   Rank& r = ranks[key];
   r.status.set_job_id(l.job_id());
   r.status.set_attempt(l.attempt());
   r.status.set_rank(l.rank());
+  return &r;
+}
+
+void WorkerAgent::Impl::Launch(const proto::LaunchRank& l) {
+  Rank* tracked = TrackRank(l);
+  if (tracked == nullptr) return;
+  Rank& r = *tracked;
+  const RankKey key{l.job_id(), l.attempt(), l.rank()};
   for (int g : l.gpu_indices()) r.status.add_gpu_indices(g);
   LaunchSpec spec;
   spec.argv.assign(l.argv().begin(), l.argv().end());
@@ -383,8 +396,7 @@ void WorkerAgent::Impl::Launch(const proto::LaunchRank& l) {
               {"GANTRY_HOST_ID", opt.worker_id},
               {kWorkerDirEnv, abs_dir},
               {kWorkerPidEnv, std::to_string(getpid())},
-              {kRankKeyEnv, l.job_id() + "/" + std::to_string(l.attempt()) + "/" +
-                                std::to_string(l.rank())},
+              {kRankKeyEnv, RankKeyString(key)},
               {"GANTRY_ADVERTISE_ADDR", opt.address},
               {"PYTHONUNBUFFERED", "1"}};
   if (!resources.gpus().empty() || !visible.empty()) spec.env["CUDA_VISIBLE_DEVICES"] = visible;
@@ -627,10 +639,7 @@ void WorkerAgent::Impl::ReapOrphans(bool all_done) {
   std::set<pid_t> leaders;
   std::map<std::string, bool> live;  // rank key -> its leader still runs
   for (auto& [key, r] : ranks) {
-    const std::string k = std::get<0>(key) + "/" + std::to_string(std::get<1>(key)) + "/" +
-                          std::to_string(std::get<2>(key));
-    const bool running = r.proc && !r.proc->exited();
-    live[k] = running;
+    live[RankKeyString(key)] = r.proc && !r.proc->exited();
     if (r.proc) leaders.insert(r.proc->pid());
   }
   // Every child but a rank leader (RankProcess waits for those) is a descendant of a rank
@@ -674,6 +683,14 @@ void WorkerAgent::Impl::KillLeftoversOfThisDir() {
     GANTRY_LOG(WARNING, "killed processes a previous worker on this directory left running")
         .Field("dir", abs_dir)
         .Field("processes", int64_t(left.size()));
+  }
+}
+
+void WorkerAgent::Impl::PumpUntil(const std::function<bool()>& done, Clock::time_point until) {
+  while (!done() && Clock::now() < until) {
+    zmq_pollitem_t item{socket, 0, ZMQ_POLLIN, 0};
+    zmq_poll(&item, 1, kPollInterval.count());
+    ReceiveAll();
   }
 }
 
@@ -797,31 +814,22 @@ Status WorkerAgent::Run(const std::atomic<bool>& stop) {
       .Field("worker", s.opt.worker_id)
       .Field("ranks", s.ranks.size());
   s.stopping = true;  // no more launches
-  // Say so first (bounded): the coordinator then fails the attempts here once, naming the
-  // shutdown, and places nothing more here, instead of taking the ranks' SIGTERM exits for
-  // failures and restarting them on this worker.
+  // Say so first (bounded): the coordinator then places nothing more here, and the ranks'
+  // exits (stopped next) fail their attempts once, naming the shutdown, so the restarts go
+  // elsewhere instead of to this worker.
   if (s.registered) {
     proto::Envelope leaving;
     leaving.mutable_worker_leaving()->set_worker_id(s.opt.worker_id);
     leaving.mutable_worker_leaving()->set_epoch(s.epoch);
     s.leaving_request = s.SendRequest(std::move(leaving));
-    const auto leave_until = Clock::now() + std::chrono::seconds(1);
-    while (!s.leaving_acked && Clock::now() < leave_until) {
-      zmq_pollitem_t item{s.socket, 0, ZMQ_POLLIN, 0};
-      zmq_poll(&item, 1, kPollInterval.count());
-      s.ReceiveAll();
-    }
+    s.PumpUntil([&] { return s.leaving_acked; }, Clock::now() + std::chrono::seconds(1));
   }
   s.StopAll(kShutdownGrace);
   s.UpdateGauges();
   // The last exit reports are queued on the socket, and a process that exits drops what its
   // ZeroMQ context has not sent: wait (bounded) until the coordinator acknowledged them.
-  const auto until = Clock::now() + kShutdownGrace;
-  while ((!s.exit_requests.empty() || !s.log_requests.empty()) && Clock::now() < until) {
-    zmq_pollitem_t item{s.socket, 0, ZMQ_POLLIN, 0};
-    zmq_poll(&item, 1, kPollInterval.count());
-    s.ReceiveAll();
-  }
+  s.PumpUntil([&] { return s.exit_requests.empty() && s.log_requests.empty(); },
+              Clock::now() + kShutdownGrace);
   return OkStatus();
 }
 

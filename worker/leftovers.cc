@@ -1,4 +1,4 @@
-// Leftover rank processes: environment markers, children, the worker directory's lock.
+// Leftover rank processes: environment markers, the worker's children, live workers.
 #include "worker/leftovers.h"
 
 #include <dirent.h>
