@@ -418,7 +418,7 @@ StatusOr<JobSpec> ParseJobSpec(const std::string& yaml_text, const std::string& 
   return spec;
 }
 
-StatusOr<JobSpec> ParseJobSpecFile(const std::string& path) {
+StatusOr<std::string> ReadJobSpecFile(const std::string& path) {
   std::error_code ec;
   if (std::filesystem::is_directory(path, ec)) {
     return InvalidArgumentError("job spec '" + path + "' is a directory, not a YAML file");
@@ -430,7 +430,12 @@ StatusOr<JobSpec> ParseJobSpecFile(const std::string& path) {
   std::ostringstream text;
   text << in.rdbuf();
   if (in.bad()) return ErrnoError("cannot read job spec '" + path + "'", errno);
-  return ParseJobSpec(text.str(), path);
+  return text.str();
+}
+
+StatusOr<JobSpec> ParseJobSpecFile(const std::string& path) {
+  GANTRY_ASSIGN_OR_RETURN(std::string text, ReadJobSpecFile(path));
+  return ParseJobSpec(text, path);
 }
 
 Status ValidateJobSpec(const JobSpec& spec) {

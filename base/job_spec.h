@@ -1,7 +1,7 @@
 // Job specs: the YAML a user submits (kind: train | command | serve), parsed and validated.
 // Every error names the field path and the YAML line ("gpt-tiny.yaml:7: model.heads: ...").
 // Unknown fields are errors (typos must not be silently ignored). The schema is documented in
-// docs/job-spec.md. Pure data + parsing; no I/O besides ParseJobSpecFile reading the file.
+// docs/job-spec.md. Pure data + parsing; no I/O besides ReadJobSpecFile (and ParseJobSpecFile) reading the file.
 #pragma once
 
 #include <cstdint>
@@ -137,6 +137,10 @@ const char* JobKindName(JobKind kind);
 // Parses and validates. `source_name` prefixes every error message.
 StatusOr<JobSpec> ParseJobSpec(const std::string& yaml_text,
                                const std::string& source_name = "<string>");
+// The text of a spec file: a directory or an unreadable path is an error naming it. Read
+// once (a pipe such as <(envsubst < job.yaml) can be read only once).
+StatusOr<std::string> ReadJobSpecFile(const std::string& path);
+// ReadJobSpecFile, then ParseJobSpec.
 StatusOr<JobSpec> ParseJobSpecFile(const std::string& path);
 // Cross-field checks (d_model divisible by heads, widths >= 2 entries, ...); also run by Parse.
 Status ValidateJobSpec(const JobSpec& spec);

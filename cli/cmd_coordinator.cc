@@ -369,20 +369,15 @@ CommandRegistration kSubmit(
       return [f, file, wait]() -> int {
         // Checked here first: a bad spec is named with its line even when no coordinator runs
         // (the coordinator checks it again; its version of the rules decides).
-        // Read once (a pipe such as <(envsubst < job.yaml) can be read only once).
-        std::error_code ec;
-        if (std::filesystem::is_directory(*file, ec)) {
-          return ReportError(InvalidArgumentError("job spec '" + *file + "' is a directory"));
-        }
-        std::ifstream in(*file, std::ios::binary);
-        if (!in) return ReportError(ErrnoError("cannot read job spec " + *file, errno));
-        std::stringstream ss;
-        ss << in.rdbuf();
-        StatusOr<JobSpec> spec = ParseJobSpec(ss.str(), *file);
+        // The same bytes are checked here and sent (read once: a pipe reads only once).
+        StatusOr<std::string> text = ReadJobSpecFile(*file);
+        if (!text.ok()) return ReportError(text.status());
+        StatusOr<JobSpec> spec = ParseJobSpec(*text, *file);
         if (!spec.ok()) return ReportError(spec.status());
         auto client = f->Connect();
         if (!client.ok()) return ReportError(client.status());
-        auto id = (*client)->Submit(ss.str(), *file, std::filesystem::current_path(ec).string());
+        std::error_code ec;
+        auto id = (*client)->Submit(*text, *file, std::filesystem::current_path(ec).string());
         if (!id.ok()) return ReportError(id.status());
         if (f->json())
           std::cout << nlohmann::json{{"job", *id}} << std::endl;
