@@ -1,7 +1,8 @@
 // Job specs: the YAML a user submits (kind: train | command | serve), parsed and validated.
 // Every error names the field path and the YAML line ("gpt-tiny.yaml:7: model.heads: ...").
 // Unknown fields are errors (typos must not be silently ignored). The schema is documented in
-// docs/job-spec.md. Pure data + parsing; no I/O besides ReadJobSpecFile (and ParseJobSpecFile) reading the file.
+// docs/job-spec.md. Pure data + parsing; no I/O besides ReadJobSpecFile (also used by
+// ParseJobSpecFile) reading the file.
 #pragma once
 
 #include <cstdint>
