@@ -9,6 +9,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "base/status.h"
@@ -147,5 +148,9 @@ StatusOr<JobSpec> ParseJobSpecFile(const std::string& path);
 Status ValidateJobSpec(const JobSpec& spec);
 // Canonical YAML (every field, defaults filled in); Parse(ToYaml(s)) == s.
 std::string JobSpecToYaml(const JobSpec& spec);
+// Every field JobSpecToYaml writes, as ("section.key", its value as flow YAML) in that order:
+// ("model.heads", "8"), ("model.widths", "[784, 512, 10]"), ("name", "job"). What a job's
+// ranks compare to find a rank started with another spec (train/trainer.cc).
+std::vector<std::pair<std::string, std::string>> JobSpecFields(const JobSpec& spec);
 
 }  // namespace gantry

@@ -156,4 +156,22 @@ std::string JobSpecToYaml(const JobSpec& s) {
   return std::string(out.c_str()) + "\n";
 }
 
+std::vector<std::pair<std::string, std::string>> JobSpecFields(const JobSpec& spec) {
+  std::vector<std::pair<std::string, std::string>> fields;
+  const YAML::Node root = YAML::Load(JobSpecToYaml(spec));
+  for (const auto& top : root) {
+    const std::string section = top.first.as<std::string>();
+    if (!top.second.IsMap()) {
+      fields.emplace_back(section, top.second.Scalar());
+      continue;
+    }
+    for (const auto& field : top.second) {
+      YAML::Emitter value;
+      value << YAML::Flow << field.second;
+      fields.emplace_back(section + "." + field.first.as<std::string>(), value.c_str());
+    }
+  }
+  return fields;
+}
+
 }  // namespace gantry

@@ -3,6 +3,7 @@
 
 #include <cmath>
 #include <cstdlib>
+#include <set>
 
 #include "base/logging.h"
 #include "base/tunables.h"
@@ -129,8 +130,21 @@ Status Trainer::Build() {
     DataParallelOptions dpo = DataParallelOptions::FromSpec(spec_.comm);
     dpo.spare_cpu = SpareCpu();
     // The learning-rate schedule spans the step count: ranks with another --steps diverge.
-    dpo.must_match = {{"train.steps (--steps)", std::to_string(total_steps_)},
-                      {"optimizer.type", spec_.optimizer.type}};
+    dpo.must_match = {{"train.steps (--steps)", std::to_string(total_steps_)}};
+    // Every other field that decides what the ranks compute together: a rank started with
+    // another spec (heads, lr, seed, data) trained on silently when the parameter counts
+    // happened to agree. Left out: what each rank may choose for itself.
+    static const std::set<std::string> kPerRank = {
+        "train.steps", "train.keep_last", "train.checkpoint_uri", "train.log_every",
+        "train.device", "train.threads"};
+    for (auto& [field, value] : JobSpecFields(spec_)) {
+      const std::string section = field.substr(0, field.find('.'));
+      if (section != "model" && section != "data" && section != "optimizer" &&
+          section != "train") {
+        continue;  // name, resources, restarts: the launcher's; comm: compared by comm itself
+      }
+      if (!kPerRank.contains(field)) dpo.must_match.emplace_back(field, std::move(value));
+    }
     GANTRY_ASSIGN_OR_RETURN(dp_, DataParallel::Create(*opts_.comm, *model_, spec_.optimizer, dpo));
   }
   if (dp_ == nullptr || dp_->sharded() == nullptr) {

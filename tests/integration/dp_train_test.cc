@@ -254,6 +254,8 @@ TEST_F(DpTrain, RanksThatDisagreeOnSharedSettingsStopNamingThem) {
     std::vector<std::map<std::string, std::string>> rank_env;
     std::vector<std::vector<std::string>> rank_args;
     std::string want;
+    // Rank 1 trains on a copy of the job with this text replaced (from, to).
+    std::pair<std::string, std::string> rank1_spec_edit = {};
   };
   const Case cases[] = {
       {{}, {{}, {{"GANTRY_DP_FIRST_BUCKET_KB", "2"}}}, {},
@@ -265,6 +267,12 @@ TEST_F(DpTrain, RanksThatDisagreeOnSharedSettingsStopNamingThem) {
       // Overlapped or not decides the order of a step's collectives (ZeRO-1 most of all).
       {{}, {{}, {{"GANTRY_DP_OVERLAP_UPDATE", "0"}}}, {},
        "rank 1 has GANTRY_DP_OVERLAP_UPDATE = 0 but rank 0 has 1"},
+      // Another spec on one rank: the parameter count and step count agree, so only the
+      // spec's own fields can tell (it used to train to the end and exit 0).
+      {{}, {}, {}, "rank 1 has optimizer.lr = 0.5 but rank 0 has 0.05", {"lr: 0.05", "lr: 0.5"}},
+      {{}, {}, {}, "rank 1 has data.seed = 4 but rank 0 has 3", {"seed: 3", "seed: 4"}},
+      {{}, {}, {}, "rank 1 has model.activation = tanh but rank 0 has relu",
+       {"type: mlp", "type: mlp, activation: tanh"}},
   };
   for (const Case& c : cases) {
     TempDir d;
@@ -273,6 +281,15 @@ TEST_F(DpTrain, RanksThatDisagreeOnSharedSettingsStopNamingThem) {
     std::vector<std::string> args = {"train", job, "--checkpoint-dir", d / "ck", "--progress",
                                      "off"};
     // Per-rank flags go through `sh -c` (RankGroup gives every rank the same argv).
+    if (!c.rank1_spec_edit.first.empty()) {
+      std::string text = ReadFile(job);
+      const size_t at = text.find(c.rank1_spec_edit.first);
+      ASSERT_NE(at, std::string::npos) << text;
+      text.replace(at, c.rank1_spec_edit.first.size(), c.rank1_spec_edit.second);
+      const std::string job1 = d / "mismatch-rank1.yaml";
+      WriteFile(job1, text);
+      prefixes = {{}, {"sh", "-c", "b=$0; shift 2; exec \"$b\" train " + job1 + " \"$@\""}};
+    }
     if (!c.rank_args.empty()) {
       for (int r = 0; r < 2; ++r) {
         std::string extra;

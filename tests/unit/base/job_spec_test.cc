@@ -8,6 +8,7 @@
 
 #include <cstdio>
 #include <fstream>
+#include <map>
 #include <sstream>
 
 #include "gantry_config.h"
@@ -313,6 +314,24 @@ TEST(JobSpecTest, RoundTripsAwkwardStrings) {
   EXPECT_EQ(b.command.argv, a.command.argv) << JobSpecToYaml(a);
   EXPECT_EQ(b.command.env, a.command.env);
   EXPECT_TRUE(a == b);
+}
+
+TEST(JobSpecTest, FieldsListEveryFieldOnceAsSectionDotKey) {
+  JobSpec a = MustParse(kMlp);
+  a.optimizer.lr = 0.125;
+  const auto fields = JobSpecFields(a);
+  std::map<std::string, std::string> by_name;
+  for (const auto& [k, v] : fields) EXPECT_TRUE(by_name.emplace(k, v).second) << "twice: " << k;
+  EXPECT_EQ(by_name.at("name"), a.name);
+  EXPECT_EQ(by_name.at("optimizer.lr"), "0.125");
+  EXPECT_EQ(by_name.at("model.widths"), "[784, 512, 512, 10]");
+  EXPECT_EQ(by_name.at("data.seed"), std::to_string(a.data.seed));
+  EXPECT_EQ(by_name.at("train.precision"), "f32");
+  // One entry per line of the canonical YAML that holds a value.
+  size_t values = 0;
+  std::istringstream yaml(JobSpecToYaml(a));
+  for (std::string line; std::getline(yaml, line);) values += line.back() != ':';
+  EXPECT_EQ(fields.size(), values) << JobSpecToYaml(a);
 }
 
 TEST(JobSpecTest, ValidateConstructedSpec) {
