@@ -110,9 +110,19 @@ void WorkerRegistry::Release(const std::string& id, const std::vector<int>& gpus
 int WorkerRegistry::AllocatePort(const std::string& id, int base, int count, int seed) {
   WorkerEntry* w = Find(id);
   if (!w || count <= 0) return 0;
+  // A port belongs to the host, and several workers can share one (gantry up starts them all
+  // on this machine): two jobs on two such workers were handed the same MASTER_PORT.
+  auto taken = [&](int port) {
+    for (const auto& [other_id, other] : workers_) {
+      if ((other_id == id || other.address == w->address) && other.ports_used.count(port)) {
+        return true;
+      }
+    }
+    return false;
+  };
   for (int i = 0; i < count; ++i) {
     const int port = base + (seed + i) % count;
-    if (!w->ports_used.count(port)) {
+    if (!taken(port)) {
       w->ports_used.insert(port);
       return port;
     }

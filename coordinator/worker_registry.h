@@ -65,7 +65,8 @@ class WorkerRegistry {
   // Marks specific GPUs used (re-adoption after a restart).
   void Adopt(const std::string& id, const std::vector<int>& gpus, int cpus);
   void Release(const std::string& id, const std::vector<int>& gpus, int cpus);
-  // A port from [base, base + count) unused by this worker's running jobs; 0 if none.
+  // A port from [base, base + count) that no running job on this worker's host (its address,
+  // shared by every worker there) holds; 0 if none.
   int AllocatePort(const std::string& id, int base, int count, int seed);
   void ReleasePort(const std::string& id, int port);
 

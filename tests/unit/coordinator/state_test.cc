@@ -179,6 +179,29 @@ TEST(WorkerRegistry, LostAfterMissedHeartbeatsAndReRegister) {
   EXPECT_EQ(reg.AllocatePort("w0", 29500, 2, 0), 0) << "range exhausted";
 }
 
+TEST(WorkerRegistry, WorkersOnOneHostNeverGetTheSamePort) {
+  FakeClock clock;
+  WorkerRegistry reg(&clock, milliseconds(1000), 5);
+  for (const char* id : {"w0", "w1", "w2"}) {
+    proto::RegisterWorker w;
+    w.set_worker_id(id);
+    w.set_address(std::string(id) == "w2" ? "10.0.0.2" : "127.0.0.1");
+    w.mutable_resources()->set_cpu_slots(2);
+    reg.Register(w, id);
+  }
+  // Same seed, same range: the second worker on 127.0.0.1 must not get the first one's port
+  // (two command jobs there collided on MASTER_PORT); another host may.
+  const int a = reg.AllocatePort("w0", 29500, 4, 1);
+  const int b = reg.AllocatePort("w1", 29500, 4, 1);
+  const int c = reg.AllocatePort("w2", 29500, 4, 1);
+  EXPECT_NE(a, 0);
+  EXPECT_NE(b, 0);
+  EXPECT_NE(a, b);
+  EXPECT_EQ(c, a);
+  reg.ReleasePort("w0", a);
+  EXPECT_EQ(reg.AllocatePort("w1", 29500, 4, 1), a) << "released on its host";
+}
+
 TEST(Rendezvous, ScopesParkedGetsAndExpiry) {
   Rendezvous kv;
   std::vector<RoutedReply> out;
