@@ -1,21 +1,37 @@
 // CommOptions: environment overrides, validation and the CommSpec mapping.
 #include "comm/options.h"
 
+#include <cmath>
+#include <cstdio>
 #include <cstdlib>
+#include <limits>
+#include <type_traits>
 
 namespace gantry::comm {
 namespace {
 
+// A finite number >= 0 and <= `max`; whole for integer settings. Named in every error: a
+// value such as 1e10 or 2.5 used to be cast without a word (1e10 sockets became INT_MIN, a
+// 1e10 s timeout overflowed to "0 ms").
 template <typename T>
-Status EnvNumber(const char* name, T* out, double scale = 1.0) {
+Status EnvNumber(const char* name, T* out, double max = double(std::numeric_limits<T>::max())) {
   const char* v = std::getenv(name);
   if (!v || !*v) return OkStatus();
   char* end = nullptr;
-  double x = std::strtod(v, &end);
-  if (*end != '\0' || x < 0) {
+  const double x = std::strtod(v, &end);
+  if (end == v || *end != '\0' || !std::isfinite(x) || x < 0) {
     return InvalidArgumentError(std::string(name) + "='" + v + "' is not a non-negative number");
   }
-  *out = static_cast<T>(x * scale);
+  if (std::is_integral_v<T> && x != std::floor(x)) {
+    return InvalidArgumentError(std::string(name) + "='" + v + "' is not a whole number");
+  }
+  if (x > max) {
+    char limit[32];
+    std::snprintf(limit, sizeof(limit), "%.15g", max);
+    return InvalidArgumentError(std::string(name) + "='" + v + "' is out of range (at most " +
+                                limit + ")");
+  }
+  *out = static_cast<T>(x);
   return OkStatus();
 }
 
@@ -24,7 +40,8 @@ Status EnvNumber(const char* name, T* out, double scale = 1.0) {
 Status CommOptions::ApplyEnv() {
   if (const char* b = std::getenv("GANTRY_COMM_BACKEND"); b && *b) backend = b;
   double timeout_s = std::chrono::duration<double>(timeout).count();
-  GANTRY_RETURN_IF_ERROR(EnvNumber("GANTRY_COMM_TIMEOUT_S", &timeout_s));
+  // At most 7 days, as the job spec's comm.timeout_s.
+  GANTRY_RETURN_IF_ERROR(EnvNumber("GANTRY_COMM_TIMEOUT_S", &timeout_s, 7 * 24 * 3600.0));
   timeout = std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000));
   GANTRY_RETURN_IF_ERROR(EnvNumber("GANTRY_COMM_TCP_SOCKETS", &tcp_sockets));
   GANTRY_RETURN_IF_ERROR(EnvNumber("GANTRY_COMM_TCP_CHUNK_BYTES", &tcp_chunk_bytes));

@@ -292,6 +292,24 @@ TEST(CommOptions, EnvOverridesAndValidation) {
   Status s = CommOptions().ApplyEnv();
   EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
   EXPECT_NE(s.message().find("GANTRY_COMM_TCP_SOCKETS"), std::string::npos);
+  // Values that used to be cast without a word (1e10 sockets became INT_MIN, a 1e10 s
+  // timeout overflowed into "0 ms", 2.5 sockets became 2).
+  const std::pair<const char*, const char*> bad[] = {
+      {"GANTRY_COMM_TCP_SOCKETS", "1e10"}, {"GANTRY_COMM_TCP_SOCKETS", "2.5"},
+      {"GANTRY_COMM_TIMEOUT_S", "1e10"},   {"GANTRY_COMM_TIMEOUT_S", "inf"},
+      {"GANTRY_COMM_TIMEOUT_S", "nan"},    {"GANTRY_COMM_SHM_STAGES", "-1"},
+      {"GANTRY_COMM_TCP_CHUNK_BYTES", "1e30"}};
+  unsetenv("GANTRY_COMM_TCP_SOCKETS");
+  for (const auto& [name, value] : bad) {
+    setenv(name, value, 1);
+    Status st = CommOptions().ApplyEnv();
+    unsetenv(name);
+    EXPECT_EQ(st.code(), StatusCode::kInvalidArgument) << name << "=" << value;
+    EXPECT_NE(st.message().find(std::string(name) + "='" + value + "'"), std::string::npos)
+        << st.ToString();
+  }
+  setenv("GANTRY_COMM_TIMEOUT_S", "604800", 1);
+  EXPECT_TRUE(CommOptions().ApplyEnv().ok()) << "7 days is the largest timeout";
   unsetenv("GANTRY_COMM_TIMEOUT_S");
   unsetenv("GANTRY_COMM_TCP_SOCKETS");
   o = CommOptions();
