@@ -19,6 +19,20 @@ std::mutex& MpiMutex() {
   return mu;
 }
 
+// MPI's own words for an error code, plus what it means here where that helps.
+std::string MpiErrorText(int rc) {
+  char text[MPI_MAX_ERROR_STRING] = {0};
+  int len = 0;
+  if (MPI_Error_string(rc, text, &len) != MPI_SUCCESS) len = 0;
+  std::string out = "MPI error " + std::to_string(rc) +
+                    (len > 0 ? " (" + std::string(text, size_t(len)) + ")" : std::string());
+  int cls = 0;
+  if (MPI_Error_class(rc, &cls) == MPI_SUCCESS && cls == MPI_ERR_TRUNCATE) {
+    out += ": a peer sent more elements than this rank receives (the ranks' counts differ)";
+  }
+  return out;
+}
+
 // Process-wide MPI handles for the 16-bit float types and their user ops.
 MPI_Datatype g_bf16 = MPI_DATATYPE_NULL, g_f16 = MPI_DATATYPE_NULL;
 MPI_Op g_ops[4] = {MPI_OP_NULL, MPI_OP_NULL, MPI_OP_NULL, MPI_OP_NULL};
@@ -99,7 +113,10 @@ class MpiWork : public Work {
       rc = MPI_Test(&req_, &flag, MPI_STATUS_IGNORE);
     }
     if (rc != MPI_SUCCESS) {
-      status_ = InternalError(label_ + ": MPI_Test failed with code " + std::to_string(rc));
+      // The communicator is broken from here on, as with every other backend's errors (a
+      // truncated receive used to leave it usable for the next collective).
+      status_ = InternalError(label_ + ": " + MpiErrorText(rc));
+      state_->Fail(status_);
       MarkMpiFailed();
       done_ = true;
     } else if (flag) {
@@ -142,8 +159,10 @@ struct MpiCommunicator::Impl {
       rc = start(&req);
     }
     if (rc != MPI_SUCCESS) {
-      return MakeDoneWork(InternalError(label.ToString() + ": MPI call failed with code " +
-                                        std::to_string(rc)));
+      Status s = InternalError(label.ToString() + ": " + MpiErrorText(rc));
+      state->Fail(s);
+      MarkMpiFailed();
+      return MakeDoneWork(s);
     }
     return std::make_shared<MpiWork>(req, label.ToString(), DeadlineAfter(options.timeout),
                                      std::move(after), state);

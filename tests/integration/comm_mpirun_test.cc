@@ -55,6 +55,26 @@ INSTANTIATE_TEST_SUITE_P(Backends, CommMpirun,
                                   (std::get<2>(info.param) ? "_big" : "");
                          });
 
+// A receive of fewer elements than the peer sent: MPI's own words for the error plus what it
+// means, and the communicator is broken afterwards (it used to report "MPI_Test failed with
+// code 15" and let the next allreduce succeed).
+TEST(CommMpirunFailure, TruncatedReceiveNamesTheMismatchAndBreaksTheCommunicator) {
+  if (std::system("mpirun --version >/dev/null 2>&1") != 0) GTEST_SKIP() << "mpirun not found";
+  const std::string cmd =
+      "GANTRY_COMM_BACKEND=mpi GANTRY_COMM_TIMEOUT_S=10 timeout -s KILL 60 mpirun -np 2" +
+      std::string(kMpirunFlags) +
+      "-x GANTRY_COMM_BACKEND -x GANTRY_COMM_TIMEOUT_S " GANTRY_COMM_TEST_WORKER
+      " truncated-recv 2>&1";
+  FILE* p = popen(cmd.c_str(), "r");
+  ASSERT_NE(p, nullptr);
+  std::string out;
+  char buf[4096];
+  while (size_t n = fread(buf, 1, sizeof(buf), p)) out.append(buf, n);
+  pclose(p);
+  EXPECT_NE(out.find("the ranks' counts differ"), std::string::npos) << out;
+  EXPECT_NE(out.find("MISMATCH BROKE THE COMMUNICATOR"), std::string::npos) << out;
+}
+
 // Children of `pid` (the rank processes mpirun started on this host).
 std::vector<pid_t> Children(pid_t pid) {
   std::ifstream f("/proc/" + std::to_string(pid) + "/task/" + std::to_string(pid) + "/children");

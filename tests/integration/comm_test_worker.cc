@@ -245,6 +245,27 @@ int Loop(Communicator* comm, bool symmetric) {
   return 0;
 }
 
+// Rank 0 sends 2000 floats, rank 1 receives 1000: rank 1's receive must fail naming the
+// mismatch, and the communicator must then be broken (the next collective fails at once).
+int TruncatedRecv(Communicator* comm) {
+  std::vector<float> buf(2000, 1.0f);
+  if (comm->rank() == 0) {
+    Status s = comm->Send(buf.data(), 2000, DataType::kF32, 1, 9)->Wait();
+    std::printf("rank 0 send: %s\n", s.ToString().c_str());
+    return 0;
+  }
+  if (comm->rank() != 1) return 0;
+  Status s = comm->Recv(buf.data(), 1000, DataType::kF32, 0, 9)->Wait();
+  std::printf("rank 1 recv: %s\n", s.ToString().c_str());
+  if (s.ok()) return 1;
+  Status next = comm->Allreduce(buf.data(), buf.data(), 10, DataType::kF32, ReduceOp::kSum)->Wait();
+  std::printf("rank 1 next allreduce: %s\n", next.ToString().c_str());
+  if (next.ok()) return 1;
+  std::printf("MISMATCH BROKE THE COMMUNICATOR\n");
+  std::fflush(stdout);
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -259,6 +280,7 @@ int main(int argc, char** argv) {
   Communicator* comm = session->comm.get();
   int rc = scenario == "loop"             ? Loop(comm, false)
            : scenario == "loop-symmetric" ? Loop(comm, true)
+           : scenario == "truncated-recv" ? TruncatedRecv(comm)
                                           : Conformance(comm, big);
   std::fflush(stdout);
   return rc;
