@@ -21,7 +21,9 @@ Status RingEngine::PeerError(const OpLabel& label, int peer, bool receiving, int
   std::string what = err == 0 ? "closed the connection" : std::string("failed: ") + std::strerror(err);
   return UnavailableError(label.ToString() + ": peer rank " + std::to_string(peer) + " " + what +
                           " after " + SecondsSince(start) + " (" + moved +
-                          "); that rank probably exited or crashed: check its log");
+                          "); that rank exited, crashed, or stopped on a failure of its own (a "
+                          "rank whose operation failed or timed out closes its connections): "
+                          "the first failure is in the ranks' logs");
 }
 
 Status RingEngine::Run(const RingPlan& plan, std::vector<Socket>& to_next,
