@@ -2,6 +2,10 @@
 // point-to-point over per-pair sockets with a small tagged header.
 #include "comm/tcp/tcp_communicator.h"
 
+#include <poll.h>
+#include <sys/socket.h>
+
+#include <algorithm>
 #include <cstring>
 #include <random>
 #include <sstream>
@@ -113,40 +117,91 @@ Status TcpCommunicator::Connect(Bootstrap& bootstrap) {
   for (int j = 0; j < rank_; ++j) {
     GANTRY_ASSIGN_OR_RETURN(p2p_[j], dial(j, 1, 0));
   }
+  // Accepted connections whose hello has not fully arrived. They are read side by side, so
+  // a stray connection (a port scan, a health probe, a stale dialer) that never says hello
+  // costs nothing: read one at a time, each such stray held the setup up to 5 s.
+  struct PendingHello {
+    Socket sock;
+    Hello hello{};
+    size_t got = 0;
+    Deadline until;
+  };
+  std::vector<PendingHello> pending;
+  std::vector<pollfd> fds;
   int expected = k_socks + (size_ - 1 - rank_);
+  auto waiting_error = [&](Status st) {
+    return st.Prepend("waiting for " + std::to_string(expected) + " more peer connections");
+  };
+  Clock::time_point last_probe = Clock::now();
   while (expected > 0) {
-    auto s = Accept(listener, std::min(deadline, DeadlineAfter(std::chrono::seconds(1))));
-    if (!s.ok() && s.status().code() == StatusCode::kDeadlineExceeded && Clock::now() < deadline) {
-      // A peer that died after publishing its address never dials; the store knows it is gone
-      // (rank 0's TCP store fails waits once a rank dropped without closing; a dead rank 0
-      // takes the store with it): ask it, at once, rather than wait out the whole timeout.
+    const Clock::time_point now = Clock::now();
+    if (now >= deadline) {
+      return waiting_error(DeadlineExceededError("no peer connected in time (" +
+                                                 SecondsSince(deadline - options_.timeout) + ")"));
+    }
+    // A peer that died after publishing its address never dials; the store knows it is gone
+    // (rank 0's TCP store fails waits once a rank dropped without closing; a dead rank 0
+    // takes the store with it): ask it every second rather than wait out the whole timeout.
+    if (now - last_probe >= std::chrono::seconds(1)) {
+      last_probe = now;
       auto probe = scope->Get("tcp-liveness-probe", std::chrono::milliseconds(0));
-      if (probe.status().code() == StatusCode::kUnavailable) {
-        Status st = probe.status();
-        return st.Prepend("waiting for " + std::to_string(expected) + " more peer connections");
-      }
+      if (probe.status().code() == StatusCode::kUnavailable) return waiting_error(probe.status());
+    }
+    Deadline wake = std::min(deadline, last_probe + std::chrono::seconds(1));
+    fds.assign(1, pollfd{listener.fd(), POLLIN, 0});
+    for (const PendingHello& p : pending) {
+      fds.push_back({p.sock.fd(), POLLIN, 0});
+      wake = std::min(wake, p.until);
+    }
+    int rc = ::poll(fds.data(), fds.size(), std::max(1, MillisLeft(wake)));
+    if (rc < 0 && errno != EINTR) return waiting_error(ErrnoError("poll(accept)", errno));
+    if (rc <= 0) {
+      // Strays that said nothing in time are dropped.
+      std::erase_if(pending, [](const PendingHello& p) { return Clock::now() >= p.until; });
       continue;
     }
-    if (!s.ok()) {
-      Status st = s.status();
-      return st.Prepend("waiting for " + std::to_string(expected) + " more peer connections");
+    if (fds[0].revents & (POLLERR | POLLHUP | POLLNVAL)) {
+      return waiting_error(UnavailableError("the listening socket was shut down"));
     }
-    // A stray connection (a port scan, a health probe, a stale dialer) must neither fail the
-    // setup nor hold the accept loop while the real peers wait in the backlog.
-    Hello h{};
-    const Deadline hello_deadline = std::min(deadline, DeadlineAfter(std::chrono::seconds(5)));
-    if (!RecvAll(*s, &h, sizeof(h), hello_deadline).ok()) continue;
-    if (h.magic != kHelloMagic || h.nonce != nonce) continue;  // stray or stale connection
-    GANTRY_RETURN_IF_ERROR(s->Tune(options_.tcp_socket_buffer_bytes));
-    if (h.kind == 0 && h.rank == prev && h.index >= 0 && h.index < k_socks &&
-        !from_prev_[h.index].valid()) {
-      from_prev_[h.index] = std::move(s).value();
-    } else if (h.kind == 1 && h.rank > rank_ && h.rank < size_ && !p2p_[h.rank].valid()) {
-      p2p_[h.rank] = std::move(s).value();
-    } else {
-      return InternalError("unexpected connection from rank " + std::to_string(h.rank));
+    // Hellos first (fds[i + 1] is pending[i]); a finished or failed one leaves the list.
+    std::vector<PendingHello> still;
+    for (size_t i = 0; i < pending.size(); ++i) {
+      PendingHello& p = pending[i];
+      if (fds[i + 1].revents != 0) {
+        ssize_t n = ::recv(p.sock.fd(), reinterpret_cast<char*>(&p.hello) + p.got,
+                           sizeof(p.hello) - p.got, MSG_DONTWAIT);
+        if (n > 0) p.got += size_t(n);
+        const bool dead = n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR);
+        if (dead) continue;  // a stray that hung up
+      }
+      if (p.got < sizeof(p.hello)) {
+        if (Clock::now() < p.until) still.push_back(std::move(p));
+        continue;
+      }
+      const Hello& h = p.hello;
+      if (h.magic != kHelloMagic || h.nonce != nonce) continue;  // stray or stale connection
+      GANTRY_RETURN_IF_ERROR(p.sock.SetNonBlocking(false));
+      GANTRY_RETURN_IF_ERROR(p.sock.Tune(options_.tcp_socket_buffer_bytes));
+      if (h.kind == 0 && h.rank == prev && h.index >= 0 && h.index < k_socks &&
+          !from_prev_[h.index].valid()) {
+        from_prev_[h.index] = std::move(p.sock);
+      } else if (h.kind == 1 && h.rank > rank_ && h.rank < size_ && !p2p_[h.rank].valid()) {
+        p2p_[h.rank] = std::move(p.sock);
+      } else {
+        return InternalError("unexpected connection from rank " + std::to_string(h.rank));
+      }
+      --expected;
     }
-    --expected;
+    pending = std::move(still);
+    if (fds[0].revents & POLLIN) {
+      int fd = ::accept4(listener.fd(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+      if (fd >= 0) {
+        pending.push_back({Socket(fd), Hello{}, 0,
+                           std::min(deadline, DeadlineAfter(std::chrono::seconds(5)))});
+      } else if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED) {
+        return waiting_error(ErrnoError("accept", errno));
+      }
+    }
   }
   for (auto* v : {&to_next_, &from_prev_, &p2p_}) {
     for (auto& s : *v) {

@@ -4,10 +4,16 @@
 // tests/integration/comm_*_test.cc.
 #include <gtest/gtest.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <functional>
+#include <sstream>
 #include <thread>
 
 #include "comm/factory.h"
@@ -237,6 +243,68 @@ TEST(TcpExchange, RanksWithDifferentSettingsRefuseToConnect) {
               std::string::npos)
         << status[r].ToString();
   }
+}
+
+// A store that, when rank 0 publishes its tcp address, first opens `strays` connections to it
+// that never say hello (a port scan, a health probe), so they sit ahead of the real peer in
+// rank 0's accept backlog.
+class StrayConnectionsStore : public MemoryStore {
+ public:
+  explicit StrayConnectionsStore(int strays) : strays_(strays) {}
+  ~StrayConnectionsStore() override {
+    for (int fd : fds_) ::close(fd);
+  }
+  Status Set(const std::string& key, const std::string& value) override {
+    if (key.ends_with("addr/0")) {
+      std::istringstream in(value);
+      std::string host;
+      int port = 0;
+      in >> host >> port;
+      for (int i = 0; i < strays_; ++i) {
+        int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        sockaddr_in a{};
+        a.sin_family = AF_INET;
+        a.sin_port = htons(uint16_t(port));
+        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        EXPECT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0) << port;
+        fds_.push_back(fd);
+      }
+    }
+    return MemoryStore::Set(key, value);
+  }
+
+ private:
+  int strays_;
+  std::vector<int> fds_;
+};
+
+// Connections that never say hello neither fail the set-up nor hold it up: their hellos are
+// read side by side with the peers'. Read one at a time, each held it 5 s (3 here: 15 s).
+TEST(TcpSetup, SilentStrayConnectionsDoNotHoldTheSetUp) {
+  auto store = std::make_shared<StrayConnectionsStore>(3);
+  std::vector<Status> status(2);
+  std::vector<std::thread> threads;
+  const auto start = std::chrono::steady_clock::now();
+  for (int r = 0; r < 2; ++r) {
+    threads.emplace_back([&, r] {
+      Bootstrap boot(r, 2, store);
+      CommOptions o;
+      o.backend = "tcp";
+      o.timeout = milliseconds(60000);
+      auto c = CreateCommunicator(o, boot);
+      status[r] = c.status();
+      if (c.ok()) {
+        float x = 1.0f + r;
+        status[r] = (*c)->Allreduce(&x, &x, 1, DataType::kF32, ReduceOp::kSum)->Wait();
+        if (status[r].ok() && x != 3.0f) status[r] = InternalError("wrong sum");
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  const double took =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  for (int r = 0; r < 2; ++r) EXPECT_TRUE(status[r].ok()) << status[r].ToString();
+  EXPECT_LT(took, 10.0) << "3 silent connections held the set-up (5 s each before)";
 }
 
 // The same for the other settings a communicator's ranks must share: one rank with another
