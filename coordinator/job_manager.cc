@@ -200,8 +200,11 @@ void JobManager::Launch(Job& job, const GangPlacement& placement,
   job.waiting.clear();
   job.stopping = false;
   job.adopting = false;
-  std::map<std::string, int> per_host, next_local;
-  for (int h : placement.rank_hosts) per_host[host_ids[h]]++;
+  std::map<std::string, int> per_host, next_local, group_of;
+  for (int h : placement.rank_hosts) {
+    per_host[host_ids[h]]++;
+    group_of.emplace(host_ids[h], int(group_of.size()));  // hosts in order of their first rank
+  }
   const std::string master = host_ids[placement.rank_hosts[0]];
   const WorkerEntry* mw = registry_->Find(master);
   r.master_addr = mw ? mw->address : "127.0.0.1";
@@ -226,6 +229,9 @@ void JobManager::Launch(Job& job, const GangPlacement& placement,
     l->set_world_size(r.ranks);
     l->set_local_rank(next_local[wid]++);
     l->set_local_world_size(per_host[wid]);
+    l->set_group_rank(group_of[wid]);
+    l->set_group_world_size(int(group_of.size()));
+    l->set_max_restarts(r.max_restarts);
     l->set_master_addr(r.master_addr);
     l->set_master_port(r.master_port);
     l->set_token(r.token);

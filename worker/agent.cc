@@ -398,7 +398,26 @@ void WorkerAgent::Impl::Launch(const proto::LaunchRank& l) {
               {kWorkerPidEnv, std::to_string(getpid())},
               {kRankKeyEnv, RankKeyString(key)},
               {"GANTRY_ADVERTISE_ADDR", opt.address},
-              {"PYTHONUNBUFFERED", "1"}};
+              {"PYTHONUNBUFFERED", "1"},
+              // The rest of what torchrun gives its workers (one role, static membership),
+              // so launchers and libraries that look for them (Lightning checks GROUP_RANK)
+              // take a Gantry rank for a torchrun one. Gantry's store is its own: no agent
+              // store to share.
+              {"GROUP_RANK", std::to_string(l.group_rank())},
+              {"GROUP_WORLD_SIZE", std::to_string(std::max(1, l.group_world_size()))},
+              {"ROLE_NAME", "default"},
+              {"ROLE_RANK", std::to_string(l.rank())},
+              {"ROLE_WORLD_SIZE", std::to_string(l.world_size())},
+              {"TORCHELASTIC_RUN_ID", l.job_id()},
+              {"TORCHELASTIC_RESTART_COUNT", std::to_string(l.attempt())},
+              {"TORCHELASTIC_MAX_RESTARTS", std::to_string(l.max_restarts())},
+              {"TORCHELASTIC_USE_AGENT_STORE", "False"}};
+  // torchrun's default for a program that sets no thread count: as many threads as the rank
+  // holds CPU slots (torchrun: 1 with several processes per node), not one per core of the
+  // host for every rank. gantry train sizes its own pool.
+  if (l.kind() == "command" && std::getenv("OMP_NUM_THREADS") == nullptr) {
+    spec.env["OMP_NUM_THREADS"] = std::to_string(std::max(1, l.cpus()));
+  }
   if (!resources.gpus().empty() || !visible.empty()) spec.env["CUDA_VISIBLE_DEVICES"] = visible;
   std::string hcas;
   for (const auto& h : resources.rdma_devices()) hcas += (hcas.empty() ? "" : ",") + h;

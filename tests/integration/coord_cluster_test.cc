@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <map>
 #include <regex>
 #include <set>
 #include <sstream>
@@ -57,7 +58,11 @@ TEST(CoordCluster, SubmitRunSucceedWithTorchrunEnvironment) {
   auto id = c->Submit(CommandJob("env", 3,
                                  "echo R=$RANK W=$WORLD_SIZE L=$LOCAL_RANK LW=$LOCAL_WORLD_SIZE "
                                  "M=$MASTER_ADDR:$MASTER_PORT J=$GANTRY_JOB_ID A=$GANTRY_ATTEMPT "
-                                 "T=${#GANTRY_TOKEN}; pwd"),
+                                 "T=${#GANTRY_TOKEN}; pwd; echo TR R=$RANK G=$GROUP_RANK "
+                                 "GW=$GROUP_WORLD_SIZE RR=$ROLE_RANK RW=$ROLE_WORLD_SIZE "
+                                 "RN=$ROLE_NAME RC=$TORCHELASTIC_RESTART_COUNT "
+                                 "MR=$TORCHELASTIC_MAX_RESTARTS RID=$TORCHELASTIC_RUN_ID "
+                                 "AS=$TORCHELASTIC_USE_AGENT_STORE OMP=$OMP_NUM_THREADS"),
                       "env.yaml", cl.dir().string());
   ASSERT_TRUE(id.ok()) << id.status().ToString();
   auto info = cl.WaitState(*c, *id, {"SUCCEEDED", "FAILED"});
@@ -81,6 +86,23 @@ TEST(CoordCluster, SubmitRunSucceedWithTorchrunEnvironment) {
     masters.insert((*it)[4].str());
   }
   EXPECT_EQ(local, (std::multiset<std::string>{"1:0", "2:0", "2:1"})) << logs;
+  // The rest of torchrun's variables: GROUP_RANK numbers the hosts in the order of their
+  // lowest rank (rank 0's is 0), ROLE_* is the one role, TORCHELASTIC_* the job and attempt.
+  std::map<int, int> group_of_rank;
+  const std::regex tr(R"(TR R=(\d) G=(\d) GW=2 RR=(\d) RW=3 RN=default RC=0 MR=(\d+) RID=(\S+) AS=False OMP=1)");
+  for (auto it = std::sregex_iterator(logs.begin(), logs.end(), tr); it != std::sregex_iterator();
+       ++it) {
+    EXPECT_EQ((*it)[1].str(), (*it)[3].str()) << "ROLE_RANK is RANK";
+    EXPECT_EQ(std::stoi((*it)[4].str()), info.max_restarts());
+    EXPECT_EQ((*it)[5].str(), *id);
+    group_of_rank[std::stoi((*it)[1].str())] = std::stoi((*it)[2].str());
+  }
+  ASSERT_EQ(group_of_rank.size(), 3u) << logs;
+  EXPECT_EQ(group_of_rank[0], 0) << logs;
+  std::multiset<int> groups;
+  for (const auto& [rank, g] : group_of_rank) groups.insert(g);
+  EXPECT_EQ(groups.count(1), 3u - groups.count(0)) << logs;
+  EXPECT_GE(groups.count(1), 1u) << "3 ranks on two 2-slot workers span both\n" << logs;
   ASSERT_EQ(masters.size(), 1u) << logs;
   const std::string master = *masters.begin();
   const int port = std::atoi(master.substr(master.rfind(':') + 1).c_str());
