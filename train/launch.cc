@@ -61,7 +61,34 @@ Status CheckSingleEnvironment() {
   return OkStatus();
 }
 
+// Under mpirun, RANK/WORLD_SIZE (or JOB_COMPLETION_INDEX) left in the environment take
+// precedence: when they contradict Open MPI's own numbering (RANK=0 WORLD_SIZE=1 exported in
+// the shell, then mpirun -np 2) every process trained alone as rank 0 on one checkpoint
+// directory. Refused, naming both.
+Status CheckMpirunAgreesWithEnvironment() {
+  const char* mpi_world = std::getenv("OMPI_COMM_WORLD_SIZE");
+  const char* mpi_rank = std::getenv("OMPI_COMM_WORLD_RANK");
+  if (EnvSet("GANTRY_TOKEN") || mpi_world == nullptr || mpi_rank == nullptr) return OkStatus();
+  const char* world = std::getenv("WORLD_SIZE");
+  const char* rank = EnvSet("RANK") ? "RANK" : EnvSet("JOB_COMPLETION_INDEX") ? "JOB_COMPLETION_INDEX"
+                                                                              : nullptr;
+  const char* hint = ": unset RANK, WORLD_SIZE and JOB_COMPLETION_INDEX under mpirun (it numbers "
+                     "the ranks), or start the ranks without mpirun";
+  if (world != nullptr && *world && std::string(world) != mpi_world) {
+    return InvalidArgumentError(std::string("WORLD_SIZE=") + world + " but mpirun started " +
+                                mpi_world + " process(es) (OMPI_COMM_WORLD_SIZE=" + mpi_world +
+                                ")" + hint);
+  }
+  if (rank != nullptr && std::string(std::getenv(rank)) != mpi_rank) {
+    return InvalidArgumentError(std::string(rank) + "=" + std::getenv(rank) +
+                                " but this process is mpirun's rank " + mpi_rank +
+                                " (OMPI_COMM_WORLD_RANK)" + hint);
+  }
+  return OkStatus();
+}
+
 StatusOr<Launch> ConnectRanks(const JobSpec& spec, const LaunchOptions& options) {
+  GANTRY_RETURN_IF_ERROR(CheckMpirunAgreesWithEnvironment());
   Launch launch;
   launch.mode = DetectLaunchMode();
   if (launch.mode == LaunchMode::kSingle) {

@@ -526,8 +526,10 @@ Status Trainer::Run() {
   int64_t window_steps = 0;
   StepTimes window_times;
   StepMetrics m;
+  int64_t steps_run = 0;
   while (step_ < end) {
     GANTRY_RETURN_IF_ERROR(TrainStep(&m));
+    ++steps_run;
     ++window_steps;
     window_times.compute += m.times.compute;
     window_times.data_wait += m.times.data_wait;
@@ -547,7 +549,15 @@ Status Trainer::Run() {
   }
   if (bar) bar->Finish();
   if (last_saved_step_ != step_) GANTRY_RETURN_IF_ERROR(SaveCheckpoint());
-  GANTRY_LOG(INFO, "train done").Field("step", step_).Field("loss", m.loss);
+  if (steps_run == 0) {
+    // Resumed at (or past) the last step: no step ran, so there is no loss to report (it
+    // used to log "loss":0).
+    GANTRY_LOG(INFO, "train done: the checkpoint is already at the last step")
+        .Field("step", step_)
+        .Field("steps", total_steps_);
+  } else {
+    GANTRY_LOG(INFO, "train done").Field("step", step_).Field("loss", m.loss);
+  }
   return OkStatus();
 }
 

@@ -339,6 +339,29 @@ TEST_F(DpTrain, UnderMpirunWithMpiAndAutoBackends) {
   }
 }
 
+// RANK/WORLD_SIZE left in the environment that contradict mpirun's numbering are refused on
+// every rank, naming both (they used to win: two processes trained alone as rank 0 on one
+// checkpoint directory and exited 0).
+TEST_F(DpTrain, UnderMpirunAContradictingRankEnvironmentIsRefused) {
+  if (Shell("sh -c 'command -v mpirun >/dev/null'") != 0) GTEST_SKIP() << "mpirun not installed";
+  const std::pair<const char*, const char*> cases[] = {
+      {"-x RANK=0 -x WORLD_SIZE=1", "WORLD_SIZE=1 but mpirun started 2 process(es)"},
+      {"-x JOB_COMPLETION_INDEX=0 -x WORLD_SIZE=2", "JOB_COMPLETION_INDEX=0 but this process is "
+                                                    "mpirun's rank 1"}};
+  for (const auto& [env, want] : cases) {
+    TempDir d;
+    const std::string job = WriteJob(d, "mpi-env", "mlp", 8);
+    const std::string cmd = "timeout -s KILL 60 mpirun --allow-run-as-root --oversubscribe -np 2 " +
+                            std::string(env) + " " + GANTRY_BINARY + " train " + job +
+                            " --progress off --checkpoint-dir " + (d / "ck") + " >" +
+                            (d / "out.txt") + " 2>&1";
+    EXPECT_NE(Shell(cmd), 0) << ReadFile(d / "out.txt");
+    const std::string out = ReadFile(d / "out.txt");
+    EXPECT_NE(out.find(want), std::string::npos) << out;
+    EXPECT_FALSE(std::filesystem::exists(d / "ck/latest")) << "nothing trained\n" << out;
+  }
+}
+
 // Launch mode (a): `gantry up` (coordinator + 1 worker), `gantry submit --wait` of a 2-rank
 // job: the ranks rendezvous through the coordinator's KV and train like any other launch.
 TEST_F(DpTrain, UnderTheCoordinatorLikeAnyOtherLaunch) {

@@ -110,6 +110,14 @@ TEST(TrainCliTest, ResumedRunMatchesUninterruptedRunByteForByte) {
     EXPECT_TRUE(a == ReadFile(dir / ("split/" + std::string(f)))) << f << " differs";
   }
 
+  // Once more on the finished run: nothing to train, and no made-up loss ("loss":0 before).
+  Result again = Gantry(dir, "train " + job + " --checkpoint-dir " + (dir / "full"));
+  ASSERT_EQ(again.exit_code, 0) << again.err;
+  EXPECT_NE(again.err.find("the checkpoint is already at the last step"), std::string::npos)
+      << again.err;
+  EXPECT_EQ(again.err.find("\"loss\":0"), std::string::npos) << again.err;
+  EXPECT_TRUE(StepLosses(again.err).empty()) << again.err;
+
   Result sample = Gantry(dir, "sample " + (dir / "full") + " --prompt 'a gantry' --tokens 12");
   ASSERT_EQ(sample.exit_code, 0) << sample.err;
   EXPECT_EQ(sample.out.rfind("a gantry", 0), 0u) << sample.out;
