@@ -121,6 +121,11 @@ Lane::~Lane() {
   c.queued.store(0);
 }
 
+bool Lane::Busy() const {
+  std::lock_guard<std::mutex> lock(core_->mu);
+  return core_->running || !core_->queue.empty();
+}
+
 WorkPtr Lane::Submit(std::function<Status()> op) {
   LaneCore& c = *core_;
   auto work = std::make_shared<WorkImpl>();

@@ -93,6 +93,9 @@ class Lane {
   // it is next in line and the lane is idle (ops then run on either thread, never two at
   // once). min_wait should be the op's own timeout, so a short Wait still returns in time.
   void set_inline_waits(std::chrono::milliseconds min_wait) { core_->inline_min_wait = min_wait; }
+  // An op is running or queued (a communicator destroyed then aborts first: the running op
+  // would otherwise hold the destructor until its deadline, e.g. on a stalled peer).
+  bool Busy() const;
 
  private:
   void Run();

@@ -307,6 +307,41 @@ TEST(TcpSetup, SilentStrayConnectionsDoNotHoldTheSetUp) {
   EXPECT_LT(took, 10.0) << "3 silent connections held the set-up (5 s each before)";
 }
 
+// A communicator destroyed while an op waits on a silent peer ends that op at once (it is
+// aborted) instead of holding the destructor until the op's deadline (60 s here).
+TEST(TcpSetup, DestroyingWithAnOpInFlightAbortsIt) {
+  auto store = std::make_shared<MemoryStore>();
+  std::vector<std::thread> threads;
+  double destroy_s = -1;
+  Status op_status;
+  for (int r = 0; r < 2; ++r) {
+    threads.emplace_back([&, r] {
+      Bootstrap boot(r, 2, store);
+      CommOptions o;
+      o.backend = "tcp";
+      o.timeout = milliseconds(60000);
+      auto c = CreateCommunicator(o, boot);
+      ASSERT_TRUE(c.ok()) << c.status().ToString();
+      if (r == 1) {  // never joins the allreduce, and keeps its connections open 5 s
+        std::this_thread::sleep_for(milliseconds(5000));
+        return;
+      }
+      std::vector<float> v(1000, 1.0f);
+      WorkPtr w = (*c)->Allreduce(v.data(), v.data(), v.size(), DataType::kF32, ReduceOp::kSum);
+      std::this_thread::sleep_for(milliseconds(100));
+      const auto start = std::chrono::steady_clock::now();
+      c->reset();
+      destroy_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      op_status = w->Wait(milliseconds(1000));
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_LT(destroy_s, 4.0) << "the destructor waited for the op to end on its own";
+  EXPECT_EQ(op_status.code(), StatusCode::kAborted) << op_status.ToString();
+  EXPECT_NE(op_status.ToString().find("destroyed with operations in flight"), std::string::npos)
+      << op_status.ToString();
+}
+
 // The same for the other settings a communicator's ranks must share: one rank with another
 // shm pipeline depth, or another backend, fails Create on every rank naming it, at once,
 // instead of reading stages at other offsets or waiting in another bootstrap scope until the
