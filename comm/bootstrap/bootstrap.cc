@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cstdlib>
 #include <fstream>
 
@@ -43,9 +44,13 @@ StatusOr<std::vector<std::string>> Bootstrap::AllGather(Store& scope, const std:
         deadline - std::chrono::steady_clock::now());
     auto v = scope.Get(key + "/" + std::to_string(r), std::max(left, std::chrono::milliseconds(0)));
     if (!v.ok()) {
+      // Only a timeout is this rank's fault; anything else (the job failed, the store closed)
+      // says why in its own words.
       Status s = v.status();
-      return s.Prepend("bootstrap all-gather '" + name + "': rank " + std::to_string(r) + " " +
-                       missing);
+      return s.Prepend("bootstrap all-gather '" + name + "': " +
+                       (s.code() == StatusCode::kDeadlineExceeded
+                            ? "rank " + std::to_string(r) + " " + missing
+                            : "while waiting for rank " + std::to_string(r)));
     }
     return v;
   };
@@ -101,6 +106,62 @@ StatusOr<int> EnvInt(const char* name, int min_value) {
   return static_cast<int>(x);
 }
 
+bool EnvTrue(const char* name) {
+  const char* v = std::getenv(name);
+  if (!v) return false;
+  std::string s = v;
+  for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s == "true" || s == "1";
+}
+
+// MASTER_ADDR as the socket layer takes it: an IPv6 literal may come bracketed ("[::1]").
+StatusOr<std::string> MasterHost(std::string addr) {
+  if (!addr.empty() && addr.front() == '[') {
+    const size_t close = addr.find(']');
+    if (close == std::string::npos || close + 1 != addr.size()) {
+      return InvalidArgumentError("bootstrap: MASTER_ADDR=" + addr + " is not a host (an IPv6 "
+                                  "address goes bare or in brackets, the port in MASTER_PORT)");
+    }
+    return addr.substr(1, close - 1);
+  }
+  if (std::count(addr.begin(), addr.end(), ':') == 1) {
+    return InvalidArgumentError("bootstrap: MASTER_ADDR=" + addr + " looks like host:port; "
+                                "MASTER_ADDR is the host alone, the port goes in MASTER_PORT");
+  }
+  return addr;
+}
+
+// The port of Gantry's TCP store, the same on every rank: GANTRY_STORE_PORT when set; else
+// MASTER_PORT, or MASTER_PORT+1 under torchrun's agent store (TORCHELASTIC_USE_AGENT_STORE:
+// torchrun's agent already serves its own store on MASTER_PORT).
+StatusOr<int> StorePort(int master_port) {
+  auto explicit_port = EnvInt("GANTRY_STORE_PORT", 1);
+  if (explicit_port.ok() && *explicit_port <= 65535) {
+    if (*explicit_port != master_port) {
+      GANTRY_LOG(INFO, "TCP store on GANTRY_STORE_PORT")
+          .Field("port", int64_t(*explicit_port))
+          .Field("master_port", int64_t(master_port));
+    }
+    return *explicit_port;
+  }
+  if (explicit_port.status().code() != StatusCode::kNotFound) {
+    return InvalidArgumentError("bootstrap: GANTRY_STORE_PORT='" +
+                                std::string(std::getenv("GANTRY_STORE_PORT")) +
+                                "' is not a port (1..65535)");
+  }
+  if (!EnvTrue("TORCHELASTIC_USE_AGENT_STORE")) return master_port;
+  if (master_port == 65535) {
+    return InvalidArgumentError("bootstrap: torchrun's agent store holds MASTER_PORT=65535 and "
+                                "Gantry's store would use MASTER_PORT+1; set GANTRY_STORE_PORT "
+                                "(the same on every rank) or a lower MASTER_PORT");
+  }
+  GANTRY_LOG(INFO, "TCP store on MASTER_PORT+1: torchrun's agent store holds MASTER_PORT "
+                   "(TORCHELASTIC_USE_AGENT_STORE); set GANTRY_STORE_PORT to choose another")
+      .Field("port", int64_t(master_port + 1))
+      .Field("master_port", int64_t(master_port));
+  return master_port + 1;
+}
+
 }  // namespace
 
 StatusOr<std::unique_ptr<Bootstrap>> BootstrapFromEnv(std::chrono::milliseconds timeout) {
@@ -128,25 +189,31 @@ StatusOr<std::unique_ptr<Bootstrap>> BootstrapFromEnv(std::chrono::milliseconds 
     return InvalidArgumentError("bootstrap: MASTER_ADDR and MASTER_PORT (1..65535) must name rank "
                                 "0's TCP store, e.g. MASTER_ADDR=127.0.0.1 MASTER_PORT=29500");
   }
-  if (const std::string a = addr; std::count(a.begin(), a.end(), ':') == 1) {
-    return InvalidArgumentError("bootstrap: MASTER_ADDR=" + a + " looks like host:port; "
-                                "MASTER_ADDR is the host alone, the port goes in MASTER_PORT");
-  }
+  GANTRY_ASSIGN_OR_RETURN(const std::string host, MasterHost(addr));
+  GANTRY_ASSIGN_OR_RETURN(const int store_port, StorePort(*port));
+  const TcpStoreIdentity me{*rank, *size, JobIdentityFromEnv()};
   std::shared_ptr<TcpStoreServer> server;
   if (*rank == 0) {
-    // One connection per rank stays open for the job: the cap leaves room above the world.
-    auto s = TcpStoreServer::Start("", *port, std::max(1024, *size + 64));
+    // All interfaces, IPv4 and IPv6: MASTER_ADDR may name this host either way. One connection
+    // per rank stays open for the job: the cap leaves room above the world.
+    auto s = TcpStoreServer::Start("", store_port,
+                                   {.world_size = *size,
+                                    .job = me.job,
+                                    .max_clients = std::max(1024, *size + 64)});
     if (!s.ok()) {
       Status st = s.status();
       return st.Prepend("bootstrap: rank 0 cannot host the TCP store on port " +
-                        std::to_string(*port));
+                        std::to_string(store_port));
     }
     server = std::move(s).value();
   }
-  GANTRY_ASSIGN_OR_RETURN(std::unique_ptr<TcpStore> client, TcpStore::Connect(addr, *port, timeout));
-  GANTRY_RETURN_IF_ERROR(client->Identify(*rank));  // its death then fails the others' waits
-  std::string host = client->LocalHost();
-  return std::make_unique<Bootstrap>(*rank, *size, std::shared_ptr<Store>(std::move(client)), host,
+  GANTRY_ASSIGN_OR_RETURN(std::unique_ptr<TcpStore> client,
+                          TcpStore::Connect(host, store_port, timeout));
+  // Checks that the port speaks this protocol, that WORLD_SIZE agrees with rank 0's and that no
+  // other process holds this rank; this rank's death then fails the others' waits.
+  GANTRY_RETURN_IF_ERROR(client->Identify(me, timeout));
+  std::string local = client->LocalHost();
+  return std::make_unique<Bootstrap>(*rank, *size, std::shared_ptr<Store>(std::move(client)), local,
                                      server);
 }
 

@@ -1,7 +1,7 @@
 // Bootstrap: who am I (rank, world size), a Store shared by all ranks, and the address peers
 // should use to reach this host. Sources, in the order BootstrapFromEnvironment tries them:
 //   1. torchrun / Kubernetes env: RANK (or JOB_COMPLETION_INDEX), WORLD_SIZE, MASTER_ADDR,
-//      MASTER_PORT; rank 0 hosts a TcpStoreServer on MASTER_PORT, every rank is its client;
+//      MASTER_PORT; rank 0 hosts a TcpStoreServer on the store port, every rank is its client;
 //   2. mpirun (OMPI_COMM_WORLD_SIZE set, built with MPI): see comm/bootstrap/mpi_bootstrap.h;
 //   3. nothing set: a single rank with an in-process store.
 // The coordinator's KV plugs in by implementing Store and constructing a Bootstrap with it.
@@ -58,7 +58,11 @@ class Bootstrap {
 };
 
 // From torchrun-style environment variables (see above); kInvalidArgument names the bad
-// variable. Rank 0 binds MASTER_PORT on all interfaces.
+// variable. MASTER_ADDR is a name, an IPv4 or an IPv6 address (bare or in brackets). The store
+// port is GANTRY_STORE_PORT when set, else MASTER_PORT, or MASTER_PORT+1 when
+// TORCHELASTIC_USE_AGENT_STORE is true (torchrun's agent holds MASTER_PORT); rank 0 binds it on
+// all interfaces, IPv4 and IPv6. kFailedPrecondition when the ranks disagree on WORLD_SIZE, two
+// processes claim one rank, or the port does not speak Gantry's store protocol.
 StatusOr<std::unique_ptr<Bootstrap>> BootstrapFromEnv(std::chrono::milliseconds timeout);
 // Env if RANK/WORLD_SIZE are set, else MPI when under mpirun, else a single rank.
 StatusOr<std::unique_ptr<Bootstrap>> BootstrapFromEnvironment(std::chrono::milliseconds timeout);

@@ -103,7 +103,10 @@ StatusOr<std::unique_ptr<Bootstrap>> BootstrapFromMpi(std::chrono::milliseconds 
   char info[1024] = {0};
   Status server_status;
   if (rank == 0) {
-    auto started = TcpStoreServer::Start("", 0, std::max(1024, size + 64));
+    auto started = TcpStoreServer::Start("", 0,
+                                         {.world_size = size,
+                                          .job = JobIdentityFromEnv(),
+                                          .max_clients = std::max(1024, size + 64)});
     if (started.ok()) {
       server = std::move(started).value();
       char host[256] = {0};
@@ -150,7 +153,7 @@ StatusOr<std::unique_ptr<Bootstrap>> BootstrapFromMpi(std::chrono::milliseconds 
       last = client.status();
       continue;
     }
-    if (Status st = (*client)->Identify(rank); !st.ok()) {
+    if (Status st = (*client)->Identify({rank, size, JobIdentityFromEnv()}, timeout); !st.ok()) {
       last = st;
       continue;
     }

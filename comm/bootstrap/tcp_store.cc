@@ -1,7 +1,11 @@
 // TcpStoreServer (thread per client over a MemoryStore) and the TcpStore client.
 #include "comm/bootstrap/tcp_store.h"
 
+#include <netdb.h>
+#include <sys/socket.h>
+
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <system_error>
 
@@ -9,7 +13,13 @@ namespace gantry::comm {
 namespace {
 
 enum : uint8_t { kOpSet = 1, kOpGet = 2, kOpAdd = 3, kOpHello = 4, kOpBye = 5 };
-enum : uint8_t { kReplyOk = 0, kReplyTimeout = 1, kReplyBad = 2, kReplyRankGone = 3 };
+enum : uint8_t {
+  kReplyOk = 0,
+  kReplyTimeout = 1,
+  kReplyBad = 2,
+  kReplyJobFailed = 3,  // body: why (a rank died, ranks disagree)
+  kReplyRefused = 4,    // hello refused; body: why
+};
 constexpr uint32_t kMaxKeyBytes = 4096;
 constexpr uint64_t kMaxValueBytes = 64ull << 20;
 constexpr uint64_t kValueChunkBytes = 1ull << 20;  // a value is read (and grown) this much at a time
@@ -17,8 +27,12 @@ constexpr uint64_t kValueChunkBytes = 1ull << 20;  // a value is read (and grown
 constexpr uint64_t kMaxTableBytes = 1ull << 30;
 // How long the server waits for the rest of a request once its first byte arrived.
 constexpr std::chrono::seconds kRequestBodyTimeout(30);
-// How often a waiting Get looks for a rank that disconnected without bye.
-constexpr std::chrono::milliseconds kDeadRankPoll(100);
+// How often a waiting Get looks for a failed job (a rank that disconnected without bye).
+constexpr std::chrono::milliseconds kJobFailurePoll(100);
+// Longest wait for the answer to a hello. A Gantry store answers at once (nothing to wait
+// for); silence means the port belongs to another program, and the comm timeout (300 s by
+// default) is far too long to learn that. A shorter comm timeout bounds it further.
+constexpr std::chrono::seconds kHelloReplyTimeout(30);
 
 template <typename T>
 void Put(std::string* out, T v) {
@@ -43,12 +57,42 @@ std::string RankGoneMessage(int rank) {
          " disconnected from the TCP store without closing it: it exited or crashed";
 }
 
+// "ip:port" of the connection's other end.
+std::string PeerOf(const Socket& s) {
+  sockaddr_storage ss{};
+  socklen_t len = sizeof(ss);
+  char host[NI_MAXHOST], port[NI_MAXSERV];
+  if (getpeername(s.fd(), reinterpret_cast<sockaddr*>(&ss), &len) != 0 ||
+      getnameinfo(reinterpret_cast<sockaddr*>(&ss), len, host, sizeof(host), port, sizeof(port),
+                  NI_NUMERICHOST | NI_NUMERICSERV) != 0) {
+    return "an unknown address";
+  }
+  std::string ip = host;
+  if (ip.rfind("::ffff:", 0) == 0 && ip.find('.') != std::string::npos) ip = ip.substr(7);  // IPv4
+  return ip.find(':') != std::string::npos ? "[" + ip + "]:" + port : ip + ":" + port;
+}
+
 }  // namespace
 
+std::string JobIdentityFromEnv() {
+  auto env = [](const char* name) -> std::string {
+    const char* v = std::getenv(name);
+    return v ? v : "";
+  };
+  if (const std::string job = env("GANTRY_JOB_ID"); !job.empty()) {
+    return "gantry job " + job + " attempt " + env("GANTRY_ATTEMPT");
+  }
+  if (const std::string run = env("TORCHELASTIC_RUN_ID"); !run.empty()) {
+    return "torchrun run " + run;
+  }
+  return "";
+}
+
 StatusOr<std::unique_ptr<TcpStoreServer>> TcpStoreServer::Start(const std::string& host, int port,
-                                                                int max_clients) {
+                                                                Options options) {
   std::unique_ptr<TcpStoreServer> s(new TcpStoreServer());
-  s->max_clients_ = std::max(1, max_clients);
+  options.max_clients = std::max(1, options.max_clients);
+  s->options_ = std::move(options);
   GANTRY_ASSIGN_OR_RETURN(s->listener_, Listen(host, port));
   s->port_ = BoundPort(s->listener_);
   s->accept_thread_ = std::thread([p = s.get()] { p->AcceptLoop(); });
@@ -92,9 +136,10 @@ void TcpStoreServer::AcceptLoop() {
       continue;
     }
     std::lock_guard<std::mutex> lock(mu_);
-    if (static_cast<int>(conns_.size()) >= max_clients_) continue;  // closed as it goes
+    if (static_cast<int>(conns_.size()) >= options_.max_clients) continue;  // closed as it goes
     auto conn = std::make_unique<Conn>();
     conn->sock = std::move(sock).value();
+    conn->peer = PeerOf(conn->sock);
     Conn* c = conn.get();
     try {
       c->thread = std::thread([this, c] {
@@ -110,16 +155,11 @@ void TcpStoreServer::AcceptLoop() {
 
 void TcpStoreServer::Serve(Conn* conn) {
   Socket& sock = conn->sock;
-  // A rank that said hello and goes away without bye has died: say so to every waiter.
-  struct MarkDead {
+  struct OnEnd {
     TcpStoreServer* server;
     Conn* conn;
-    ~MarkDead() {
-      if (conn->rank < 0 || conn->said_bye || server->stop_) return;
-      int none = -1;
-      server->dead_rank_.compare_exchange_strong(none, conn->rank, std::memory_order_acq_rel);
-    }
-  } mark_dead{this, conn};
+    ~OnEnd() { server->ConnectionEnded(conn); }
+  } on_end{this, conn};
   for (;;) {
     uint8_t op;
     // Idle clients may stay silent for hours: wait for a request in 1 s slices.
@@ -143,6 +183,7 @@ void TcpStoreServer::Serve(Conn* conn) {
     if (!RecvAll(sock, &timeout_ms, 4, body).ok()) return;
     uint8_t code = kReplyOk;
     std::string out;
+    if (op != kOpHello && op != kOpBye) conn->used = true;
     if (op == kOpSet) {
       // Bootstrap values are small: a client filling the table is refused, not rank 0's memory.
       if (table_bytes_.fetch_add(key.size() + value.size()) + key.size() + value.size() >
@@ -154,13 +195,13 @@ void TcpStoreServer::Serve(Conn* conn) {
     } else if (op == kOpGet) {
       const Deadline until = Clock::now() + std::chrono::milliseconds(timeout_ms);
       for (;;) {
-        if (const int dead = DeadRank(); dead >= 0) {
-          code = kReplyRankGone;
-          out = RankGoneMessage(dead);
+        if (failed_.load(std::memory_order_acquire)) {
+          code = kReplyJobFailed;
+          out = JobFailure();
           break;
         }
         const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - Clock::now());
-        auto v = table_.Get(key, std::clamp(left, std::chrono::milliseconds(0), kDeadRankPoll));
+        auto v = table_.Get(key, std::clamp(left, std::chrono::milliseconds(0), kJobFailurePoll));
         if (v.ok()) {
           out = *v;
           break;
@@ -178,10 +219,8 @@ void TcpStoreServer::Serve(Conn* conn) {
       std::memcpy(&delta, value.data(), 8);
       auto v = table_.Add(key, delta);
       if (v.ok()) Put<int64_t>(&out, *v); else code = kReplyBad;
-    } else if (op == kOpHello && val_len == 8) {
-      int64_t rank;
-      std::memcpy(&rank, value.data(), 8);
-      if (rank >= 0 && rank <= INT32_MAX) conn->rank = static_cast<int>(rank); else code = kReplyBad;
+    } else if (op == kOpHello) {
+      code = Hello(conn, key, value, &out);
     } else if (op == kOpBye) {
       conn->said_bye = true;
     } else {
@@ -193,6 +232,75 @@ void TcpStoreServer::Serve(Conn* conn) {
     if (!SendAll(sock, reply.data(), reply.size(), Clock::now() + kRequestBodyTimeout).ok()) return;
     if (op == kOpBye) return;
   }
+}
+
+uint8_t TcpStoreServer::Hello(Conn* conn, const std::string& key, const std::string& value,
+                              std::string* why) {
+  if (key != kTcpStoreProtocol || value.size() < 16) {
+    *why = std::string("not a ") + kTcpStoreProtocol +
+           " hello (a Gantry of another version, or another program?)";
+    return kReplyRefused;
+  }
+  int64_t rank = 0, world = 0;
+  std::memcpy(&rank, value.data(), 8);
+  std::memcpy(&world, value.data() + 8, 8);
+  const std::string job = value.substr(16);
+  const std::string who = "rank " + std::to_string(rank) + " (from " + conn->peer + ")";
+  if (conn->rank >= 0) {
+    *why = "this connection already said hello as rank " + std::to_string(conn->rank);
+    return kReplyRefused;
+  }
+  // A rank of another job or attempt is turned away without harming this one.
+  if (!options_.job.empty() && !job.empty() && job != options_.job) {
+    *why = "this TCP store serves " + options_.job + ", but " + who + " belongs to " + job +
+           ": two jobs share MASTER_ADDR:MASTER_PORT";
+    return kReplyRefused;
+  }
+  if (options_.world_size > 0 && world != options_.world_size) {
+    *why = "ranks disagree on WORLD_SIZE: rank 0 (hosting the TCP store) has WORLD_SIZE=" +
+           std::to_string(options_.world_size) + ", " + who + " has WORLD_SIZE=" +
+           std::to_string(world) + "; start every rank with the same WORLD_SIZE";
+    FailJob(*why);
+    return kReplyRefused;
+  }
+  if (world <= 0 || rank < 0 || rank >= world) {  // a Gantry rank checks this itself: a stranger
+    *why = "rank " + std::to_string(rank) + " is outside WORLD_SIZE=" + std::to_string(world);
+    return kReplyRefused;
+  }
+  std::lock_guard<std::mutex> lock(claims_mu_);
+  auto [it, inserted] = claims_.emplace(static_cast<int>(rank), conn->peer);
+  if (!inserted) {
+    *why = "two processes claim rank " + std::to_string(rank) + " (from " + it->second + " and " +
+           conn->peer + "): check RANK (or JOB_COMPLETION_INDEX) on each process";
+    FailJob(*why);
+    return kReplyRefused;
+  }
+  conn->rank = static_cast<int>(rank);
+  *why = kTcpStoreProtocol;  // the answer that proves this is a Gantry store
+  return kReplyOk;
+}
+
+void TcpStoreServer::ConnectionEnded(Conn* conn) {
+  if (conn->rank < 0) return;
+  {
+    std::lock_guard<std::mutex> lock(claims_mu_);
+    claims_.erase(conn->rank);
+  }
+  // A rank that used the store and goes away without bye has died: say so to every waiter. One
+  // that only said hello did nothing the others wait on (a stranger's probe fails nobody).
+  if (conn->used && !conn->said_bye && !stop_) FailJob(RankGoneMessage(conn->rank));
+}
+
+void TcpStoreServer::FailJob(const std::string& why) {
+  std::lock_guard<std::mutex> lock(failure_mu_);
+  if (!failure_.empty()) return;  // the first reason is the cause; later ones follow from it
+  failure_ = why;
+  failed_.store(true, std::memory_order_release);
+}
+
+std::string TcpStoreServer::JobFailure() {
+  std::lock_guard<std::mutex> lock(failure_mu_);
+  return failure_;
 }
 
 StatusOr<std::unique_ptr<TcpStore>> TcpStore::Connect(const std::string& host, int port,
@@ -210,38 +318,100 @@ StatusOr<std::unique_ptr<TcpStore>> TcpStore::Connect(const std::string& host, i
   return s;
 }
 
-StatusOr<std::string> TcpStore::Call(uint8_t op, const std::string& key, const std::string& value,
-                                     std::chrono::milliseconds timeout) {
-  const std::string req = EncodeRequest(op, key, value, timeout);
+StatusOr<TcpStore::Reply> TcpStore::Exchange(uint8_t op, const std::string& key,
+                                              const std::string& value,
+                                              std::chrono::milliseconds wire_timeout,
+                                              Deadline deadline) {
+  const std::string req = EncodeRequest(op, key, value, wire_timeout);
   std::lock_guard<std::mutex> lock(mu_);
   if (!broken_.ok()) return broken_;
-  Deadline deadline = DeadlineAfter(timeout + std::chrono::seconds(30));
   // A failure midway leaves the stream out of step (the next call would read this one's
   // reply): the connection is closed and every later call fails with the same error.
   auto fail = [&](Status s) {
-    broken_ = s.Prepend("TCP store " + endpoint_ + ": request for key '" + key + "' failed");
+    broken_ = s.Prepend("TCP store " + endpoint_ + ": " +
+                        (op == kOpHello ? std::string("hello") : "request for key '" + key + "'") +
+                        " failed");
     socket_.Shutdown();
     return broken_;
   };
   Status s = SendAll(socket_, req.data(), req.size(), deadline);
   if (!s.ok()) return fail(s);
-  uint8_t code;
+  Reply reply;
   uint64_t len;
-  if (!(s = RecvAll(socket_, &code, 1, deadline)).ok()) return fail(s);
+  if (!(s = RecvAll(socket_, &reply.code, 1, deadline)).ok()) return fail(s);
   if (!(s = RecvAll(socket_, &len, 8, deadline)).ok()) return fail(s);
   if (len > kMaxValueBytes) return fail(DataLossError("reply too large"));
-  std::string out(len, '\0');
-  if (!(s = RecvAll(socket_, out.data(), len, deadline)).ok()) return fail(s);
-  if (code == kReplyRankGone) {
-    return UnavailableError("store " + endpoint_ + ": waiting for key '" + key + "': " + out);
+  reply.body.assign(len, '\0');
+  if (!(s = RecvAll(socket_, reply.body.data(), len, deadline)).ok()) return fail(s);
+  return reply;
+}
+
+StatusOr<std::string> TcpStore::Call(uint8_t op, const std::string& key, const std::string& value,
+                                     std::chrono::milliseconds timeout) {
+  const Deadline deadline = DeadlineAfter(timeout + std::chrono::seconds(30));
+  GANTRY_ASSIGN_OR_RETURN(Reply reply, Exchange(op, key, value, timeout, deadline));
+  if (reply.code == kReplyJobFailed) {
+    return UnavailableError("store " + endpoint_ + ": waiting for key '" + key +
+                            "': " + reply.body);
   }
-  if (code == kReplyTimeout) {
+  if (reply.code == kReplyTimeout) {
     return DeadlineExceededError("store " + endpoint_ + ": key '" + key + "' was not set within " +
                                  std::to_string(timeout.count()) +
                                  " ms; did every rank start (check WORLD_SIZE and the other ranks)?");
   }
-  if (code != kReplyOk) return fail(InvalidArgumentError("server rejected the request"));
-  return out;
+  if (reply.code != kReplyOk) {
+    std::lock_guard<std::mutex> lock(mu_);
+    broken_ = InvalidArgumentError("TCP store " + endpoint_ +
+                                   ": server rejected the request for key '" + key + "'");
+    socket_.Shutdown();
+    return broken_;
+  }
+  return std::move(reply.body);
+}
+
+Status TcpStore::Identify(const TcpStoreIdentity& who, std::chrono::milliseconds timeout) {
+  std::string v(16, '\0');
+  const int64_t rank = who.rank, world = who.world_size;
+  std::memcpy(v.data(), &rank, 8);
+  std::memcpy(v.data() + 8, &world, 8);
+  v += who.job;
+  const auto wait = std::min<std::chrono::milliseconds>(timeout, kHelloReplyTimeout);
+  auto reply = Exchange(kOpHello, kTcpStoreProtocol, v, std::chrono::milliseconds(0),
+                        DeadlineAfter(wait));
+  const std::string foreign =
+      "TCP store at " + endpoint_ + " (MASTER_ADDR:MASTER_PORT): whatever listens there does not "
+      "speak Gantry's store protocol (" + std::string(kTcpStoreProtocol) + "): ";
+  const std::string advice =
+      "; another program may hold the port (torchrun's agent store does: Gantry moves to "
+      "MASTER_PORT+1 when TORCHELASTIC_USE_AGENT_STORE is set, or set GANTRY_STORE_PORT), or "
+      "rank 0 runs another Gantry version";
+  if (!reply.ok()) {
+    const Status& s = reply.status();
+    if (s.code() == StatusCode::kDeadlineExceeded) {
+      return FailedPreconditionError(foreign + "it accepted the connection but did not answer "
+                                     "Gantry's hello within " + std::to_string(wait.count()) +
+                                     " ms" + advice);
+    }
+    if (s.code() == StatusCode::kUnavailable) {  // closed: a stranger, or rank 0 exiting now
+      Status closed = s;
+      return closed.Prepend("TCP store at " + endpoint_ + " closed the connection at Gantry's "
+                            "hello: rank 0 exited just then, or whatever listens on "
+                            "MASTER_ADDR:MASTER_PORT is not Gantry's TCP store");
+    }
+    return FailedPreconditionError(foreign + s.message() + advice);
+  }
+  if (reply->code == kReplyRefused) {
+    return FailedPreconditionError("TCP store at " + endpoint_ + " refused rank " +
+                                   std::to_string(who.rank) + ": " + reply->body);
+  }
+  if (reply->code != kReplyOk || reply->body != kTcpStoreProtocol) {
+    std::lock_guard<std::mutex> lock(mu_);
+    broken_ = FailedPreconditionError(foreign + "it answered Gantry's hello with something else" +
+                                      advice);
+    socket_.Shutdown();
+    return broken_;
+  }
+  return OkStatus();
 }
 
 Status TcpStore::Set(const std::string& key, const std::string& value) {
@@ -250,13 +420,6 @@ Status TcpStore::Set(const std::string& key, const std::string& value) {
 
 StatusOr<std::string> TcpStore::Get(const std::string& key, std::chrono::milliseconds timeout) {
   return Call(kOpGet, key, "", timeout);
-}
-
-Status TcpStore::Identify(int rank) {
-  std::string v(8, '\0');
-  const int64_t r = rank;
-  std::memcpy(v.data(), &r, 8);
-  return Call(kOpHello, "", v, std::chrono::milliseconds(0)).status();
 }
 
 TcpStore::~TcpStore() {

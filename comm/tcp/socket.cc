@@ -90,15 +90,17 @@ Status Socket::Tune(int buffer_bytes) {
 
 namespace {
 
-StatusOr<addrinfo*> Resolve(const std::string& host, int port, bool passive) {
+// `family` narrows a passive lookup of all interfaces ("" or "0.0.0.0", which is IPv4).
+StatusOr<addrinfo*> Resolve(const std::string& host, int port, bool passive,
+                            int family = AF_UNSPEC) {
   addrinfo hints{};
-  hints.ai_family = AF_UNSPEC;
+  hints.ai_family = family;
   hints.ai_socktype = SOCK_STREAM;
   hints.ai_flags = passive ? AI_PASSIVE : 0;
   addrinfo* res = nullptr;
   std::string port_str = std::to_string(port);
   const char* h = (host.empty() || (passive && host == "0.0.0.0")) ? nullptr : host.c_str();
-  if (passive && h == nullptr) hints.ai_family = AF_INET;
+  if (passive && host == "0.0.0.0") hints.ai_family = AF_INET;
   int rc = getaddrinfo(h, port_str.c_str(), &hints, &res);
   if (rc != 0) {
     return UnavailableError("cannot resolve '" + host + ":" + port_str + "': " + gai_strerror(rc) +
@@ -107,19 +109,30 @@ StatusOr<addrinfo*> Resolve(const std::string& host, int port, bool passive) {
   return res;
 }
 
-}  // namespace
-
-StatusOr<Socket> Listen(const std::string& host, int port, int backlog) {
-  GANTRY_ASSIGN_OR_RETURN(addrinfo * res, Resolve(host, port, true));
-  Status last = UnavailableError("no address for " + host);
+// Binds and listens on the first address of host:port that takes it; *err = the last errno.
+StatusOr<Socket> ListenResolved(const std::string& host, int port, int backlog, int family,
+                                int* err) {
+  *err = 0;
+  GANTRY_ASSIGN_OR_RETURN(addrinfo * res, Resolve(host, port, true, family));
+  const std::string where = (host.empty() ? std::string("*") : host) + ":" + std::to_string(port);
+  Status last = UnavailableError("no address for " + where);
   for (addrinfo* ai = res; ai; ai = ai->ai_next) {
     Socket s(::socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol));
-    if (!s.valid()) continue;
-    int one = 1;
+    if (!s.valid()) {
+      *err = errno;
+      last = ErrnoError("socket for " + where, *err);
+      continue;
+    }
+    int one = 1, zero = 0;
     setsockopt(s.fd(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    // All interfaces over IPv6 takes IPv4 too (whatever net.ipv6.bindv6only says).
+    if (host.empty() && ai->ai_family == AF_INET6) {
+      setsockopt(s.fd(), IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof(zero));
+    }
     if (::bind(s.fd(), ai->ai_addr, ai->ai_addrlen) != 0 || ::listen(s.fd(), backlog) != 0) {
-      last = ErrnoError("bind/listen on " + host + ":" + std::to_string(port) +
-                        " (is the port in use? pick another MASTER_PORT)", errno);
+      *err = errno;
+      last = ErrnoError("bind/listen on " + where + " (is the port in use? pick another "
+                        "MASTER_PORT)", *err);
       continue;
     }
     freeaddrinfo(res);
@@ -127,6 +140,22 @@ StatusOr<Socket> Listen(const std::string& host, int port, int backlog) {
   }
   freeaddrinfo(res);
   return last;
+}
+
+}  // namespace
+
+StatusOr<Socket> Listen(const std::string& host, int port, int backlog) {
+  int err = 0;
+  if (!host.empty()) return ListenResolved(host, port, backlog, AF_UNSPEC, &err);
+  // All interfaces: one dual-stack socket, so that MASTER_ADDR may name this host by an IPv4 or
+  // an IPv6 address; IPv4 alone where the kernel has no IPv6. A port in use fails here: IPv4
+  // alone on it would only half work.
+  auto dual = ListenResolved("", port, backlog, AF_INET6, &err);
+  if (dual.ok() || err == EADDRINUSE) return dual;
+  GANTRY_LOG(DEBUG, "no IPv6 listener; IPv4 only")
+      .Field("port", int64_t(port))
+      .Field("error", dual.status());
+  return ListenResolved("", port, backlog, AF_INET, &err);
 }
 
 int BoundPort(const Socket& s) {

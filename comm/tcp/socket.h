@@ -46,7 +46,8 @@ class Socket {
   int fd_ = -1;
 };
 
-// Binds host:port (port 0 = ephemeral; host "" or "0.0.0.0" = all interfaces) and listens.
+// Binds host:port (port 0 = ephemeral) and listens. Host "" = all interfaces, IPv4 and IPv6
+// (one dual-stack socket; IPv4 alone where the kernel has no IPv6); "0.0.0.0" = all IPv4 ones.
 StatusOr<Socket> Listen(const std::string& host, int port, int backlog = 128);
 int BoundPort(const Socket& s);
 // Connects to host:port, retrying refused/unreachable attempts and names that do not resolve

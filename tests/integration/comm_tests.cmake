@@ -27,3 +27,18 @@ gantry_add_test(comm_hier_test SOURCES comm_hier_test.cc LIBS gantry_comm LABELS
                 TIMEOUT 300)
 target_compile_definitions(comm_hier_test PRIVATE ${comm_worker_def})
 add_dependencies(comm_hier_test comm_test_worker)
+
+# env bootstrap with real processes: WORLD_SIZE mismatch, duplicate RANK, a foreign listener
+# on MASTER_PORT, torchrun's agent store, IPv6 MASTER_ADDR.
+gantry_add_test(comm_bootstrap_test SOURCES comm_bootstrap_test.cc LIBS gantry_comm
+                LABELS integration TIMEOUT 300)
+target_compile_definitions(comm_bootstrap_test PRIVATE ${comm_worker_def})
+add_dependencies(comm_bootstrap_test comm_test_worker)
+
+# `gantry train` under a real torchrun (skipped without torch in /usr/bin/python3).
+if(TARGET gantry)
+  gantry_add_test(comm_torchrun_test SOURCES comm_torchrun_test.cc LIBS gantry_comm
+                  LABELS integration TIMEOUT 200)
+  target_compile_definitions(comm_torchrun_test PRIVATE GANTRY_BINARY="$<TARGET_FILE:gantry>")
+  add_dependencies(comm_torchrun_test gantry)
+endif()
