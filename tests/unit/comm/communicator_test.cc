@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <functional>
@@ -314,6 +315,7 @@ TEST(TcpSetup, DestroyingWithAnOpInFlightAbortsIt) {
   std::vector<std::thread> threads;
   double destroy_s = -1;
   Status op_status;
+  std::atomic<bool> rank1_ready{false};  // rank 0 aborts only once rank 1's set-up is through
   for (int r = 0; r < 2; ++r) {
     threads.emplace_back([&, r] {
       Bootstrap boot(r, 2, store);
@@ -323,11 +325,13 @@ TEST(TcpSetup, DestroyingWithAnOpInFlightAbortsIt) {
       auto c = CreateCommunicator(o, boot);
       ASSERT_TRUE(c.ok()) << c.status().ToString();
       if (r == 1) {  // never joins the allreduce, and keeps its connections open 5 s
+        rank1_ready = true;
         std::this_thread::sleep_for(milliseconds(5000));
         return;
       }
       std::vector<float> v(1000, 1.0f);
       WorkPtr w = (*c)->Allreduce(v.data(), v.data(), v.size(), DataType::kF32, ReduceOp::kSum);
+      while (!rank1_ready) std::this_thread::sleep_for(milliseconds(10));
       std::this_thread::sleep_for(milliseconds(100));
       const auto start = std::chrono::steady_clock::now();
       c->reset();
