@@ -9,11 +9,6 @@
 namespace gantry::comm {
 namespace {
 
-enum Kind : uint8_t {
-  kAllreduce = 1, kBroadcast, kAllgather, kReduceScatter, kBarrier, kWindowAllocate,
-  kAllreduceWindow
-};
-
 struct P2pHeader {
   uint32_t tag;
   uint32_t pad;
@@ -82,7 +77,7 @@ void ShmCommunicator::Abort(const Status& reason) {
   Status s = AbortedError("shm communicator aborted: " + reason.ToString());
   if (state_->Fail(s)) {
     group_->Abort();
-    group_->Poison(s);
+    group_->Poison(s, reason.code());  // peers report what went wrong, not that it aborted
   }
 }
 
@@ -103,6 +98,7 @@ WorkPtr ShmCommunicator::SubmitCollective(OpLabel label, uint8_t kind, uint8_t o
                                           std::optional<ShmWindows::Where> where) {
   label.seq = ++seq_;
   ShmOpMeta meta{label.seq, label.count, kind, static_cast<uint8_t>(label.dtype), op, 0, root};
+  meta.step_of = step_of_;
   if (where) {
     meta.window = where->window;
     meta.offset = where->offset;
@@ -124,13 +120,13 @@ WorkPtr ShmCommunicator::Allreduce(const void* send, void* recv, size_t count, D
                          ? windows_.Find(recv, bytes)
                          : std::nullopt;
   if (where) {
-    return SubmitCollective(std::move(label), kAllreduceWindow, static_cast<uint8_t>(op), -1,
+    return SubmitCollective(std::move(label), kShmAllreduceWindow, static_cast<uint8_t>(op), -1,
                             [=, this](const ShmGroup::Op& o) {
       return ShmAllreduceWindow(*group_, o, windows_, where->window, where->offset, count, dtype,
                                 op);
     }, where);
   }
-  return SubmitCollective(std::move(label), kAllreduce, static_cast<uint8_t>(op), -1,
+  return SubmitCollective(std::move(label), kShmAllreduce, static_cast<uint8_t>(op), -1,
                           [=, this](const ShmGroup::Op& o) {
     if (size_ == 1) {
       if (send != recv) std::memmove(recv, send, count * DataTypeSize(dtype));
@@ -144,14 +140,15 @@ WorkPtr ShmCommunicator::Allreduce(const void* send, void* recv, size_t count, D
 WorkPtr ShmCommunicator::Broadcast(void* data, size_t count, DataType dtype, int root) {
   if (Status s = CheckRank("broadcast", root, true); !s.ok()) return MakeDoneWork(s);
   OpLabel label{"broadcast", 0, count, dtype, "root " + std::to_string(root)};
-  return SubmitCollective(std::move(label), kBroadcast, 0, root, [=, this](const ShmGroup::Op& o) {
+  return SubmitCollective(std::move(label), kShmBroadcast, 0, root,
+                          [=, this](const ShmGroup::Op& o) {
     return ShmBroadcast(*group_, o, data, count * DataTypeSize(dtype), root);
   });
 }
 
 WorkPtr ShmCommunicator::Allgather(const void* send, void* recv, size_t count, DataType dtype) {
   OpLabel label{"allgather", 0, count, dtype, ""};
-  return SubmitCollective(std::move(label), kAllgather, 0, -1, [=, this](const ShmGroup::Op& o) {
+  return SubmitCollective(std::move(label), kShmAllgather, 0, -1, [=, this](const ShmGroup::Op& o) {
     return ShmAllgather(*group_, o, send, recv, count, dtype);
   });
 }
@@ -159,7 +156,7 @@ WorkPtr ShmCommunicator::Allgather(const void* send, void* recv, size_t count, D
 WorkPtr ShmCommunicator::ReduceScatter(const void* send, void* recv, size_t count, DataType dtype,
                                        ReduceOp op) {
   OpLabel label{"reduce_scatter", 0, count, dtype, std::string(ReduceOpName(op))};
-  return SubmitCollective(std::move(label), kReduceScatter, static_cast<uint8_t>(op), -1,
+  return SubmitCollective(std::move(label), kShmReduceScatter, static_cast<uint8_t>(op), -1,
                           [=, this](const ShmGroup::Op& o) {
     return ShmReduceScatter(*group_, o, send, recv, count, dtype, op);
   });
@@ -167,7 +164,7 @@ WorkPtr ShmCommunicator::ReduceScatter(const void* send, void* recv, size_t coun
 
 WorkPtr ShmCommunicator::Barrier() {
   OpLabel label{"barrier", 0, 0, DataType::kI32, ""};
-  return SubmitCollective(std::move(label), kBarrier, 0, -1,
+  return SubmitCollective(std::move(label), kShmBarrier, 0, -1,
                           [this](const ShmGroup::Op& o) { return ShmBarrier(*group_, o); });
 }
 
@@ -175,7 +172,7 @@ StatusOr<std::shared_ptr<void>> ShmCommunicator::AllocateSymmetric(size_t bytes)
   if (size_ == 1) return std::shared_ptr<void>();  // nobody to share with
   OpLabel label{"allocate_symmetric", 0, bytes, DataType::kI32, ""};
   std::shared_ptr<void> out;
-  WorkPtr w = SubmitCollective(std::move(label), kWindowAllocate, 0, -1,
+  WorkPtr w = SubmitCollective(std::move(label), kShmWindowAllocate, 0, -1,
                                [&, bytes](const ShmGroup::Op& o) -> Status {
     GANTRY_ASSIGN_OR_RETURN(out, windows_.Allocate(*group_, o, bytes));
     return OkStatus();

@@ -26,6 +26,10 @@ class ShmCommunicator : public Communicator, private SymmetricPeers {
   // Errors name rank r as "rank names[r]" (the hierarchical backend passes global ranks).
   // Call right after Create, before the first operation.
   void NameRanks(std::vector<int> names) { group_->SetRankNames(std::move(names)); }
+  // The larger collective the next collectives are steps of (hier sets it before each of its
+  // own; default: none). It travels in their stage descriptors, so host-mates that disagree
+  // on it fail with kFailedPrecondition. Call from the issuing thread.
+  void SetStepOf(ShmStepOf step_of) { step_of_ = step_of; }
 
   int rank() const override { return rank_; }
   int size() const override { return size_; }
@@ -71,6 +75,7 @@ class ShmCommunicator : public Communicator, private SymmetricPeers {
   std::shared_ptr<CommState> state_;
   std::unique_ptr<Lane> coll_lane_, send_lane_, recv_lane_;
   uint64_t seq_ = 0, send_seq_ = 0, recv_seq_ = 0;
+  ShmStepOf step_of_;
 };
 
 }  // namespace gantry::comm

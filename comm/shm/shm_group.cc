@@ -29,7 +29,89 @@ constexpr auto kYieldTime = std::chrono::microseconds(500);
 constexpr auto kNap = std::chrono::microseconds(50);
 constexpr auto kLivenessPeriod = std::chrono::milliseconds(20);
 
+// "sum" for a reduce op value, "root 3" for a broadcast root: what a collective's label shows.
+std::string Detail(uint8_t kind, uint8_t op, int32_t root) {
+  switch (kind) {
+    case kShmAllreduce:
+    case kShmReduceScatter:
+    case kShmAllreduceWindow: return std::string(ReduceOpName(static_cast<ReduceOp>(op)));
+    case kShmBroadcast: return "root " + std::to_string(root);
+    default: return "";
+  }
+}
+
+// Appends "<what> <theirs> there, <mine> here" ("op avg there, sum here") when they differ.
+void AddDifference(std::string& out, const std::string& what, const std::string& theirs,
+                   const std::string& mine) {
+  if (theirs == mine) return;
+  if (!out.empty()) out += ", ";
+  out += what + " " + theirs + " there, " + mine + " here";
+}
+
+// The reduce op or the root, whichever `kind` has ("op avg there, sum here"); T is ShmOpMeta
+// or ShmStepOf.
+template <typename T>
+void AddOpAndRoot(std::string& out, const std::string& suffix, uint8_t kind, const T& theirs,
+                  const T& mine) {
+  if (kind == kShmBroadcast) {
+    AddDifference(out, "root" + suffix, std::to_string(theirs.root), std::to_string(mine.root));
+  } else if (!Detail(kind, 0, 0).empty()) {
+    AddDifference(out, "op" + suffix, Detail(kind, theirs.op, 0), Detail(kind, mine.op, 0));
+  }
+}
+
 }  // namespace
+
+std::string ShmKindName(uint8_t kind) {
+  switch (kind) {
+    case kShmAllreduce: return "allreduce";
+    case kShmBroadcast: return "broadcast";
+    case kShmAllgather: return "allgather";
+    case kShmReduceScatter: return "reduce_scatter";
+    case kShmBarrier: return "barrier";
+    case kShmWindowAllocate: return "allocate_symmetric";
+    case kShmAllreduceWindow: return "allreduce on symmetric memory";
+    default: return "collective " + std::to_string(kind);
+  }
+}
+
+std::string DescribeShmOp(const ShmOpMeta& m) {
+  if (m.kind == kShmNone) return "no collective at this stage";
+  std::string s = ShmKindName(m.kind) + " #" + std::to_string(m.seq) + " (" +
+                  std::string(DataTypeName(static_cast<DataType>(m.dtype))) + " x " +
+                  std::to_string(m.count);
+  const std::string detail = Detail(m.kind, m.op, m.root);
+  if (!detail.empty()) s += ", " + detail;
+  s += ")";
+  if (m.window >= 0) {
+    s += " on symmetric window " + std::to_string(m.window) + " at byte " +
+         std::to_string(m.offset);
+  }
+  if (m.step_of.kind != kShmNone) {
+    const std::string of = Detail(m.step_of.kind, m.step_of.op, m.step_of.root);
+    s += " as a step of " + ShmKindName(m.step_of.kind) + (of.empty() ? "" : " (" + of + ")");
+  }
+  return s;
+}
+
+std::string ShmOpDifferences(const ShmOpMeta& theirs, const ShmOpMeta& mine) {
+  if (theirs.kind == kShmNone) return "it is past this stage: it called other collectives";
+  std::string d;
+  AddDifference(d, "collective", ShmKindName(theirs.kind), ShmKindName(mine.kind));
+  AddDifference(d, "sequence number", std::to_string(theirs.seq), std::to_string(mine.seq));
+  AddDifference(d, "count", std::to_string(theirs.count), std::to_string(mine.count));
+  AddDifference(d, "dtype", std::string(DataTypeName(static_cast<DataType>(theirs.dtype))),
+                std::string(DataTypeName(static_cast<DataType>(mine.dtype))));
+  if (theirs.kind == mine.kind) AddOpAndRoot(d, "", theirs.kind, theirs, mine);
+  AddDifference(d, "symmetric window",
+                std::to_string(theirs.window) + " at byte " + std::to_string(theirs.offset),
+                std::to_string(mine.window) + " at byte " + std::to_string(mine.offset));
+  const ShmStepOf& t = theirs.step_of;
+  const ShmStepOf& m = mine.step_of;
+  AddDifference(d, "step of", ShmKindName(t.kind), ShmKindName(m.kind));
+  if (t.kind == m.kind) AddOpAndRoot(d, " of the whole " + ShmKindName(t.kind), t.kind, t, m);
+  return d.empty() ? "same arguments, posted for another operation" : d;
+}
 
 ShmGroup::ShmGroup(std::unique_ptr<ShmSegment> segment, int rank)
     : segment_(std::move(segment)), rank_(rank), size_(segment_->layout().ranks),
@@ -66,9 +148,14 @@ Status ShmGroup::CheckPeer(const Op& op, int peer) {
   ShmHeader* h = segment_->header();
   int failed = h->failed_rank.load(std::memory_order_acquire);
   if (failed >= 0) {
-    return UnavailableError(op.label + ": " + RankName(failed) +
-                            " failed and broke the group: " + std::string(h->failure) +
-                            " (waited " + SecondsSince(op.start) + ")");
+    std::string msg = op.label + ": " + RankName(failed) + " failed and broke the group: " +
+                      std::string(h->failure) + " (waited " + SecondsSince(op.start) + ")";
+    // A mismatch another rank saw is a mismatch here too: every rank reports the same kind of
+    // error whichever of them compared the descriptors.
+    if (h->failure_cause == static_cast<int32_t>(StatusCode::kFailedPrecondition)) {
+      return FailedPreconditionError(std::move(msg));
+    }
+    return UnavailableError(std::move(msg));
   }
   if (aborted_.load()) return AbortedError(op.label + ": communicator aborted");
   if (peer < 0 || peer == rank_ || !pid_watch_[peer]) return OkStatus();
@@ -139,13 +226,8 @@ Status ShmGroup::WaitPosted(const Op& op, int peer, uint64_t q) {
   const ShmOpMeta& m = *segment_->meta(peer, q);
   if (!(m == op.meta)) {
     return FailedPreconditionError(
-        op.label + ": " + RankName(peer) + " issued a different collective (seq " +
-        std::to_string(m.seq) + ", kind " + std::to_string(m.kind) + ", count " +
-        std::to_string(m.count) + ", dtype " + std::to_string(m.dtype) + ", op " +
-        std::to_string(m.op) + ", root " + std::to_string(m.root) +
-        (m.window >= 0 ? ", symmetric window " + std::to_string(m.window) + " at byte " +
-                             std::to_string(m.offset)
-                       : std::string()) +
+        op.label + ": " + RankName(peer) + " issued " + DescribeShmOp(m) + " (" +
+        ShmOpDifferences(m, op.meta) +
         "); every rank must call the same collectives in the same order with the same arguments");
   }
   return OkStatus();
@@ -228,7 +310,7 @@ Status ShmGroup::MailboxRead(const Op& op, int from, void* data, size_t bytes) {
   return OkStatus();
 }
 
-void ShmGroup::Poison(const Status& reason) {
+void ShmGroup::Poison(const Status& reason, StatusCode cause) {
   ShmHeader* h = segment_->header();
   int expected = -1;
   // Claim the failure slot first so two failing ranks do not interleave their messages.
@@ -237,6 +319,7 @@ void ShmGroup::Poison(const Status& reason) {
   std::string msg = reason.ToString();
   std::strncpy(h->failure, msg.c_str(), sizeof(h->failure) - 1);
   h->failure[sizeof(h->failure) - 1] = '\0';
+  h->failure_cause = static_cast<int32_t>(cause);
   h->failed_rank.store(rank_, std::memory_order_release);
 }
 

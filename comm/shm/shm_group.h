@@ -69,8 +69,11 @@ class ShmGroup {
   // "rank N" for group rank r, in the numbering chosen by SetRankNames.
   std::string RankName(int r) const;
 
-  // Marks the group failed so every peer's waits end at once with `reason`.
-  void Poison(const Status& reason);
+  // Marks the group failed so every peer's waits end at once with `reason`. `cause` is the
+  // code of what went wrong first (reason's own when it is not a wrapper such as an abort):
+  // the peers report a mismatch (kFailedPrecondition) as one, anything else as kUnavailable.
+  void Poison(const Status& reason) { Poison(reason, reason.code()); }
+  void Poison(const Status& reason, StatusCode cause);
   // Local abort: this rank's waits end at once.
   void Abort() { aborted_.store(true); }
 

@@ -19,6 +19,24 @@ struct alignas(64) ShmCounter {
   char pad[64 - sizeof(std::atomic<uint64_t>)];
 };
 
+// What a ShmOpMeta's kind (and a ShmStepOf's) says a rank is running.
+enum ShmKind : uint8_t {
+  kShmNone = 0, kShmAllreduce, kShmBroadcast, kShmAllgather, kShmReduceScatter, kShmBarrier,
+  kShmWindowAllocate, kShmAllreduceWindow
+};
+// "allreduce", "broadcast", ... ("collective 9" for a value outside ShmKind).
+std::string ShmKindName(uint8_t kind);
+
+// Set when a collective is one step of a larger one (hier: a host's part of a job-wide
+// collective): that collective's kind, reduce op and root (a global rank). The host-mates
+// must agree on it too: a hier avg runs its steps as sums and a hier broadcast from another
+// host has local root 0, so the step's own arguments do not show what the caller asked for.
+struct ShmStepOf {
+  uint8_t kind = kShmNone, op = 0;
+  int32_t root = -1;
+  bool operator==(const ShmStepOf&) const = default;
+};
+
 // Describes the collective a rank is running; written next to each posted stage so that
 // readers detect ranks that issued different collectives.
 struct ShmOpMeta {
@@ -30,8 +48,14 @@ struct ShmOpMeta {
   // which must be the same on every rank (-1 / 0 otherwise).
   int32_t window = -1;
   uint64_t offset = 0;
+  ShmStepOf step_of;
   bool operator==(const ShmOpMeta&) const = default;
 };
+// "broadcast #3 (f32 x 1000, root 2)", and for a step of a larger collective
+// " as a step of allreduce (avg)".
+std::string DescribeShmOp(const ShmOpMeta& m);
+// What differs between a peer's descriptor and this rank's: "root 2 there, 0 here".
+std::string ShmOpDifferences(const ShmOpMeta& theirs, const ShmOpMeta& mine);
 
 struct ShmRankControl {
   ShmCounter posted;   // stages this rank has written into its slot (absolute stage index + 1)
@@ -51,6 +75,7 @@ struct ShmHeader {
   uint64_t magic;
   std::atomic<int32_t> failed_rank;  // -1 healthy; else the rank that broke the group
   char failure[1024];                // its reason (written before failed_rank is set)
+  int32_t failure_cause;             // StatusCode of what broke it (written before failed_rank)
   char name[64];                     // the segment's shm name (symmetric windows derive theirs)
 };
 

@@ -1,7 +1,7 @@
 // Never hang: kill -9 one rank in the middle of a stream of 64 MiB allreduces; every survivor
 // must fail with an error naming the operation, its sequence number, a peer rank and the time
 // waited -- long before the 60 s comm timeout, because the dead rank's sockets close (tcp) or
-// its pidfd fires (shm).
+// its pidfd fires (shm). Also: shm ranks that disagree on a broadcast's root all fail.
 #include <gtest/gtest.h>
 
 #include <unistd.h>
@@ -53,6 +53,33 @@ TEST(CommShm, RanksInAnotherPidNamespaceWork) {
   const auto results = group.Wait(120);
   for (int r = 0; r < 2; ++r)
     EXPECT_EQ(results[r].exit_code, 0) << "rank " << r << ":\n" << results[r].output;
+}
+
+// Ranks that disagree on a broadcast's root: the root never read a descriptor and the others
+// checked only the rank they took for the root, so with ranks 0 and 1 broadcasting from 0 and
+// rank 2 from itself every rank returned OK (and so did the next allreduce). Now every rank
+// posts its descriptor and checks all of them on the last stage: every rank fails with
+// kFailedPrecondition naming both roots, in one stage and in many (1e6 f32).
+TEST(CommShm, BroadcastRootMismatchFailsOnEveryRank) {
+  const std::regex says(R"(root ([12] there, 0 here|0 there, [12] here))");
+  for (const char* kind : {"bcast-self-root", "bcast-root"}) {
+    for (const char* count : {"1000", "1000000"}) {
+      SCOPED_TRACE(std::string(kind) + " count " + count);
+      RankGroup group(GANTRY_COMM_TEST_WORKER, 3, {"mismatch", kind, "2", count},
+                      {{"GANTRY_COMM_BACKEND", "shm"}, {"GANTRY_COMM_TIMEOUT_S", "60"}});
+      const auto results = group.Wait(120);  // a hang shows as a killed rank
+      for (int r = 0; r < 3; ++r) {
+        const std::string& out = results[r].output;
+        SCOPED_TRACE("rank " + std::to_string(r) + " output:\n" + out);
+        ASSERT_EQ(results[r].exit_code, 0);
+        const size_t op = out.find("OP ");
+        ASSERT_NE(op, std::string::npos);
+        EXPECT_EQ(out.compare(op, 23, "OP FAILED_PRECONDITION:"), 0);
+        EXPECT_TRUE(std::regex_search(out.substr(op, out.find('\n', op) - op), says));
+        EXPECT_EQ(out.find("NEXT OK"), std::string::npos);  // broken afterwards
+      }
+    }
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, CommFailure,

@@ -3,12 +3,15 @@
 //   comm_test_worker conformance [--big]  every collective x dtype x op x count vs a reference
 //   comm_test_worker loop                 64 MiB allreduces until an error (kill -9 test)
 //   comm_test_worker loop-symmetric       the same, in place on symmetric memory
+//   comm_test_worker mismatch KIND RANKS [COUNT]  ranks in RANKS (e.g. "2,3") call the
+//                                         collective KIND with other arguments (see Mismatch)
 // Conformance also checks in-place allreduces on symmetric memory where the backend has it
 // (printing "SYMMETRIC <checks>"), ordinary memory on ranks whose backend has none.
 // Prints "PASS <checks>" and exits 0, or prints the failure and exits 1 (3: comm error in loop).
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <string>
@@ -266,6 +269,50 @@ int TruncatedRecv(Communicator* comm) {
   return 0;
 }
 
+// The ranks listed in `deviants` ("3" or "2,3") call a collective with other arguments than
+// the rest: KIND bcast-root (root 1 instead of 0), bcast-self-root (itself as root instead of
+// 0), avg (allreduce avg instead of sum), rs-avg (reduce_scatter avg instead of sum), or
+// p2p-tag (rank 0 sends tag 7, rank 1 receives tag 8; no deviants). Prints "OP <code>: <msg>"
+// ("OP OK" plus "WRONG DATA" when the data is not what this rank asked for), then
+// "NEXT <code>" for an allreduce and a barrier after it. Exit 0 unless setup failed.
+int Mismatch(Communicator* comm, const std::string& kind, const std::string& deviants,
+             size_t count) {
+  const int r = comm->rank(), n = comm->size();
+  bool odd = false;
+  for (size_t at = 0; at < deviants.size();) {
+    const size_t comma = std::min(deviants.find(',', at), deviants.size());
+    odd = odd || std::atoi(deviants.substr(at, comma - at).c_str()) == r;
+    at = comma + 1;
+  }
+  std::vector<float> a(count * n, static_cast<float>(r + 1)), b(count * n, 0.0f);
+  Status s;
+  bool right = true;
+  if (kind == "bcast-root" || kind == "bcast-self-root") {
+    const int root = !odd ? 0 : kind == "bcast-root" ? 1 : r;
+    s = comm->Broadcast(a.data(), count, DataType::kF32, root)->Wait();
+    right = a[0] == static_cast<float>(root + 1) && a[count - 1] == a[0];
+  } else if (kind == "avg" || kind == "rs-avg") {
+    const ReduceOp op = odd ? ReduceOp::kAvg : ReduceOp::kSum;
+    s = kind == "avg" ? comm->Allreduce(a.data(), b.data(), count, DataType::kF32, op)->Wait()
+                      : comm->ReduceScatter(a.data(), b.data(), count, DataType::kF32, op)->Wait();
+    const float sum = static_cast<float>(n * (n + 1) / 2);
+    right = b[0] == (odd ? sum * (1.0f / static_cast<float>(n)) : sum);
+  } else if (kind == "p2p-tag") {
+    if (r == 0) s = comm->Send(a.data(), count, DataType::kF32, 1, 7)->Wait();
+    if (r == 1) s = comm->Recv(b.data(), count, DataType::kF32, 0, 8)->Wait();
+  } else {
+    std::fprintf(stderr, "FAIL unknown mismatch kind %s\n", kind.c_str());
+    return 1;
+  }
+  std::printf("OP %s\n", s.ToString().c_str());
+  if (s.ok() && !right) std::printf("WRONG DATA\n");
+  std::fflush(stdout);
+  Status next = comm->Allreduce(std::span<float>(b.data(), 16))->Wait();
+  std::printf("NEXT %s\n", next.ToString().c_str());
+  std::printf("NEXT %s\n", comm->Barrier()->Wait().ToString().c_str());
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -281,6 +328,9 @@ int main(int argc, char** argv) {
   int rc = scenario == "loop"             ? Loop(comm, false)
            : scenario == "loop-symmetric" ? Loop(comm, true)
            : scenario == "truncated-recv" ? TruncatedRecv(comm)
+           : scenario == "mismatch"
+               ? Mismatch(comm, argc > 2 ? argv[2] : "", argc > 3 ? argv[3] : "",
+                          argc > 4 ? std::strtoull(argv[4], nullptr, 10) : 1000)
                                           : Conformance(comm, big);
   std::fflush(stdout);
   return rc;
