@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # setup.sh: installs every Debian 12 package Gantry needs to build, test and run.
 # Idempotent: checks dpkg first, runs apt-get update/install only when something is missing.
+# Also the npm packages of tools/k8s-validate (from its package-lock.json) when npm exists.
 # Run as root (fresh containers have no sudo); uses sudo when not root and sudo exists.
 #   bash scripts/setup.sh            # install what is missing
 #   bash scripts/setup.sh --check    # only report missing packages (exit 1 if any)
@@ -35,9 +36,35 @@ for pkg in "${PACKAGES[@]}"; do
   [[ $status == installed ]] || missing+=("$pkg")
 done
 
+# npm packages of tools/k8s-validate (kubernetes-models, typescript, yaml: the offline check of
+# `gantry render k8s` manifests in render_k8s_test), exactly as its package-lock.json pins them.
+# Silent when node_modules already matches the lock; nothing is downloaded at build or test time.
+npm_tools() {
+  local dir stamp
+  dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/tools/k8s-validate"
+  [[ -f $dir/package-lock.json ]] || return 0
+  if ! command -v npm > /dev/null; then
+    echo "setup: warning: npm not found: $dir not installed (render_k8s_test skips its schema checks)" >&2
+    return 0
+  fi
+  stamp=$(sha256sum "$dir/package-lock.json" | cut -d' ' -f1)
+  [[ $(cat "$dir/node_modules/.gantry-lock-sha256" 2>/dev/null) == "$stamp" ]] && return 0
+  if [[ $check_only == 1 ]]; then
+    echo "setup: npm packages of $dir missing or out of date"
+    return 1
+  fi
+  (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error) > /tmp/gantry-setup-npm.log 2>&1 ||
+    { echo "setup: error: npm ci in $dir failed; see /tmp/gantry-setup-npm.log" >&2;
+      tail -20 /tmp/gantry-setup-npm.log >&2; exit 1; }
+  echo "$stamp" > "$dir/node_modules/.gantry-lock-sha256"
+  echo "setup: installed the npm packages of $dir"
+}
+npm_ok=1
+npm_tools || npm_ok=0
+
 if [[ ${#missing[@]} -eq 0 ]]; then
   echo "setup: all ${#PACKAGES[@]} packages installed"
-  exit 0
+  exit $((1 - npm_ok))
 fi
 echo "setup: missing ${#missing[@]} package(s): ${missing[*]}"
 if [[ $check_only == 1 ]]; then exit 1; fi
