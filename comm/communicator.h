@@ -3,7 +3,7 @@
 // - Calls are asynchronous: each returns a Work handle at once; the operation runs in the
 //   backend's progress thread (or device stream), in call order. Every rank must issue the
 //   same collectives in the same order with matching count/dtype/op/root (checked where the
-//   backend can: tcp and shm report a mismatch as kFailedPrecondition).
+//   backend can: tcp, shm and hier report a mismatch as kFailedPrecondition).
 // - Buffers are borrowed: they must stay valid and untouched until the Work completes.
 //   send may equal recv (in place). Host backends take host memory; nccl takes device memory.
 // - Threading: one thread issues calls on a communicator (like a CUDA stream); Work::Wait,

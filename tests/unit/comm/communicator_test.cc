@@ -310,7 +310,9 @@ TEST(TcpSetup, SilentStrayConnectionsDoNotHoldTheSetUp) {
 
 // A communicator destroyed while an op waits on a silent peer ends that op at once (it is
 // aborted) instead of holding the destructor until the op's deadline (60 s here).
-TEST(TcpSetup, DestroyingWithAnOpInFlightAbortsIt) {
+class DestroyInFlight : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(DestroyInFlight, DestroyingWithAnOpInFlightAbortsIt) {
   auto store = std::make_shared<MemoryStore>();
   std::vector<std::thread> threads;
   double destroy_s = -1;
@@ -320,7 +322,7 @@ TEST(TcpSetup, DestroyingWithAnOpInFlightAbortsIt) {
     threads.emplace_back([&, r] {
       Bootstrap boot(r, 2, store);
       CommOptions o;
-      o.backend = "tcp";
+      o.backend = GetParam();
       o.timeout = milliseconds(60000);
       auto c = CreateCommunicator(o, boot);
       ASSERT_TRUE(c.ok()) << c.status().ToString();
@@ -345,6 +347,8 @@ TEST(TcpSetup, DestroyingWithAnOpInFlightAbortsIt) {
   EXPECT_NE(op_status.ToString().find("destroyed with operations in flight"), std::string::npos)
       << op_status.ToString();
 }
+
+INSTANTIATE_TEST_SUITE_P(Backends, DestroyInFlight, ::testing::Values("tcp", "shm"));
 
 // The same for the other settings a communicator's ranks must share: one rank with another
 // shm pipeline depth, or another backend, fails Create on every rank naming it, at once,
