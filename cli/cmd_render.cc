@@ -223,8 +223,19 @@ Json Metadata(const std::string& name, const JobSpec& spec, const RenderOptions&
   return m;
 }
 
+// Kubernetes expands $(NAME) in command, args and env values, and turns $$ into $: every $
+// is doubled so a pod runs exactly the text gantry submit would.
+std::string Literal(const std::string& text) {
+  std::string out;
+  for (char ch : text) {
+    if (ch == '$') out += '$';
+    out += ch;
+  }
+  return out;
+}
+
 Json Var(const std::string& name, const std::string& value) {
-  return Json{{"name", name}, {"value", value}};
+  return Json{{"name", name}, {"value", Literal(value)}};
 }
 
 Json IndexVar(const std::string& name) {
@@ -280,9 +291,14 @@ Json Container(const JobSpec& spec, const RenderOptions& o, const std::optional<
   c["image"] = o.image;
   c["command"] = spec.kind == JobKind::kTrain
                      ? Json::array({"gantry", "train", std::string(kSpecDir) + "/" + kSpecKey})
-                     : Json(spec.command.argv);
-  if (spec.kind == JobKind::kCommand && !spec.command.workdir.empty()) {
-    c["workingDir"] = spec.command.workdir;
+                     : Json::array();
+  if (spec.kind == JobKind::kCommand) {
+    for (const std::string& a : spec.command.argv) c["command"].push_back(Literal(a));
+  }
+  if (spec.kind == JobKind::kCommand) {
+    // The image's WORKDIR unless the spec names one (a script run as `python train.py`
+    // relies on it).
+    if (!spec.command.workdir.empty()) c["workingDir"] = spec.command.workdir;
   } else if (pvc) {
     c["workingDir"] = pvc->mount;  // relative checkpoint (and data) paths land on the claim
   }
@@ -350,7 +366,8 @@ Json Job(const JobSpec& spec, const RenderOptions& o, const std::optional<Pvc>& 
       // One gang restart fails every rank's pod (the survivors stop on comm errors), so
       // restarts.max gang restarts are restarts.max x ranks pod failures.
       {"backoffLimit", int64_t(spec.restarts.max) * ranks},
-      // A pod evicted or preempted (node drain, preemption) costs no restart.
+      // A pod evicted or preempted (node drain, preemption) is not counted itself; its
+      // peers, which then stop on comm errors, are (they cannot be told from a crash).
       {"podFailurePolicy",
        {{"rules", Json::array({{{"action", "Ignore"},
                                 {"onPodConditions", Json::array({{{"type", "DisruptionTarget"},

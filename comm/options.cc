@@ -25,7 +25,8 @@ Status EnvNumber(const char* name, T* out, double max = double(std::numeric_limi
   if (std::is_integral_v<T> && x != std::floor(x)) {
     return InvalidArgumentError(std::string(name) + "='" + v + "' is not a whole number");
   }
-  if (x > max) {
+  // Integer settings: below 2^digits too (double(SIZE_MAX) is 2^64, which would wrap).
+  if (x > max || (std::is_integral_v<T> && x >= std::ldexp(1.0, std::numeric_limits<T>::digits))) {
     char limit[32];
     std::snprintf(limit, sizeof(limit), "%.15g", max);
     return InvalidArgumentError(std::string(name) + "='" + v + "' is out of range (at most " +

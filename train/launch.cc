@@ -74,7 +74,8 @@ Status CheckMpirunAgreesWithEnvironment() {
                                                                               : nullptr;
   const char* hint = ": unset RANK, WORLD_SIZE and JOB_COMPLETION_INDEX under mpirun (it numbers "
                      "the ranks), or start the ranks without mpirun";
-  if (world != nullptr && *world && std::string(world) != mpi_world) {
+  // WORLD_SIZE alone does not win over mpirun (without a rank the launch stays in mpi mode).
+  if (rank != nullptr && world != nullptr && *world && std::string(world) != mpi_world) {
     return InvalidArgumentError(std::string("WORLD_SIZE=") + world + " but mpirun started " +
                                 mpi_world + " process(es) (OMPI_COMM_WORLD_SIZE=" + mpi_world +
                                 ")" + hint);

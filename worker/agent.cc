@@ -403,15 +403,19 @@ void WorkerAgent::Impl::Launch(const proto::LaunchRank& l) {
               // so launchers and libraries that look for them (Lightning checks GROUP_RANK)
               // take a Gantry rank for a torchrun one. Gantry's store is its own: no agent
               // store to share.
-              {"GROUP_RANK", std::to_string(l.group_rank())},
-              {"GROUP_WORLD_SIZE", std::to_string(std::max(1, l.group_world_size()))},
               {"ROLE_NAME", "default"},
               {"ROLE_RANK", std::to_string(l.rank())},
               {"ROLE_WORLD_SIZE", std::to_string(l.world_size())},
               {"TORCHELASTIC_RUN_ID", l.job_id()},
               {"TORCHELASTIC_RESTART_COUNT", std::to_string(l.attempt())},
-              {"TORCHELASTIC_MAX_RESTARTS", std::to_string(l.max_restarts())},
               {"TORCHELASTIC_USE_AGENT_STORE", "False"}};
+  // Only from a coordinator that sends them (an older one leaves 0s that would read as
+  // "one host" and "no restarts").
+  if (l.group_world_size() > 0) {
+    spec.env["GROUP_RANK"] = std::to_string(l.group_rank());
+    spec.env["GROUP_WORLD_SIZE"] = std::to_string(l.group_world_size());
+    spec.env["TORCHELASTIC_MAX_RESTARTS"] = std::to_string(l.max_restarts());
+  }
   // torchrun's default for a program that sets no thread count: as many threads as the rank
   // holds CPU slots (torchrun: 1 with several processes per node), not one per core of the
   // host for every rank. gantry train sizes its own pool.

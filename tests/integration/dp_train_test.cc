@@ -360,6 +360,15 @@ TEST_F(DpTrain, UnderMpirunAContradictingRankEnvironmentIsRefused) {
     EXPECT_NE(out.find(want), std::string::npos) << out;
     EXPECT_FALSE(std::filesystem::exists(d / "ck/latest")) << "nothing trained\n" << out;
   }
+  // WORLD_SIZE alone never won over mpirun (no rank: the launch stays in mpi mode): still fine.
+  TempDir d;
+  const std::string job = WriteJob(d, "mpi-world", "mlp", 8);
+  const std::string cmd = "timeout -s KILL 120 mpirun --allow-run-as-root --oversubscribe -np 2 "
+                          "-x WORLD_SIZE=1 " + std::string(GANTRY_BINARY) + " train " + job +
+                          " --progress off --checkpoint-dir " + (d / "ck") + " >" +
+                          (d / "out.txt") + " 2>&1";
+  EXPECT_EQ(Shell(cmd), 0) << ReadFile(d / "out.txt");
+  EXPECT_NE(ReadFile(d / "out.txt").find("\"mode\":\"mpi\""), std::string::npos);
 }
 
 // Launch mode (a): `gantry up` (coordinator + 1 worker), `gantry submit --wait` of a 2-rank

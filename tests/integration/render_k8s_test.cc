@@ -130,10 +130,16 @@ std::vector<Case> Cases(const TempDir& dir) {
 kind: command
 resources: {ranks: 3, cpus_per_rank: 2}
 command:
-  argv: [/usr/bin/python3, train.py, --epochs, "10", "--lr=0.1"]
-  env: {OMP_NUM_THREADS: "1", NCCL_DEBUG: INFO, EMPTY: ""}
+  argv: [/usr/bin/python3, train.py, --epochs, "10", "--lr=0.1", "--tag=$(RANK)-$$"]
+  env: {OMP_NUM_THREADS: "1", NCCL_DEBUG: INFO, EMPTY: "", PATTERN: "a$(B)$c"}
   workdir: /workspace
 restarts: {max: 2}
+)");
+  // No workdir: the image's WORKDIR stays, even with a claim mounted (`python train.py`).
+  const std::string script = WriteSpec(dir, "script.yaml", R"(name: script
+kind: command
+resources: {ranks: 2}
+command: {argv: [python3, train.py]}
 )");
   const std::string gpu = WriteSpec(dir, "gpt-gpu.yaml", R"(name: gpt-gpu
 kind: train
@@ -167,6 +173,7 @@ restarts: {max: 3}
        "torch-ddp",
        ""},
       {"gpu", gpu, {"-n", "team-a"}, "gpt-gpu", "team-a"},
+      {"script", script, {"--pvc", "data"}, "script", "", 29500, "/var/lib/gantry"},
   };
 }
 
@@ -294,10 +301,17 @@ void CheckManifests(const std::string& text, const Case& c) {
       ASSERT_TRUE(env.count(name)) << name;
       EXPECT_EQ(env.at(name)["valueFrom"]["fieldRef"]["fieldPath"].as<std::string>(), kIndexField);
     }
-    std::vector<std::string> cmd;
+    // Kubernetes expands $(NAME) and turns $$ into $ in command and env values: every $ is
+    // doubled so the pod runs the spec's text.
+    auto literal = [](std::string t) {
+      for (size_t at = 0; (at = t.find('$', at)) != std::string::npos; at += 2) t.insert(at, "$");
+      return t;
+    };
+    std::vector<std::string> cmd, want;
     for (const auto& w : ctr["command"]) cmd.push_back(w.as<std::string>());
-    EXPECT_EQ(cmd, spec->command.argv);
-    for (const auto& [k, v] : spec->command.env) EXPECT_EQ(Value(env, k), v) << k;
+    for (const auto& a : spec->command.argv) want.push_back(literal(a));
+    EXPECT_EQ(cmd, want);
+    for (const auto& [k, v] : spec->command.env) EXPECT_EQ(Value(env, k), literal(v)) << k;
     EXPECT_EQ(ctr["workingDir"].as<std::string>(""), spec->command.workdir);
     EXPECT_EQ(Value(env, "TORCHELASTIC_USE_AGENT_STORE"), "False");
   }
@@ -372,7 +386,9 @@ TEST(RenderK8s, ManifestsPassKubernetesSchemasAndTyping) {
   }
   Outcome v = Exec(argv, dir);
   EXPECT_EQ(v.code, 0) << v.out << v.err;
-  EXPECT_NE(v.out.find("k8s-validate: ok (schema + typing, 12 document(s))"), std::string::npos)
+  const std::string documents = std::to_string(3 * (argv.size() - 2));  // 3 per manifest
+  EXPECT_NE(v.out.find("k8s-validate: ok (schema + typing, " + documents + " document(s))"),
+            std::string::npos)
       << v.out << v.err;
 }
 

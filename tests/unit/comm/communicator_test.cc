@@ -409,7 +409,9 @@ TEST(CommOptions, EnvOverridesAndValidation) {
       {"GANTRY_COMM_TCP_SOCKETS", "1e10"}, {"GANTRY_COMM_TCP_SOCKETS", "2.5"},
       {"GANTRY_COMM_TIMEOUT_S", "1e10"},   {"GANTRY_COMM_TIMEOUT_S", "inf"},
       {"GANTRY_COMM_TIMEOUT_S", "nan"},    {"GANTRY_COMM_SHM_STAGES", "-1"},
-      {"GANTRY_COMM_TCP_CHUNK_BYTES", "1e30"}};
+      {"GANTRY_COMM_TCP_CHUNK_BYTES", "1e30"},
+      // 2^64 - 1 reads as the double 2^64, one past the largest size_t (it wrapped to 0).
+      {"GANTRY_COMM_SHM_WINDOW_MIN_BYTES", "18446744073709551615"}};
   unsetenv("GANTRY_COMM_TCP_SOCKETS");
   for (const auto& [name, value] : bad) {
     setenv(name, value, 1);
