@@ -59,8 +59,11 @@ npm_tools() {
   echo "$stamp" > "$dir/node_modules/.gantry-lock-sha256"
   echo "setup: installed the npm packages of $dir"
 }
+# npm itself (Debian's nodejs + npm) only where no npm is on PATH: a machine may carry a newer
+# Node.js of its own.
+if ! command -v npm > /dev/null; then missing+=(nodejs npm); fi
 npm_ok=1
-npm_tools || npm_ok=0
+if command -v npm > /dev/null; then npm_tools || npm_ok=0; fi
 
 if [[ ${#missing[@]} -eq 0 ]]; then
   echo "setup: all ${#PACKAGES[@]} packages installed"
@@ -84,3 +87,4 @@ export DEBIAN_FRONTEND=noninteractive
   { echo "setup: error: apt-get install failed; see /tmp/gantry-setup-apt.log" >&2;
     tail -20 /tmp/gantry-setup-apt.log >&2; exit 1; }
 echo "setup: installed ${missing[*]}"
+npm_tools

@@ -2,6 +2,7 @@
 #include "comm/bootstrap/tcp_store.h"
 
 #include <netdb.h>
+#include <poll.h>
 #include <sys/socket.h>
 
 #include <algorithm>
@@ -85,6 +86,9 @@ std::string JobIdentityFromEnv() {
   if (const std::string run = env("TORCHELASTIC_RUN_ID"); !run.empty()) {
     return "torchrun run " + run;
   }
+  // Open MPI (PMIx): one namespace per mpirun, so a stray hello from another mpirun job
+  // cannot pass for a rank of this one.
+  if (const std::string ns = env("PMIX_NAMESPACE"); !ns.empty()) return "mpirun job " + ns;
   return "";
 }
 
@@ -268,12 +272,27 @@ uint8_t TcpStoreServer::Hello(Conn* conn, const std::string& key, const std::str
     return kReplyRefused;
   }
   std::lock_guard<std::mutex> lock(claims_mu_);
-  auto [it, inserted] = claims_.emplace(static_cast<int>(rank), conn->peer);
+  auto [it, inserted] = claims_.emplace(static_cast<int>(rank), conn);
   if (!inserted) {
-    *why = "two processes claim rank " + std::to_string(rank) + " (from " + it->second + " and " +
-           conn->peer + "): check RANK (or JOB_COMPLETION_INDEX) on each process";
-    FailJob(*why);
-    return kReplyRefused;
+    // The holder may be gone without its thread having noticed yet (it is answering a Get, or
+    // the close is in flight): then this is its replacement, not a second process.
+    Conn* holder = it->second;
+    pollfd p{holder->sock.fd(), POLLRDHUP, 0};
+    const bool gone = ::poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR));
+    if (!gone) {
+      *why = "two processes claim rank " + std::to_string(rank) + " (from " + holder->peer +
+             " and " + conn->peer + "): check RANK (or JOB_COMPLETION_INDEX) on each process";
+      FailJob(*why);
+      return kReplyRefused;
+    }
+    // A holder that used the store died: the job failed (its own thread will say so too). One
+    // that only said hello leaves its place to this one.
+    if (holder->used && !holder->said_bye) {
+      *why = RankGoneMessage(static_cast<int>(rank));
+      FailJob(*why);
+      return kReplyRefused;
+    }
+    it->second = conn;
   }
   conn->rank = static_cast<int>(rank);
   *why = kTcpStoreProtocol;  // the answer that proves this is a Gantry store
@@ -284,7 +303,10 @@ void TcpStoreServer::ConnectionEnded(Conn* conn) {
   if (conn->rank < 0) return;
   {
     std::lock_guard<std::mutex> lock(claims_mu_);
-    claims_.erase(conn->rank);
+    // Its place may already belong to a replacement (Hello).
+    if (auto it = claims_.find(conn->rank); it != claims_.end() && it->second == conn) {
+      claims_.erase(it);
+    }
   }
   // A rank that used the store and goes away without bye has died: say so to every waiter. One
   // that only said hello did nothing the others wait on (a stranger's probe fails nobody).

@@ -83,7 +83,7 @@ class TcpStoreServer {
   std::mutex failure_mu_;
   std::string failure_;
   std::mutex claims_mu_;
-  std::map<int, std::string> claims_;  // rank -> peer of the live connection that said hello
+  std::map<int, Conn*> claims_;  // rank -> the live connection that said hello as it
   std::atomic<uint64_t> table_bytes_{0};  // set so far, against kMaxTableBytes (1 GiB)
   MemoryStore table_;
   std::mutex mu_;
@@ -126,7 +126,8 @@ class TcpStore : public Store {
 };
 
 // The job identity ranks must share, from the environment: GANTRY_JOB_ID and GANTRY_ATTEMPT
-// (set by a Gantry worker), else TORCHELASTIC_RUN_ID (torchrun); "" when neither is set.
+// (set by a Gantry worker), else TORCHELASTIC_RUN_ID (torchrun), else PMIX_NAMESPACE
+// (mpirun); "" when none is set.
 std::string JobIdentityFromEnv();
 
 }  // namespace gantry::comm
