@@ -126,6 +126,13 @@ bool Lane::Busy() const {
   return core_->running || !core_->queue.empty();
 }
 
+bool Lane::AnyBusy(std::initializer_list<const std::unique_ptr<Lane>*> lanes) {
+  for (const auto* lane : lanes) {
+    if (*lane && (*lane)->Busy()) return true;
+  }
+  return false;
+}
+
 WorkPtr Lane::Submit(std::function<Status()> op) {
   LaneCore& c = *core_;
   auto work = std::make_shared<WorkImpl>();

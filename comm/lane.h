@@ -9,6 +9,7 @@
 #include <condition_variable>
 #include <deque>
 #include <functional>
+#include <initializer_list>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -40,6 +41,12 @@ class WorkImpl : public Work {
   std::weak_ptr<LaneCore> lane_;  // set when queued on a lane that allows inline waits
 };
 std::shared_ptr<WorkImpl> MakeDoneWork(Status status);
+
+// Why the ops of a communicator destroyed with some in flight fail (each backend's destructor
+// aborts then, instead of waiting for them to end on their own, up to their deadline).
+inline Status DestroyedInFlightError() {
+  return CancelledError("the communicator was destroyed with operations in flight");
+}
 
 class CommState {
  public:
@@ -96,6 +103,8 @@ class Lane {
   // An op is running or queued (a communicator destroyed then aborts first: the running op
   // would otherwise hold the destructor until its deadline, e.g. on a stalled peer).
   bool Busy() const;
+  // Whether any of `lanes` (null ones skipped) is Busy.
+  static bool AnyBusy(std::initializer_list<const std::unique_ptr<Lane>*> lanes);
 
  private:
   void Run();

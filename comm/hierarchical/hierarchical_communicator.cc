@@ -65,12 +65,7 @@ StatusOr<std::unique_ptr<HierarchicalCommunicator>> HierarchicalCommunicator::Cr
 
 HierarchicalCommunicator::~HierarchicalCommunicator() {
   // Ops still in flight end now, not at their deadline (see TcpCommunicator's destructor).
-  for (const auto* lane : {&lane_, &send_lane_, &recv_lane_}) {
-    if (*lane && (*lane)->Busy()) {
-      Abort(CancelledError("the communicator was destroyed with operations in flight"));
-      break;
-    }
-  }
+  if (Lane::AnyBusy({&lane_, &send_lane_, &recv_lane_})) Abort(DestroyedInFlightError());
   lane_.reset();
   send_lane_.reset();
   recv_lane_.reset();

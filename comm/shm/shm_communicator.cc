@@ -69,12 +69,7 @@ StatusOr<std::unique_ptr<ShmCommunicator>> ShmCommunicator::Create(Bootstrap& bo
 
 ShmCommunicator::~ShmCommunicator() {
   // Ops still in flight end now, not at their deadline (see TcpCommunicator's destructor).
-  for (const auto* lane : {&coll_lane_, &send_lane_, &recv_lane_}) {
-    if (*lane && (*lane)->Busy()) {
-      Abort(CancelledError("the communicator was destroyed with operations in flight"));
-      break;
-    }
-  }
+  if (Lane::AnyBusy({&coll_lane_, &send_lane_, &recv_lane_})) Abort(DestroyedInFlightError());
   coll_lane_.reset();
   send_lane_.reset();
   recv_lane_.reset();

@@ -60,12 +60,7 @@ StatusOr<std::unique_ptr<TcpCommunicator>> TcpCommunicator::Create(Bootstrap& bo
 TcpCommunicator::~TcpCommunicator() {
   // Ops still in flight end now, not at their deadline (a stalled peer held this up to the
   // whole timeout); their Works fail as aborted and the peers see the connections close.
-  for (const auto* lane : {&coll_lane_, &send_lane_, &recv_lane_}) {
-    if (*lane && (*lane)->Busy()) {
-      Abort(CancelledError("the communicator was destroyed with operations in flight"));
-      break;
-    }
-  }
+  if (Lane::AnyBusy({&coll_lane_, &send_lane_, &recv_lane_})) Abort(DestroyedInFlightError());
   coll_lane_.reset();
   send_lane_.reset();
   recv_lane_.reset();

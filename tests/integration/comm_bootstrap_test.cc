@@ -8,6 +8,7 @@
 
 #include "comm/tcp/socket.h"
 #include "tests/integration/comm_launcher.h"
+#include "tests/unit/comm/free_ports.h"
 
 namespace gantry::comm::testing {
 namespace {
@@ -24,17 +25,6 @@ std::string Outputs(const std::vector<RankResult>& rs) {
 
 bool Contains(const std::string& s, const std::string& part) {
   return s.find(part) != std::string::npos;
-}
-
-// A port P on 127.0.0.1 with P+1 free too (bound, read, released).
-int FreePortPair() {
-  for (int attempt = 0; attempt < 50; ++attempt) {
-    auto a = Listen("127.0.0.1", 0);
-    if (!a.ok()) continue;
-    const int p = BoundPort(*a);
-    if (p < 65535 && Listen("", p + 1).ok()) return p;
-  }
-  return 0;
 }
 
 // Rank 1 started with WORLD_SIZE=3 against rank 0's 2: both fail at once naming both values

@@ -15,12 +15,14 @@
 
 #include "comm/bootstrap/bootstrap.h"
 #include "comm/bootstrap/tcp_store.h"
+#include "tests/unit/comm/free_ports.h"
 
 namespace gantry::comm {
 namespace {
 
 using std::chrono::milliseconds;
 using Opts = TcpStoreServer::Options;
+using testing::FreePortPair;
 
 StatusOr<std::unique_ptr<TcpStore>> Client(int port, int rank, int world, std::string job = "") {
   GANTRY_ASSIGN_OR_RETURN(auto c, TcpStore::Connect("127.0.0.1", port, milliseconds(2000)));
@@ -313,17 +315,6 @@ TEST(Store, ForeignListenerIsNamedWithinTheTimeout) {
   EXPECT_EQ(s.code(), StatusCode::kFailedPrecondition) << s.ToString();
   EXPECT_NE(s.message().find("does not speak Gantry's store protocol"), std::string::npos)
       << s.ToString();
-}
-
-// An unused TCP port P on 127.0.0.1 with P+1 unused too (bound, read, released).
-int FreePortPair() {
-  for (int attempt = 0; attempt < 50; ++attempt) {
-    auto a = Listen("127.0.0.1", 0);
-    if (!a.ok()) continue;
-    const int p = BoundPort(*a);
-    if (p < 65535 && Listen("", p + 1).ok()) return p;
-  }
-  return 0;
 }
 
 // The env bootstrap of one rank; checks that its store is the TCP store on `store_port`.
