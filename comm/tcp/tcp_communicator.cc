@@ -183,7 +183,6 @@ Status TcpCommunicator::Connect(Bootstrap& bootstrap) {
       }
       const Hello& h = p.hello;
       if (h.magic != kHelloMagic || h.nonce != nonce) continue;  // stray or stale connection
-      GANTRY_RETURN_IF_ERROR(p.sock.SetNonBlocking(false));
       GANTRY_RETURN_IF_ERROR(p.sock.Tune(options_.tcp_socket_buffer_bytes));
       if (h.kind == 0 && h.rank == prev && h.index >= 0 && h.index < k_socks &&
           !from_prev_[h.index].valid()) {

@@ -14,11 +14,13 @@
 namespace gantry::comm::testing {
 
 // Runs fn(comm) on `world` threads, each with its own communicator of `backend`; `configure`
-// may adjust the options first (same on every rank).
+// may adjust the options first (same on every rank). The ranks bootstrap over `store` (a new
+// MemoryStore when null).
 inline void RunRanks(const std::string& backend, int world, std::chrono::milliseconds timeout,
                      const std::function<void(Communicator&)>& fn,
-                     const std::function<void(CommOptions&)>& configure = {}) {
-  auto store = std::make_shared<MemoryStore>();
+                     const std::function<void(CommOptions&)>& configure = {},
+                     std::shared_ptr<Store> store = nullptr) {
+  if (!store) store = std::make_shared<MemoryStore>();
   std::vector<std::thread> threads;
   for (int r = 0; r < world; ++r) {
     threads.emplace_back([&, r] {
